@@ -1,0 +1,77 @@
+//! Command-line plumbing shared by the binaries: argument parsing with defined exit codes, the
+//! version line, and turning a run's result into an exit status with one logged line.
+//!
+//! Usage errors exit 2 before anything else happens; nothing here touches the server or a lock.
+use std::process::ExitCode;
+
+use argh::{EarlyExit, FromArgs};
+
+use crate::config::Config;
+use crate::error::{EXIT_DEFAULT_ERROR, EXIT_USAGE};
+use crate::{logging, Error};
+
+/// Parses the process arguments; `--help` prints and exits 0, a usage error exits 2.
+pub fn parse<T: FromArgs>() -> Result<T, ExitCode> {
+    let args: Vec<String> = std::env::args().collect();
+    let name = args
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "mysql-snapshot".into());
+    let rest: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
+    match T::from_args(&[&name], &rest) {
+        Ok(parsed) => Ok(parsed),
+        Err(EarlyExit {
+            output,
+            status: Ok(()),
+        }) => {
+            println!("{output}");
+            Err(ExitCode::SUCCESS)
+        }
+        Err(EarlyExit {
+            output,
+            status: Err(()),
+        }) => {
+            eprintln!("{output}");
+            eprintln!("Run {name} --help for usage.");
+            Err(ExitCode::from(EXIT_USAGE))
+        }
+    }
+}
+
+/// Prints `NAME VERSION`.
+pub fn print_version(program: &str) -> ExitCode {
+    println!("mysql-snapshot-{program} {}", env!("CARGO_PKG_VERSION"));
+    ExitCode::SUCCESS
+}
+
+/// Loads the configuration and starts logging for `program`. On failure the error is printed
+/// and the exit status to use is returned.
+pub fn start(
+    program: &'static str,
+    config: Option<&std::path::Path>,
+    to_stderr: bool,
+) -> Result<Config, ExitCode> {
+    match Config::load(config) {
+        Ok(config) => {
+            logging::init(program, &config, to_stderr);
+            Ok(config)
+        }
+        Err(err) => {
+            logging::init_stderr(program);
+            log::error!("event={} {err}", err.event());
+            Err(ExitCode::from(err.exit_code(EXIT_DEFAULT_ERROR)))
+        }
+    }
+}
+
+/// Logs a failed run once and returns its exit status.
+pub fn finish(result: Result<(), Error>, config: &Config) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            log::error!("event={} {err}", err.event());
+            ExitCode::from(err.exit_code(config.error_exit_code))
+        }
+    }
+}

@@ -1,0 +1,306 @@
+//! The settings of one run, read from a MySQL option file.
+//!
+//! Owns the config path resolution (`--config`, `MYSQL_SNAPSHOT_CONFIG`, `/etc/mysql-snapshot.cnf`),
+//! the built-in defaults, value checking and the permission check on files that hold a password.
+//! It never logs or echoes a password, and never accepts a setting it does not know.
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::lock::LockMode;
+use crate::optfile::{self, Entry};
+use crate::process;
+use crate::{Error, Result};
+
+/// The config file read when neither `--config` nor `MYSQL_SNAPSHOT_CONFIG` names one.
+pub const DEFAULT_PATH: &str = "/etc/mysql-snapshot.cnf";
+/// The environment variable naming the config file.
+pub const ENV_VAR: &str = "MYSQL_SNAPSHOT_CONFIG";
+
+/// Groups whose connection settings (`user`, `password`, `socket`, `host`, `port`) are read, in
+/// order; a later group overrides an earlier one.
+const CLIENT_GROUPS: [&str; 4] = [
+    "client",
+    "client-server",
+    "client-mariadb",
+    "mysql-snapshot",
+];
+const TOOL_GROUP: &str = "mysql-snapshot";
+
+/// How to reach the server.
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub user: String,
+    pub password: Option<String>,
+    pub socket: PathBuf,
+    pub host: Option<String>,
+    pub port: u16,
+}
+
+impl Client {
+    /// Where the client connects, for messages: the socket path or `host:port`.
+    pub fn target(&self) -> String {
+        match &self.host {
+            Some(host) => format!("{host}:{} as {}", self.port, self.user),
+            None => format!("{} as {}", self.socket.display(), self.user),
+        }
+    }
+}
+
+/// Every setting of one run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file the settings came from (it may not exist when it is the default path).
+    pub path: PathBuf,
+    pub client: Client,
+    pub snapshot_timeout: Duration,
+    pub long_query_threshold: u64,
+    pub ignore_commands: Vec<String>,
+    pub lock_wait_timeout: u64,
+    pub max_lock_time: u64,
+    pub error_exit_code: u8,
+    pub run_dir: PathBuf,
+    pub info_file: PathBuf,
+    pub log_file: Option<PathBuf>,
+    pub syslog_facility: syslog::Facility,
+    pub syslog_socket: PathBuf,
+    pub lock_mode: LockMode,
+}
+
+impl Config {
+    /// The settings with nothing read from a file.
+    pub fn defaults(path: PathBuf) -> Config {
+        Config {
+            path,
+            client: Client {
+                user: process::effective_user_name(),
+                password: None,
+                socket: PathBuf::from("/run/mysqld/mysqld.sock"),
+                host: None,
+                port: 3306,
+            },
+            snapshot_timeout: Duration::from_secs(600),
+            long_query_threshold: 10,
+            ignore_commands: [
+                "Sleep",
+                "Daemon",
+                "Binlog Dump",
+                "Binlog Dump GTID",
+                "Connect",
+                "Delayed insert",
+            ]
+            .map(String::from)
+            .to_vec(),
+            lock_wait_timeout: 2,
+            max_lock_time: 60,
+            error_exit_code: 1,
+            run_dir: PathBuf::from("/run/mysql-snapshot"),
+            info_file: PathBuf::from("/var/lib/mysql-snapshot/snapshot-info.json"),
+            log_file: None,
+            syslog_facility: syslog::Facility::LOG_DAEMON,
+            syslog_socket: PathBuf::from("/dev/log"),
+            lock_mode: LockMode::Auto,
+        }
+    }
+
+    /// Resolves the config path and reads it. `explicit` is `--config`.
+    pub fn load(explicit: Option<&Path>) -> Result<Config> {
+        let env = std::env::var_os(ENV_VAR).filter(|v| !v.is_empty());
+        let (path, required) = match (explicit, env) {
+            (Some(p), _) => (p.to_path_buf(), true),
+            (None, Some(p)) => (PathBuf::from(p), true),
+            (None, None) => (PathBuf::from(DEFAULT_PATH), false),
+        };
+        if !required && !path.exists() {
+            return Ok(Config::defaults(path));
+        }
+        Config::read(&path)
+    }
+
+    /// Reads `path` (which must exist) over the defaults.
+    pub fn read(path: &Path) -> Result<Config> {
+        let entries = optfile::read(path).map_err(|e| Error::Config {
+            file: e.file,
+            line: e.line,
+            message: e.message,
+        })?;
+        let mut config = Config::defaults(path.to_path_buf());
+        for entry in &entries {
+            if CLIENT_GROUPS.contains(&entry.group.as_str()) {
+                config.apply_client(entry)?;
+            }
+            if entry.group == TOOL_GROUP {
+                config.apply_tool(entry)?;
+            }
+        }
+        let mut checked = vec![path.to_path_buf()];
+        for entry in &entries {
+            if !checked.contains(&entry.file) {
+                checked.push(entry.file.clone());
+            }
+        }
+        for file in &checked {
+            let holds_password = entries.iter().any(|e| {
+                &e.file == file
+                    && CLIENT_GROUPS.contains(&e.group.as_str())
+                    && e.normalized_key() == "password"
+            });
+            check_permissions(file, holds_password)?;
+        }
+        Ok(config)
+    }
+
+    fn apply_client(&mut self, entry: &Entry) -> Result<bool> {
+        let value = || required_value(entry);
+        match entry.normalized_key().as_str() {
+            "user" => self.client.user = value()?.to_string(),
+            "password" => self.client.password = Some(value()?.to_string()),
+            "socket" => self.client.socket = PathBuf::from(value()?),
+            "host" => {
+                let host = value()?;
+                self.client.host = match host {
+                    "" | "localhost" => None,
+                    _ => Some(host.to_string()),
+                }
+            }
+            "port" => self.client.port = number(entry, 1, 65_535)? as u16,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    fn apply_tool(&mut self, entry: &Entry) -> Result<()> {
+        const CLIENT_KEYS: [&str; 5] = ["user", "password", "socket", "host", "port"];
+        let key = entry.normalized_key();
+        if CLIENT_KEYS.contains(&key.as_str()) {
+            return Ok(()); // applied by apply_client
+        }
+        match key.as_str() {
+            "snapshot-timeout" => {
+                self.snapshot_timeout = Duration::from_secs(number(entry, 1, 86_400)?)
+            }
+            "long-query-threshold" => self.long_query_threshold = number(entry, 0, 86_400)?,
+            "ignore-commands" => {
+                self.ignore_commands = required_value(entry)?
+                    .split(',')
+                    .map(|c| c.trim().to_string())
+                    .filter(|c| !c.is_empty())
+                    .collect()
+            }
+            "lock-wait-timeout" => self.lock_wait_timeout = number(entry, 1, 3600)?,
+            "max-lock-time" => self.max_lock_time = number(entry, 1, 86_400)?,
+            "error-exit-code" => self.error_exit_code = number(entry, 1, 255)? as u8,
+            "run-dir" => self.run_dir = absolute_path(entry)?,
+            "info-file" => self.info_file = absolute_path(entry)?,
+            "log-file" => {
+                self.log_file = match required_value(entry)? {
+                    "" => None,
+                    _ => Some(absolute_path(entry)?),
+                }
+            }
+            "syslog-facility" => {
+                let name = required_value(entry)?;
+                self.syslog_facility = name.parse().map_err(|()| {
+                    bad_value(entry, "expected a syslog facility such as daemon, user or local0")
+                })?
+            }
+            "syslog-socket" => self.syslog_socket = absolute_path(entry)?,
+            "lock-mode" => {
+                self.lock_mode = LockMode::parse(required_value(entry)?)
+                    .ok_or_else(|| bad_value(entry, LockMode::EXPECTED))?
+            }
+            _ => {
+                return Err(Error::Config {
+                    file: entry.file.clone(),
+                    line: Some(entry.line),
+                    message: format!(
+                        "unknown setting `{}` in [{TOOL_GROUP}]; see the README for the settings this version knows",
+                        entry.key
+                    ),
+                })
+            }
+        }
+        Ok(())
+    }
+}
+
+fn required_value(entry: &Entry) -> Result<&str> {
+    entry.value.as_deref().ok_or_else(|| Error::Config {
+        file: entry.file.clone(),
+        line: Some(entry.line),
+        message: format!("`{}` needs a value (`{} = ...`)", entry.key, entry.key),
+    })
+}
+
+fn bad_value(entry: &Entry, expected: &str) -> Error {
+    // Never echo a password value.
+    let shown = if entry.normalized_key() == "password" {
+        "(hidden)".to_string()
+    } else {
+        format!("`{}`", entry.value.as_deref().unwrap_or(""))
+    };
+    Error::Config {
+        file: entry.file.clone(),
+        line: Some(entry.line),
+        message: format!("bad value {shown} for `{}`: {expected}", entry.key),
+    }
+}
+
+fn number(entry: &Entry, min: u64, max: u64) -> Result<u64> {
+    let raw = required_value(entry)?;
+    match raw.trim().parse::<u64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(bad_value(
+            entry,
+            &format!("expected a whole number from {min} to {max}"),
+        )),
+    }
+}
+
+fn absolute_path(entry: &Entry) -> Result<PathBuf> {
+    let raw = required_value(entry)?;
+    let path = PathBuf::from(raw);
+    if path.is_absolute() {
+        Ok(path)
+    } else {
+        Err(bad_value(entry, "expected an absolute path"))
+    }
+}
+
+/// Refuses a config file that others could change, or read when it holds a password.
+fn check_permissions(file: &Path, holds_password: bool) -> Result<()> {
+    let meta = std::fs::metadata(file).map_err(|e| Error::io("read config", file, e))?;
+    let mode = meta.mode();
+    let owner = meta.uid();
+    let me = process::effective_uid();
+    let foreign_owner = owner != 0 && owner != me;
+    let fix = format!("chown root: {f} && chmod 600 {f}", f = file.display());
+    if mode & 0o022 != 0 {
+        return Err(Error::Config {
+            file: file.to_path_buf(),
+            line: None,
+            message: format!(
+                "is writable by group or others (mode {:04o}); anyone could change what runs as root. Fix: {fix}",
+                mode & 0o7777
+            ),
+        });
+    }
+    if holds_password && (mode & 0o044 != 0 || foreign_owner) {
+        return Err(Error::ConfigPermissions {
+            file: file.to_path_buf(),
+            mode,
+            owner,
+            fix,
+        });
+    }
+    if foreign_owner {
+        return Err(Error::Config {
+            file: file.to_path_buf(),
+            line: None,
+            message: format!(
+                "is owned by uid {owner}, neither root nor the caller (uid {me}). Fix: {fix}"
+            ),
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,238 @@
+//! What the snapshot is: the replication coordinates read while the lock is held, and the info
+//! file that carries them inside the snapshot.
+//!
+//! Coordinates are read on the locker's connection right after the lock is taken, in as few round
+//! trips as the server allows. The info file is written atomically and fsynced (file and
+//! directory) before freeze reports success; it is never left half-written.
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use mysql::prelude::Queryable;
+use mysql::Conn;
+use serde::{Deserialize, Serialize};
+
+use crate::server::{self, Flavor, ServerInfo};
+use crate::{Error, Result};
+
+/// Binary log position; both `None` when the binary log is off.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Binlog {
+    pub file: Option<String>,
+    pub position: Option<u64>,
+}
+
+/// GTID state (MariaDB's three positions, or MySQL's executed set).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gtid {
+    pub binlog_pos: Option<String>,
+    pub current_pos: Option<String>,
+    pub slave_pos: Option<String>,
+    pub executed: Option<String>,
+}
+
+/// Everything read from the server while the lock was held.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Coordinates {
+    pub binlog: Binlog,
+    pub gtid: Gtid,
+    pub server_id: Option<u64>,
+    pub server_uuid: Option<String>,
+}
+
+/// Reads the coordinates on the connection that holds the lock.
+pub fn read(conn: &mut Conn, info: &ServerInfo) -> Result<Coordinates> {
+    let mut coordinates = Coordinates {
+        binlog: read_binlog(conn, info)?,
+        ..Coordinates::default()
+    };
+    match info.flavor {
+        Flavor::MariaDb => {
+            let q = "SELECT @@GLOBAL.gtid_binlog_pos, @@GLOBAL.gtid_current_pos, @@GLOBAL.gtid_slave_pos, @@GLOBAL.server_id";
+            type MariaDbRow = (Option<String>, Option<String>, Option<String>, Option<u64>);
+            let row: Option<MariaDbRow> = conn.query_first(q).map_err(|e| Error::server(q, &e))?;
+            if let Some((binlog_pos, current_pos, slave_pos, server_id)) = row {
+                coordinates.gtid = Gtid {
+                    binlog_pos,
+                    current_pos,
+                    slave_pos,
+                    executed: None,
+                };
+                coordinates.server_id = server_id;
+            }
+        }
+        Flavor::MySql => {
+            let q = "SELECT @@GLOBAL.gtid_executed, @@GLOBAL.server_uuid, @@GLOBAL.server_id";
+            let row: Option<(Option<String>, Option<String>, Option<u64>)> =
+                conn.query_first(q).map_err(|e| Error::server(q, &e))?;
+            if let Some((executed, uuid, server_id)) = row {
+                coordinates.gtid.executed = executed.map(|s| strip_newlines(&s));
+                coordinates.server_uuid = uuid;
+                coordinates.server_id = server_id;
+            }
+        }
+    }
+    Ok(coordinates)
+}
+
+/// The binary-log status statements a server may know, newest first.
+fn binlog_statements(info: &ServerInfo) -> &'static [&'static str] {
+    match info.flavor {
+        Flavor::MariaDb if info.at_least(10, 5, 2) => &["SHOW BINLOG STATUS", "SHOW MASTER STATUS"],
+        Flavor::MariaDb => &["SHOW MASTER STATUS"],
+        Flavor::MySql if info.at_least(8, 2, 0) => {
+            &["SHOW BINARY LOG STATUS", "SHOW MASTER STATUS"]
+        }
+        Flavor::MySql => &["SHOW MASTER STATUS"],
+    }
+}
+
+fn read_binlog(conn: &mut Conn, info: &ServerInfo) -> Result<Binlog> {
+    let statements = binlog_statements(info);
+    for (i, statement) in statements.iter().enumerate() {
+        match conn.query_first::<mysql::Row, _>(*statement) {
+            Ok(row) => return Ok(row.map(|r| binlog_from_row(&r)).unwrap_or_default()),
+            // A syntax error means this server does not know the statement: try the older form.
+            Err(e) if server::error_code(&e) == Some(1064) && i + 1 < statements.len() => {}
+            Err(e) => return Err(Error::server(statement, &e)),
+        }
+    }
+    Ok(Binlog::default())
+}
+
+/// `File` and `Position` of a binary-log status row (every server names them alike).
+pub fn binlog_from_row(row: &mysql::Row) -> Binlog {
+    Binlog {
+        file: row.get_opt::<String, _>("File").and_then(|r| r.ok()),
+        position: row.get_opt::<u64, _>("Position").and_then(|r| r.ok()),
+    }
+}
+
+/// MySQL prints long GTID sets over several lines.
+pub fn strip_newlines(text: &str) -> String {
+    text.chars().filter(|c| *c != '\n' && *c != '\r').collect()
+}
+
+/// The JSON document written to `info-file`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InfoFile {
+    pub format: u32,
+    pub taken_at: String,
+    pub hostname: String,
+    pub server: ServerSection,
+    pub lock: LockSection,
+    pub binlog: Binlog,
+    pub gtid: Gtid,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServerSection {
+    pub flavor: String,
+    pub version: String,
+    pub server_id: Option<u64>,
+    pub server_uuid: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LockSection {
+    pub mode: String,
+    pub acquired_at: String,
+    pub waited_ms: u64,
+    pub locker_pid: u32,
+}
+
+/// The machine's host name.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// A temporary file next to the info file, opened before the lock is taken so that an unwritable
+/// directory fails the freeze before any lock exists.
+pub struct PendingInfoFile {
+    target: PathBuf,
+    tmp: PathBuf,
+    file: Option<File>,
+    committed: bool,
+}
+
+impl PendingInfoFile {
+    pub fn create(target: &Path) -> Result<PendingInfoFile> {
+        let dir = target.parent().unwrap_or(Path::new("/"));
+        let name = target
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "snapshot-info.json".into());
+        let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&tmp)
+            .map_err(|e| Error::io("create the info file in", dir, e))?;
+        Ok(PendingInfoFile {
+            target: target.to_path_buf(),
+            tmp,
+            file: Some(file),
+            committed: false,
+        })
+    }
+
+    /// Writes `info`, fsyncs, renames over the target and fsyncs the directory.
+    pub fn commit(mut self, info: &InfoFile) -> Result<()> {
+        let text = serde_json::to_string_pretty(info).unwrap_or_default() + "\n";
+        let dir = self.target.parent().unwrap_or(Path::new("/")).to_path_buf();
+        let Some(mut file) = self.file.take() else {
+            return Err(Error::io(
+                "write",
+                &self.tmp,
+                std::io::ErrorKind::Other.into(),
+            ));
+        };
+        file.write_all(text.as_bytes())
+            .and_then(|()| file.sync_all())
+            .map_err(|e| Error::io("write the info file", &self.tmp, e))?;
+        drop(file);
+        std::fs::rename(&self.tmp, &self.target)
+            .map_err(|e| Error::io("rename the info file to", &self.target, e))?;
+        self.committed = true;
+        File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| Error::io("fsync the directory of", &self.target, e))?;
+        Ok(())
+    }
+}
+
+impl Drop for PendingInfoFile {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mysql_gtid_sets_lose_their_line_breaks() {
+        assert_eq!(
+            strip_newlines("3E11FA47-71CA-11E1-9E33-C80AA9429562:1-5,\n4E11FA47-71CA-11E1-9E33-C80AA9429562:1-7"),
+            "3E11FA47-71CA-11E1-9E33-C80AA9429562:1-5,4E11FA47-71CA-11E1-9E33-C80AA9429562:1-7"
+        );
+    }
+
+    #[test]
+    fn the_modern_binlog_statement_is_tried_first_on_each_server() {
+        let maria = ServerInfo::new("10.11.6-MariaDB".into(), 1);
+        assert_eq!(binlog_statements(&maria)[0], "SHOW BINLOG STATUS");
+        let mysql97 = ServerInfo::new("9.7.4".into(), 1);
+        assert_eq!(binlog_statements(&mysql97)[0], "SHOW BINARY LOG STATUS");
+        let mysql80 = ServerInfo::new("8.0.36".into(), 1);
+        assert_eq!(binlog_statements(&mysql80), &["SHOW MASTER STATUS"]);
+    }
+}

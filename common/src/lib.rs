@@ -1,0 +1,23 @@
+//! The shared library of mysql-snapshot.
+//!
+//! `freeze`, `thaw` and `locker` are thin binaries over this crate. It owns everything they have in
+//! common: the option-file reader and the settings built from it, the state file they coordinate
+//! through, the server session and the lock strategies, the coordinates written into the snapshot,
+//! logging, and the one error type with its exit codes.
+#![deny(unsafe_code)]
+
+pub mod cli;
+pub mod config;
+pub mod coordinates;
+pub mod error;
+pub mod lock;
+pub mod logging;
+pub mod optfile;
+pub mod phase;
+pub mod process;
+pub mod server;
+pub mod state;
+pub mod time;
+
+pub use config::Config;
+pub use error::{Error, Result};

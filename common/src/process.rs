@@ -1,0 +1,171 @@
+//! Process identity and the few system calls std lacks: who we are, whether a recorded PID is
+//! still the same process, signals, and spawning the locker in its own session.
+//!
+//! A PID read from the state file is never signalled unless its start time (from /proc) equals the
+//! recorded one and its executable is the recorded one: a reused PID must never be hit.
+//! This is the only module with `unsafe` code; each block says why it is sound.
+#![allow(unsafe_code)]
+
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use serde::{Deserialize, Serialize};
+
+/// The effective user id of this process.
+pub fn effective_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// The login name of the effective user (from /etc/passwd), as the `mysql` client defaults it.
+pub fn effective_user_name() -> String {
+    let uid = effective_uid();
+    let from_passwd = std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|text| {
+            text.lines().find_map(|line| {
+                let mut fields = line.split(':');
+                let name = fields.next()?;
+                let id = fields.nth(1)?.parse::<u32>().ok()?;
+                (id == uid).then(|| name.to_string())
+            })
+        });
+    match from_passwd {
+        Some(name) => name,
+        None if uid == 0 => "root".to_string(),
+        None => std::env::var("USER").unwrap_or_else(|_| uid.to_string()),
+    }
+}
+
+/// Who a process is: enough to tell it from a later process that got the same PID.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    pub pid: u32,
+    /// Start time in clock ticks after boot (field 22 of /proc/PID/stat).
+    pub start_time: u64,
+    pub exe: PathBuf,
+}
+
+impl Identity {
+    /// The identity of the calling process.
+    pub fn current() -> Option<Identity> {
+        Identity::of(std::process::id())
+    }
+
+    /// The identity of a running (not zombie) process, if it exists and can be inspected.
+    pub fn of(pid: u32) -> Option<Identity> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The command name may contain spaces and parentheses: fields start after the last ')'.
+        let rest = &stat[stat.rfind(')')? + 1..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if matches!(fields.first(), Some(&"Z") | Some(&"X") | None) {
+            return None;
+        }
+        let start_time = fields.get(19)?.parse().ok()?;
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
+        Some(Identity {
+            pid,
+            start_time,
+            exe,
+        })
+    }
+
+    /// True while this exact process (same PID, start time and executable) is alive.
+    pub fn is_running(&self) -> bool {
+        Identity::of(self.pid)
+            .is_some_and(|now| now.start_time == self.start_time && same_exe(&now.exe, &self.exe))
+    }
+
+    /// Sends `signal` only if this exact process is still running. Returns whether it was sent.
+    pub fn signal(&self, signal: i32) -> bool {
+        if !self.is_running() {
+            return false;
+        }
+        let Ok(pid) = libc::pid_t::try_from(self.pid) else {
+            return false;
+        };
+        // SAFETY: kill takes plain integers and touches no memory of ours. The identity check just
+        // above makes a reused PID very unlikely to be hit; the window is a few microseconds.
+        unsafe { libc::kill(pid, signal) == 0 }
+    }
+}
+
+/// An executable that was replaced by an upgrade shows as "PATH (deleted)".
+fn same_exe(now: &std::path::Path, recorded: &std::path::Path) -> bool {
+    let now = now.to_string_lossy();
+    let recorded = recorded.to_string_lossy();
+    now == recorded || now.strip_suffix(" (deleted)") == Some(&*recorded)
+}
+
+/// Starts `command` in a new session (`setsid`) with stdin, stdout and stderr on /dev/null, so it
+/// outlives the hook and holds nothing a hypervisor agent waits on. `keep_fd`, if given, is
+/// duplicated onto descriptor 3 in the child; every other descriptor is closed on exec (std opens
+/// everything close-on-exec).
+pub fn spawn_detached(command: &mut Command, keep_fd: Option<i32>) -> std::io::Result<Child> {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: the closure runs between fork and exec in the child and calls only async-signal-safe
+    // functions (setsid, dup2, fcntl), allocating nothing.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::setsid() == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if let Some(fd) = keep_fd {
+                if fd == 3 {
+                    let flags = libc::fcntl(3, libc::F_GETFD);
+                    if flags == -1 || libc::fcntl(3, libc::F_SETFD, flags & !libc::FD_CLOEXEC) == -1
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                } else if libc::dup2(fd, 3) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    command.spawn()
+}
+
+/// Takes ownership of descriptor 3, which `spawn_detached` passed on purpose, if it is open.
+pub fn inherited_notify_fd() -> Option<std::fs::File> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: F_GETFD only queries the descriptor table.
+    if unsafe { libc::fcntl(3, libc::F_GETFD) } == -1 {
+        return None;
+    }
+    // SAFETY: descriptor 3 is open (checked above) and was handed to this process by freeze for
+    // this one use; nothing else in the process refers to it.
+    Some(unsafe { std::fs::File::from_raw_fd(3) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_current_process_is_recognised_and_a_changed_start_time_is_not() {
+        let me = Identity::current().expect("own /proc entry");
+        assert!(me.is_running());
+        let impostor = Identity {
+            start_time: me.start_time + 1,
+            ..me.clone()
+        };
+        assert!(!impostor.is_running());
+        assert!(
+            !impostor.signal(0),
+            "a PID with another start time must never be signalled"
+        );
+    }
+
+    #[test]
+    fn an_upgraded_binary_still_counts_as_the_same_executable() {
+        let p = std::path::Path::new("/usr/sbin/x");
+        assert!(same_exe(std::path::Path::new("/usr/sbin/x (deleted)"), p));
+        assert!(!same_exe(std::path::Path::new("/usr/bin/bash"), p));
+    }
+}

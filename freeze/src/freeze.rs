@@ -1,0 +1,551 @@
+//! The freeze sequence: claim the run, wait for a quiet moment, start the locker, learn that it
+//! holds the lock, verify that, write the info file, exit 0.
+//!
+//! freeze exits 0 only while the lock is verifiably held: the locker is alive and is ours, its
+//! connection is on the server, and the state file says `acquired`. Every other way out (timeout,
+//! signal, bad input, an unwritable info file) stops the locker and leaves no lock behind.
+//! A timed-out attempt goes back to waiting for a quiet moment; nothing waits without a deadline.
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitCode};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::time::{Duration, Instant};
+
+use argh::FromArgs;
+use common::coordinates::{
+    self, Coordinates, InfoFile, LockSection, PendingInfoFile, ServerSection,
+};
+use common::lock::LockMode;
+use common::phase::Phase;
+use common::process::{self, Identity};
+use common::server::{self, Blocker, Session};
+use common::state::{Found, State, StateFile, Status};
+use common::{cli, time, Config, Error, Result};
+use mysql::prelude::Queryable;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+
+/// How often the quiet-moment check runs while something long is running.
+const QUIET_POLL: Duration = Duration::from_millis(100);
+
+#[derive(FromArgs)]
+/// Takes a verified database lock before a VM snapshot (phase argument: `freeze` or none).
+struct Args {
+    /// the phase the hypervisor passes (`freeze`); extra or empty arguments are ignored
+    #[argh(positional)]
+    phase: Vec<String>,
+    /// config file (default: $MYSQL_SNAPSHOT_CONFIG, else /etc/mysql-snapshot.cnf)
+    #[argh(option)]
+    config: Option<PathBuf>,
+    /// lock mode for this run: auto, ftwrl or backup-stage (overrides the config)
+    #[argh(option)]
+    lock_mode: Option<String>,
+    /// print the version and exit
+    #[argh(switch)]
+    version: bool,
+}
+
+pub(crate) fn main() -> ExitCode {
+    let args: Args = match cli::parse() {
+        Ok(args) => args,
+        Err(code) => return code,
+    };
+    if args.version {
+        return cli::print_version("freeze");
+    }
+    if let Err(err) = Phase::from_args(&args.phase, Phase::Freeze, &[Phase::Freeze]) {
+        eprintln!("mysql-snapshot-freeze: {err}");
+        return ExitCode::from(common::error::EXIT_USAGE);
+    }
+    let mut config = match cli::start("freeze", args.config.as_deref(), true) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    if let Some(mode) = &args.lock_mode {
+        match LockMode::parse(mode) {
+            Some(mode) => config.lock_mode = mode,
+            None => {
+                eprintln!(
+                    "mysql-snapshot-freeze: --lock-mode {mode}: {}",
+                    LockMode::EXPECTED
+                );
+                return ExitCode::from(common::error::EXIT_USAGE);
+            }
+        }
+    }
+    let result = Freeze::new(config.clone()).and_then(|mut freeze| freeze.run());
+    cli::finish(result, &config)
+}
+
+/// What freeze waits on.
+enum Event {
+    Signal(i32),
+    /// A status line from the pipe of the locker of attempt `.0`.
+    Locker(u32, String),
+    /// That locker closed its pipe (it holds the lock and is done talking, or it exited).
+    LockerClosed(u32),
+}
+
+struct Freeze {
+    config: Config,
+    started: Instant,
+    deadline: Instant,
+    events: Receiver<Event>,
+    sender: Sender<Event>,
+    state: StateFile,
+    locker: Option<Child>,
+}
+
+/// How one locker run ended, as far as freeze is concerned.
+enum AttemptEnd {
+    Acquired(Box<State>),
+    TimedOut(String),
+}
+
+impl Freeze {
+    fn new(config: Config) -> Result<Freeze> {
+        let (sender, events) = mpsc::channel();
+        let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
+            .map_err(|e| Error::io("install signal handlers for", "freeze", e))?;
+        let tx = sender.clone();
+        std::thread::spawn(move || {
+            for signal in signals.forever() {
+                if tx.send(Event::Signal(signal)).is_err() {
+                    break;
+                }
+            }
+        });
+        let state = StateFile::open(&config.run_dir, true)?;
+        let started = Instant::now();
+        Ok(Freeze {
+            deadline: started + config.snapshot_timeout,
+            started,
+            config,
+            events,
+            sender,
+            state,
+            locker: None,
+        })
+    }
+
+    fn run(&mut self) -> Result<()> {
+        self.claim()?;
+        let result = self.lock_and_verify();
+        if let Err(err) = &result {
+            self.abandon(err);
+        }
+        result
+    }
+
+    /// Records this freeze in the state file, unless another snapshot is in progress.
+    fn claim(&self) -> Result<()> {
+        let me = Identity::current().ok_or_else(|| Error::State {
+            path: "/proc/self".into(),
+            message: "cannot read our own process identity from /proc".into(),
+        })?;
+        let guard = self.state.lock()?;
+        match guard.read() {
+            Found::State(previous) if previous.in_progress() => {
+                let who = match &previous.locker {
+                    Some(locker) if previous.locker_running() => {
+                        format!("locker PID {}", locker.pid)
+                    }
+                    _ => format!("freeze PID {}", previous.freeze.pid),
+                };
+                return Err(Error::Busy {
+                    message: format!(
+                        "another snapshot is in progress ({who}, status {}, started {}); run mysql-snapshot-thaw to end it first",
+                        previous.status.name(),
+                        time::rfc3339(previous.started_at_ms)
+                    ),
+                });
+            }
+            Found::State(previous)
+                if previous.status == Status::Acquired && previous.thawed_at_ms.is_none() =>
+            {
+                log::warn!(
+                    "event=lost the previous snapshot's locker (PID {}) died while holding its lock and no thaw came",
+                    previous.locker.as_ref().map(|l| l.pid).unwrap_or(0)
+                );
+            }
+            Found::Stale(why) => {
+                log::warn!("event=stale-state ignoring an unusable state file: {why}");
+                guard.set_aside()?;
+            }
+            _ => {}
+        }
+        guard.write(&State::starting(me))
+    }
+
+    fn lock_and_verify(&mut self) -> Result<()> {
+        // Fail on an unwritable info-file directory before any lock exists.
+        let pending = PendingInfoFile::create(&self.config.info_file)?;
+        let mut session = server::connect(&self.config.client, Duration::from_secs(10))?;
+        let mode = self.config.lock_mode.resolve(&session.info)?;
+        let locker_exe = locker_path()?;
+        let mut attempt = 0u32;
+        let state = loop {
+            self.wait_for_quiet_moment(&mut session)?;
+            attempt += 1;
+            self.update(|s| {
+                s.attempt = attempt;
+                s.status = Status::Starting;
+                s.locker = None;
+                s.reason = None;
+            })?;
+            match self.attempt(attempt, &locker_exe, mode)? {
+                AttemptEnd::Acquired(state) => break state,
+                AttemptEnd::TimedOut(reason) => {
+                    let blocker = server::longest_statement(
+                        &mut session.conn,
+                        0,
+                        &self.config.ignore_commands,
+                    )
+                    .ok()
+                    .flatten();
+                    log::warn!(
+                        "event=timed-out attempt={attempt} {reason}; longest running statement: {}; waiting for a quiet moment again",
+                        blocker.map_or("none".to_string(), |b| b.to_string())
+                    );
+                    // Give the writers that queued behind the attempt as long as it stalled them.
+                    self.pause(Duration::from_secs(self.config.lock_wait_timeout))?;
+                }
+            }
+        };
+        self.verify(&state, &mut session)?;
+        let coordinates: Coordinates = state
+            .coordinates
+            .clone()
+            .and_then(|c| serde_json::from_value(c).ok())
+            .unwrap_or_default();
+        let acquired_at_ms = state.acquired_at_ms.unwrap_or_else(time::now_unix_ms);
+        let waited_ms = acquired_at_ms.saturating_sub(state.started_at_ms);
+        let info = InfoFile {
+            format: 1,
+            taken_at: time::rfc3339(acquired_at_ms),
+            hostname: coordinates::hostname(),
+            server: ServerSection {
+                flavor: session.info.flavor.name().into(),
+                version: session.info.version.clone(),
+                server_id: coordinates.server_id,
+                server_uuid: coordinates.server_uuid.clone(),
+            },
+            lock: LockSection {
+                mode: mode.name().into(),
+                acquired_at: time::rfc3339(acquired_at_ms),
+                waited_ms,
+                locker_pid: state.locker.as_ref().map_or(0, |l| l.pid),
+            },
+            binlog: coordinates.binlog.clone(),
+            gtid: coordinates.gtid.clone(),
+        };
+        pending.commit(&info)?;
+        // The info file took time: make sure the lock is still ours before saying so.
+        self.verify(&state, &mut session)?;
+        log::info!(
+            "event=locked mode={} attempts={attempt} waited_ms={waited_ms} total_ms={} locker_pid={} binlog={}:{} gtid_binlog_pos={} info_file={}",
+            mode.name(),
+            self.started.elapsed().as_millis(),
+            info.lock.locker_pid,
+            info.binlog.file.as_deref().unwrap_or("-"),
+            info.binlog.position.map_or("-".into(), |p| p.to_string()),
+            info.gtid.binlog_pos.as_deref().or(info.gtid.executed.as_deref()).unwrap_or("-"),
+            self.config.info_file.display()
+        );
+        // The locker stays; dropping the handle does not touch it.
+        self.locker = None;
+        Ok(())
+    }
+
+    /// Waits until no statement has run longer than `long-query-threshold`.
+    fn wait_for_quiet_moment(&mut self, session: &mut Session) -> Result<()> {
+        let mut reported: Option<u64> = None;
+        loop {
+            let blocker = server::longest_statement(
+                &mut session.conn,
+                self.config.long_query_threshold,
+                &self.config.ignore_commands,
+            )?;
+            let Some(blocker) = blocker else {
+                return Ok(());
+            };
+            if reported != Some(blocker.id) {
+                log::info!("event=waiting not a quiet moment: {blocker}");
+                reported = Some(blocker.id);
+            }
+            self.pause_or_give_up(QUIET_POLL, &blocker)?;
+        }
+    }
+
+    fn pause_or_give_up(&mut self, pause: Duration, blocker: &Blocker) -> Result<()> {
+        if Instant::now() >= self.deadline {
+            return Err(self.timeout_error(Some(blocker)));
+        }
+        self.pause(pause)
+    }
+
+    /// Sleeps for `pause` (or until the deadline), returning early with an error on a signal.
+    fn pause(&mut self, pause: Duration) -> Result<()> {
+        let until = (Instant::now() + pause).min(self.deadline);
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(());
+            }
+            match self.events.recv_timeout(left) {
+                Ok(Event::Signal(signal)) => return Err(interrupted(signal)),
+                Ok(_) | Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => std::thread::sleep(left),
+            }
+        }
+    }
+
+    fn timeout_error(&self, blocker: Option<&Blocker>) -> Error {
+        Error::NotLocked {
+            message: format!(
+                "no lock within snapshot-timeout ({} s){}; the snapshot must not be taken. Retry later, or raise snapshot-timeout / long-query-threshold",
+                self.config.snapshot_timeout.as_secs(),
+                blocker.map_or(String::new(), |b| format!("; still running: {b}"))
+            ),
+        }
+    }
+
+    /// Starts one locker and waits until it holds the lock or its attempt ends.
+    fn attempt(
+        &mut self,
+        attempt: u32,
+        locker_exe: &PathBuf,
+        mode: LockMode,
+    ) -> Result<AttemptEnd> {
+        let (reader, writer) =
+            std::io::pipe().map_err(|e| Error::io("create a pipe for", "the locker", e))?;
+        let mut command = Command::new(locker_exe);
+        command
+            .arg("--config")
+            .arg(&self.config.path)
+            .arg("--lock-mode")
+            .arg(mode.name())
+            .current_dir("/");
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&writer);
+        let child = process::spawn_detached(&mut command, Some(fd))
+            .map_err(|e| Error::io("start the locker", locker_exe, e))?;
+        drop(writer);
+        self.locker = Some(child);
+        let tx = self.sender.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(reader).lines() {
+                match line {
+                    Ok(line) => {
+                        if tx.send(Event::Locker(attempt, line)).is_err() {
+                            return;
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+            let _ = tx.send(Event::LockerClosed(attempt));
+        });
+        loop {
+            let left = self.deadline.saturating_duration_since(Instant::now());
+            match self.events.recv_timeout(left) {
+                Ok(Event::Signal(signal)) => return Err(interrupted(signal)),
+                Ok(Event::Locker(n, _)) | Ok(Event::LockerClosed(n)) if n != attempt => {}
+                Ok(Event::Locker(_, line)) if line == "waiting" => {}
+                Ok(Event::Locker(..)) | Ok(Event::LockerClosed(_)) => {
+                    let found = self.state.lock()?.read();
+                    let Found::State(state) = found else {
+                        return Err(Error::State {
+                            path: self.state.path(),
+                            message: "the state file vanished while the locker ran".into(),
+                        });
+                    };
+                    match state.status {
+                        Status::Acquired => return Ok(AttemptEnd::Acquired(state)),
+                        Status::Waiting | Status::Starting => {
+                            // The locker closed its pipe without a result: it died.
+                            self.reap_locker();
+                            return Err(Error::NotLocked {
+                                message: "the locker exited without taking the lock (see syslog for its error)".into(),
+                            });
+                        }
+                        Status::TimedOut => {
+                            self.reap_locker();
+                            return Ok(AttemptEnd::TimedOut(state.reason.unwrap_or_default()));
+                        }
+                        _ => {
+                            self.reap_locker();
+                            return Err(Error::NotLocked {
+                                message: format!(
+                                    "the locker could not take the lock: {}",
+                                    state.reason.unwrap_or_else(|| "no reason recorded".into())
+                                ),
+                            });
+                        }
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => return Err(self.timeout_error(None)),
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(Error::NotLocked {
+                        message: "lost contact with the locker".into(),
+                    })
+                }
+            }
+        }
+    }
+
+    /// Checks that the lock is held right now: state `acquired`, the locker alive and ours, its
+    /// connection on the server under our account.
+    fn verify(&mut self, expected: &State, session: &mut Session) -> Result<()> {
+        let lost = |message: String| Error::LockLost {
+            message: format!("{message}; refusing to report the database as frozen"),
+        };
+        let Found::State(now) = self.state.lock()?.read() else {
+            return Err(lost("the state file is gone".into()));
+        };
+        if now.status != Status::Acquired {
+            return Err(lost(format!(
+                "the state is `{}`, not `acquired`",
+                now.status.name()
+            )));
+        }
+        let ours = self.locker.as_ref().map(Child::id);
+        let locker = now
+            .locker
+            .clone()
+            .filter(|l| Some(l.pid) == ours && Some(l) == expected.locker.as_ref());
+        let Some(locker) = locker else {
+            return Err(lost(
+                "the state names a locker that is not the one this freeze started".into(),
+            ));
+        };
+        if !locker.is_running() {
+            return Err(lost(format!(
+                "the locker (PID {}) is no longer running",
+                locker.pid
+            )));
+        }
+        let id = now.connection_id.unwrap_or(0);
+        match server::connection_user(&mut session.conn, id)? {
+            Some(user) if Some(&user) == now.user.as_ref() => Ok(()),
+            Some(user) => Err(lost(format!(
+                "connection {id} belongs to `{user}`, not the locker"
+            ))),
+            None => Err(lost(format!(
+                "the locker's connection {id} is not on the server"
+            ))),
+        }
+    }
+
+    /// Applies `change` to this freeze's state under the flock.
+    fn update(&self, change: impl FnOnce(&mut State)) -> Result<()> {
+        let guard = self.state.lock()?;
+        if let Found::State(mut state) = guard.read() {
+            change(&mut state);
+            guard.write(&state)?;
+        }
+        Ok(())
+    }
+
+    fn locker_exited_within(&mut self, wait: Duration) -> bool {
+        let until = Instant::now() + wait;
+        loop {
+            match self.locker.as_mut().map(Child::try_wait) {
+                None | Some(Ok(Some(_))) | Some(Err(_)) => {
+                    self.locker = None;
+                    return true;
+                }
+                Some(Ok(None)) if Instant::now() >= until => return false,
+                Some(Ok(None)) => std::thread::sleep(Duration::from_millis(2)),
+            }
+        }
+    }
+
+    fn reap_locker(&mut self) {
+        if !self.locker_exited_within(Duration::from_secs(2)) {
+            if let Some(child) = self.locker.as_mut() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            self.locker = None;
+        }
+    }
+
+    /// On any failure: stop the locker (if one runs) so that no lock remains, and record why.
+    fn abandon(&mut self, err: &Error) {
+        if self.locker.is_some() {
+            self.stop_locker();
+        }
+        let reason = err.to_string();
+        let _ = self.update(|s| {
+            if !matches!(s.status, Status::Released | Status::Lost) {
+                s.status = Status::Failed;
+            }
+            s.reason = Some(reason);
+        });
+    }
+
+    /// Stops our locker: SIGTERM (it releases first), a `KILL QUERY` if it is stuck in its lock
+    /// statement, SIGKILL as the last resort. The server drops any lock when the connection closes.
+    fn stop_locker(&mut self) {
+        let Some(child) = self.locker.as_mut() else {
+            return;
+        };
+        // Our own unreaped child: its PID cannot have been reused.
+        let pid = child.id();
+        if let Some(me) = Identity::of(pid) {
+            me.signal(SIGTERM);
+        }
+        let found = self.state.lock().map(|g| g.read());
+        if let Ok(Found::State(state)) = found {
+            if state.status == Status::Waiting {
+                if let (Some(id), Ok(mut session)) = (
+                    state.connection_id,
+                    server::connect(&self.config.client, Duration::from_secs(5)),
+                ) {
+                    if server::connection_user(&mut session.conn, id)
+                        .ok()
+                        .flatten()
+                        == state.user
+                    {
+                        let _ = session.conn.query_drop(format!("KILL QUERY {id}"));
+                    }
+                }
+            }
+        }
+        let grace = Duration::from_secs(self.config.lock_wait_timeout + 2);
+        if !self.locker_exited_within(grace) {
+            if let Some(child) = self.locker.as_mut() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            self.locker = None;
+        }
+        log::info!("event=aborted stopped the locker (PID {pid}); no lock remains");
+    }
+}
+
+fn interrupted(signal: i32) -> Error {
+    let name = match signal {
+        SIGTERM => "SIGTERM",
+        SIGINT => "SIGINT",
+        SIGHUP => "SIGHUP",
+        _ => "a signal",
+    };
+    Error::Interrupted {
+        signal: name.into(),
+    }
+}
+
+/// The locker binary installed next to this one.
+fn locker_path() -> Result<PathBuf> {
+    let me = std::env::current_exe().map_err(|e| Error::io("find", "our own executable", e))?;
+    let path = me.with_file_name("mysql-snapshot-locker");
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(Error::io(
+            "find the locker (reinstall mysql-snapshot) at",
+            path,
+            std::io::ErrorKind::NotFound.into(),
+        ))
+    }
+}

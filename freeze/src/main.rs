@@ -1,0 +1,8 @@
+//! `mysql-snapshot-freeze`: run by the hypervisor agent before it freezes the filesystems.
+#![forbid(unsafe_code)]
+
+mod freeze;
+
+fn main() -> std::process::ExitCode {
+    freeze::main()
+}

@@ -1,0 +1,31 @@
+#!/bin/sh
+# Runs the whole test suite: installs what the tests need (Debian/Ubuntu packages), builds the
+# binaries, then runs every test. The tests start their own private MariaDB servers (temporary
+# datadir, own socket, --skip-networking); the machine's own server is never touched.
+set -eu
+cd "$(dirname "$0")/.."
+
+need=""
+command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || need="$need mariadb-server"
+command -v my_print_defaults >/dev/null 2>&1 || need="$need mariadb-client"
+if [ -n "$need" ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "tests/run.sh: missing packages:$need; install them (as root: apt-get install -y$need) and run again" >&2
+        exit 1
+    fi
+    echo "tests/run.sh: installing$need"
+    export DEBIAN_FRONTEND=noninteractive
+    # The package must not start the machine's own server: the tests start private ones.
+    policy=/usr/sbin/policy-rc.d
+    created_policy=""
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && created_policy=1
+    fi
+    apt-get update -qq
+    # shellcheck disable=SC2086
+    apt-get install -y -qq --no-install-recommends $need >/dev/null
+    [ -n "$created_policy" ] && rm -f "$policy"
+fi
+
+cargo build --workspace --locked
+cargo test --workspace --locked -- --test-threads="${TEST_THREADS:-2}"

@@ -1,0 +1,398 @@
+//! The test harness: private MariaDB servers, a per-test sandbox (config, run-dir, info file,
+//! a syslog socket of its own) and runners for the installed binaries.
+//!
+//! Every server is started by the harness with its own temporary datadir and socket and
+//! `--skip-networking`, and stopped by its PID when the test ends; the machine's own server is never
+//! touched. Waiting is done by polling a condition with a deadline, never by sleeping and hoping.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use mysql::prelude::Queryable;
+use mysql::{Conn, OptsBuilder};
+
+/// Polls `condition` every 5 ms until it holds or `limit` passes; returns whether it held.
+pub fn wait_until(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A fresh directory under the system temp dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "mss-{tag}-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = fs::remove_dir_all(&path);
+        fs::create_dir_all(&path).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o700)).unwrap();
+        TempDir(path)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The directory holding the built binaries (`target/debug` when run by `cargo test`).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
+    for name in [
+        "mysql-snapshot-freeze",
+        "mysql-snapshot-thaw",
+        "mysql-snapshot-locker",
+    ] {
+        assert!(
+            dir.join(name).is_file(),
+            "{} is missing: run `cargo build --workspace` before the tests (README's test command does)",
+            dir.join(name).display()
+        );
+    }
+    dir
+}
+
+pub fn bin(name: &str) -> PathBuf {
+    bin_dir().join(format!("mysql-snapshot-{name}"))
+}
+
+fn tool(name: &str) -> PathBuf {
+    for dir in ["/usr/sbin", "/usr/bin", "/sbin", "/bin"] {
+        let path = Path::new(dir).join(name);
+        if path.is_file() {
+            return path;
+        }
+    }
+    panic!("{name} is not installed: run README's test command (it installs mariadb-server)");
+}
+
+/// An initialised datadir shared by all servers of this process (copied per server).
+fn template() -> &'static Path {
+    static TEMPLATE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    TEMPLATE.get_or_init(|| {
+        // Shared by every test binary of this user; built once under a file lock.
+        let dir = std::env::temp_dir().join("mss-template-v1");
+        let lock = fs::File::create(std::env::temp_dir().join("mss-template-v1.lock")).unwrap();
+        lock.lock().unwrap();
+        if dir.join(".complete").exists() {
+            return dir;
+        }
+        let _ = fs::remove_dir_all(&dir);
+        let out = Command::new(tool("mariadb-install-db"))
+            .args([
+                "--no-defaults",
+                "--user=root",
+                "--auth-root-authentication-method=socket",
+                "--skip-test-db",
+            ])
+            .arg(format!("--datadir={}", dir.display()))
+            .args(SERVER_TUNING)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mariadb-install-db failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        fs::write(dir.join(".complete"), "").unwrap();
+        dir
+    })
+}
+
+/// Small, fast settings for throwaway servers.
+const SERVER_TUNING: &[&str] = &[
+    "--innodb-buffer-pool-size=32M",
+    "--innodb-log-file-size=16M",
+    "--innodb-flush-log-at-trx-commit=2",
+    "--skip-name-resolve",
+];
+
+/// A private MariaDB server, stopped (by PID) and deleted on drop.
+pub struct Server {
+    pub dir: TempDir,
+    pub socket: PathBuf,
+    child: Option<Child>,
+}
+
+impl Server {
+    /// Starts a server with the binary log on (server id 1).
+    pub fn start() -> Server {
+        Server::start_with(&["--log-bin=binlog", "--server-id=1"])
+    }
+
+    pub fn start_with(extra: &[&str]) -> Server {
+        let dir = TempDir::new("db");
+        let data = dir.path().join("data");
+        let status = Command::new("cp")
+            .arg("-a")
+            .arg(template())
+            .arg(&data)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let socket = dir.path().join("mysqld.sock");
+        let mut server = Server {
+            socket,
+            dir,
+            child: None,
+        };
+        server.launch(extra);
+        server
+    }
+
+    fn launch(&mut self, extra: &[&str]) {
+        let data = self.dir.path().join("data");
+        let child = Command::new(tool("mariadbd"))
+            .args(["--no-defaults", "--user=root", "--skip-networking"])
+            .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--socket={}", self.socket.display()))
+            .arg(format!(
+                "--pid-file={}",
+                self.dir.path().join("mysqld.pid").display()
+            ))
+            .arg(format!(
+                "--log-error={}",
+                self.dir.path().join("error.log").display()
+            ))
+            .args(SERVER_TUNING)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let up = wait_until(Duration::from_secs(60), || self.try_conn().is_some());
+        assert!(up, "private mariadbd did not start: {}", self.error_log());
+        let mut conn = self.conn();
+        conn.query_drop(
+            "CREATE DATABASE IF NOT EXISTS snap;
+             CREATE TABLE IF NOT EXISTS snap.inno (id INT AUTO_INCREMENT PRIMARY KEY, v INT) ENGINE=InnoDB;
+             CREATE TABLE IF NOT EXISTS snap.my (id INT PRIMARY KEY, v INT) ENGINE=MyISAM;
+             INSERT IGNORE INTO snap.my VALUES (1, 0);",
+        )
+        .unwrap();
+    }
+
+    pub fn error_log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
+    }
+
+    fn try_conn(&self) -> Option<Conn> {
+        let opts = OptsBuilder::new()
+            .user(Some("root"))
+            .socket(Some(self.socket.to_string_lossy().into_owned()))
+            .read_timeout(Some(Duration::from_secs(60)));
+        Conn::new(opts).ok()
+    }
+
+    /// A root connection over the socket.
+    pub fn conn(&self) -> Conn {
+        self.try_conn().expect("connect to the private server")
+    }
+
+    /// True if a write from another connection is blocked right now (it fails at once instead of
+    /// waiting, so the probe itself never queues behind the lock).
+    pub fn writes_blocked(&self) -> bool {
+        let mut conn = self.conn();
+        conn.query_drop("SET SESSION lock_wait_timeout = 0")
+            .unwrap();
+        match conn.query_drop("INSERT INTO snap.inno (v) VALUES (1)") {
+            Ok(()) => false,
+            Err(mysql::Error::MySqlError(e)) if e.code == 1205 => true,
+            Err(e) => panic!("unexpected error from the write probe: {e}"),
+        }
+    }
+
+    /// Ids of connections whose statement text contains `needle` (other than the asking one).
+    pub fn statements_like(&self, needle: &str) -> Vec<u64> {
+        self.conn()
+            .exec(
+                "SELECT ID FROM information_schema.PROCESSLIST WHERE ID <> CONNECTION_ID() AND INFO LIKE ?",
+                (format!("%{needle}%"),),
+            )
+            .unwrap()
+    }
+
+    /// Stops the server abruptly (SIGKILL) and starts it again on the same datadir.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.launch(&["--log-bin=binlog", "--server-id=1"]);
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A receiving syslog socket; collects the RFC 3164 lines our binaries send.
+pub struct Syslog {
+    socket: UnixDatagram,
+    pub lines: Vec<String>,
+}
+
+impl Syslog {
+    pub fn bind(path: &Path) -> Syslog {
+        let socket = UnixDatagram::bind(path).unwrap();
+        socket.set_nonblocking(true).unwrap();
+        Syslog {
+            socket,
+            lines: Vec::new(),
+        }
+    }
+
+    /// Everything received so far.
+    pub fn drain(&mut self) -> &[String] {
+        let mut buf = vec![0u8; 65536];
+        while let Ok(n) = self.socket.recv(&mut buf) {
+            self.lines
+                .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        &self.lines
+    }
+}
+
+/// One test's sandbox: a config file pointing at `server`, a private run-dir, info file and syslog.
+pub struct Sandbox {
+    pub dir: TempDir,
+    pub config: PathBuf,
+    pub run_dir: PathBuf,
+    pub info_file: PathBuf,
+    pub syslog: Syslog,
+}
+
+impl Sandbox {
+    /// A sandbox for `server` with the given `[mysql-snapshot]` settings added (one per line).
+    pub fn new(server: &Server, settings: &str) -> Sandbox {
+        let dir = TempDir::new("box");
+        let run_dir = dir.path().join("run");
+        let info_file = dir.path().join("info").join("snapshot-info.json");
+        fs::create_dir_all(info_file.parent().unwrap()).unwrap();
+        let syslog_path = dir.path().join("syslog.sock");
+        let syslog = Syslog::bind(&syslog_path);
+        let config = dir.path().join("mysql-snapshot.cnf");
+        let text = format!(
+            "[client]\nuser = root\nsocket = {}\n\n[mysql-snapshot]\nrun-dir = {}\ninfo-file = {}\nsyslog-socket = {}\n{settings}\n",
+            server.socket.display(),
+            run_dir.display(),
+            info_file.display(),
+            syslog_path.display()
+        );
+        write_private(&config, &text);
+        Sandbox {
+            dir,
+            config,
+            run_dir,
+            info_file,
+            syslog,
+        }
+    }
+
+    /// A command for binary `name` (`freeze`, `thaw`) using this sandbox's config.
+    pub fn command(&self, name: &str) -> Command {
+        let mut command = Command::new(bin(name));
+        command
+            .env("MYSQL_SNAPSHOT_CONFIG", &self.config)
+            .stdin(Stdio::null());
+        command
+    }
+
+    pub fn freeze(&self) -> Output {
+        self.command("freeze").arg("freeze").output().unwrap()
+    }
+
+    pub fn thaw(&self, phase: &str) -> Output {
+        self.command("thaw").arg(phase).output().unwrap()
+    }
+
+    /// The state file, parsed.
+    pub fn state(&self) -> Option<serde_json::Value> {
+        let text = fs::read_to_string(self.run_dir.join("state.json")).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    pub fn status(&self) -> String {
+        self.state()
+            .and_then(|s| s["status"].as_str().map(String::from))
+            .unwrap_or_default()
+    }
+
+    /// The recorded locker PID.
+    pub fn locker_pid(&self) -> Option<u32> {
+        self.state()?["locker"]["pid"].as_u64().map(|p| p as u32)
+    }
+
+    /// Syslog lines received so far, joined.
+    pub fn log(&mut self) -> String {
+        self.syslog.drain().join("\n")
+    }
+}
+
+/// Writes `text` to `path` with mode 0600.
+pub fn write_private(path: &Path, text: &str) {
+    fs::write(path, text).unwrap();
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+/// True while a process with this PID exists and is not a zombie.
+pub fn alive(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            let rest = s.rsplit(')').next().unwrap_or("");
+            !rest.trim_start().starts_with('Z')
+        })
+        .unwrap_or(false)
+}
+
+/// Sends `signal` to `pid` with kill(1) (a process this test started).
+pub fn signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Text of a process's output, for assertion messages.
+pub fn text(out: &Output) -> String {
+    format!(
+        "status {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}

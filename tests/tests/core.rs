@@ -1,0 +1,593 @@
+//! The core promises of freeze, thaw and the locker, each checked against a private MariaDB.
+#![allow(clippy::unwrap_used)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use harness::{alive, bin_dir, signal, text, wait_until, write_private, Sandbox, Server, TempDir};
+use mysql::prelude::Queryable;
+
+/// Locker processes started for this sandbox (their argv names its config file).
+fn lockers_of(sandbox: &Sandbox) -> Vec<u32> {
+    let config = sandbox.config.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            cmdline.contains("mysql-snapshot-locker") && cmdline.contains(&config) && alive(*pid)
+        })
+        .collect()
+}
+
+fn assert_clean(server: &Server, sandbox: &Sandbox) {
+    assert!(
+        wait_until(Duration::from_secs(5), || lockers_of(sandbox).is_empty()),
+        "a locker is left behind: {:?}",
+        lockers_of(sandbox)
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || !server.writes_blocked()),
+        "writes are still blocked: a lock is left behind"
+    );
+}
+
+/// A write running in the background, timed.
+struct Writer {
+    handle: thread::JoinHandle<Duration>,
+}
+
+impl Writer {
+    fn start(server: &Server, statement: &str) -> Writer {
+        let mut conn = server.conn();
+        let statement = statement.to_string();
+        Writer {
+            handle: thread::spawn(move || {
+                let started = Instant::now();
+                let _ = conn.query_drop(&statement);
+                started.elapsed()
+            }),
+        }
+    }
+}
+
+#[test]
+fn freeze_holds_a_lock_that_blocks_writes_until_thaw_releases_it() {
+    let server = Server::start();
+    let mut sandbox = Sandbox::new(&server, "");
+    let out = sandbox.freeze();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        server.writes_blocked(),
+        "freeze exited 0 but writes are not blocked"
+    );
+
+    // A write from another connection waits for the lock…
+    let writer = Writer::start(&server, "INSERT INTO snap.inno (v) VALUES (4242)");
+    assert!(wait_until(Duration::from_secs(5), || !server
+        .statements_like("VALUES (4242)")
+        .is_empty()));
+    assert!(
+        !writer.handle.is_finished(),
+        "the write went through while frozen"
+    );
+    // …and the coordinates recorded are the ones the server reports while locked.
+    let info: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&sandbox.info_file).unwrap()).unwrap();
+    let row: mysql::Row = server
+        .conn()
+        .query_first("SHOW BINLOG STATUS")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        info["binlog"]["file"].as_str(),
+        row.get::<String, _>("File").as_deref()
+    );
+    assert_eq!(
+        info["binlog"]["position"].as_u64(),
+        row.get::<u64, _>("Position")
+    );
+    assert_eq!(info["lock"]["mode"], "ftwrl");
+    assert_eq!(info["server"]["flavor"], "mariadb");
+    assert!(info["taken_at"].as_str().unwrap().ends_with('Z'));
+
+    let out = sandbox.thaw("thaw");
+    assert!(out.status.success(), "{}", text(&out));
+    let waited = writer.handle.join().unwrap();
+    assert!(
+        waited < Duration::from_secs(30),
+        "the write never went through"
+    );
+    assert_clean(&server, &sandbox);
+    let log = sandbox.log();
+    assert!(log.contains("event=locked"), "syslog: {log}");
+    assert!(log.contains("event=thawed"), "syslog: {log}");
+    assert!(
+        log.contains("mysql-snapshot["),
+        "syslog ident missing: {log}"
+    );
+}
+
+#[test]
+fn freeze_never_exits_0_unlocked_behind_a_long_write_and_caps_each_stall() {
+    let server = Server::start();
+    let mut sandbox = Sandbox::new(
+        &server,
+        "long-query-threshold = 1\nlock-wait-timeout = 1\nsnapshot-timeout = 5",
+    );
+    let long = Writer::start(&server, "UPDATE snap.my SET v = v + 1 WHERE SLEEP(30) = 0");
+    assert!(wait_until(Duration::from_secs(5), || !server
+        .statements_like("SLEEP(30)")
+        .is_empty()));
+
+    // Measure the longest stall another writer sees while freeze tries.
+    let stop = Arc::new(AtomicBool::new(false));
+    let stall = {
+        let mut conn = server.conn();
+        let stop = stop.clone();
+        thread::spawn(move || {
+            let mut worst = Duration::ZERO;
+            while !stop.load(Ordering::SeqCst) {
+                let t = Instant::now();
+                conn.query_drop("INSERT INTO snap.inno (v) VALUES (1)")
+                    .unwrap();
+                worst = worst.max(t.elapsed());
+            }
+            worst
+        })
+    };
+    let started = Instant::now();
+    let out = sandbox.freeze();
+    let took = started.elapsed();
+    stop.store(true, Ordering::SeqCst);
+    let worst = stall.join().unwrap();
+
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no lock"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        took < Duration::from_secs(15),
+        "freeze overran snapshot-timeout: {took:?}"
+    );
+    assert!(
+        worst < Duration::from_secs(2),
+        "a writer stalled {worst:?} (> lock-wait-timeout + 1 s)"
+    );
+    let log = sandbox.log();
+    assert!(
+        log.contains("event=timed-out"),
+        "the capped attempt was not logged: {log}"
+    );
+    assert!(
+        log.contains("event=waiting"),
+        "the wait for a quiet moment was not logged: {log}"
+    );
+    assert!(
+        log.contains("SLEEP(30)"),
+        "the blocking statement was not named: {log}"
+    );
+    assert!(
+        !server.statements_like("SLEEP(30)").is_empty(),
+        "the long write should still run"
+    );
+    for id in server.statements_like("SLEEP(30)") {
+        server
+            .conn()
+            .query_drop(format!("KILL QUERY {id}"))
+            .unwrap();
+    }
+    long.handle.join().unwrap();
+    assert_clean(&server, &sandbox);
+}
+
+#[test]
+fn freeze_retries_after_a_capped_attempt_and_succeeds_once_the_write_ends() {
+    let server = Server::start();
+    let mut sandbox = Sandbox::new(
+        &server,
+        "long-query-threshold = 1\nlock-wait-timeout = 1\nsnapshot-timeout = 30",
+    );
+    let long = Writer::start(&server, "UPDATE snap.my SET v = v + 1 WHERE SLEEP(3) = 0");
+    assert!(wait_until(Duration::from_secs(5), || !server
+        .statements_like("SLEEP(3)")
+        .is_empty()));
+    let out = sandbox.freeze();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        long.handle.is_finished(),
+        "freeze succeeded while the long write still ran"
+    );
+    assert!(server.writes_blocked());
+    assert!(sandbox.state().unwrap()["attempt"].as_u64().unwrap() >= 2);
+    assert!(sandbox.log().contains("event=timed-out"));
+    let out = sandbox.thaw("thaw");
+    assert!(out.status.success(), "{}", text(&out));
+    assert_clean(&server, &sandbox);
+}
+
+#[test]
+fn thaw_reports_a_lock_released_early_by_max_lock_time() {
+    let server = Server::start();
+    let sandbox = Sandbox::new(&server, "max-lock-time = 1");
+    let out = sandbox.freeze();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(wait_until(Duration::from_secs(10), || sandbox.status() == "released"));
+    assert!(
+        !server.writes_blocked(),
+        "max-lock-time passed but writes are still blocked"
+    );
+    let out = sandbox.thaw("thaw");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("max-lock-time"), "{stderr}");
+    assert!(stderr.contains("NOT application-consistent"), "{stderr}");
+    // Reported once: a second thaw has nothing left to do.
+    let again = sandbox.thaw("thaw");
+    assert!(again.status.success(), "{}", text(&again));
+    assert_clean(&server, &sandbox);
+}
+
+#[test]
+fn thaw_reports_a_locker_killed_while_holding() {
+    let server = Server::start();
+    let sandbox = Sandbox::new(&server, "");
+    assert!(sandbox.freeze().status.success());
+    let pid = sandbox.locker_pid().unwrap();
+    signal(pid, "KILL");
+    assert!(wait_until(Duration::from_secs(5), || !alive(pid)));
+    assert!(
+        wait_until(Duration::from_secs(5), || !server.writes_blocked()),
+        "the server kept the lock of a dead locker"
+    );
+    let out = sandbox.thaw("thaw");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("died while holding"),
+        "{}",
+        text(&out)
+    );
+    assert_clean(&server, &sandbox);
+}
+
+#[test]
+fn thaw_without_a_freeze_is_a_notice_and_exit_0() {
+    let server = Server::start();
+    let sandbox = Sandbox::new(&server, "");
+    let out = sandbox.thaw("thaw");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("nothing to thaw"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn freeze_fail_releases_the_lock_and_exits_0() {
+    let server = Server::start();
+    let sandbox = Sandbox::new(&server, "");
+    assert!(sandbox.freeze().status.success());
+    assert!(server.writes_blocked());
+    let out = sandbox.thaw("freezeFail");
+    assert!(out.status.success(), "{}", text(&out));
+    assert_clean(&server, &sandbox);
+}
+
+#[test]
+fn a_second_freeze_while_locked_is_refused_and_starts_no_second_locker() {
+    let server = Server::start();
+    let sandbox = Sandbox::new(&server, "");
+    assert!(sandbox.freeze().status.success());
+    let first = sandbox.locker_pid().unwrap();
+    let out = sandbox.freeze();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("another snapshot is in progress"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(lockers_of(&sandbox), vec![first]);
+    assert_eq!(sandbox.locker_pid(), Some(first));
+    assert!(
+        server.writes_blocked(),
+        "the refused freeze must leave the first lock alone"
+    );
+    assert!(sandbox.thaw("thaw").status.success());
+    assert_clean(&server, &sandbox);
+}
+
+#[test]
+fn sigterm_to_freeze_during_a_lock_attempt_leaves_no_lock_and_no_locker() {
+    let server = Server::start();
+    let sandbox = Sandbox::new(
+        &server,
+        "long-query-threshold = 100\nlock-wait-timeout = 30",
+    );
+    let long = Writer::start(&server, "UPDATE snap.my SET v = v + 1 WHERE SLEEP(30) = 0");
+    assert!(wait_until(Duration::from_secs(5), || !server
+        .statements_like("SLEEP(30)")
+        .is_empty()));
+    let mut freeze = sandbox.command("freeze").spawn().unwrap();
+    assert!(wait_until(Duration::from_secs(10), || sandbox.status() == "waiting"));
+    assert!(wait_until(Duration::from_secs(5), || !server
+        .statements_like("FLUSH TABLES")
+        .is_empty()));
+    let started = Instant::now();
+    signal(freeze.id(), "TERM");
+    let status = freeze.wait().unwrap();
+    assert!(
+        !status.success(),
+        "a freeze stopped by SIGTERM must not exit 0"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "freeze took {:?} to stop",
+        started.elapsed()
+    );
+    assert!(
+        server.statements_like("FLUSH TABLES").is_empty(),
+        "the lock statement is still queued"
+    );
+    for id in server.statements_like("SLEEP(30)") {
+        server
+            .conn()
+            .query_drop(format!("KILL QUERY {id}"))
+            .unwrap();
+    }
+    long.handle.join().unwrap();
+    assert_clean(&server, &sandbox);
+    assert!(
+        sandbox.thaw("thaw").status.code() == Some(1),
+        "thaw must not call that snapshot consistent"
+    );
+}
+
+#[test]
+fn sigterm_to_freeze_waiting_for_a_quiet_moment_exits_nonzero_at_once() {
+    let server = Server::start();
+    let sandbox = Sandbox::new(&server, "long-query-threshold = 0");
+    let long = Writer::start(&server, "UPDATE snap.my SET v = v + 1 WHERE SLEEP(20) = 0");
+    assert!(wait_until(Duration::from_secs(5), || !server
+        .statements_like("SLEEP(20)")
+        .is_empty()));
+    let mut freeze = sandbox.command("freeze").spawn().unwrap();
+    assert!(wait_until(Duration::from_secs(10), || sandbox.status() == "starting"));
+    thread::sleep(Duration::from_millis(200)); // let it reach the wait loop; the assertion below does not depend on it
+    let started = Instant::now();
+    signal(freeze.id(), "TERM");
+    let status = freeze.wait().unwrap();
+    assert!(!status.success());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "freeze took {:?} to stop",
+        started.elapsed()
+    );
+    for id in server.statements_like("SLEEP(20)") {
+        server
+            .conn()
+            .query_drop(format!("KILL QUERY {id}"))
+            .unwrap();
+    }
+    long.handle.join().unwrap();
+    assert_clean(&server, &sandbox);
+}
+
+#[test]
+fn a_wrong_password_is_refused_with_a_clear_error_within_10_s() {
+    let server = Server::start();
+    server
+        .conn()
+        .query_drop("CREATE USER 'snapper'@'localhost' IDENTIFIED BY 'Right-Pass-1'")
+        .unwrap();
+    let sandbox = Sandbox::new(&server, "user = snapper\npassword = Wr0ng-Pass-9");
+    let started = Instant::now();
+    let out = sandbox.freeze();
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let all = text(&out);
+    assert!(
+        all.contains("1045") && all.contains("wrong user or password"),
+        "{all}"
+    );
+    assert!(
+        !all.contains("Wr0ng-Pass-9"),
+        "the password was printed: {all}"
+    );
+    assert_clean(&server, &sandbox);
+}
+
+#[test]
+fn a_missing_socket_is_refused_with_a_clear_error() {
+    let server = Server::start();
+    let sandbox = Sandbox::new(&server, "socket = /nonexistent/mysqld.sock");
+    let started = Instant::now();
+    let out = sandbox.freeze();
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("/nonexistent/mysqld.sock"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        text(&out).contains("is the server running"),
+        "{}",
+        text(&out)
+    );
+    assert!(lockers_of(&sandbox).is_empty());
+}
+
+#[test]
+fn a_config_with_a_password_readable_by_others_is_refused() {
+    let server = Server::start();
+    let sandbox = Sandbox::new(&server, "password = Sekrit-1");
+    std::fs::set_permissions(&sandbox.config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = sandbox.freeze();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let all = text(&out);
+    assert!(all.contains("0644") && all.contains("chmod 600"), "{all}");
+    assert!(all.contains(&*sandbox.config.to_string_lossy()), "{all}");
+    assert!(!all.contains("Sekrit-1"), "{all}");
+    assert!(
+        !sandbox.run_dir.exists(),
+        "nothing may happen before the config is accepted"
+    );
+}
+
+#[test]
+fn a_malformed_config_names_the_file_line_and_key() {
+    let server = Server::start();
+    let sandbox = Sandbox::new(&server, "max-lock-time = soon");
+    let out = sandbox.freeze();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let all = text(&out);
+    let place = format!("{}:9", sandbox.config.display());
+    assert!(
+        all.contains(&place) && all.contains("max-lock-time") && all.contains("soon"),
+        "{all}"
+    );
+
+    write_private(&sandbox.config, "[mysql-snapshot]\nmax_lock_timeout = 5\n");
+    let all = text(&sandbox.freeze());
+    assert!(
+        all.contains(":2") && all.contains("unknown setting `max_lock_timeout`"),
+        "{all}"
+    );
+
+    write_private(&sandbox.config, "[mysql-snapshot\nmax-lock-time = 5\n");
+    let out = sandbox.thaw("thaw");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains(":1"), "{}", text(&out));
+}
+
+#[test]
+fn an_unreadable_config_is_refused_naming_the_file() {
+    let server = Server::start();
+    let sandbox = Sandbox::new(&server, "");
+    let out = sandbox
+        .command("freeze")
+        .arg("--config")
+        .arg(sandbox.dir.path().join("missing.cnf"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("missing.cnf"), "{}", text(&out));
+
+    // A config the caller may not read (root-owned 0600, read by `nobody`).
+    let dir = TempDir::new("unreadable");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = dir.path().join("root-only.cnf");
+    write_private(&config, "[mysql-snapshot]\n");
+    let bins = TempDir::new("bins");
+    std::fs::set_permissions(bins.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let freeze = bins.path().join("mysql-snapshot-freeze");
+    std::fs::copy(bin_dir().join("mysql-snapshot-freeze"), &freeze).unwrap();
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&freeze)
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let all = text(&out);
+    assert!(
+        all.contains("root-only.cnf") && all.contains("ermission denied"),
+        "{all}"
+    );
+}
+
+#[test]
+fn a_garbage_state_file_is_set_aside_with_a_warning() {
+    let server = Server::start();
+    let mut sandbox = Sandbox::new(&server, "");
+    std::fs::create_dir_all(&sandbox.run_dir).unwrap();
+    std::fs::set_permissions(&sandbox.run_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    write_private(
+        &sandbox.run_dir.join("state.json"),
+        "{\"pid\": \u{0}garbage ]]]",
+    );
+    let out = sandbox.thaw("thaw");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("event=stale-state"), "{}", text(&out));
+
+    write_private(&sandbox.run_dir.join("state.json"), "\u{1}\u{2} not json");
+    let out = sandbox.freeze();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(sandbox.log().contains("event=stale-state"));
+    assert!(server.writes_blocked());
+    assert!(sandbox.thaw("thaw").status.success());
+    assert_clean(&server, &sandbox);
+}
+
+#[test]
+fn a_least_privilege_account_runs_the_cycle_and_its_password_is_never_shown() {
+    let server = Server::start();
+    server
+        .conn()
+        .query_drop(
+            "CREATE USER 'snapper'@'localhost' IDENTIFIED BY 'pw-9f8e7d-secret';
+             GRANT RELOAD, PROCESS, BINLOG MONITOR, SLAVE MONITOR, CONNECTION ADMIN ON *.* TO 'snapper'@'localhost'",
+        )
+        .unwrap();
+    let mut sandbox = Sandbox::new(&server, "user = snapper\npassword = pw-9f8e7d-secret");
+    let out = sandbox.freeze();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(server.writes_blocked());
+    let pid = sandbox.locker_pid().unwrap();
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    assert!(!String::from_utf8_lossy(&cmdline).contains("pw-9f8e7d"));
+    let state = std::fs::read_to_string(sandbox.run_dir.join("state.json")).unwrap();
+    assert!(!state.contains("pw-9f8e7d"));
+    let out2 = sandbox.thaw("thaw");
+    assert!(out2.status.success(), "{}", text(&out2));
+    let shown = format!("{}{}{}", text(&out), text(&out2), sandbox.log());
+    assert!(
+        !shown.contains("pw-9f8e7d"),
+        "the password was shown: {shown}"
+    );
+    assert_clean(&server, &sandbox);
+}
+
+#[test]
+fn the_vmware_hook_installed_into_a_destdir_freezes_and_thaws() {
+    let server = Server::start();
+    let sandbox = Sandbox::new(&server, "");
+    let root = TempDir::new("destdir");
+    let install = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../install.sh");
+    let out = std::process::Command::new(&install)
+        .args(["--no-build", "--bin-dir"])
+        .arg(bin_dir())
+        .env("DESTDIR", root.path())
+        .env("PREFIX", "/usr/local")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let hook = root
+        .path()
+        .join("etc/vmware-tools/backupScripts.d/50-mysql-snapshot");
+    let sbin = root.path().join("usr/local/sbin");
+    let run = |phase: &str| {
+        // Exactly how vmtoolsd runs a backup script.
+        std::process::Command::new("bash")
+            .arg("-c")
+            .arg(format!("\"{}\" {phase}", hook.display()))
+            .env("MYSQL_SNAPSHOT_SBIN", &sbin)
+            .env("MYSQL_SNAPSHOT_CONFIG", &sandbox.config)
+            .output()
+            .unwrap()
+    };
+    let out = run("freeze");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(server.writes_blocked());
+    let out = run("thaw");
+    assert!(out.status.success(), "{}", text(&out));
+    assert_clean(&server, &sandbox);
+}

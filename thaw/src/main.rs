@@ -1,0 +1,9 @@
+//! `mysql-snapshot-thaw`: run by the hypervisor agent after the snapshot (`thaw`) or after a
+//! failed quiesce (`freezeFail`).
+#![forbid(unsafe_code)]
+
+mod thaw;
+
+fn main() -> std::process::ExitCode {
+    thaw::main()
+}

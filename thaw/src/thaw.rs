@@ -1,0 +1,258 @@
+//! The thaw sequence: find the snapshot in the state file, make the locker release, and say
+//! truthfully whether the lock was held without a break from freeze until now.
+//!
+//! A PID from the state file is signalled only after its start time and executable match the
+//! recorded ones, and a connection is killed only after it is seen to belong to our account: a
+//! reused PID or connection id is never hit. thaw never holds the state flock while it waits.
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use argh::FromArgs;
+use common::phase::Phase;
+use common::process::Identity;
+use common::server;
+use common::state::{Found, State, StateFile, Status};
+use common::{cli, time, Config, Error, Result};
+use mysql::prelude::Queryable;
+use signal_hook::consts::{SIGKILL, SIGTERM};
+
+/// How long the locker gets to release after SIGTERM before it is killed.
+const RELEASE_GRACE: Duration = Duration::from_secs(1);
+/// How often thaw looks for the locker's `released` record.
+const RELEASE_POLL: Duration = Duration::from_millis(1);
+
+#[derive(FromArgs)]
+/// Releases the database lock after a VM snapshot (phase argument: `thaw`, `freezeFail` or none).
+struct Args {
+    /// the phase the hypervisor passes (`thaw` or `freezeFail`); extra or empty arguments are ignored
+    #[argh(positional)]
+    phase: Vec<String>,
+    /// config file (default: $MYSQL_SNAPSHOT_CONFIG, else /etc/mysql-snapshot.cnf)
+    #[argh(option)]
+    config: Option<PathBuf>,
+    /// print the version and exit
+    #[argh(switch)]
+    version: bool,
+}
+
+pub(crate) fn main() -> ExitCode {
+    let args: Args = match cli::parse() {
+        Ok(args) => args,
+        Err(code) => return code,
+    };
+    if args.version {
+        return cli::print_version("thaw");
+    }
+    let phase = match Phase::from_args(&args.phase, Phase::Thaw, &[Phase::Thaw, Phase::FreezeFail])
+    {
+        Ok(phase) => phase,
+        Err(err) => {
+            eprintln!("mysql-snapshot-thaw: {err}");
+            return ExitCode::from(common::error::EXIT_USAGE);
+        }
+    };
+    let config = match cli::start("thaw", args.config.as_deref(), true) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let result = thaw(&config, phase);
+    let result = match (phase, result) {
+        (Phase::FreezeFail, Err(err @ Error::LockLost { .. })) => {
+            log::warn!("event=freeze-fail {err}");
+            Ok(())
+        }
+        (_, result) => result,
+    };
+    cli::finish(result, &config)
+}
+
+/// What thaw found out about the lock.
+enum Outcome {
+    /// Held without a break until thaw, and now released.
+    HeldUntilThaw(String),
+    /// The lock ended (or never existed) before thaw: the snapshot is not application-consistent.
+    Lost(String),
+}
+
+fn thaw(config: &Config, phase: Phase) -> Result<()> {
+    let state_file = StateFile::open(&config.run_dir, false)?;
+    let found = state_file.peek()?;
+    let state = match found {
+        Found::Nothing => {
+            log::info!("event=idle no snapshot in progress (no state file); nothing to thaw");
+            return Ok(());
+        }
+        Found::Stale(why) => {
+            log::warn!("event=stale-state ignoring an unusable state file: {why}; nothing to thaw");
+            let guard = state_file.lock()?;
+            if let Found::Stale(_) = guard.read() {
+                guard.set_aside()?;
+            }
+            return Ok(());
+        }
+        Found::State(state) => state,
+    };
+    if let Some(at) = state.thawed_at_ms {
+        log::info!(
+            "event=idle nothing to thaw: the last snapshot was already thawed at {} ({})",
+            time::rfc3339(at),
+            state.reason.as_deref().unwrap_or("no reason recorded")
+        );
+        return Ok(());
+    }
+    let outcome = settle(config, &state_file, &state)?;
+    let summary = match &outcome {
+        Outcome::HeldUntilThaw(text) | Outcome::Lost(text) => text.clone(),
+    };
+    let guard = state_file.lock()?;
+    if let Found::State(mut now) = guard.read() {
+        if now.started_at_ms == state.started_at_ms {
+            now.thawed_at_ms = Some(time::now_unix_ms());
+            if now.reason.is_none() {
+                now.reason = Some(summary.clone());
+            }
+            guard.write(&now)?;
+        }
+    }
+    drop(guard);
+    match outcome {
+        Outcome::HeldUntilThaw(text) => {
+            log::info!("event=thawed {text}");
+            Ok(())
+        }
+        Outcome::Lost(text) => {
+            let advice = match phase {
+                Phase::FreezeFail => "",
+                _ => ": the snapshot is NOT application-consistent (crash-consistent at best); take it again",
+            };
+            Err(Error::LockLost {
+                message: format!("{text}{advice}"),
+            })
+        }
+    }
+}
+
+/// Ends the snapshot described by `state` and says what happened to its lock.
+fn settle(config: &Config, state_file: &StateFile, state: &State) -> Result<Outcome> {
+    let locker_pid = state.locker.as_ref().map_or(0, |l| l.pid);
+    let held_since = state.acquired_at_ms.map_or("-".to_string(), time::rfc3339);
+    match state.status {
+        Status::Acquired if state.locker_running() => {}
+        Status::Acquired => {
+            return Ok(Outcome::Lost(format!(
+                "the locker (PID {locker_pid}) died while holding the lock taken at {held_since}; the server dropped the lock when its connection closed"
+            )))
+        }
+        Status::Released if state.reason.as_deref() == Some("thaw") => {
+            return Ok(Outcome::HeldUntilThaw("the lock was already released on thaw's request".into()))
+        }
+        Status::Released | Status::Lost => {
+            return Ok(Outcome::Lost(format!(
+                "the lock taken at {held_since} ended at {} before thaw: {}",
+                state.released_at_ms.map_or("-".to_string(), time::rfc3339),
+                state.reason.as_deref().unwrap_or("no reason recorded")
+            )))
+        }
+        Status::TimedOut | Status::Failed => {
+            return Ok(Outcome::Lost(format!(
+                "the last freeze took no lock ({})",
+                state.reason.as_deref().unwrap_or("no reason recorded")
+            )))
+        }
+        Status::Starting | Status::Waiting => {
+            // freeze has not finished: stop it (it stops its locker) and any locker directly.
+            let stopped_freeze = state.freeze.signal(SIGTERM);
+            let stopped_locker = state.locker.as_ref().is_some_and(|l| l.signal(SIGTERM));
+            if !stopped_freeze && !stopped_locker {
+                return Ok(Outcome::Lost(format!(
+                    "the last freeze (PID {}) ended without a lock ({})",
+                    state.freeze.pid,
+                    state.reason.as_deref().unwrap_or("no reason recorded")
+                )));
+            }
+            return Ok(Outcome::Lost(format!(
+                "thaw came while freeze (PID {}) was still waiting for the lock; it was stopped and no lock was held",
+                state.freeze.pid
+            )));
+        }
+    }
+
+    // The locker holds the lock: ask it to release, recording the request first so that the
+    // locker can tell thaw's SIGTERM from any other.
+    let asked = Instant::now();
+    {
+        let guard = state_file.lock()?;
+        if let Found::State(mut now) = guard.read() {
+            now.thaw_requested_at_ms = Some(time::now_unix_ms());
+            guard.write(&now)?;
+        }
+    }
+    let Some(locker) = state.locker.clone() else {
+        return Ok(Outcome::Lost("no locker recorded".into()));
+    };
+    locker.signal(SIGTERM);
+    while asked.elapsed() < RELEASE_GRACE {
+        if let Found::State(now) = state_file.peek()? {
+            match now.status {
+                Status::Released if now.reason.as_deref() == Some("thaw") => {
+                    return Ok(Outcome::HeldUntilThaw(format!(
+                        "lock held without a break since {held_since} ({} ms); released in {} ms",
+                        now.released_at_ms
+                            .zip(now.acquired_at_ms)
+                            .map_or(0, |(r, a)| r.saturating_sub(a)),
+                        asked.elapsed().as_millis()
+                    )))
+                }
+                Status::Released | Status::Lost => {
+                    return Ok(Outcome::Lost(format!(
+                        "the lock taken at {held_since} was not held until thaw: {}",
+                        now.reason.as_deref().unwrap_or("no reason recorded")
+                    )))
+                }
+                _ => {}
+            }
+        }
+        std::thread::sleep(RELEASE_POLL);
+    }
+    // The locker did not answer (stopped, or wedged): kill it and its connection.
+    log::warn!(
+        "event=unresponsive the locker (PID {}) did not release within {} ms; killing it",
+        locker.pid,
+        RELEASE_GRACE.as_millis()
+    );
+    kill_connection(config, state, &locker)
+}
+
+/// Kills the locker, and its connection if that is still on the server under our account. The
+/// connection is looked up before the locker dies: its death closes the connection.
+fn kill_connection(config: &Config, state: &State, locker: &Identity) -> Result<Outcome> {
+    let mut session = server::connect(&config.client, Duration::from_secs(5));
+    let owner = match (session.as_mut().ok(), state.connection_id) {
+        (Some(session), Some(id)) => server::connection_user(&mut session.conn, id),
+        _ => Ok(None),
+    };
+    locker.signal(SIGKILL);
+    let (mut session, owner) = (session?, owner?);
+    let Some(id) = state.connection_id else {
+        return Ok(Outcome::Lost("no connection id recorded".into()));
+    };
+    match owner {
+        Some(user) if Some(&user) == state.user.as_ref() => {
+            let statement = format!("KILL {id}");
+            session
+                .conn
+                .query_drop(&statement)
+                .map_err(|e| Error::server(&statement, &e))?;
+            Ok(Outcome::HeldUntilThaw(format!(
+                "the locker was unresponsive but its connection {id} still held the lock; killed it, releasing the lock"
+            )))
+        }
+        Some(user) => Ok(Outcome::Lost(format!(
+            "connection {id} now belongs to `{user}`, not the locker: the locker's connection was gone, and its lock with it"
+        ))),
+        None => Ok(Outcome::Lost(format!(
+            "the locker's connection {id} was gone (the server dropped it, e.g. after wait_timeout), and its lock with it"
+        ))),
+    }
+}
