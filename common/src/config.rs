@@ -65,6 +65,31 @@ pub struct Config {
     pub syslog_facility: syslog::Facility,
     pub syslog_socket: PathBuf,
     pub lock_mode: LockMode,
+    /// `FLUSH NO_WRITE_TO_BINLOG TABLES` before FTWRL.
+    pub pre_flush: bool,
+    pub kill_long_queries: KillLongQueries,
+    /// Seconds a lock attempt waits before blocking statements are killed.
+    pub kill_long_queries_timeout: u64,
+}
+
+/// Which statements that hold up a lock attempt may be killed (`KILL QUERY`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KillLongQueries {
+    Off,
+    /// Only reads (SELECT and the like).
+    Select,
+    /// Every statement that holds up the lock.
+    All,
+}
+
+impl KillLongQueries {
+    pub fn name(self) -> &'static str {
+        match self {
+            KillLongQueries::Off => "off",
+            KillLongQueries::Select => "select",
+            KillLongQueries::All => "all",
+        }
+    }
 }
 
 impl Config {
@@ -100,6 +125,9 @@ impl Config {
             syslog_facility: syslog::Facility::LOG_DAEMON,
             syslog_socket: PathBuf::from("/dev/log"),
             lock_mode: LockMode::Auto,
+            pre_flush: false,
+            kill_long_queries: KillLongQueries::Off,
+            kill_long_queries_timeout: 1,
         }
     }
 
@@ -146,6 +174,18 @@ impl Config {
                     && e.normalized_key() == "password"
             });
             check_permissions(file, holds_password)?;
+        }
+        if config.kill_long_queries != KillLongQueries::Off
+            && config.kill_long_queries_timeout >= config.lock_wait_timeout
+        {
+            return Err(Error::Config {
+                file: path.to_path_buf(),
+                line: None,
+                message: format!(
+                    "kill-long-queries-timeout ({} s) must be below lock-wait-timeout ({} s), or the attempt ends before anything is killed",
+                    config.kill_long_queries_timeout, config.lock_wait_timeout
+                ),
+            });
         }
         Ok(config)
     }
@@ -205,6 +245,16 @@ impl Config {
                 })?
             }
             "syslog-socket" => self.syslog_socket = absolute_path(entry)?,
+            "pre-flush" => self.pre_flush = boolean(entry)?,
+            "kill-long-queries" => {
+                self.kill_long_queries = match required_value(entry)?.trim().to_ascii_lowercase().as_str() {
+                    "off" | "0" | "no" | "false" => KillLongQueries::Off,
+                    "select" => KillLongQueries::Select,
+                    "all" => KillLongQueries::All,
+                    _ => return Err(bad_value(entry, "expected off, select or all")),
+                }
+            }
+            "kill-long-queries-timeout" => self.kill_long_queries_timeout = number(entry, 0, 3600)?,
             "lock-mode" => {
                 self.lock_mode = LockMode::parse(required_value(entry)?)
                     .ok_or_else(|| bad_value(entry, LockMode::EXPECTED))?
@@ -254,6 +304,18 @@ fn number(entry: &Entry, min: u64, max: u64) -> Result<u64> {
             entry,
             &format!("expected a whole number from {min} to {max}"),
         )),
+    }
+}
+
+fn boolean(entry: &Entry) -> Result<bool> {
+    // A bare key means "on", as in the mysql client's own option files.
+    let Some(raw) = entry.value.as_deref() else {
+        return Ok(true);
+    };
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "1" | "on" | "yes" | "true" => Ok(true),
+        "0" | "off" | "no" | "false" => Ok(false),
+        _ => Err(bad_value(entry, "expected on or off")),
     }
 }
 

@@ -7,7 +7,7 @@
 use mysql::prelude::Queryable;
 use mysql::Conn;
 
-use crate::server::{self, Flavor, ServerInfo};
+use crate::server::{self, Flavor, ServerInfo, StatementKind};
 use crate::{Error, Result};
 
 /// Server error codes that mean "the attempt was capped", not "the attempt is impossible".
@@ -48,11 +48,12 @@ impl LockMode {
         }
     }
 
-    /// The concrete mode for this server: `Auto` becomes FTWRL until backup stages are proven
-    /// end to end; an explicit `backup-stage` on a server without it is an error.
+    /// The concrete mode for this server: `Auto` picks backup stages on MariaDB 10.4.1 and later
+    /// and FTWRL elsewhere; an explicit `backup-stage` on a server without it is an error.
     pub fn resolve(self, info: &ServerInfo) -> Result<LockMode> {
         let has_backup_stage = info.flavor == Flavor::MariaDb && info.at_least(10, 4, 1);
         match self {
+            LockMode::Auto if has_backup_stage => Ok(LockMode::BackupStage),
             LockMode::Auto => Ok(LockMode::Ftwrl),
             LockMode::BackupStage if !has_backup_stage => Err(Error::Server {
                 statement: "BACKUP STAGE".into(),
@@ -65,12 +66,32 @@ impl LockMode {
         }
     }
 
+    /// Whether a long-running statement of `kind` holds up this mode's lock on `flavor`.
+    ///
+    /// FTWRL waits for every running write (and, on MySQL, for long reads in its flush phase);
+    /// `BACKUP STAGE BLOCK_DDL` waits for DDL and for writes to non-transactional tables only;
+    /// `BLOCK_COMMIT` waits only for commits in flight, which are short.
+    pub fn held_up_by(self, kind: StatementKind, flavor: Flavor) -> HeldUp {
+        match (self, kind) {
+            (LockMode::BackupStage, StatementKind::Ddl) => HeldUp::Yes,
+            (LockMode::BackupStage, StatementKind::Read) => HeldUp::No,
+            (LockMode::BackupStage, _) => HeldUp::IfNonTransactionalInUse,
+            (_, StatementKind::Read) if flavor == Flavor::MariaDb => HeldUp::No,
+            _ => HeldUp::Yes,
+        }
+    }
+
     /// The statements that take the lock, in order; the last one is the lock itself.
-    fn acquire_statements(self) -> &'static [&'static str] {
+    fn acquire_statements(self, pre_flush: bool) -> &'static [&'static str] {
         match self {
+            LockMode::Auto | LockMode::Ftwrl if pre_flush => &[
+                "FLUSH NO_WRITE_TO_BINLOG TABLES",
+                "FLUSH TABLES WITH READ LOCK",
+            ],
             LockMode::Auto | LockMode::Ftwrl => &["FLUSH TABLES WITH READ LOCK"],
             LockMode::BackupStage => &[
                 "BACKUP STAGE START",
+                "BACKUP STAGE FLUSH",
                 "BACKUP STAGE BLOCK_DDL",
                 "BACKUP STAGE BLOCK_COMMIT",
             ],
@@ -84,10 +105,10 @@ impl LockMode {
         }
     }
 
-    /// Takes the lock on `conn`. A server-side timeout is `Ok(Attempt::TimedOut)`; the
-    /// connection then holds nothing.
-    pub fn acquire(self, conn: &mut Conn) -> Result<Attempt> {
-        for statement in self.acquire_statements() {
+    /// Takes the lock on `conn` (FTWRL preceded by a table flush if `pre_flush`). A server-side
+    /// timeout is `Ok(Attempt::TimedOut)`; the connection then holds nothing.
+    pub fn acquire(self, conn: &mut Conn, pre_flush: bool) -> Result<Attempt> {
+        for statement in self.acquire_statements(pre_flush) {
             if let Err(err) = conn.query_drop(statement) {
                 // Whatever happened, leave nothing behind on this connection.
                 let _ = conn.query_drop(self.release_statement());
@@ -109,6 +130,15 @@ impl LockMode {
         conn.query_drop(statement)
             .map_err(|e| Error::server(statement, &e))
     }
+}
+
+/// Whether a long statement holds up a lock attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeldUp {
+    Yes,
+    No,
+    /// Only if it writes a non-transactional (MyISAM, Aria, …) table.
+    IfNonTransactionalInUse,
 }
 
 /// How one lock attempt ended.
@@ -136,6 +166,32 @@ mod tests {
             Some(LockMode::BackupStage)
         );
         assert_eq!(LockMode::parse("read-only"), None);
+    }
+
+    #[test]
+    fn auto_picks_backup_stage_on_mariadb_10_4_1_and_later_and_ftwrl_elsewhere() {
+        let pick = |v: &str| LockMode::Auto.resolve(&ServerInfo::new(v.into(), 1)).ok();
+        assert_eq!(pick("10.11.6-MariaDB-log"), Some(LockMode::BackupStage));
+        assert_eq!(pick("11.8.2-MariaDB-1"), Some(LockMode::BackupStage));
+        assert_eq!(pick("10.4.1-MariaDB"), Some(LockMode::BackupStage));
+        assert_eq!(pick("10.4.0-MariaDB"), Some(LockMode::Ftwrl));
+        assert_eq!(pick("8.0.36"), Some(LockMode::Ftwrl));
+        assert_eq!(pick("9.7.4"), Some(LockMode::Ftwrl));
+    }
+
+    #[test]
+    fn a_long_innodb_write_holds_up_ftwrl_but_not_backup_stage() {
+        use StatementKind::*;
+        let maria = Flavor::MariaDb;
+        assert_eq!(LockMode::Ftwrl.held_up_by(Write, maria), HeldUp::Yes);
+        assert_eq!(LockMode::Ftwrl.held_up_by(Read, maria), HeldUp::No);
+        assert_eq!(LockMode::Ftwrl.held_up_by(Read, Flavor::MySql), HeldUp::Yes);
+        assert_eq!(
+            LockMode::BackupStage.held_up_by(Write, maria),
+            HeldUp::IfNonTransactionalInUse
+        );
+        assert_eq!(LockMode::BackupStage.held_up_by(Ddl, maria), HeldUp::Yes);
+        assert_eq!(LockMode::BackupStage.held_up_by(Read, maria), HeldUp::No);
     }
 
     #[test]

@@ -156,6 +156,51 @@ pub fn error_code(err: &mysql::Error) -> Option<u16> {
     }
 }
 
+/// What kind of statement a processlist `INFO` text is, by its first keyword.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatementKind {
+    /// Changes a table's definition (ALTER, CREATE, DROP, RENAME, TRUNCATE, OPTIMIZE, …).
+    Ddl,
+    /// Changes rows (INSERT, UPDATE, DELETE, REPLACE, LOAD DATA).
+    Write,
+    /// Reads (SELECT, WITH, SHOW, …): blocks FTWRL on MySQL only.
+    Read,
+    /// Anything else (SET, CALL, transaction control, …).
+    Other,
+}
+
+impl StatementKind {
+    /// Classifies `statement` by its first keyword, after blanks, `(` and comments.
+    pub fn of(statement: &str) -> StatementKind {
+        let mut rest = statement.trim_start();
+        loop {
+            if let Some(after) = rest.strip_prefix("/*") {
+                rest = after.split_once("*/").map_or("", |(_, r)| r).trim_start();
+            } else if rest.starts_with("--") || rest.starts_with('#') {
+                rest = rest.split_once('\n').map_or("", |(_, r)| r).trim_start();
+            } else if let Some(after) = rest.strip_prefix('(') {
+                rest = after.trim_start();
+            } else {
+                break;
+            }
+        }
+        let word: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphabetic())
+            .collect::<String>()
+            .to_ascii_uppercase();
+        match word.as_str() {
+            "ALTER" | "CREATE" | "DROP" | "RENAME" | "TRUNCATE" | "OPTIMIZE" | "REPAIR"
+            | "ANALYZE" | "IMPORT" | "GRANT" | "REVOKE" => StatementKind::Ddl,
+            "INSERT" | "UPDATE" | "DELETE" | "REPLACE" | "LOAD" => StatementKind::Write,
+            "SELECT" | "WITH" | "SHOW" | "VALUES" | "TABLE" | "CHECKSUM" | "HANDLER" => {
+                StatementKind::Read
+            }
+            _ => StatementKind::Other,
+        }
+    }
+}
+
 /// A statement that stands in the way of a lock.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Blocker {
@@ -165,6 +210,12 @@ pub struct Blocker {
     pub seconds: u64,
     /// The first 200 characters of the statement.
     pub statement: String,
+}
+
+impl Blocker {
+    pub fn kind(&self) -> StatementKind {
+        StatementKind::of(&self.statement)
+    }
 }
 
 impl std::fmt::Display for Blocker {
@@ -177,25 +228,28 @@ impl std::fmt::Display for Blocker {
     }
 }
 
-/// The longest-running statement (other than ours, system and replication threads and
-/// `ignore`d commands) that has run at least `min_seconds`; `None` means a quiet moment.
-/// One round trip: the filtering happens on the server.
-pub fn longest_statement(
+/// Statements (other than ours, system and replication threads and `ignore`d commands) that have
+/// run at least `min_seconds`, longest first. One round trip, filtered on the server; the kind of
+/// each statement is judged by the caller.
+pub fn long_statements(
     conn: &mut Conn,
     min_seconds: u64,
     ignore: &[String],
-) -> Result<Option<Blocker>> {
+) -> Result<Vec<Blocker>> {
     let statement = quiet_query(min_seconds, ignore);
-    let row: Option<(u64, String, String, u64, Option<String>)> = conn
-        .query_first(&statement)
+    let rows: Vec<(u64, String, String, u64, Option<String>)> = conn
+        .query(&statement)
         .map_err(|e| Error::server("SELECT … FROM information_schema.PROCESSLIST", &e))?;
-    Ok(row.map(|(id, user, command, seconds, info)| Blocker {
-        id,
-        user,
-        command,
-        seconds,
-        statement: info.unwrap_or_default(),
-    }))
+    Ok(rows
+        .into_iter()
+        .map(|(id, user, command, seconds, info)| Blocker {
+            id,
+            user,
+            command,
+            seconds,
+            statement: info.unwrap_or_default(),
+        })
+        .collect())
 }
 
 fn quiet_query(min_seconds: u64, ignore: &[String]) -> String {
@@ -205,9 +259,39 @@ fn quiet_query(min_seconds: u64, ignore: &[String]) -> String {
         "SELECT ID, USER, COMMAND, TIME, LEFT(INFO, 200) FROM information_schema.PROCESSLIST \
          WHERE ID <> CONNECTION_ID() AND INFO IS NOT NULL AND TIME >= {min_seconds} \
          AND USER NOT IN ('system user', 'event_scheduler') \
-         AND COMMAND NOT IN ({}) ORDER BY TIME DESC LIMIT 1",
+         AND COMMAND NOT IN ({}) ORDER BY TIME DESC LIMIT 100",
         ignored.join(", ")
     )
+}
+
+/// True if any table of an engine other than InnoDB is in use right now (MariaDB's
+/// `SHOW OPEN TABLES`): such writes hold up `BACKUP STAGE BLOCK_DDL`.
+pub fn non_transactional_tables_in_use(conn: &mut Conn) -> Result<bool> {
+    let statement = "SHOW OPEN TABLES WHERE In_use > 0";
+    let open: Vec<(String, String)> = conn
+        .query_map(statement, |row: mysql::Row| {
+            (
+                row.get::<String, _>(0).unwrap_or_default(),
+                row.get::<String, _>(1).unwrap_or_default(),
+            )
+        })
+        .map_err(|e| Error::server(statement, &e))?;
+    if open.is_empty() {
+        return Ok(false);
+    }
+    let pairs: Vec<String> = open
+        .iter()
+        .map(|(db, table)| format!("({}, {})", quote(db), quote(table)))
+        .collect();
+    let statement = format!(
+        "SELECT COUNT(*) FROM information_schema.TABLES WHERE (TABLE_SCHEMA, TABLE_NAME) IN ({}) \
+         AND ENGINE IS NOT NULL AND ENGINE <> 'InnoDB'",
+        pairs.join(", ")
+    );
+    let count: Option<u64> = conn
+        .query_first(&statement)
+        .map_err(|e| Error::server("SELECT … FROM information_schema.TABLES", &e))?;
+    Ok(count.unwrap_or(0) > 0)
 }
 
 /// The account a connection id belongs to, if that connection exists.
@@ -256,5 +340,28 @@ mod tests {
         assert_eq!(quote("a'b\\c"), "'a''b\\\\c'");
         let q = quiet_query(10, &["Sleep".into(), "x' OR 1=1 -- ".into()]);
         assert!(q.contains("'x'' OR 1=1 -- '"));
+    }
+
+    #[test]
+    fn statements_are_classified_by_their_first_keyword_past_comments() {
+        use StatementKind::*;
+        let cases = [
+            ("UPDATE t SET v = 1 WHERE SLEEP(30) = 0", Write),
+            ("  insert into t values (1)", Write),
+            ("/* app=x */ DELETE FROM t", Write),
+            ("-- note\nREPLACE INTO t VALUES (1)", Write),
+            ("LOAD DATA INFILE 'x' INTO TABLE t", Write),
+            ("ALTER TABLE t ADD COLUMN c INT", Ddl),
+            ("create index i on t (v)", Ddl),
+            ("OPTIMIZE TABLE t", Ddl),
+            ("(SELECT 1) UNION (SELECT 2)", Read),
+            ("WITH x AS (SELECT 1) SELECT * FROM x", Read),
+            ("SET @a = 1", Other),
+            ("", Other),
+            ("/* unterminated comment", Other),
+        ];
+        for (text, kind) in cases {
+            assert_eq!(StatementKind::of(text), kind, "{text}");
+        }
     }
 }

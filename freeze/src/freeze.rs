@@ -12,6 +12,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
 use argh::FromArgs;
+use common::config::KillLongQueries;
 use common::coordinates::{
     self, Coordinates, InfoFile, LockSection, PendingInfoFile, ServerSection,
 };
@@ -19,6 +20,8 @@ use common::lock::LockMode;
 use common::phase::Phase;
 use common::process::{self, Identity};
 use common::server::{self, Blocker, Session};
+
+use crate::quiet::QuietWindow;
 use common::state::{Found, State, StateFile, Status};
 use common::{cli, time, Config, Error, Result};
 use mysql::prelude::Queryable;
@@ -182,9 +185,15 @@ impl Freeze {
         let mut session = server::connect(&self.config.client, Duration::from_secs(10))?;
         let mode = self.config.lock_mode.resolve(&session.info)?;
         let locker_exe = locker_path()?;
+        let config = self.config.clone();
+        let quiet = QuietWindow {
+            config: &config,
+            mode,
+            flavor: session.info.flavor,
+        };
         let mut attempt = 0u32;
         let state = loop {
-            self.wait_for_quiet_moment(&mut session)?;
+            self.wait_for_quiet_moment(&quiet, &mut session)?;
             attempt += 1;
             self.update(|s| {
                 s.attempt = attempt;
@@ -192,16 +201,13 @@ impl Freeze {
                 s.locker = None;
                 s.reason = None;
             })?;
-            match self.attempt(attempt, &locker_exe, mode)? {
+            match self.attempt(attempt, &locker_exe, &quiet, &mut session)? {
                 AttemptEnd::Acquired(state) => break state,
                 AttemptEnd::TimedOut(reason) => {
-                    let blocker = server::longest_statement(
-                        &mut session.conn,
-                        0,
-                        &self.config.ignore_commands,
-                    )
-                    .ok()
-                    .flatten();
+                    let blocker =
+                        server::long_statements(&mut session.conn, 0, &self.config.ignore_commands)
+                            .ok()
+                            .and_then(|all| all.into_iter().next());
                     log::warn!(
                         "event=timed-out attempt={attempt} {reason}; longest running statement: {}; waiting for a quiet moment again",
                         blocker.map_or("none".to_string(), |b| b.to_string())
@@ -257,14 +263,14 @@ impl Freeze {
     }
 
     /// Waits until no statement has run longer than `long-query-threshold`.
-    fn wait_for_quiet_moment(&mut self, session: &mut Session) -> Result<()> {
+    fn wait_for_quiet_moment(
+        &mut self,
+        quiet: &QuietWindow<'_>,
+        session: &mut Session,
+    ) -> Result<()> {
         let mut reported: Option<u64> = None;
         loop {
-            let blocker = server::longest_statement(
-                &mut session.conn,
-                self.config.long_query_threshold,
-                &self.config.ignore_commands,
-            )?;
+            let blocker = quiet.blocker(&mut session.conn)?;
             let Some(blocker) = blocker else {
                 return Ok(());
             };
@@ -314,8 +320,13 @@ impl Freeze {
         &mut self,
         attempt: u32,
         locker_exe: &PathBuf,
-        mode: LockMode,
+        quiet: &QuietWindow<'_>,
+        session: &mut Session,
     ) -> Result<AttemptEnd> {
+        let mode = quiet.mode;
+        let started = Instant::now();
+        let mut kill_at = (self.config.kill_long_queries != KillLongQueries::Off)
+            .then(|| started + Duration::from_secs(self.config.kill_long_queries_timeout));
         let (reader, writer) =
             std::io::pipe().map_err(|e| Error::io("create a pipe for", "the locker", e))?;
         let mut command = Command::new(locker_exe);
@@ -345,8 +356,20 @@ impl Freeze {
             let _ = tx.send(Event::LockerClosed(attempt));
         });
         loop {
-            let left = self.deadline.saturating_duration_since(Instant::now());
+            let wake = kill_at.map_or(self.deadline, |at| at.min(self.deadline));
+            let left = wake.saturating_duration_since(Instant::now());
             match self.events.recv_timeout(left) {
+                Err(RecvTimeoutError::Timeout)
+                    if kill_at.is_some() && Instant::now() < self.deadline =>
+                {
+                    kill_at = None;
+                    let locker_connection = match self.state.lock()?.read() {
+                        Found::State(state) => state.connection_id,
+                        _ => None,
+                    };
+                    let seconds = self.config.kill_long_queries_timeout;
+                    quiet.kill_blockers(&mut session.conn, seconds, locker_connection)?;
+                }
                 Ok(Event::Signal(signal)) => return Err(interrupted(signal)),
                 Ok(Event::Locker(n, _)) | Ok(Event::LockerClosed(n)) if n != attempt => {}
                 Ok(Event::Locker(_, line)) if line == "waiting" => {}

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod freeze;
+mod quiet;
 
 fn main() -> std::process::ExitCode {
     freeze::main()

@@ -150,7 +150,7 @@ impl Locker {
         }
 
         let attempt_started = Instant::now();
-        match mode.acquire(&mut session.conn)? {
+        match mode.acquire(&mut session.conn, self.config.pre_flush)? {
             Attempt::TimedOut { statement, message } => {
                 let reason = format!(
                     "`{statement}` capped by the server after {} ms: {message}",

@@ -55,10 +55,28 @@ impl Writer {
     }
 }
 
+/// The statement text each lock mode waits in, as the processlist shows it.
+fn lock_statement(mode: &str) -> &'static str {
+    if mode == "ftwrl" {
+        "FLUSH TABLES WITH READ LOCK"
+    } else {
+        "BACKUP STAGE"
+    }
+}
+
 #[test]
-fn freeze_holds_a_lock_that_blocks_writes_until_thaw_releases_it() {
+fn freeze_holds_a_lock_that_blocks_writes_until_thaw_releases_it_ftwrl() {
+    freeze_holds_a_lock_that_blocks_writes_until_thaw_releases_it("ftwrl");
+}
+
+#[test]
+fn freeze_holds_a_lock_that_blocks_writes_until_thaw_releases_it_backup_stage() {
+    freeze_holds_a_lock_that_blocks_writes_until_thaw_releases_it("backup-stage");
+}
+
+fn freeze_holds_a_lock_that_blocks_writes_until_thaw_releases_it(mode: &str) {
     let server = Server::start();
-    let mut sandbox = Sandbox::new(&server, "");
+    let mut sandbox = Sandbox::new(&server, &format!("lock-mode = {mode}"));
     let out = sandbox.freeze();
     assert!(out.status.success(), "{}", text(&out));
     assert!(
@@ -91,7 +109,7 @@ fn freeze_holds_a_lock_that_blocks_writes_until_thaw_releases_it() {
         info["binlog"]["position"].as_u64(),
         row.get::<u64, _>("Position")
     );
-    assert_eq!(info["lock"]["mode"], "ftwrl");
+    assert_eq!(info["lock"]["mode"], mode);
     assert_eq!(info["server"]["flavor"], "mariadb");
     assert!(info["taken_at"].as_str().unwrap().ends_with('Z'));
 
@@ -113,11 +131,22 @@ fn freeze_holds_a_lock_that_blocks_writes_until_thaw_releases_it() {
 }
 
 #[test]
-fn freeze_never_exits_0_unlocked_behind_a_long_write_and_caps_each_stall() {
+fn freeze_never_exits_0_unlocked_behind_a_long_write_and_caps_each_stall_ftwrl() {
+    freeze_never_exits_0_unlocked_behind_a_long_write_and_caps_each_stall("ftwrl");
+}
+
+#[test]
+fn freeze_never_exits_0_unlocked_behind_a_long_write_and_caps_each_stall_backup_stage() {
+    freeze_never_exits_0_unlocked_behind_a_long_write_and_caps_each_stall("backup-stage");
+}
+
+fn freeze_never_exits_0_unlocked_behind_a_long_write_and_caps_each_stall(mode: &str) {
     let server = Server::start();
     let mut sandbox = Sandbox::new(
         &server,
-        "long-query-threshold = 1\nlock-wait-timeout = 1\nsnapshot-timeout = 5",
+        &format!(
+            "long-query-threshold = 1\nlock-wait-timeout = 1\nsnapshot-timeout = 5\nlock-mode = {mode}"
+        ),
     );
     let long = Writer::start(&server, "UPDATE snap.my SET v = v + 1 WHERE SLEEP(30) = 0");
     assert!(wait_until(Duration::from_secs(5), || !server
@@ -160,6 +189,12 @@ fn freeze_never_exits_0_unlocked_behind_a_long_write_and_caps_each_stall() {
         worst < Duration::from_secs(2),
         "a writer stalled {worst:?} (> lock-wait-timeout + 1 s)"
     );
+    if mode == "backup-stage" {
+        assert!(
+            worst < Duration::from_millis(500),
+            "backup stages must not stall InnoDB writers: {worst:?}"
+        );
+    }
     let log = sandbox.log();
     assert!(
         log.contains("event=timed-out"),
@@ -304,11 +339,20 @@ fn a_second_freeze_while_locked_is_refused_and_starts_no_second_locker() {
 }
 
 #[test]
-fn sigterm_to_freeze_during_a_lock_attempt_leaves_no_lock_and_no_locker() {
+fn sigterm_to_freeze_during_a_lock_attempt_leaves_no_lock_and_no_locker_ftwrl() {
+    sigterm_to_freeze_during_a_lock_attempt_leaves_no_lock_and_no_locker("ftwrl");
+}
+
+#[test]
+fn sigterm_to_freeze_during_a_lock_attempt_leaves_no_lock_and_no_locker_backup_stage() {
+    sigterm_to_freeze_during_a_lock_attempt_leaves_no_lock_and_no_locker("backup-stage");
+}
+
+fn sigterm_to_freeze_during_a_lock_attempt_leaves_no_lock_and_no_locker(mode: &str) {
     let server = Server::start();
     let sandbox = Sandbox::new(
         &server,
-        "long-query-threshold = 100\nlock-wait-timeout = 30",
+        &format!("long-query-threshold = 100\nlock-wait-timeout = 30\nlock-mode = {mode}"),
     );
     let long = Writer::start(&server, "UPDATE snap.my SET v = v + 1 WHERE SLEEP(30) = 0");
     assert!(wait_until(Duration::from_secs(5), || !server
@@ -317,7 +361,7 @@ fn sigterm_to_freeze_during_a_lock_attempt_leaves_no_lock_and_no_locker() {
     let mut freeze = sandbox.command("freeze").spawn().unwrap();
     assert!(wait_until(Duration::from_secs(10), || sandbox.status() == "waiting"));
     assert!(wait_until(Duration::from_secs(5), || !server
-        .statements_like("FLUSH TABLES")
+        .statements_like(lock_statement(mode))
         .is_empty()));
     let started = Instant::now();
     signal(freeze.id(), "TERM");
@@ -332,7 +376,9 @@ fn sigterm_to_freeze_during_a_lock_attempt_leaves_no_lock_and_no_locker() {
         started.elapsed()
     );
     assert!(
-        server.statements_like("FLUSH TABLES").is_empty(),
+        wait_until(Duration::from_secs(3), || server
+            .statements_like(lock_statement(mode))
+            .is_empty()),
         "the lock statement is still queued"
     );
     for id in server.statements_like("SLEEP(30)") {
