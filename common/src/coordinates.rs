@@ -13,6 +13,7 @@ use mysql::prelude::Queryable;
 use mysql::Conn;
 use serde::{Deserialize, Serialize};
 
+use crate::replication::{self, Replica, SeedSql};
 use crate::server::{self, Flavor, ServerInfo};
 use crate::{Error, Result};
 
@@ -39,6 +40,11 @@ pub struct Coordinates {
     pub gtid: Gtid,
     pub server_id: Option<u64>,
     pub server_uuid: Option<String>,
+    /// The port the server listens on (for the statements that seed a replica).
+    #[serde(default)]
+    pub port: Option<u64>,
+    #[serde(default)]
+    pub replicas: Vec<Replica>,
 }
 
 /// Reads the coordinates on the connection that holds the lock.
@@ -49,10 +55,17 @@ pub fn read(conn: &mut Conn, info: &ServerInfo) -> Result<Coordinates> {
     };
     match info.flavor {
         Flavor::MariaDb => {
-            let q = "SELECT @@GLOBAL.gtid_binlog_pos, @@GLOBAL.gtid_current_pos, @@GLOBAL.gtid_slave_pos, @@GLOBAL.server_id";
-            type MariaDbRow = (Option<String>, Option<String>, Option<String>, Option<u64>);
+            let q = "SELECT @@GLOBAL.gtid_binlog_pos, @@GLOBAL.gtid_current_pos, @@GLOBAL.gtid_slave_pos, @@GLOBAL.server_id, @@GLOBAL.port";
+            type MariaDbRow = (
+                Option<String>,
+                Option<String>,
+                Option<String>,
+                Option<u64>,
+                Option<u64>,
+            );
             let row: Option<MariaDbRow> = conn.query_first(q).map_err(|e| Error::server(q, &e))?;
-            if let Some((binlog_pos, current_pos, slave_pos, server_id)) = row {
+            if let Some((binlog_pos, current_pos, slave_pos, server_id, port)) = row {
+                coordinates.port = port;
                 coordinates.gtid = Gtid {
                     binlog_pos,
                     current_pos,
@@ -63,16 +76,18 @@ pub fn read(conn: &mut Conn, info: &ServerInfo) -> Result<Coordinates> {
             }
         }
         Flavor::MySql => {
-            let q = "SELECT @@GLOBAL.gtid_executed, @@GLOBAL.server_uuid, @@GLOBAL.server_id";
-            let row: Option<(Option<String>, Option<String>, Option<u64>)> =
-                conn.query_first(q).map_err(|e| Error::server(q, &e))?;
-            if let Some((executed, uuid, server_id)) = row {
+            let q = "SELECT @@GLOBAL.gtid_executed, @@GLOBAL.server_uuid, @@GLOBAL.server_id, @@GLOBAL.port";
+            type MySqlRow = (Option<String>, Option<String>, Option<u64>, Option<u64>);
+            let row: Option<MySqlRow> = conn.query_first(q).map_err(|e| Error::server(q, &e))?;
+            if let Some((executed, uuid, server_id, port)) = row {
+                coordinates.port = port;
                 coordinates.gtid.executed = executed.map(|s| strip_newlines(&s));
                 coordinates.server_uuid = uuid;
                 coordinates.server_id = server_id;
             }
         }
     }
+    coordinates.replicas = replication::read_replicas(conn, info)?;
     Ok(coordinates)
 }
 
@@ -124,6 +139,12 @@ pub struct InfoFile {
     pub lock: LockSection,
     pub binlog: Binlog,
     pub gtid: Gtid,
+    /// This server's replication connections, at their executed coordinates.
+    pub replicas: Vec<Replica>,
+    /// Statements that make a new replica of this server from the snapshot.
+    pub seed_replica_sql: Option<SeedSql>,
+    /// Statements that make a sibling replica of this server's sources from the snapshot.
+    pub clone_replica_sql: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -15,6 +15,7 @@ pub mod logging;
 pub mod optfile;
 pub mod phase;
 pub mod process;
+pub mod replication;
 pub mod server;
 pub mod state;
 pub mod time;

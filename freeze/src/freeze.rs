@@ -19,6 +19,7 @@ use common::coordinates::{
 use common::lock::LockMode;
 use common::phase::Phase;
 use common::process::{self, Identity};
+use common::replication::{self, SourceAddress};
 use common::server::{self, Blocker, Session};
 
 use crate::quiet::QuietWindow;
@@ -225,10 +226,11 @@ impl Freeze {
             .unwrap_or_default();
         let acquired_at_ms = state.acquired_at_ms.unwrap_or_else(time::now_unix_ms);
         let waited_ms = acquired_at_ms.saturating_sub(state.started_at_ms);
+        let hostname = coordinates::hostname();
         let info = InfoFile {
             format: 1,
             taken_at: time::rfc3339(acquired_at_ms),
-            hostname: coordinates::hostname(),
+            hostname: hostname.clone(),
             server: ServerSection {
                 flavor: session.info.flavor.name().into(),
                 version: session.info.version.clone(),
@@ -241,8 +243,19 @@ impl Freeze {
                 waited_ms,
                 locker_pid: state.locker.as_ref().map_or(0, |l| l.pid),
             },
+            seed_replica_sql: replication::seed_replica_sql(
+                &session.info,
+                &SourceAddress {
+                    host: &hostname,
+                    port: coordinates.port.unwrap_or(3306),
+                },
+                &coordinates.binlog,
+                &coordinates.gtid,
+            ),
+            clone_replica_sql: replication::clone_replica_sql(&session.info, &coordinates.replicas),
             binlog: coordinates.binlog.clone(),
             gtid: coordinates.gtid.clone(),
+            replicas: coordinates.replicas.clone(),
         };
         pending.commit(&info)?;
         // The info file took time: make sure the lock is still ours before saying so.
