@@ -52,6 +52,12 @@ pub enum Error {
     Connect { target: String, message: String },
     /// A statement failed on the server.
     Server { statement: String, message: String },
+    /// The server account lacks privileges the tool needs.
+    MissingPrivilege {
+        account: String,
+        missing: String,
+        fix: String,
+    },
     /// Another snapshot is in progress: its locker (or freeze) is alive.
     Busy { message: String },
     /// No quiet moment came, or every lock attempt timed out, within `snapshot-timeout`.
@@ -138,6 +144,11 @@ impl fmt::Display for Error {
             Error::Server { statement, message } => {
                 write!(f, "server refused `{statement}`: {message}")
             }
+            Error::MissingPrivilege {
+                account,
+                missing,
+                fix,
+            } => write!(f, "the account {account} lacks {missing}. Fix: {fix}"),
             Error::Busy { message } => write!(f, "{message}"),
             Error::NotLocked { message } => write!(f, "no lock taken: {message}"),
             Error::LockLost { message } => write!(f, "{message}"),

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod coordinates;
 pub mod error;
+pub mod grants;
 pub mod lock;
 pub mod logging;
 pub mod optfile;

@@ -16,6 +16,7 @@ use common::config::KillLongQueries;
 use common::coordinates::{
     self, Coordinates, InfoFile, LockSection, PendingInfoFile, ServerSection,
 };
+use common::grants;
 use common::lock::LockMode;
 use common::phase::Phase;
 use common::process::{self, Identity};
@@ -43,6 +44,13 @@ struct Args {
     /// lock mode for this run: auto, ftwrl or backup-stage (overrides the config)
     #[argh(option)]
     lock_mode: Option<String>,
+    /// rehearse instead of freezing: check connection, privileges, directories and hooks, then
+    /// take and release the lock once; exit 0 only if a real freeze would work
+    #[argh(switch)]
+    check: bool,
+    /// with --check: print the report as JSON
+    #[argh(switch)]
+    json: bool,
     /// print the version and exit
     #[argh(switch)]
     version: bool,
@@ -75,6 +83,12 @@ pub(crate) fn main() -> ExitCode {
                 return ExitCode::from(common::error::EXIT_USAGE);
             }
         }
+    }
+    if args.check {
+        return match crate::check::run(&config, args.json) {
+            true => ExitCode::SUCCESS,
+            false => ExitCode::from(config.error_exit_code),
+        };
     }
     let result = Freeze::new(config.clone()).and_then(|mut freeze| freeze.run());
     cli::finish(result, &config)
@@ -186,6 +200,14 @@ impl Freeze {
         let mut session = server::connect(&self.config.client, Duration::from_secs(10))?;
         let mode = self.config.lock_mode.resolve(&session.info)?;
         let locker_exe = locker_path()?;
+        let needed = grants::needed(&session.info, &self.config);
+        let grants = grants::check(&mut session.conn, &needed)?;
+        if let Some(err) = grants.error() {
+            if !grants.has_roles {
+                return Err(err);
+            }
+            log::warn!("event=privileges {err} (unless a role grants it: roles are not checked)");
+        }
         let config = self.config.clone();
         let quiet = QuietWindow {
             config: &config,
@@ -247,7 +269,7 @@ impl Freeze {
                 &session.info,
                 &SourceAddress {
                     host: &hostname,
-                    port: coordinates.port.unwrap_or(3306),
+                    port: coordinates.port.filter(|p| *p != 0).unwrap_or(3306),
                 },
                 &coordinates.binlog,
                 &coordinates.gtid,

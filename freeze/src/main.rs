@@ -1,6 +1,7 @@
 //! `mysql-snapshot-freeze`: run by the hypervisor agent before it freezes the filesystems.
 #![forbid(unsafe_code)]
 
+mod check;
 mod freeze;
 mod quiet;
 

@@ -2,6 +2,7 @@
 //! failed quiesce (`freezeFail`).
 #![forbid(unsafe_code)]
 
+mod status;
 mod thaw;
 
 fn main() -> std::process::ExitCode {

@@ -31,6 +31,13 @@ struct Args {
     /// config file (default: $MYSQL_SNAPSHOT_CONFIG, else /etc/mysql-snapshot.cnf)
     #[argh(option)]
     config: Option<PathBuf>,
+    /// report the current state and the last snapshot's outcome instead of thawing (Nagios
+    /// exit codes: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN)
+    #[argh(switch)]
+    status: bool,
+    /// with --status: print JSON
+    #[argh(switch)]
+    json: bool,
     /// print the version and exit
     #[argh(switch)]
     version: bool,
@@ -52,6 +59,16 @@ pub(crate) fn main() -> ExitCode {
             return ExitCode::from(common::error::EXIT_USAGE);
         }
     };
+    if args.status {
+        // Monitoring must not fill syslog: no logger, and config errors are UNKNOWN (3).
+        return match Config::load(args.config.as_deref()) {
+            Ok(config) => crate::status::run(&config, args.json),
+            Err(err) => {
+                println!("MYSQL-SNAPSHOT UNKNOWN - {err}");
+                ExitCode::from(3)
+            }
+        };
+    }
     let config = match cli::start("thaw", args.config.as_deref(), true) {
         Ok(config) => config,
         Err(code) => return code,

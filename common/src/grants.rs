@@ -1,0 +1,216 @@
+//! The privileges the tool needs, and which of them the connected account lacks, read from
+//! `SHOW GRANTS` (one round trip) and named with the `GRANT` statement that fixes each.
+//!
+//! Privileges that reach the account only through a role cannot be seen this way; then the
+//! result says so instead of reporting them missing.
+use mysql::prelude::Queryable;
+use mysql::Conn;
+
+use crate::config::{Config, KillLongQueries};
+use crate::server::{Flavor, ServerInfo};
+use crate::{Error, Result};
+
+/// One privilege the tool needs, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Needed {
+    /// The privilege as `GRANT` spells it on this server.
+    pub name: &'static str,
+    /// Other names that also grant it (e.g. `SUPER`, the pre-10.5.2 alias).
+    pub also: &'static [&'static str],
+    pub why: &'static str,
+}
+
+/// What `SHOW GRANTS` says about the account.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GrantReport {
+    /// The account as the server names it, e.g. `'snapper'@'localhost'`.
+    pub account: String,
+    pub missing: Vec<Needed>,
+    /// The account has roles: privileges granted through them are not visible here.
+    pub has_roles: bool,
+}
+
+impl GrantReport {
+    /// The missing privileges as an error, or `None` when nothing is missing.
+    pub fn error(&self) -> Option<Error> {
+        let fix = self.fix()?;
+        let missing: Vec<String> = self
+            .missing
+            .iter()
+            .map(|n| format!("{} ({})", n.name, n.why))
+            .collect();
+        Some(Error::MissingPrivilege {
+            account: self.account.clone(),
+            missing: missing.join(", "),
+            fix,
+        })
+    }
+
+    /// The statement that grants everything missing.
+    pub fn fix(&self) -> Option<String> {
+        if self.missing.is_empty() {
+            return None;
+        }
+        let names: Vec<&str> = self.missing.iter().map(|n| n.name).collect();
+        Some(format!(
+            "GRANT {} ON *.* TO {};",
+            names.join(", "),
+            self.account
+        ))
+    }
+}
+
+/// The privileges needed on `info`'s server with `config`'s settings.
+pub fn needed(info: &ServerInfo, config: &Config) -> Vec<Needed> {
+    let mut list = vec![
+        Needed {
+            name: "RELOAD",
+            also: &[],
+            why: "to take the lock (FLUSH TABLES WITH READ LOCK, BACKUP STAGE)",
+        },
+        Needed {
+            name: "PROCESS",
+            also: &[],
+            why: "to see other sessions' statements when waiting for a quiet moment",
+        },
+    ];
+    match info.flavor {
+        Flavor::MariaDb if info.at_least(10, 5, 2) => {
+            list.push(Needed {
+                name: "BINLOG MONITOR",
+                also: &["REPLICATION CLIENT", "SUPER"],
+                why: "to read the binlog position (SHOW BINLOG STATUS)",
+            });
+            list.push(Needed {
+                name: "SLAVE MONITOR",
+                also: &["REPLICA MONITOR", "SUPER", "REPLICATION SLAVE ADMIN"],
+                why: "to read replica coordinates (SHOW ALL SLAVES STATUS)",
+            });
+        }
+        _ => list.push(Needed {
+            name: "REPLICATION CLIENT",
+            also: &["SUPER"],
+            why: "to read the binlog position and replica coordinates",
+        }),
+    }
+    if config.kill_long_queries != KillLongQueries::Off {
+        let (name, also): (&'static str, &'static [&'static str]) = match info.flavor {
+            Flavor::MariaDb => ("CONNECTION ADMIN", &["SUPER"]),
+            Flavor::MySql => ("CONNECTION_ADMIN", &["SUPER"]),
+        };
+        list.push(Needed {
+            name,
+            also,
+            why: "to kill other accounts' statements (kill-long-queries)",
+        });
+    }
+    list
+}
+
+/// Reads `SHOW GRANTS` and reports which of `needed` the account lacks.
+pub fn check(conn: &mut Conn, needed: &[Needed]) -> Result<GrantReport> {
+    let statement = "SHOW GRANTS";
+    let rows: Vec<String> = conn
+        .query(statement)
+        .map_err(|e| Error::server(statement, &e))?;
+    Ok(report(&rows, needed))
+}
+
+/// The report for the text of `SHOW GRANTS` rows.
+pub fn report(rows: &[String], needed: &[Needed]) -> GrantReport {
+    let mut held: Vec<String> = Vec::new();
+    let mut account = String::new();
+    let mut has_roles = false;
+    for row in rows {
+        let Some(rest) = row.strip_prefix("GRANT ") else {
+            continue;
+        };
+        let Some((privileges, target)) = rest.split_once(" ON ") else {
+            // `GRANT role TO user`: privileges arrive through a role.
+            has_roles |= rest.contains(" TO ");
+            continue;
+        };
+        if account.is_empty() {
+            if let Some((_, to)) = target.split_once(" TO ") {
+                account = to.split_whitespace().next().unwrap_or("").replace('`', "'");
+            }
+        }
+        if !target.trim_start().starts_with("*.*") {
+            continue; // database- or table-level grants do not carry global privileges
+        }
+        held.extend(
+            privileges
+                .split(',')
+                .map(|p| p.trim().to_ascii_uppercase())
+                .filter(|p| !p.is_empty()),
+        );
+    }
+    let all = held.iter().any(|p| p == "ALL PRIVILEGES" || p == "ALL");
+    let missing = needed
+        .iter()
+        .filter(|n| {
+            !all && !held
+                .iter()
+                .any(|p| p == n.name || n.also.contains(&p.as_str()))
+        })
+        .cloned()
+        .collect();
+    GrantReport {
+        account: if account.is_empty() {
+            "CURRENT_USER".into()
+        } else {
+            account
+        },
+        missing,
+        has_roles,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn maria() -> ServerInfo {
+        ServerInfo::new("10.11.6-MariaDB".into(), 1)
+    }
+
+    fn names(report: &GrantReport) -> Vec<&str> {
+        report.missing.iter().map(|n| n.name).collect()
+    }
+
+    #[test]
+    fn root_with_all_privileges_lacks_nothing() {
+        let config = Config::defaults("/x".into());
+        let rows = ["GRANT ALL PRIVILEGES ON *.* TO `root`@`localhost` IDENTIFIED VIA unix_socket WITH GRANT OPTION".to_string()];
+        assert!(report(&rows, &needed(&maria(), &config)).missing.is_empty());
+    }
+
+    #[test]
+    fn each_missing_privilege_is_named_with_its_fix() {
+        let config = Config::defaults("/x".into());
+        let rows = ["GRANT RELOAD, BINLOG MONITOR ON *.* TO `snapper`@`localhost` IDENTIFIED BY PASSWORD '*AB'".to_string(),
+            "GRANT SELECT ON `snap`.* TO `snapper`@`localhost`".to_string()];
+        let r = report(&rows, &needed(&maria(), &config));
+        assert_eq!(names(&r), ["PROCESS", "SLAVE MONITOR"]);
+        assert_eq!(
+            r.fix().as_deref(),
+            Some("GRANT PROCESS, SLAVE MONITOR ON *.* TO 'snapper'@'localhost';")
+        );
+        assert!(!r.has_roles);
+    }
+
+    #[test]
+    fn mysql_dynamic_privileges_and_roles_are_understood() {
+        let mut config = Config::defaults("/x".into());
+        config.kill_long_queries = KillLongQueries::All;
+        let mysql = ServerInfo::new("9.7.4".into(), 1);
+        let rows = [
+            "GRANT RELOAD, PROCESS, REPLICATION CLIENT ON *.* TO `bk`@`%`".to_string(),
+            "GRANT BACKUP_ADMIN,CONNECTION_ADMIN ON *.* TO `bk`@`%`".to_string(),
+            "GRANT `dba`@`%` TO `bk`@`%`".to_string(),
+        ];
+        let r = report(&rows, &needed(&mysql, &config));
+        assert!(r.missing.is_empty(), "{:?}", names(&r));
+        assert!(r.has_roles);
+    }
+}

@@ -1,0 +1,242 @@
+//! `mysql-snapshot-freeze --check`: a rehearsal that says whether a real freeze would work, and
+//! what to fix if not — connection, lock mode, privileges, writable directories, hypervisor agents
+//! and our hooks — then takes and releases the lock once and times it.
+//!
+//! It holds the lock only for the rehearsal, on its own connection, capped like a real attempt,
+//! and never touches the state file or the info file.
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::coordinates;
+use common::grants;
+use common::lock::Attempt;
+use common::server;
+use common::Config;
+use mysql::prelude::Queryable;
+use serde_json::{json, Value};
+
+/// One line of the report.
+struct Item {
+    name: &'static str,
+    ok: bool,
+    text: String,
+}
+
+/// Runs the rehearsal, prints the report (human or JSON) and returns whether a freeze would work.
+pub(crate) fn run(config: &Config, as_json: bool) -> bool {
+    let items = rehearse(config);
+    let ok = items.iter().all(|i| i.ok);
+    if as_json {
+        let checks: Vec<Value> = items
+            .iter()
+            .map(|i| json!({"check": i.name, "ok": i.ok, "detail": i.text}))
+            .collect();
+        let doc = json!({"ok": ok, "config": config.path, "checks": checks});
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+    } else {
+        for item in &items {
+            let mark = if item.ok { "ok  " } else { "FAIL" };
+            println!("{mark} {:<11} {}", item.name, item.text);
+        }
+        if ok {
+            println!("\nA real freeze would work.");
+        } else {
+            println!("\nA real freeze would FAIL: fix the lines marked FAIL.");
+        }
+    }
+    ok
+}
+
+fn rehearse(config: &Config) -> Vec<Item> {
+    let mut items = Vec::new();
+    let item = |name, ok, text: String| Item { name, ok, text };
+    items.push(item(
+        "config",
+        true,
+        if config.path.exists() {
+            format!("{}", config.path.display())
+        } else {
+            format!("{} (absent: built-in defaults)", config.path.display())
+        },
+    ));
+    items.push(writable_dir("run-dir", &config.run_dir, true));
+    let info_dir = config.info_file.parent().unwrap_or(Path::new("/"));
+    items.push(writable_dir("info-file", info_dir, false));
+    items.extend(agents());
+
+    let mut session = match server::connect(&config.client, Duration::from_secs(10)) {
+        Ok(session) => session,
+        Err(err) => {
+            items.push(item("server", false, err.to_string()));
+            return items;
+        }
+    };
+    items.push(item(
+        "server",
+        true,
+        format!(
+            "{} {} at {}",
+            session.info.flavor.name(),
+            session.info.version,
+            config.client.target()
+        ),
+    ));
+    let mode = match config.lock_mode.resolve(&session.info) {
+        Ok(mode) => {
+            items.push(item(
+                "lock mode",
+                true,
+                format!("{} (lock-mode = {})", mode.name(), config.lock_mode.name()),
+            ));
+            mode
+        }
+        Err(err) => {
+            items.push(item("lock mode", false, err.to_string()));
+            return items;
+        }
+    };
+    let needed = grants::needed(&session.info, config);
+    match grants::check(&mut session.conn, &needed) {
+        Ok(report) => match report.error() {
+            None => items.push(item(
+                "privileges",
+                true,
+                format!("{} has every privilege needed", report.account),
+            )),
+            Some(err) if report.has_roles => items.push(item(
+                "privileges",
+                true,
+                format!("{err} (roles are granted to the account; they may cover it)"),
+            )),
+            Some(err) => items.push(item("privileges", false, err.to_string())),
+        },
+        Err(err) => items.push(item("privileges", false, err.to_string())),
+    }
+
+    // The rehearsal: take and release the lock once, capped like a real attempt.
+    let setup = format!(
+        "SET SESSION lock_wait_timeout = {}",
+        config.lock_wait_timeout
+    );
+    if let Err(e) = session.conn.query_drop(&setup) {
+        items.push(item("rehearsal", false, server::describe(&e)));
+        return items;
+    }
+    let started = Instant::now();
+    let attempt = mode.acquire(&mut session.conn, config.pre_flush);
+    let locked_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let outcome = match attempt {
+        Ok(Attempt::Acquired) => {
+            let coords = coordinates::read(&mut session.conn, &session.info);
+            let released = mode.release(&mut session.conn);
+            let held_ms = started.elapsed().as_secs_f64() * 1000.0 - locked_ms;
+            match (coords, released) {
+                (Ok(c), Ok(())) => item(
+                    "rehearsal",
+                    true,
+                    format!(
+                        "took the lock in {locked_ms:.1} ms, read the coordinates (binlog {}:{}), released after {held_ms:.1} ms",
+                        c.binlog.file.as_deref().unwrap_or("off"),
+                        c.binlog.position.map_or("-".into(), |p| p.to_string()),
+                    ),
+                ),
+                (Err(err), _) | (_, Err(err)) => item("rehearsal", false, err.to_string()),
+            }
+        }
+        Ok(Attempt::TimedOut { statement, message }) => item(
+            "rehearsal",
+            false,
+            format!("`{statement}` timed out after {locked_ms:.0} ms ({message}); a long statement is in the way right now"),
+        ),
+        Err(err) => item("rehearsal", false, err.to_string()),
+    };
+    items.push(outcome);
+    items
+}
+
+/// Whether we could create a file in `dir` (or create `dir` itself when `may_create`).
+fn writable_dir(name: &'static str, dir: &Path, may_create: bool) -> Item {
+    let probe_dir = if dir.exists() || !may_create {
+        dir.to_path_buf()
+    } else {
+        nearest_existing(dir)
+    };
+    let probe = probe_dir.join(format!(".mysql-snapshot-check-{}", std::process::id()));
+    let result = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+        .map(|_| ());
+    let _ = std::fs::remove_file(&probe);
+    match result {
+        Ok(()) if dir.exists() => Item {
+            name,
+            ok: true,
+            text: format!("{} is writable", dir.display()),
+        },
+        Ok(()) => Item {
+            name,
+            ok: true,
+            text: format!("{} will be created", dir.display()),
+        },
+        Err(e) => Item {
+            name,
+            ok: false,
+            text: format!("{} is not writable: {e}", dir.display()),
+        },
+    }
+}
+
+fn nearest_existing(path: &Path) -> PathBuf {
+    path.ancestors()
+        .find(|p| p.exists())
+        .unwrap_or(Path::new("/"))
+        .to_path_buf()
+}
+
+/// Which hypervisor agents are installed here, and whether our hook is installed for each.
+fn agents() -> Vec<Item> {
+    let present = |paths: &[&str]| {
+        paths
+            .iter()
+            .find(|p| Path::new(p).exists())
+            .map(|p| p.to_string())
+    };
+    let mut items = Vec::new();
+    let agents: [(&'static str, &[&str], &[&str]); 3] = [
+        (
+            "vmware",
+            &["/usr/bin/vmtoolsd", "/usr/sbin/vmtoolsd"],
+            &[
+                "/etc/vmware-tools/backupScripts.d/50-mysql-snapshot",
+                "/usr/sbin/pre-freeze-script",
+            ],
+        ),
+        (
+            "qemu-ga",
+            &["/usr/sbin/qemu-ga", "/usr/bin/qemu-ga"],
+            &["/etc/qemu/fsfreeze-hook.d/mysql-snapshot"],
+        ),
+        (
+            "nutanix",
+            &["/usr/local/nutanix/ngt", "/usr/local/nutanix"],
+            &["/usr/local/sbin/pre_freeze"],
+        ),
+    ];
+    for (name, agent, hooks) in agents {
+        let text = match (present(agent), present(hooks)) {
+            (Some(a), Some(h)) => format!("{a} present; hook {h} installed"),
+            (Some(a), None) => {
+                format!("{a} present but no hook of ours: run install.sh (see README)")
+            }
+            (None, Some(h)) => format!("agent not found; hook {h} installed"),
+            (None, None) => "agent not found".to_string(),
+        };
+        items.push(Item {
+            name,
+            ok: true,
+            text,
+        });
+    }
+    items
+}

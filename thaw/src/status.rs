@@ -1,0 +1,149 @@
+//! `mysql-snapshot-thaw --status`: the current state and the last snapshot's outcome, for people
+//! and for monitoring, with Nagios exit codes.
+//!
+//! It only reads: it never signals a process, never connects to the server, never writes the
+//! state file.
+//!
+//! | code | meaning |
+//! |---|---|
+//! | 0 OK | idle, waiting, or locked within limits; the last snapshot held its lock until thaw |
+//! | 1 WARNING | the last snapshot lost its lock before thaw, or held it for more than 80 % of max-lock-time |
+//! | 2 CRITICAL | a lock held longer than max-lock-time, or a locker left over after thaw |
+//! | 3 UNKNOWN | the state cannot be read |
+use std::process::ExitCode;
+
+use common::state::{Found, State, StateFile, Status};
+use common::{time, Config};
+use serde_json::json;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Level {
+    Ok = 0,
+    Warning = 1,
+    Critical = 2,
+    Unknown = 3,
+}
+
+impl Level {
+    fn name(self) -> &'static str {
+        match self {
+            Level::Ok => "OK",
+            Level::Warning => "WARNING",
+            Level::Critical => "CRITICAL",
+            Level::Unknown => "UNKNOWN",
+        }
+    }
+}
+
+pub(crate) fn run(config: &Config, as_json: bool) -> ExitCode {
+    let found = StateFile::open(&config.run_dir, false).and_then(|s| s.peek());
+    let (level, summary, state) = match found {
+        Err(err) => (
+            Level::Unknown,
+            format!("cannot read the state: {err}"),
+            None,
+        ),
+        Ok(Found::Nothing) => (Level::Ok, "idle; no snapshot recorded".to_string(), None),
+        Ok(Found::Stale(why)) => (Level::Unknown, format!("unusable state file: {why}"), None),
+        Ok(Found::State(state)) => {
+            let (level, summary) = judge(config, &state, time::now_unix_ms());
+            (level, summary, Some(state))
+        }
+    };
+    if as_json {
+        let doc = json!({
+            "status": level.name(),
+            "code": level as u8,
+            "summary": summary,
+            "state": state.as_deref(),
+        });
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+    } else {
+        println!("MYSQL-SNAPSHOT {} - {summary}", level.name());
+        if let Some(state) = &state {
+            if let Some(coords) = &state.coordinates {
+                println!("coordinates: {coords}");
+            }
+        }
+    }
+    ExitCode::from(level as u8)
+}
+
+/// The level and one-line summary for `state` at `now_ms`.
+fn judge(config: &Config, state: &State, now_ms: u64) -> (Level, String) {
+    let max_ms = config.max_lock_time * 1000;
+    let locker = state.locker.as_ref().map_or(0, |l| l.pid);
+    let held_ms = |until: u64| state.acquired_at_ms.map_or(0, |a| until.saturating_sub(a));
+    let when = |ms: Option<u64>| ms.map_or("-".to_string(), time::rfc3339);
+    match state.status {
+        Status::Acquired if state.locker_running() => {
+            let held = held_ms(now_ms);
+            let text = format!(
+                "locked since {} by locker PID {locker} ({} ms of max-lock-time {} s)",
+                when(state.acquired_at_ms),
+                held,
+                config.max_lock_time
+            );
+            if held > max_ms {
+                (
+                    Level::Critical,
+                    format!("{text}: held longer than max-lock-time"),
+                )
+            } else if state.thawed_at_ms.is_some() {
+                (
+                    Level::Critical,
+                    format!("{text}: a locker left over after thaw"),
+                )
+            } else {
+                (Level::Ok, text)
+            }
+        }
+        Status::Starting | Status::Waiting if state.in_progress() => (
+            Level::Ok,
+            format!(
+                "freeze PID {} waiting for the lock since {} (attempt {})",
+                state.freeze.pid,
+                when(Some(state.started_at_ms)),
+                state.attempt
+            ),
+        ),
+        _ if state.locker_running() => (
+            Level::Critical,
+            format!(
+                "a locker (PID {locker}) is left over in state `{}`",
+                state.status.name()
+            ),
+        ),
+        Status::Released if state.reason.as_deref() == Some("thaw") => {
+            let held = state.released_at_ms.map_or(0, held_ms);
+            let text = format!(
+                "idle; last snapshot at {} held its lock {held} ms until thaw",
+                when(state.acquired_at_ms)
+            );
+            if held * 10 > max_ms * 8 {
+                (
+                    Level::Warning,
+                    format!("{text}, more than 80 % of max-lock-time"),
+                )
+            } else {
+                (Level::Ok, text)
+            }
+        }
+        Status::Released | Status::Lost | Status::Acquired => (
+            Level::Warning,
+            format!(
+                "idle; last snapshot at {} lost its lock before thaw: {}",
+                when(state.acquired_at_ms),
+                state.reason.as_deref().unwrap_or("the locker died")
+            ),
+        ),
+        Status::TimedOut | Status::Failed | Status::Starting | Status::Waiting => (
+            Level::Warning,
+            format!(
+                "idle; last freeze at {} took no lock: {}",
+                when(Some(state.started_at_ms)),
+                state.reason.as_deref().unwrap_or("no reason recorded")
+            ),
+        ),
+    }
+}
