@@ -98,30 +98,38 @@ fn same_exe(now: &std::path::Path, recorded: &std::path::Path) -> bool {
     now == recorded || now.strip_suffix(" (deleted)") == Some(&*recorded)
 }
 
+/// Descriptors above this are scratch space while `spawn_detached` rearranges the child's fds.
+const SCRATCH_FD: i32 = 64;
+
 /// Starts `command` in a new session (`setsid`) with stdin, stdout and stderr on /dev/null, so it
-/// outlives the hook and holds nothing a hypervisor agent waits on. `keep_fd`, if given, is
-/// duplicated onto descriptor 3 in the child; every other descriptor is closed on exec (std opens
-/// everything close-on-exec).
-pub fn spawn_detached(command: &mut Command, keep_fd: Option<i32>) -> std::io::Result<Child> {
+/// outlives the hook and holds nothing a hypervisor agent waits on. `pass[i]` becomes descriptor
+/// `3 + i` in the child; every other descriptor is closed on exec (std opens everything
+/// close-on-exec).
+pub fn spawn_detached(command: &mut Command, pass: &[i32]) -> std::io::Result<Child> {
     command
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
+    let pass: Vec<i32> = pass.to_vec();
     // SAFETY: the closure runs between fork and exec in the child and calls only async-signal-safe
-    // functions (setsid, dup2, fcntl), allocating nothing.
+    // functions (setsid, fcntl, dup2); it allocates nothing (`pass` was built before the fork).
     unsafe {
         command.pre_exec(move || {
             if libc::setsid() == -1 {
                 return Err(std::io::Error::last_os_error());
             }
-            if let Some(fd) = keep_fd {
-                if fd == 3 {
-                    let flags = libc::fcntl(3, libc::F_GETFD);
-                    if flags == -1 || libc::fcntl(3, libc::F_SETFD, flags & !libc::FD_CLOEXEC) == -1
-                    {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                } else if libc::dup2(fd, 3) == -1 {
+            // First move every source out of the way, so that no target clobbers a source.
+            let mut moved = [0i32; 8];
+            for (i, fd) in pass.iter().enumerate().take(moved.len()) {
+                let high = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, SCRATCH_FD);
+                if high == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                moved[i] = high;
+            }
+            for (i, high) in moved.iter().enumerate().take(pass.len().min(moved.len())) {
+                // dup2 clears close-on-exec on the target.
+                if libc::dup2(*high, 3 + i as i32) == -1 {
                     return Err(std::io::Error::last_os_error());
                 }
             }
@@ -131,16 +139,23 @@ pub fn spawn_detached(command: &mut Command, keep_fd: Option<i32>) -> std::io::R
     command.spawn()
 }
 
-/// Takes ownership of descriptor 3, which `spawn_detached` passed on purpose, if it is open.
-pub fn inherited_notify_fd() -> Option<std::fs::File> {
+/// Takes ownership of descriptor `fd` (3 or above), which `spawn_detached` passed on purpose, if it
+/// is open.
+pub fn inherited_fd(fd: i32) -> Option<std::fs::File> {
     use std::os::fd::FromRawFd;
-    // SAFETY: F_GETFD only queries the descriptor table.
-    if unsafe { libc::fcntl(3, libc::F_GETFD) } == -1 {
+    if fd < 3 {
         return None;
     }
-    // SAFETY: descriptor 3 is open (checked above) and was handed to this process by freeze for
-    // this one use; nothing else in the process refers to it.
-    Some(unsafe { std::fs::File::from_raw_fd(3) })
+    // SAFETY: F_GETFD only queries the descriptor table.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+        return None;
+    }
+    // SAFETY: the descriptor is open (checked above) and was handed to this process by freeze for
+    // this one use; nothing else in the process refers to it. Mark it close-on-exec again.
+    unsafe {
+        libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+        Some(std::fs::File::from_raw_fd(fd))
+    }
 }
 
 #[cfg(test)]

@@ -111,6 +111,9 @@ struct Freeze {
     sender: Sender<Event>,
     state: StateFile,
     locker: Option<Child>,
+    /// Our end of the pipe the locker watches: "committed" means freeze reports success; EOF
+    /// without it (freeze failed or was killed) makes the locker release at once.
+    commit: Option<std::io::PipeWriter>,
 }
 
 /// How one locker run ended, as far as freeze is concerned.
@@ -142,6 +145,7 @@ impl Freeze {
             sender,
             state,
             locker: None,
+            commit: None,
         })
     }
 
@@ -292,7 +296,18 @@ impl Freeze {
             info.gtid.binlog_pos.as_deref().or(info.gtid.executed.as_deref()).unwrap_or("-"),
             self.config.info_file.display()
         );
-        // The locker stays; dropping the handle does not touch it.
+        // Tell the locker that freeze reports success: from now on only thaw or max-lock-time
+        // ends the lock. The locker stays; dropping the handle does not touch it.
+        if let Some(mut commit) = self.commit.take() {
+            use std::io::Write;
+            commit
+                .write_all(b"committed\n")
+                .map_err(|e| Error::LockLost {
+                    message: format!(
+                        "cannot confirm the snapshot to the locker ({e}); it released the lock"
+                    ),
+                })?;
+        }
         self.locker = None;
         Ok(())
     }
@@ -364,6 +379,8 @@ impl Freeze {
             .then(|| started + Duration::from_secs(self.config.kill_long_queries_timeout));
         let (reader, writer) =
             std::io::pipe().map_err(|e| Error::io("create a pipe for", "the locker", e))?;
+        let (commit_reader, commit_writer) =
+            std::io::pipe().map_err(|e| Error::io("create a pipe for", "the locker", e))?;
         let mut command = Command::new(locker_exe);
         command
             .arg("--config")
@@ -371,10 +388,13 @@ impl Freeze {
             .arg("--lock-mode")
             .arg(mode.name())
             .current_dir("/");
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&writer);
-        let child = process::spawn_detached(&mut command, Some(fd))
+        use std::os::fd::AsRawFd;
+        let fds = [writer.as_raw_fd(), commit_reader.as_raw_fd()];
+        let child = process::spawn_detached(&mut command, &fds)
             .map_err(|e| Error::io("start the locker", locker_exe, e))?;
         drop(writer);
+        drop(commit_reader);
+        self.commit = Some(commit_writer);
         self.locker = Some(child);
         let tx = self.sender.clone();
         std::thread::spawn(move || {
@@ -549,33 +569,42 @@ impl Freeze {
         };
         // Our own unreaped child: its PID cannot have been reused.
         let pid = child.id();
+        // Closing the commit pipe tells the locker that freeze failed; SIGTERM says it too.
+        self.commit = None;
         if let Some(me) = Identity::of(pid) {
             me.signal(SIGTERM);
         }
-        let found = self.state.lock().map(|g| g.read());
-        if let Ok(Found::State(state)) = found {
-            if state.status == Status::Waiting {
-                if let (Some(id), Ok(mut session)) = (
-                    state.connection_id,
-                    server::connect(&self.config.client, Duration::from_secs(5)),
-                ) {
-                    if server::connection_user(&mut session.conn, id)
-                        .ok()
-                        .flatten()
-                        == state.user
-                    {
-                        let _ = session.conn.query_drop(format!("KILL QUERY {id}"));
-                    }
+        // A lock statement in progress is interrupted with KILL QUERY — again if the locker has
+        // moved on to its next lock statement in between.
+        let give_up = Instant::now() + Duration::from_secs(self.config.lock_wait_timeout + 2);
+        let mut killer: Option<Session> = None;
+        while !self.locker_exited_within(Duration::from_millis(50)) {
+            if Instant::now() >= give_up {
+                if let Some(child) = self.locker.as_mut() {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+                self.locker = None;
+                break;
+            }
+            let Ok(Found::State(state)) = self.state.lock().map(|g| g.read()) else {
+                continue;
+            };
+            let (Status::Waiting, Some(id)) = (state.status, state.connection_id) else {
+                continue;
+            };
+            if killer.is_none() {
+                killer = server::connect(&self.config.client, Duration::from_secs(5)).ok();
+            }
+            if let Some(session) = killer.as_mut() {
+                if server::connection_user(&mut session.conn, id)
+                    .ok()
+                    .flatten()
+                    == state.user
+                {
+                    let _ = session.conn.query_drop(format!("KILL QUERY {id}"));
                 }
             }
-        }
-        let grace = Duration::from_secs(self.config.lock_wait_timeout + 2);
-        if !self.locker_exited_within(grace) {
-            if let Some(child) = self.locker.as_mut() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-            self.locker = None;
         }
         log::info!("event=aborted stopped the locker (PID {pid}); no lock remains");
     }

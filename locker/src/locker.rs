@@ -23,6 +23,13 @@ use common::{cli, coordinates, logging, server, time, Config, Error, Result};
 use mysql::prelude::Queryable;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
+fn describe(stop: &Stop) -> String {
+    match stop {
+        Stop::Signal(signal) => format!("stopped by signal {signal}"),
+        Stop::FreezeGone => "freeze ended without reporting success".to_string(),
+    }
+}
+
 /// Exit status when the server capped the lock attempt.
 const EXIT_TIMED_OUT: u8 = 3;
 /// Extra seconds of `wait_timeout` beyond `max-lock-time`: the server's own dead-man switch.
@@ -58,7 +65,7 @@ pub(crate) fn main() -> ExitCode {
         log::error!("event=refused unknown --lock-mode {}", args.lock_mode);
         return ExitCode::from(1);
     };
-    let signals = match listen_for_signals() {
+    let signals = match listen_for_signals(common::process::inherited_fd(4)) {
         Ok(rx) => rx,
         Err(err) => {
             log::error!("event=refused cannot install signal handlers: {err}");
@@ -66,7 +73,7 @@ pub(crate) fn main() -> ExitCode {
         }
     };
     let mut locker = Locker {
-        notify: common::process::inherited_notify_fd(),
+        notify: common::process::inherited_fd(3),
         state: match StateFile::open(&config.run_dir, false) {
             Ok(state) => state,
             Err(err) => {
@@ -88,17 +95,38 @@ pub(crate) fn main() -> ExitCode {
     }
 }
 
-/// SIGTERM and SIGINT arrive on the returned channel; SIGHUP is swallowed.
-fn listen_for_signals() -> std::io::Result<Receiver<i32>> {
+/// Why the locker should let go.
+enum Stop {
+    Signal(i32),
+    /// freeze closed its end of the commit pipe without confirming success: it failed or died.
+    FreezeGone,
+}
+
+/// SIGTERM and SIGINT arrive on the returned channel (SIGHUP is swallowed), and so does the end of
+/// freeze's commit pipe (descriptor 4) if it closes without the word "committed".
+fn listen_for_signals(commit: Option<std::fs::File>) -> std::io::Result<Receiver<Stop>> {
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
     let (tx, rx) = mpsc::channel();
+    let to_main = tx.clone();
     std::thread::spawn(move || {
         for signal in signals.forever() {
-            if signal != SIGHUP && tx.send(signal).is_err() {
+            if signal != SIGHUP && to_main.send(Stop::Signal(signal)).is_err() {
                 break;
             }
         }
     });
+    if let Some(commit) = commit {
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            let mut lines = std::io::BufReader::new(commit).lines();
+            match lines.next() {
+                Some(Ok(line)) if line == "committed" => {}
+                _ => {
+                    let _ = tx.send(Stop::FreezeGone);
+                }
+            }
+        });
+    }
     Ok(rx)
 }
 
@@ -107,7 +135,7 @@ struct Locker {
     mode: LockMode,
     state: StateFile,
     notify: Option<std::fs::File>,
-    signals: Receiver<i32>,
+    signals: Receiver<Stop>,
 }
 
 impl Locker {
@@ -141,10 +169,10 @@ impl Locker {
             s.lock_mode = Some(mode.name().into());
         })?;
         self.notify("waiting");
-        if let Ok(signal) = self.signals.try_recv() {
+        if let Ok(stop) = self.signals.try_recv() {
             self.record_end(
                 Status::Failed,
-                &format!("stopped by signal {signal} before locking"),
+                &format!("{} before locking", describe(&stop)),
             );
             return Ok(1);
         }
@@ -197,7 +225,7 @@ impl Locker {
         let cause = loop {
             let left = max.saturating_sub(acquired.elapsed());
             match self.signals.recv_timeout(left) {
-                Ok(signal) => break Some(signal),
+                Ok(stop) => break Some(stop),
                 Err(RecvTimeoutError::Timeout) => break None,
                 Err(RecvTimeoutError::Disconnected) => std::thread::sleep(left),
             }
@@ -212,8 +240,8 @@ impl Locker {
                 "max-lock-time ({} s) reached before thaw",
                 self.config.max_lock_time
             ),
-            Some(_) if thaw_asked => "thaw".to_string(),
-            Some(signal) => format!("signal {signal}"),
+            Some(Stop::Signal(_)) if thaw_asked => "thaw".to_string(),
+            Some(stop) => describe(&stop),
         };
         let (status, reason) = match released {
             Ok(()) => (Status::Released, reason),

@@ -189,9 +189,12 @@ fn freeze_never_exits_0_unlocked_behind_a_long_write_and_caps_each_stall(mode: &
         worst < Duration::from_secs(2),
         "a writer stalled {worst:?} (> lock-wait-timeout + 1 s)"
     );
+    eprintln!("{mode}: longest InnoDB writer stall {worst:?}");
     if mode == "backup-stage" {
+        // The attempt waited a full lock-wait-timeout (1 s); InnoDB writers must not have queued
+        // behind it. (The benchmark measures the real figure; this bound only tells the modes apart.)
         assert!(
-            worst < Duration::from_millis(500),
+            worst < Duration::from_millis(900),
             "backup stages must not stall InnoDB writers: {worst:?}"
         );
     }
