@@ -1,0 +1,210 @@
+//! `freeze --check` (the rehearsal) and `thaw --status` (monitoring), against a private MariaDB.
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use harness::{alive, signal, text, wait_until, write_private, Sandbox, Server};
+use mysql::prelude::Queryable;
+
+fn check(sandbox: &Sandbox, json: bool) -> std::process::Output {
+    let mut command = sandbox.command("freeze");
+    command.arg("--check");
+    if json {
+        command.arg("--json");
+    }
+    command.output().unwrap()
+}
+
+fn status(sandbox: &Sandbox) -> (Option<i32>, String) {
+    let out = sandbox.command("thaw").arg("--status").output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn check_passes_on_a_good_setup_and_takes_and_releases_the_lock_once() {
+    let server = Server::start();
+    let sandbox = Sandbox::new(&server, "");
+    let out = check(&sandbox, false);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("A real freeze would work"), "{stdout}");
+    assert!(
+        stdout.contains("backup-stage (lock-mode = auto)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("took the lock in"), "{stdout}");
+    assert!(
+        !server.writes_blocked(),
+        "the rehearsal must release its lock"
+    );
+    assert!(
+        !sandbox.run_dir.join("state.json").exists(),
+        "the rehearsal must not touch the state"
+    );
+    assert!(
+        !sandbox.info_file.exists(),
+        "the rehearsal must not write the info file"
+    );
+
+    let out = check(&sandbox, true);
+    assert!(out.status.success(), "{}", text(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["ok"], true);
+    let names: Vec<&str> = doc["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["check"].as_str().unwrap())
+        .collect();
+    for expected in [
+        "server",
+        "lock mode",
+        "privileges",
+        "run-dir",
+        "info-file",
+        "vmware",
+        "qemu-ga",
+        "rehearsal",
+    ] {
+        assert!(
+            names.contains(&expected),
+            "missing check {expected}: {names:?}"
+        );
+    }
+}
+
+#[test]
+fn check_names_a_missing_grant_with_the_grant_that_fixes_it() {
+    let server = Server::start();
+    server
+        .conn()
+        .query_drop(
+            "CREATE USER 'snapper'@'localhost' IDENTIFIED BY 'pw-check-1';
+             GRANT RELOAD, BINLOG MONITOR, SLAVE MONITOR ON *.* TO 'snapper'@'localhost'",
+        )
+        .unwrap();
+    let sandbox = Sandbox::new(&server, "user = snapper\npassword = pw-check-1");
+    let out = check(&sandbox, false);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("FAIL privileges"), "{stdout}");
+    assert!(
+        stdout.contains("GRANT PROCESS ON *.* TO 'snapper'@'localhost';"),
+        "{stdout}"
+    );
+    assert!(!text(&out).contains("pw-check-1"));
+    // The real freeze refuses for the same reason, before any lock.
+    let out = sandbox.freeze();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("lacks PROCESS"), "{}", text(&out));
+    assert!(!server.writes_blocked());
+}
+
+#[test]
+fn check_names_a_wrong_password_and_an_unwritable_run_dir() {
+    let server = Server::start();
+    server
+        .conn()
+        .query_drop("CREATE USER 'snapper'@'localhost' IDENTIFIED BY 'right-pw'")
+        .unwrap();
+    let sandbox = Sandbox::new(&server, "user = snapper\npassword = wrong-pw-77");
+    let out = check(&sandbox, false);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("FAIL server") && stdout.contains("1045"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("wrong-pw-77"), "{stdout}");
+
+    // run-dir below a regular file can never be created.
+    let blocker = sandbox.dir.path().join("not-a-dir");
+    std::fs::write(&blocker, "").unwrap();
+    let sandbox2 = Sandbox::new(&server, &format!("run-dir = {}/run", blocker.display()));
+    let out = check(&sandbox2, false);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("FAIL run-dir"), "{stdout}");
+}
+
+#[test]
+fn status_follows_a_snapshot_from_idle_to_locked_to_released() {
+    let server = Server::start();
+    let sandbox = Sandbox::new(&server, "");
+    let (code, out) = status(&sandbox);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.starts_with("MYSQL-SNAPSHOT OK - idle"), "{out}");
+
+    assert!(sandbox.freeze().status.success());
+    let (code, out) = status(&sandbox);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("locked since") && out.contains("by locker PID"),
+        "{out}"
+    );
+
+    assert!(sandbox.thaw("thaw").status.success());
+    let (code, out) = status(&sandbox);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("held its lock") && out.contains("until thaw"),
+        "{out}"
+    );
+    let json = sandbox
+        .command("thaw")
+        .args(["--status", "--json"])
+        .output()
+        .unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(doc["status"], "OK");
+    assert_eq!(doc["state"]["status"], "released");
+}
+
+#[test]
+fn status_warns_after_a_lock_lost_before_thaw() {
+    let server = Server::start();
+    let sandbox = Sandbox::new(&server, "max-lock-time = 1");
+    assert!(sandbox.freeze().status.success());
+    assert!(wait_until(Duration::from_secs(10), || sandbox.status() == "released"));
+    let (code, out) = status(&sandbox);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.starts_with("MYSQL-SNAPSHOT WARNING") && out.contains("lost its lock"),
+        "{out}"
+    );
+}
+
+#[test]
+fn status_is_critical_when_a_lock_outlives_max_lock_time() {
+    let server = Server::start();
+    let sandbox = Sandbox::new(&server, "max-lock-time = 1");
+    assert!(sandbox.freeze().status.success());
+    let pid = sandbox.locker_pid().unwrap();
+    // A stopped locker cannot release at max-lock-time: the lock outlives it.
+    signal(pid, "STOP");
+    let critical = wait_until(Duration::from_secs(10), || status(&sandbox).0 == Some(2));
+    let (_, out) = status(&sandbox);
+    signal(pid, "CONT");
+    assert!(critical, "{out}");
+    assert!(out.contains("held longer than max-lock-time"), "{out}");
+    assert!(wait_until(Duration::from_secs(10), || !alive(pid)));
+}
+
+#[test]
+fn status_is_unknown_on_an_unusable_state_file() {
+    let server = Server::start();
+    let sandbox = Sandbox::new(&server, "");
+    std::fs::create_dir_all(&sandbox.run_dir).unwrap();
+    std::fs::set_permissions(
+        &sandbox.run_dir,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    write_private(&sandbox.run_dir.join("state.json"), "][ not json");
+    let (code, out) = status(&sandbox);
+    assert_eq!(code, Some(3), "{out}");
+    assert!(out.starts_with("MYSQL-SNAPSHOT UNKNOWN"), "{out}");
+}
