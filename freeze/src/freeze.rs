@@ -296,6 +296,13 @@ impl Freeze {
             info.gtid.binlog_pos.as_deref().or(info.gtid.executed.as_deref()).unwrap_or("-"),
             self.config.info_file.display()
         );
+        // A SIGTERM that arrived while we verified (vmtoolsd's timeout) means the agent has given
+        // up on us: report failure and release, never success.
+        while let Ok(event) = self.events.try_recv() {
+            if let Event::Signal(signal) = event {
+                return Err(interrupted(signal));
+            }
+        }
         // Tell the locker that freeze reports success: from now on only thaw or max-lock-time
         // ends the lock. The locker stays; dropping the handle does not touch it.
         if let Some(mut commit) = self.commit.take() {
