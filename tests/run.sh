@@ -5,9 +5,14 @@
 set -eu
 cd "$(dirname "$0")/.."
 
+# What the tests need, by the program each package brings.
 need=""
-command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || need="$need mariadb-server"
-command -v my_print_defaults >/dev/null 2>&1 || need="$need mariadb-client"
+have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ]; }
+have mariadbd || need="$need mariadb-server"
+have my_print_defaults || need="$need mariadb-client"
+have qemu-ga || need="$need qemu-guest-agent"
+have debootstrap || need="$need debootstrap"
+have sysbench || need="$need sysbench"
 if [ -n "$need" ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "tests/run.sh: missing packages:$need; install them (as root: apt-get install -y$need) and run again" >&2
