@@ -6,6 +6,11 @@
 //! touched. Waiting is done by polling a condition with a deadline, never by sleeping and hoping.
 #![allow(clippy::unwrap_used, unreachable_pub)]
 
+pub mod loopfs;
+pub mod matrix;
+
+pub use matrix::Flavour;
+
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
@@ -36,8 +41,12 @@ pub struct TempDir(pub PathBuf);
 
 impl TempDir {
     pub fn new(tag: &str) -> TempDir {
+        TempDir::new_in(&std::env::temp_dir(), tag)
+    }
+    /// A fresh directory under `parent` (e.g. inside a chroot), removed on drop.
+    pub fn new_in(parent: &Path, tag: &str) -> TempDir {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let path = std::env::temp_dir().join(format!(
+        let path = parent.join(format!(
             "mss-{tag}-{}-{}",
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::SeqCst)
@@ -123,7 +132,7 @@ fn template() -> &'static Path {
     })
 }
 
-/// Small, fast settings for throwaway servers.
+/// Small, fast settings for throwaway MariaDB servers.
 const SERVER_TUNING: &[&str] = &[
     "--innodb-buffer-pool-size=32M",
     "--innodb-log-file-size=16M",
@@ -131,29 +140,61 @@ const SERVER_TUNING: &[&str] = &[
     "--skip-name-resolve",
 ];
 
-/// A private MariaDB server, stopped (by PID) and deleted on drop.
+/// A private server, stopped (by PID) and deleted on drop. MariaDB 10.11 runs from the machine's
+/// packages; the other flavours run inside their cached chroot (`chroot DIR mysqld …`, which execs
+/// the server, so the child PID is the server's) with datadir and socket in a directory of their
+/// own under the chroot's `/srv`; which chroot `dir` lies in tells the flavour.
 pub struct Server {
+    /// The server's own directory (datadir `data/`, socket, error log), as the host sees it.
     pub dir: TempDir,
+    /// The socket, as the host sees it.
     pub socket: PathBuf,
     child: Option<Child>,
 }
 
 impl Server {
-    /// Starts a server with the binary log on (server id 1).
+    /// Starts a MariaDB 10.11 server with the binary log on (server id 1).
     pub fn start() -> Server {
         Server::start_with(&["--log-bin=binlog", "--server-id=1"])
     }
 
+    /// Starts a MariaDB 10.11 server with these extra mariadbd arguments.
     pub fn start_with(extra: &[&str]) -> Server {
-        let dir = TempDir::new("db");
+        Server::start_in(Flavour::MariaDb1011, None, extra)
+    }
+
+    /// Starts a server of `flavour` with the binary log on (server id 1; GTID mode on MySQL)
+    /// plus `extra`. Panics if the flavour's chroot cannot be built: call
+    /// `matrix::require(flavour)` first where a loud skip is allowed.
+    pub fn start_flavour(flavour: Flavour, extra: &[&str]) -> Server {
+        let root = flavour
+            .chroot()
+            .unwrap_or_else(|reason| panic!("{} is unavailable: {reason}", flavour.name()));
+        let mut args: Vec<&str> = flavour.replication_args().to_vec();
+        args.extend_from_slice(extra);
+        Server::start_in(flavour, root, &args)
+    }
+
+    fn start_in(flavour: Flavour, root: Option<&Path>, extra: &[&str]) -> Server {
+        let (dir, template) = match root {
+            Some(root) => (
+                TempDir::new_in(&matrix::inside(root, matrix::SERVERS), "db"),
+                matrix::inside(root, matrix::TEMPLATE),
+            ),
+            None => (TempDir::new("db"), template().to_path_buf()),
+        };
         let data = dir.path().join("data");
         let status = Command::new("cp")
             .arg("-a")
-            .arg(template())
+            .arg(&template)
             .arg(&data)
             .status()
             .unwrap();
         assert!(status.success());
+        if flavour.is_mysql() {
+            // Each MySQL server makes its own server_uuid on first start.
+            let _ = fs::remove_file(data.join("auto.cnf"));
+        }
         let socket = dir.path().join("mysqld.sock");
         let mut server = Server {
             socket,
@@ -164,21 +205,40 @@ impl Server {
         server
     }
 
+    /// Which server this is: the flavour whose chroot holds `dir`, else MariaDB 10.11.
+    pub fn flavour(&self) -> Flavour {
+        matrix::flavour_of(self.dir.path()).map_or(Flavour::MariaDb1011, |(flavour, _)| flavour)
+    }
+
     fn launch(&mut self, extra: &[&str]) {
         let data = self.dir.path().join("data");
-        let child = Command::new(tool("mariadbd"))
+        let chrooted = matrix::flavour_of(self.dir.path());
+        // Paths as the server sees them (inside its chroot, if any).
+        let inner = |path: &Path| match &chrooted {
+            Some((_, root)) => Path::new("/").join(path.strip_prefix(root).unwrap()),
+            None => path.to_path_buf(),
+        };
+        let (mut command, flavour) = match &chrooted {
+            Some((flavour, root)) => {
+                let mut command = Command::new(tool("chroot"));
+                command.arg(root).arg(flavour.daemon());
+                (command, *flavour)
+            }
+            None => (Command::new(tool("mariadbd")), Flavour::MariaDb1011),
+        };
+        let child = command
             .args(["--no-defaults", "--user=root", "--skip-networking"])
-            .arg(format!("--datadir={}", data.display()))
-            .arg(format!("--socket={}", self.socket.display()))
+            .arg(format!("--datadir={}", inner(&data).display()))
+            .arg(format!("--socket={}", inner(&self.socket).display()))
             .arg(format!(
                 "--pid-file={}",
-                self.dir.path().join("mysqld.pid").display()
+                inner(&self.dir.path().join("mysqld.pid")).display()
             ))
             .arg(format!(
                 "--log-error={}",
-                self.dir.path().join("error.log").display()
+                inner(&self.dir.path().join("error.log")).display()
             ))
-            .args(SERVER_TUNING)
+            .args(flavour.tuning())
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -186,8 +246,13 @@ impl Server {
             .spawn()
             .unwrap();
         self.child = Some(child);
-        let up = wait_until(Duration::from_secs(60), || self.try_conn().is_some());
-        assert!(up, "private mariadbd did not start: {}", self.error_log());
+        let up = wait_until(Duration::from_secs(90), || self.try_conn().is_some());
+        assert!(
+            up,
+            "private {} did not start: {}",
+            flavour.name(),
+            self.error_log()
+        );
         let mut conn = self.conn();
         conn.query_drop(
             "CREATE DATABASE IF NOT EXISTS snap;
@@ -219,7 +284,10 @@ impl Server {
     /// waiting, so the probe itself never queues behind the lock).
     pub fn writes_blocked(&self) -> bool {
         let mut conn = self.conn();
-        conn.query_drop("SET SESSION lock_wait_timeout = 0")
+        // MySQL's minimum is 1 s (0 would be raised to 1 with a warning): the probe then waits
+        // up to a second when writes are blocked.
+        let timeout = if self.flavour().is_mysql() { 1 } else { 0 };
+        conn.query_drop(format!("SET SESSION lock_wait_timeout = {timeout}"))
             .unwrap();
         match conn.query_drop("INSERT INTO snap.inno (v) VALUES (1)") {
             Ok(()) => false,
@@ -238,10 +306,12 @@ impl Server {
             .unwrap()
     }
 
-    /// Stops the server abruptly (SIGKILL) and starts it again on the same datadir.
+    /// Stops the server abruptly (SIGKILL) and starts it again on the same datadir, with the
+    /// binary log on (and, on MySQL, GTID mode).
     pub fn restart(&mut self) {
         self.kill();
-        self.launch(&["--log-bin=binlog", "--server-id=1"]);
+        let flavour = self.flavour();
+        self.launch(flavour.replication_args());
     }
 
     fn kill(&mut self) {
