@@ -1,7 +1,8 @@
 #!/bin/sh
-# Install (or uninstall) mysql-snapshot: the three binaries, the VMware Tools hook,
-# optional legacy /usr/sbin/pre-freeze-script + post-thaw-script links, a config template,
+# Install (or uninstall) mysql-snapshot: the three binaries, the hypervisor hooks (VMware Tools
+# backupScripts.d or legacy scripts, QEMU guest agent, Nutanix Guest Tools), a config template,
 # the info-file directory and a logrotate snippet. Run ./install.sh --help for usage.
+# It never overwrites a file it did not install, and uninstall removes only what it recorded.
 set -eu
 
 PROG=install.sh
@@ -12,38 +13,65 @@ BINARIES='mysql-snapshot-freeze mysql-snapshot-thaw mysql-snapshot-locker'
 HOOK=/etc/vmware-tools/backupScripts.d/50-mysql-snapshot
 LEGACY_FREEZE=/usr/sbin/pre-freeze-script
 LEGACY_THAW=/usr/sbin/post-thaw-script
+NUTANIX_FREEZE=/usr/local/sbin/pre_freeze
+NUTANIX_THAW=/usr/local/sbin/post_thaw
 CONFIG=/etc/mysql-snapshot.cnf
 STATE_DIR=/var/lib/mysql-snapshot
 MANIFEST=$STATE_DIR/install-manifest
 LOGROTATE=/etc/logrotate.d/mysql-snapshot
 
+# Why the VMware hook and the legacy scripts are never installed together.
+DOUBLE_RUN_WHY="VMware Tools that read backupScripts.d also run the legacy scripts, so with both
+  mysql-snapshot would freeze twice per phase; the second freeze is refused as \"another
+  snapshot in progress\" and the snapshot fails"
+
 usage() {
 	cat <<EOF
-Usage: ./install.sh [--no-build] [--legacy] [--bin-dir DIR] [install]
+Usage: ./install.sh [--no-build] [--bin-dir DIR] [HOOK FLAGS] [install]
        ./install.sh uninstall
        ./install.sh --help
 
-Installs mysql-snapshot for VMware Tools quiescing:
+Installs mysql-snapshot:
   \$DESTDIR\$PREFIX/sbin/mysql-snapshot-{freeze,thaw,locker}     (0755)
-  \$DESTDIR$HOOK   (0755, VMware Tools hook)
   \$DESTDIR$CONFIG                        (0600, template; never overwritten)
   \$DESTDIR$STATE_DIR/                     (0700, info file + install manifest)
   \$DESTDIR$LOGROTATE                (0644)
+and the hooks the flags select (--vmware when no hook flag is given):
+
+Hook flags:
+  --vmware        VMware Tools: $HOOK (0755)
+  --legacy        VMware Tools, legacy scripts instead: symlinks $LEGACY_FREEZE
+                  and $LEGACY_THAW to the binaries. Never together with the
+                  backupScripts.d hook (an earlier one of ours is removed): VMware Tools that
+                  read backupScripts.d also run the legacy scripts, and freeze would run twice.
+                  Use it for tools that only run the legacy scripts (older VMware Tools,
+                  some backup products). A legacy script that is not ours is never replaced.
+  --qemu          QEMU guest agent: /etc/qemu/fsfreeze-hook.d/mysql-snapshot (0755), run by
+                  qemu-ga's stock dispatcher /etc/qemu/fsfreeze-hook, which IGNORES hook exit
+                  codes: a refused lock does not stop the snapshot. (If /etc/qemu-ga/fsfreeze-hook
+                  exists and /etc/qemu/fsfreeze-hook does not, as on RHEL/Fedora, the hook goes to
+                  /etc/qemu-ga/fsfreeze-hook.d instead; QEMU_HOOK_DIR overrides.)
+  --qemu-direct   --qemu, plus \$PREFIX/sbin/mysql-snapshot-qemu-hook (0755): our own dispatcher
+                  for qemu-ga -F, which passes a failed freeze on so the snapshot fails
+  --nutanix       Nutanix Guest Tools: $NUTANIX_FREEZE and $NUTANIX_THAW
+                  (root-owned, 0700; fixed paths, not under \$PREFIX)
+  --all           --vmware --qemu-direct --nutanix (with --legacy: legacy instead of --vmware)
 
 Options:
   --no-build      do not run 'cargo build --release --locked' first
   --bin-dir DIR   take the binaries from DIR instead of
                   \${CARGO_TARGET_DIR:-<repo>/target}/release
-  --legacy        also link $LEGACY_FREEZE and $LEGACY_THAW
-                  to the binaries (for tools that only run the legacy scripts)
   uninstall       remove exactly what the install manifest lists
                   ($STATE_DIR/install-manifest); edited config is kept
   -h, --help      show this help
 
 Environment:
-  PREFIX   installation prefix (default /usr/local); binaries go to \$PREFIX/sbin
-  DESTDIR  staging root prepended to every path (default empty); the hook still
-           refers to \$PREFIX/sbin, so a staged install works once copied to /
+  PREFIX         installation prefix (default /usr/local); binaries go to \$PREFIX/sbin
+  DESTDIR        staging root prepended to every path (default empty); the hooks still
+                 refer to \$PREFIX/sbin, so a staged install works once copied to /
+  QEMU_HOOK_DIR  directory for the --qemu hook (default /etc/qemu/fsfreeze-hook.d)
+Every installed hook reads MYSQL_SNAPSHOT_SBIN at run time (default: \$PREFIX/sbin as
+installed) to find the binaries; it exists for tests of a staged install.
 EOF
 }
 
@@ -61,8 +89,14 @@ bad_usage() {
 # ---------------------------------------------------------------- arguments
 ACTION=install
 BUILD=1
-LEGACY=0
 BIN_DIR=
+VMWARE=0
+VMWARE_FLAG=0
+LEGACY=0
+QEMU=0
+QEMU_DIRECT=0
+NUTANIX=0
+ALL=0
 while [ $# -gt 0 ]; do
 	case $1 in
 	-h | --help)
@@ -70,7 +104,15 @@ while [ $# -gt 0 ]; do
 		exit 0
 		;;
 	--no-build) BUILD=0 ;;
+	--vmware) VMWARE_FLAG=1 ;;
 	--legacy) LEGACY=1 ;;
+	--qemu) QEMU=1 ;;
+	--qemu-direct)
+		QEMU=1
+		QEMU_DIRECT=1
+		;;
+	--nutanix) NUTANIX=1 ;;
+	--all) ALL=1 ;;
 	--bin-dir)
 		if [ $# -lt 2 ] || [ -z "$2" ]; then bad_usage "--bin-dir needs a directory argument"; fi
 		BIN_DIR=$2
@@ -88,6 +130,24 @@ while [ $# -gt 0 ]; do
 	shift
 done
 
+if [ "$VMWARE_FLAG" -eq 1 ] && [ "$LEGACY" -eq 1 ]; then
+	bad_usage "--vmware and --legacy exclude each other: $DOUBLE_RUN_WHY.
+  Choose one (--vmware, the default, unless your tools only run the legacy scripts)"
+fi
+if [ "$ALL" -eq 1 ]; then
+	QEMU=1
+	QEMU_DIRECT=1
+	NUTANIX=1
+	[ "$LEGACY" -eq 1 ] || VMWARE=1
+fi
+[ "$VMWARE_FLAG" -eq 1 ] && VMWARE=1
+if [ "$VMWARE" -eq 0 ] && [ "$LEGACY" -eq 0 ] && [ "$QEMU" -eq 0 ] && [ "$NUTANIX" -eq 0 ]; then
+	VMWARE=1
+fi
+if [ "$ACTION" = uninstall ] && [ $((VMWARE_FLAG + LEGACY + QEMU + NUTANIX + ALL)) -gt 0 ]; then
+	bad_usage "uninstall takes no hook flags: it removes everything the install manifest lists"
+fi
+
 DESTDIR=${DESTDIR-}
 PREFIX=${PREFIX-/usr/local}
 PREFIX=${PREFIX%/}
@@ -101,6 +161,7 @@ case $PREFIX in
 	;;
 esac
 SBIN=$PREFIX/sbin
+QEMU_DIRECT_HOOK=$SBIN/mysql-snapshot-qemu-hook
 
 # Resolve relative paths against the caller's directory before changing directory.
 case $DESTDIR in
@@ -112,6 +173,21 @@ case $BIN_DIR in
 '' | /*) ;;
 *) BIN_DIR=$PWD/$BIN_DIR ;;
 esac
+
+# The stock QEMU dispatcher lives in /etc/qemu (upstream, Debian) or /etc/qemu-ga (RHEL, Fedora).
+if [ -n "${QEMU_HOOK_DIR-}" ]; then
+	QEMU_HOOK_DIR=${QEMU_HOOK_DIR%/}
+	case $QEMU_HOOK_DIR in
+	/?*) ;;
+	*) bad_usage "QEMU_HOOK_DIR must be an absolute path (got '$QEMU_HOOK_DIR')" ;;
+	esac
+elif [ -e "$DESTDIR/etc/qemu-ga/fsfreeze-hook" ] && [ ! -e "$DESTDIR/etc/qemu/fsfreeze-hook" ]; then
+	QEMU_HOOK_DIR=/etc/qemu-ga/fsfreeze-hook.d
+else
+	QEMU_HOOK_DIR=/etc/qemu/fsfreeze-hook.d
+fi
+QEMU_HOOK=$QEMU_HOOK_DIR/mysql-snapshot
+QEMU_DISPATCHER=${QEMU_HOOK_DIR%.d}
 
 SCRIPT_DIR=$(cd "$(dirname "$0")" && pwd -P)
 cd "$SCRIPT_DIR"
@@ -125,7 +201,9 @@ fi
 
 TMPDIR_OWN=$(mktemp -d "${TMPDIR:-/tmp}/mysql-snapshot-install.XXXXXX")
 NEW_ENTRIES=$TMPDIR_OWN/entries
+FORGET=$TMPDIR_OWN/forget
 : >"$NEW_ENTRIES"
+: >"$FORGET"
 
 # ---------------------------------------------------------------- helpers
 checksum() {
@@ -147,6 +225,8 @@ inst() {
 
 # record KIND PATH [EXTRA]: remember an installed item for the manifest.
 record() { printf '%s\n' "$*" >>"$NEW_ENTRIES"; }
+# forget KIND PATH: drop an item this run removed from the manifest.
+forget() { printf '%s %s\n' "$1" "$2" >>"$FORGET"; }
 
 # make_dir PATH MODE: create $DESTDIR$PATH and its parents, recording each one we create.
 make_dir() {
@@ -173,9 +253,10 @@ make_dir() {
 }
 
 # Merge the entries of this run into the manifest: an entry of this run replaces an older
-# entry of the same kind and path; older entries stay (a second run must not forget them).
+# entry of the same kind and path; older entries stay (a second run must not forget them)
+# unless this run removed the item.
 write_manifest() {
-	[ -s "$NEW_ENTRIES" ] || return 0
+	[ -s "$NEW_ENTRIES" ] || [ -s "$FORGET" ] || return 0
 	[ -d "$DESTDIR$STATE_DIR" ] || return 0
 	wm_old=$TMPDIR_OWN/old
 	: >"$wm_old"
@@ -187,13 +268,14 @@ write_manifest() {
 		say "# One entry per line: KIND PATH [EXTRA]; paths are absolute, without DESTDIR."
 		say "# file/hook/logrotate PATH | link PATH TARGET | config PATH SHA256 | dir PATH"
 		{
-			awk 'NR == FNR { seen[$1 " " $2] = 1; next } !(($1 " " $2) in seen)' \
-				"$NEW_ENTRIES" "$wm_old"
+			awk 'FILENAME == ARGV[1] || FILENAME == ARGV[2] { seen[$1 " " $2] = 1; next }
+				!(($1 " " $2) in seen)' "$NEW_ENTRIES" "$FORGET" "$wm_old"
 			cat "$NEW_ENTRIES"
 		} | LC_ALL=C sort -u
 	} >"$TMPDIR_OWN/manifest"
 	inst -m 0600 "$TMPDIR_OWN/manifest" "$DESTDIR$MANIFEST"
 	: >"$NEW_ENTRIES"
+	: >"$FORGET"
 }
 
 on_exit() {
@@ -211,6 +293,7 @@ trap 'exit 143' TERM
 
 is_our_link() { [ -L "$1" ] && [ "$(readlink "$1")" = "$2" ]; }
 has_marker() { [ -f "$1" ] && grep -qxF "$MARKER" "$1"; }
+present() { [ -e "$1" ] || [ -L "$1" ]; }
 
 # ---------------------------------------------------------------- uninstall
 do_uninstall() {
@@ -233,7 +316,7 @@ do_uninstall() {
 		target=$DESTDIR$path
 		case $kind in
 		file | logrotate)
-			if [ -e "$target" ] || [ -L "$target" ]; then
+			if present "$target"; then
 				rm -f "$target"
 				say "removed $target"
 			else
@@ -244,7 +327,7 @@ do_uninstall() {
 			if has_marker "$target"; then
 				rm -f "$target"
 				say "removed $target"
-			elif [ -e "$target" ] || [ -L "$target" ]; then
+			elif present "$target"; then
 				say "kept $target (no longer mysql-snapshot's: its marker line is gone)"
 			else
 				say "already gone $target"
@@ -254,7 +337,7 @@ do_uninstall() {
 			if is_our_link "$target" "$extra"; then
 				rm -f "$target"
 				say "removed $target"
-			elif [ -e "$target" ] || [ -L "$target" ]; then
+			elif present "$target"; then
 				say "kept $target (no longer our symlink to $extra)"
 			else
 				say "already gone $target"
@@ -291,38 +374,30 @@ do_uninstall() {
 }
 
 # ---------------------------------------------------------------- install
-write_hook() {
-	cat >"$1" <<EOF
-#!/bin/sh
-$MARKER
-# VMware Tools (vmtoolsd) runs every file in /etc/vmware-tools/backupScripts.d as
-#   bash -c '"<this file>" <phase>'
-# with phase freeze, thaw or freezeFail. The phase is matched case-insensitively (the sample
-# tools.conf spells it freezefail) and extra arguments are ignored.
-# MYSQL_SNAPSHOT_SBIN overrides the directory of the binaries (default: $SBIN, fixed at
-# install time). It exists so that a staged install under a DESTDIR can be exercised by tests;
-# vmtoolsd does not set it.
-SBIN=\${MYSQL_SNAPSHOT_SBIN:-$SBIN}
-case \${1-} in
-[Ff][Rr][Ee][Ee][Zz][Ee])
-	exec "\$SBIN/mysql-snapshot-freeze" freeze ;;
-[Tt][Hh][Aa][Ww])
-	exec "\$SBIN/mysql-snapshot-thaw" thaw ;;
-[Ff][Rr][Ee][Ee][Zz][Ee][Ff][Aa][Ii][Ll])
-	exec "\$SBIN/mysql-snapshot-thaw" freezeFail ;;
-*)
-	echo "\$0: unknown phase '\${1-}': expected freeze, thaw or freezeFail" >&2
-	exit 2 ;;
-esac
-EOF
+# hook_template NAME OUT: hooks/NAME with @SBIN@ replaced by the binaries' directory.
+hook_template() {
+	ht_src=$SCRIPT_DIR/hooks/$1
+	[ -f "$ht_src" ] || die "$ht_src is missing: install.sh needs the hooks/ directory next to it"
+	# SBIN holds only the characters PREFIX allows above: none of them is special to sed here.
+	sed "s|@SBIN@|$SBIN|g" "$ht_src" >"$2"
+}
+
+# install_hook NAME PATH MODE: install hooks/NAME as $DESTDIR$PATH.
+install_hook() {
+	make_dir "$(dirname "$2")" 0755
+	hook_template "$1" "$TMPDIR_OWN/hook"
+	inst -m "$3" "$TMPDIR_OWN/hook" "$DESTDIR$2"
+	record hook "$2"
+	say "installed $DESTDIR$2"
 }
 
 write_config_template() {
 	cat >"$1" <<'EOF'
 # mysql-snapshot configuration (MySQL option-file syntax). Mode 0600: it may hold a password.
 # Every setting below shows its built-in default; uncomment to change it.
+# See mysql-snapshot.cnf(5) and the README for what each one does.
 [client]
-# user = root                  # default: the effective Unix user (root under VMware Tools)
+# user = root                  # default: the effective Unix user (root under the hypervisor agents)
 # password =                   # not needed for root on a stock MariaDB (unix_socket auth)
 # socket = /run/mysqld/mysqld.sock
 # host =                       # set to use TCP instead of the socket
@@ -332,7 +407,11 @@ write_config_template() {
 # snapshot-timeout = 600       # seconds freeze may take in all before it gives up
 # long-query-threshold = 10    # seconds; a statement running longer means "not a quiet moment"
 # ignore-commands = Sleep,Daemon,Binlog Dump,Binlog Dump GTID,Connect,Delayed insert
+# lock-mode = auto             # auto, ftwrl or backup-stage
 # lock-wait-timeout = 2        # seconds; server-side cap on one lock attempt
+# pre-flush = off              # FLUSH NO_WRITE_TO_BINLOG TABLES before FLUSH TABLES WITH READ LOCK
+# kill-long-queries = off      # off, select or all: statements a lock attempt may KILL QUERY
+# kill-long-queries-timeout = 1  # seconds an attempt waits before killing; below lock-wait-timeout
 # max-lock-time = 60           # seconds; the locker releases by itself after holding this long
 # error-exit-code = 1          # exit status of freeze and thaw on failure
 # run-dir = /run/mysql-snapshot
@@ -346,7 +425,7 @@ EOF
 # Refuse to replace a legacy script that is not our symlink (e.g. the old PHP one).
 check_legacy_free() {
 	clf_path=$DESTDIR$1
-	if { [ -e "$clf_path" ] || [ -L "$clf_path" ]; } && ! is_our_link "$clf_path" "$2"; then
+	if present "$clf_path" && ! is_our_link "$clf_path" "$2"; then
 		die "$clf_path already exists and is not mysql-snapshot's symlink to $2:
   it belongs to something else (for example the old PHP vmware-mysql-snapshot script).
   Nothing was installed. Either move it aside and rerun, e.g.
@@ -367,11 +446,73 @@ install_legacy_link() {
 }
 
 check_not_foreign() {
-	if { [ -e "$DESTDIR$1" ] || [ -L "$DESTDIR$1" ]; } && ! has_marker "$DESTDIR$1"; then
+	if present "$DESTDIR$1" && ! has_marker "$DESTDIR$1"; then
 		die "$DESTDIR$1 already exists and was not installed by mysql-snapshot's install.sh
   (it lacks the line '$MARKER').
   Nothing was installed. Move it aside if it is no longer needed, then rerun."
 	fi
+}
+
+# --legacy: our backupScripts.d hook from an earlier install must go (never both).
+remove_vmware_hook() {
+	if has_marker "$DESTDIR$HOOK"; then
+		rm -f "$DESTDIR$HOOK"
+		forget hook "$HOOK"
+		say "removed $DESTDIR$HOOK (installed earlier): $DOUBLE_RUN_WHY"
+	elif present "$DESTDIR$HOOK"; then
+		say "WARNING: $DESTDIR$HOOK exists but is not ours (no marker line); it was left alone."
+		say "  If it runs mysql-snapshot, remove it: $DOUBLE_RUN_WHY"
+	fi
+}
+
+# --vmware: our legacy links from an earlier --legacy install must go (never both).
+remove_legacy_links() {
+	rll_removed=0
+	for rll in "$LEGACY_FREEZE $SBIN/mysql-snapshot-freeze" "$LEGACY_THAW $SBIN/mysql-snapshot-thaw"; do
+		rll_path=${rll%% *}
+		rll_target=${rll#* }
+		if is_our_link "$DESTDIR$rll_path" "$rll_target"; then
+			rm -f "$DESTDIR$rll_path"
+			forget link "$rll_path"
+			say "removed $DESTDIR$rll_path (our legacy link from an earlier --legacy install)"
+			rll_removed=1
+		elif present "$DESTDIR$rll_path"; then
+			say "WARNING: $DESTDIR$rll_path exists and is not ours (the old PHP script?). VMware Tools"
+			say "  runs it as well as $HOOK; if it takes a database lock too,"
+			say "  remove it or move it aside."
+		fi
+	done
+	if [ "$rll_removed" -eq 1 ]; then
+		say "  why: $DOUBLE_RUN_WHY"
+	fi
+}
+
+qemu_notes() {
+	say ""
+	say "QEMU guest agent: $QEMU_HOOK is run by qemu-ga's stock dispatcher"
+	say "  $QEMU_DISPATCHER, which IGNORES the exit status of the scripts it runs: if"
+	say "  mysql-snapshot cannot take the lock, the snapshot is still taken (crash-consistent, not"
+	say "  application-consistent) and only the log says so. For a refused lock to fail the"
+	say "  snapshot, use --qemu-direct and point qemu-ga at $QEMU_DIRECT_HOOK."
+	if [ "$QEMU_DIRECT" -eq 0 ]; then
+		say "  qemu-ga runs no hook at all unless told to (Debian's service starts plain qemu-ga):"
+		say "  add 'fsfreeze-hook=$QEMU_DISPATCHER' under [general] in /etc/qemu/qemu-ga.conf"
+		say "  (RHEL/Fedora: FSFREEZE_HOOK_PATHNAME in /etc/sysconfig/qemu-ga), then restart qemu-guest-agent."
+		return 0
+	fi
+	say ""
+	say "To make qemu-ga run $QEMU_DIRECT_HOOK (its -F option):"
+	say "  Debian/Ubuntu (the systemd service starts plain /usr/sbin/qemu-ga, which reads"
+	say "  /etc/qemu/qemu-ga.conf): put these lines in /etc/qemu/qemu-ga.conf"
+	say "      [general]"
+	say "      fsfreeze-hook=$QEMU_DIRECT_HOOK"
+	say "    (or add the fsfreeze-hook line to its existing [general] section), then"
+	say "      systemctl restart qemu-guest-agent"
+	say "    Check with: qemu-ga -D | grep fsfreeze-hook"
+	say "    (sysvinit: DAEMON_ARGS=\"-F$QEMU_DIRECT_HOOK\" in /etc/default/qemu-guest-agent)"
+	say "  RHEL/Fedora: FSFREEZE_HOOK_PATHNAME=$QEMU_DIRECT_HOOK in /etc/sysconfig/qemu-ga,"
+	say "    then systemctl restart qemu-guest-agent"
+	say "  This replaces the stock dispatcher: other fsfreeze-hook.d scripts no longer run."
 }
 
 do_install() {
@@ -400,11 +541,17 @@ do_install() {
 	done
 
 	# 2. Refuse early, before touching anything, if a path we would write belongs to someone else.
-	check_not_foreign "$HOOK"
 	check_not_foreign "$LOGROTATE"
+	[ "$VMWARE" -eq 0 ] || check_not_foreign "$HOOK"
 	if [ "$LEGACY" -eq 1 ]; then
 		check_legacy_free "$LEGACY_FREEZE" "$SBIN/mysql-snapshot-freeze"
 		check_legacy_free "$LEGACY_THAW" "$SBIN/mysql-snapshot-thaw"
+	fi
+	[ "$QEMU" -eq 0 ] || check_not_foreign "$QEMU_HOOK"
+	[ "$QEMU_DIRECT" -eq 0 ] || check_not_foreign "$QEMU_DIRECT_HOOK"
+	if [ "$NUTANIX" -eq 1 ]; then
+		check_not_foreign "$NUTANIX_FREEZE"
+		check_not_foreign "$NUTANIX_THAW"
 	fi
 
 	# 3. Install. The state directory comes first: it holds the manifest.
@@ -417,22 +564,32 @@ do_install() {
 		say "installed $DESTDIR$SBIN/$b"
 	done
 
-	make_dir "$(dirname "$HOOK")" 0755
-	write_hook "$TMPDIR_OWN/hook"
-	inst -m 0755 "$TMPDIR_OWN/hook" "$DESTDIR$HOOK"
-	record hook "$HOOK"
-	say "installed $DESTDIR$HOOK"
+	if [ "$VMWARE" -eq 1 ]; then
+		remove_legacy_links
+		install_hook vmware-backupScripts.d "$HOOK" 0755
+	fi
 
 	if [ "$LEGACY" -eq 1 ]; then
+		remove_vmware_hook
 		make_dir "$(dirname "$LEGACY_FREEZE")" 0755
 		install_legacy_link "$LEGACY_FREEZE" "$SBIN/mysql-snapshot-freeze"
 		install_legacy_link "$LEGACY_THAW" "$SBIN/mysql-snapshot-thaw"
-		say "note: VMware Tools versions that read backupScripts.d run both the legacy scripts and"
-		say "  $HOOK, i.e. mysql-snapshot twice per phase; use --legacy only where that is intended"
+	fi
+
+	if [ "$QEMU" -eq 1 ]; then
+		install_hook qemu-fsfreeze-hook.d "$QEMU_HOOK" 0755
+	fi
+	if [ "$QEMU_DIRECT" -eq 1 ]; then
+		install_hook mysql-snapshot-qemu-hook "$QEMU_DIRECT_HOOK" 0755
+	fi
+
+	if [ "$NUTANIX" -eq 1 ]; then
+		install_hook nutanix-pre_freeze "$NUTANIX_FREEZE" 0700
+		install_hook nutanix-post_thaw "$NUTANIX_THAW" 0700
 	fi
 
 	make_dir "$(dirname "$CONFIG")" 0755
-	if [ -e "$DESTDIR$CONFIG" ] || [ -L "$DESTDIR$CONFIG" ]; then
+	if present "$DESTDIR$CONFIG"; then
 		say "kept existing $DESTDIR$CONFIG"
 	else
 		write_config_template "$TMPDIR_OWN/config"
@@ -448,6 +605,8 @@ do_install() {
 
 	write_manifest
 	say "installed $DESTDIR$MANIFEST"
+
+	[ "$QEMU" -eq 0 ] || qemu_notes
 }
 
 case $ACTION in

@@ -215,7 +215,12 @@ fn agents() -> Vec<Item> {
         (
             "qemu-ga",
             &["/usr/sbin/qemu-ga", "/usr/bin/qemu-ga"],
-            &["/etc/qemu/fsfreeze-hook.d/mysql-snapshot"],
+            &[
+                "/etc/qemu/fsfreeze-hook.d/mysql-snapshot",
+                "/etc/qemu-ga/fsfreeze-hook.d/mysql-snapshot",
+                "/usr/local/sbin/mysql-snapshot-qemu-hook",
+                "/usr/sbin/mysql-snapshot-qemu-hook",
+            ],
         ),
         (
             "nutanix",

@@ -38,12 +38,12 @@ const WAIT_TIMEOUT_MARGIN: u64 = 10;
 #[derive(FromArgs)]
 /// Holds the database lock for one snapshot (started by mysql-snapshot-freeze; not for direct use).
 struct Args {
-    /// the config file freeze resolved
+    /// the config file freeze resolved (required)
     #[argh(option)]
-    config: PathBuf,
-    /// the lock mode freeze resolved for this server
+    config: Option<PathBuf>,
+    /// the lock mode freeze resolved for this server (required)
     #[argh(option)]
-    lock_mode: String,
+    lock_mode: Option<String>,
     /// print the version and exit
     #[argh(switch)]
     version: bool,
@@ -57,12 +57,16 @@ pub(crate) fn main() -> ExitCode {
     if args.version {
         return cli::print_version("locker");
     }
-    let config = match cli::start("locker", Some(&args.config), false) {
+    let (Some(config_path), Some(lock_mode)) = (args.config, args.lock_mode) else {
+        eprintln!("mysql-snapshot-locker: --config and --lock-mode are required; the locker is started by mysql-snapshot-freeze, not by hand");
+        return ExitCode::from(common::error::EXIT_USAGE);
+    };
+    let config = match cli::start("locker", Some(&config_path), false) {
         Ok(config) => config,
         Err(code) => return code,
     };
-    let Some(mode) = LockMode::parse(&args.lock_mode) else {
-        log::error!("event=refused unknown --lock-mode {}", args.lock_mode);
+    let Some(mode) = LockMode::parse(&lock_mode) else {
+        log::error!("event=refused unknown --lock-mode {lock_mode}");
         return ExitCode::from(1);
     };
     let signals = match listen_for_signals(common::process::inherited_fd(4)) {

@@ -1,9 +1,11 @@
-//! Tests of `install.sh`: what it lays out where, the VMware Tools hook it writes, the legacy
-//! links, and an uninstall that removes exactly what was installed.
+//! Tests of `install.sh`: what it lays out where, the hypervisor hooks it writes (VMware Tools,
+//! legacy scripts, QEMU guest agent, Nutanix), and an uninstall that removes exactly what was
+//! installed.
 //!
 //! No database and no release build is needed: a fake bin directory holds three tiny shell
-//! scripts named like the binaries, which append their name and arguments to a log file, and
-//! every run uses `DESTDIR` inside a private temporary directory.
+//! scripts named like the binaries, which append their name and arguments to a log file (and
+//! their PID to another, and exit with `$FAKE_EXIT`), and every run uses `DESTDIR` inside a
+//! private temporary directory.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -24,6 +26,10 @@ const MANIFEST: &str = "var/lib/mysql-snapshot/install-manifest";
 const SBIN: &str = "usr/local/sbin";
 const LEGACY_FREEZE: &str = "usr/sbin/pre-freeze-script";
 const LEGACY_THAW: &str = "usr/sbin/post-thaw-script";
+const QEMU_HOOK: &str = "etc/qemu/fsfreeze-hook.d/mysql-snapshot";
+const QEMU_DIRECT: &str = "usr/local/sbin/mysql-snapshot-qemu-hook";
+const NUTANIX_FREEZE: &str = "usr/local/sbin/pre_freeze";
+const NUTANIX_THAW: &str = "usr/local/sbin/post_thaw";
 const MARKER: &str = "# installed by mysql-snapshot install.sh";
 
 fn install_sh() -> PathBuf {
@@ -53,9 +59,10 @@ impl Fixture {
         let fixture = Fixture { dir };
         for name in BINARIES {
             let script = format!(
-                "#!/bin/sh\nprintf '%s %s\\n' '{}' \"$*\" >> '{}'\n",
+                "#!/bin/sh\nprintf '%s %s\\n' '{}' \"$*\" >> '{}'\necho $$ >> '{}'\nexit ${{FAKE_EXIT:-0}}\n",
                 name,
-                fixture.calls_log().display()
+                fixture.calls_log().display(),
+                fixture.pids_log().display()
             );
             let path = fixture.bin_dir().join(name);
             fs::write(&path, script).expect("write a fake binary");
@@ -73,6 +80,10 @@ impl Fixture {
         self.dir.join("calls.log")
     }
 
+    fn pids_log(&self) -> PathBuf {
+        self.dir.join("pids.log")
+    }
+
     fn root(&self) -> PathBuf {
         self.dir.join("root")
     }
@@ -84,13 +95,22 @@ impl Fixture {
 
     /// Runs `install.sh ARGS` with `DESTDIR` set to this fixture's root and `PREFIX` unset.
     fn run(&self, args: &[&str]) -> Output {
-        Command::new(install_sh())
+        self.run_with(args, &[])
+    }
+
+    /// Runs `install.sh ARGS` like `run`, with extra environment variables.
+    fn run_with(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut command = Command::new(install_sh());
+        command
             .args(args)
             .env("DESTDIR", self.root())
             .env_remove("PREFIX")
             .env_remove("CARGO_TARGET_DIR")
-            .output()
-            .expect("run install.sh")
+            .env_remove("QEMU_HOOK_DIR");
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        command.output().expect("run install.sh")
     }
 
     /// Installs from the fake bin dir with the extra `args`, and requires success.
@@ -331,9 +351,14 @@ fn the_hook_dispatches_each_vmware_phase_case_insensitively() {
 }
 
 #[test]
-fn legacy_links_are_installed_and_a_foreign_pre_freeze_script_is_never_overwritten() {
+fn legacy_links_are_installed_instead_of_the_hook_and_a_foreign_pre_freeze_script_is_never_overwritten(
+) {
     let fixture = Fixture::new("legacy");
     fixture.install(&["--legacy"]);
+    assert!(
+        !exists(&fixture.at(HOOK)),
+        "--legacy installs no backupScripts.d hook: VMware Tools would run freeze twice"
+    );
     let links = [
         (LEGACY_FREEZE, "/usr/local/sbin/mysql-snapshot-freeze"),
         (LEGACY_THAW, "/usr/local/sbin/mysql-snapshot-thaw"),
@@ -423,7 +448,7 @@ fn uninstall_removes_exactly_what_install_installed() {
     fs::write(&unrelated_etc, "keep me\n").expect("write unrelated etc file");
     fs::write(&unrelated_sbin, "#!/bin/sh\n").expect("write unrelated sbin file");
 
-    fixture.install(&["--legacy"]);
+    fixture.install(&["--all"]);
     let config = fixture.at(CONFIG);
     let edited = format!("{}user = backup\n", read(&config));
     fs::write(&config, &edited).expect("edit the config");
@@ -437,7 +462,15 @@ fn uninstall_removes_exactly_what_install_installed() {
     for name in BINARIES {
         assert!(!exists(&fixture.at(SBIN).join(name)), "{name} removed");
     }
-    for path in [HOOK, LEGACY_FREEZE, LEGACY_THAW, LOGROTATE, MANIFEST] {
+    for path in [
+        HOOK,
+        QEMU_HOOK,
+        QEMU_DIRECT,
+        NUTANIX_FREEZE,
+        NUTANIX_THAW,
+        LOGROTATE,
+        MANIFEST,
+    ] {
         assert!(!exists(&fixture.at(path)), "{path} removed");
         assert!(
             out.contains(&format!("removed {}", fixture.at(path).display())),
@@ -457,7 +490,7 @@ fn uninstall_removes_exactly_what_install_installed() {
         "directories install created are removed once empty"
     );
     assert!(!exists(&fixture.at("etc/logrotate.d")));
-    assert!(!exists(&fixture.at("usr/sbin")));
+    assert!(!exists(&fixture.at("etc/qemu")));
 
     // A second uninstall finds no manifest: it says so, succeeds and removes nothing.
     let output = fixture.uninstall();
@@ -491,6 +524,8 @@ fn uninstall_of_an_unchanged_install_leaves_an_empty_destdir() {
     let fixture = Fixture::new("uninstall-clean");
     fixture.install(&["--legacy"]);
     fixture.install(&[]);
+    fixture.install(&["--all"]);
+    fixture.install(&["--all", "--legacy"]);
     fixture.uninstall();
     let left: Vec<_> = fs::read_dir(fixture.root())
         .expect("DESTDIR still exists")
@@ -525,6 +560,8 @@ fn bad_arguments_exit_2_with_a_message() {
         &["--no-build", "--bin-dir"][..],
         &["--bin-dir="][..],
         &["uninstall", "--force"][..],
+        &["--vmware", "--legacy"][..],
+        &["uninstall", "--qemu"][..],
     ] {
         let output = fixture.run(args);
         assert_eq!(
@@ -575,4 +612,392 @@ fn missing_binaries_fail_naming_the_binary_and_what_to_run() {
     assert!(err.contains("mysql-snapshot-locker"), "{err}");
     assert!(err.contains("cargo build --release --locked"), "{err}");
     assert!(!exists(&fixture.root()), "nothing is installed half-way");
+}
+
+/// What one hook run did: its output, the binaries it ran, and whether the binary replaced the
+/// hook's own process (exec) rather than running as its child.
+struct HookRun {
+    output: Output,
+    calls: String,
+    exec: bool,
+}
+
+/// Runs the installed hook at `path` (relative to the DESTDIR) directly, as qemu-ga and NGT do,
+/// with the fake binaries exiting `fake_exit`.
+fn run_script(fixture: &Fixture, path: &str, args: &[&str], fake_exit: u8) -> HookRun {
+    let _ = fs::remove_file(fixture.calls_log());
+    let _ = fs::remove_file(fixture.pids_log());
+    let child = Command::new(fixture.at(path))
+        .args(args)
+        .env("MYSQL_SNAPSHOT_SBIN", fixture.at(SBIN))
+        .env("FAKE_EXIT", fake_exit.to_string())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("run {path}: {e}"));
+    let pid = child.id();
+    let output = child.wait_with_output().expect("wait for the hook");
+    let pids = fs::read_to_string(fixture.pids_log()).unwrap_or_default();
+    HookRun {
+        output,
+        calls: fixture.calls(),
+        exec: pids.trim() == pid.to_string(),
+    }
+}
+
+fn running_as_root() -> bool {
+    // /proc/self belongs to the effective user of the process reading it.
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
+}
+
+fn assert_is_our_hook(fixture: &Fixture, path: &str, sbin: &str) {
+    let text = read(&fixture.at(path));
+    assert!(text.starts_with("#!/bin/sh\n"), "{path}:\n{text}");
+    assert!(
+        text.lines().any(|l| l == MARKER),
+        "{path} carries the marker:\n{text}"
+    );
+    assert!(
+        text.contains(&format!("${{MYSQL_SNAPSHOT_SBIN:-{sbin}}}")),
+        "{path} runs the binaries from {sbin} unless MYSQL_SNAPSHOT_SBIN says otherwise:\n{text}"
+    );
+    assert!(
+        !text.contains(fixture.root().to_str().expect("UTF-8 path")),
+        "{path} must not mention DESTDIR:\n{text}"
+    );
+    assert!(
+        !text.contains("@SBIN@"),
+        "{path} has its placeholder filled:\n{text}"
+    );
+}
+
+#[test]
+fn install_all_lays_out_every_hook_with_its_mode() {
+    let fixture = Fixture::new("all");
+    let output = fixture.install(&["--all"]);
+
+    let hooks = [
+        (HOOK, 0o755),
+        (QEMU_HOOK, 0o755),
+        (QEMU_DIRECT, 0o755),
+        (NUTANIX_FREEZE, 0o700),
+        (NUTANIX_THAW, 0o700),
+    ];
+    for (path, expected) in hooks {
+        assert_mode(&fixture.at(path), expected);
+        assert_is_our_hook(&fixture, path, "/usr/local/sbin");
+    }
+    if running_as_root() {
+        use std::os::unix::fs::MetadataExt;
+        for path in [NUTANIX_FREEZE, NUTANIX_THAW] {
+            let meta = fs::metadata(fixture.at(path)).expect("stat a Nutanix script");
+            assert_eq!((meta.uid(), meta.gid()), (0, 0), "{path} is root-owned");
+        }
+    }
+    for name in BINARIES {
+        assert_mode(&fixture.at(SBIN).join(name), 0o755);
+    }
+    assert_mode(&fixture.at(CONFIG), 0o600);
+    assert_mode(&fixture.at(LOGROTATE), 0o644);
+    assert_mode(&fixture.at(STATE_DIR), 0o700);
+    assert!(
+        !exists(&fixture.at(LEGACY_FREEZE)) && !exists(&fixture.at(LEGACY_THAW)),
+        "--all means the backupScripts.d hook, never the legacy scripts as well"
+    );
+
+    let manifest = read(&fixture.at(MANIFEST));
+    for (path, _) in hooks {
+        assert!(
+            manifest.lines().any(|l| l == format!("hook /{path}")),
+            "the manifest lists {path}:\n{manifest}"
+        );
+    }
+
+    let out = stdout(&output);
+    assert!(
+        out.contains("IGNORES the exit status"),
+        "the output warns that the stock QEMU dispatcher ignores exit codes:\n{out}"
+    );
+    assert!(
+        out.contains("fsfreeze-hook=/usr/local/sbin/mysql-snapshot-qemu-hook")
+            && out.contains("/etc/qemu/qemu-ga.conf"),
+        "the output says how to point qemu-ga at the direct dispatcher:\n{out}"
+    );
+}
+
+#[test]
+fn prefix_usr_points_every_hook_at_usr_sbin_but_nutanix_keeps_its_fixed_paths() {
+    let fixture = Fixture::new("prefix-usr");
+    let bin_dir = fixture.bin_dir();
+    let output = fixture.run_with(
+        &[
+            "--no-build",
+            "--bin-dir",
+            bin_dir.to_str().expect("UTF-8 path"),
+            "--all",
+        ],
+        &[("PREFIX", "/usr")],
+    );
+    assert_success(&output, "PREFIX=/usr install.sh --all");
+    for name in BINARIES {
+        assert_mode(&fixture.at("usr/sbin").join(name), 0o755);
+    }
+    for path in [HOOK, QEMU_HOOK, "usr/sbin/mysql-snapshot-qemu-hook"] {
+        assert_mode(&fixture.at(path), 0o755);
+        assert_is_our_hook(&fixture, path, "/usr/sbin");
+    }
+    for path in [NUTANIX_FREEZE, NUTANIX_THAW] {
+        assert_mode(&fixture.at(path), 0o700);
+        assert_is_our_hook(&fixture, path, "/usr/sbin");
+    }
+    assert!(!exists(&fixture.at(QEMU_DIRECT)));
+}
+
+#[test]
+fn every_hook_execs_the_right_binary_with_the_right_phase() {
+    let fixture = Fixture::new("dispatch");
+    fixture.install(&["--all"]);
+
+    let cases: &[(&str, &[&str], &str)] = &[
+        (HOOK, &["freeze"], "mysql-snapshot-freeze freeze"),
+        (HOOK, &["thaw"], "mysql-snapshot-thaw thaw"),
+        (HOOK, &["freezeFail"], "mysql-snapshot-thaw freezeFail"),
+        (QEMU_HOOK, &["freeze"], "mysql-snapshot-freeze freeze"),
+        (QEMU_HOOK, &["thaw"], "mysql-snapshot-thaw thaw"),
+        (QEMU_DIRECT, &["freeze"], "mysql-snapshot-freeze freeze"),
+        (QEMU_DIRECT, &["thaw"], "mysql-snapshot-thaw thaw"),
+        (QEMU_DIRECT, &["thaw", ""], "mysql-snapshot-thaw thaw"),
+        (NUTANIX_FREEZE, &[], "mysql-snapshot-freeze freeze"),
+        (NUTANIX_FREEZE, &["extra"], "mysql-snapshot-freeze freeze"),
+        (NUTANIX_THAW, &[], "mysql-snapshot-thaw thaw"),
+        (NUTANIX_THAW, &["extra"], "mysql-snapshot-thaw thaw"),
+    ];
+    for (path, args, expected) in cases {
+        let run = run_script(&fixture, path, args, 0);
+        assert_success(&run.output, &format!("{path} {args:?}"));
+        assert_eq!(
+            run.calls,
+            format!("{expected}\n"),
+            "{path} {args:?} runs exactly one binary with the right phase"
+        );
+        assert!(
+            run.exec,
+            "{path} {args:?} execs the binary, so no shell stays behind holding the agent's \
+             stdout/stderr (qemu-ga 9.1+ reads them until EOF)"
+        );
+    }
+
+    // qemu-ga only ever passes freeze or thaw; anything else is refused without running anything.
+    for path in [QEMU_HOOK, QEMU_DIRECT] {
+        for args in [&[][..], &[""][..], &["freezeFail"][..], &["snapshot"][..]] {
+            let run = run_script(&fixture, path, args, 0);
+            assert_eq!(
+                run.output.status.code(),
+                Some(2),
+                "{path} {args:?}: stderr {}",
+                stderr(&run.output)
+            );
+            assert!(
+                stderr(&run.output).contains("unknown phase"),
+                "{path} {args:?} says why: {}",
+                stderr(&run.output)
+            );
+            assert_eq!(run.calls, "", "{path} {args:?} runs no binary");
+        }
+    }
+}
+
+#[test]
+fn the_qemu_direct_dispatcher_propagates_a_failing_freeze_exit_code() {
+    let fixture = Fixture::new("direct-fail");
+    fixture.install(&["--qemu-direct"]);
+    assert!(
+        exists(&fixture.at(QEMU_HOOK)),
+        "--qemu-direct includes --qemu"
+    );
+    assert!(
+        !exists(&fixture.at(HOOK)),
+        "a hook flag replaces the --vmware default"
+    );
+
+    for code in [1u8, 3, 7] {
+        let run = run_script(&fixture, QEMU_DIRECT, &["freeze"], code);
+        assert_eq!(
+            run.output.status.code(),
+            Some(i32::from(code)),
+            "a freeze that exits {code} makes the dispatcher exit {code}, so qemu-ga refuses the freeze"
+        );
+        assert_eq!(run.calls, "mysql-snapshot-freeze freeze\n");
+        let run = run_script(&fixture, QEMU_DIRECT, &["thaw"], code);
+        assert_eq!(run.output.status.code(), Some(i32::from(code)));
+        assert_eq!(run.calls, "mysql-snapshot-thaw thaw\n");
+    }
+}
+
+#[test]
+fn every_hook_passes_a_failing_binarys_exit_status_on() {
+    let fixture = Fixture::new("hook-fail");
+    fixture.install(&["--all"]);
+    let cases: &[(&str, &[&str])] = &[
+        (HOOK, &["freeze"]),
+        (HOOK, &["thaw"]),
+        (QEMU_HOOK, &["freeze"]),
+        (NUTANIX_FREEZE, &[]),
+        (NUTANIX_THAW, &[]),
+    ];
+    for (path, args) in cases {
+        let run = run_script(&fixture, path, args, 5);
+        assert_eq!(
+            run.output.status.code(),
+            Some(5),
+            "{path} {args:?} exits with the binary's status"
+        );
+    }
+}
+
+#[test]
+fn legacy_replaces_our_earlier_backupscripts_hook_and_vmware_replaces_our_legacy_links() {
+    let fixture = Fixture::new("legacy-switch");
+    fixture.install(&[]);
+    assert!(exists(&fixture.at(HOOK)));
+
+    let output = fixture.install(&["--legacy"]);
+    let out = stdout(&output);
+    assert!(
+        !exists(&fixture.at(HOOK)),
+        "--legacy removes our backupScripts.d hook"
+    );
+    assert!(
+        out.contains(&format!("removed {}", fixture.at(HOOK).display())) && out.contains("twice"),
+        "the output says it removed the hook and why:\n{out}"
+    );
+    for link in [LEGACY_FREEZE, LEGACY_THAW] {
+        assert!(
+            fs::symlink_metadata(fixture.at(link))
+                .expect("legacy link exists")
+                .file_type()
+                .is_symlink(),
+            "{link} is a symlink"
+        );
+    }
+    let manifest = read(&fixture.at(MANIFEST));
+    assert!(
+        !manifest.contains(&format!("hook /{HOOK}")),
+        "the removed hook is gone from the manifest:\n{manifest}"
+    );
+
+    // Back to the hook: our legacy links go, for the same reason.
+    let output = fixture.install(&["--vmware"]);
+    let out = stdout(&output);
+    assert!(exists(&fixture.at(HOOK)));
+    for link in [LEGACY_FREEZE, LEGACY_THAW] {
+        assert!(!exists(&fixture.at(link)), "{link} removed");
+        assert!(
+            out.contains(&format!("removed {}", fixture.at(link).display())),
+            "{out}"
+        );
+    }
+    assert!(out.contains("twice"), "{out}");
+    let manifest = read(&fixture.at(MANIFEST));
+    assert!(
+        !manifest.lines().any(|l| l.starts_with("link ")),
+        "the removed links are gone from the manifest:\n{manifest}"
+    );
+
+    // --all --legacy: every other hook, and the legacy scripts in place of the hook.
+    fixture.install(&["--all", "--legacy"]);
+    assert!(!exists(&fixture.at(HOOK)));
+    for path in [
+        QEMU_HOOK,
+        QEMU_DIRECT,
+        NUTANIX_FREEZE,
+        NUTANIX_THAW,
+        LEGACY_FREEZE,
+    ] {
+        assert!(exists(&fixture.at(path)), "{path} installed");
+    }
+}
+
+#[test]
+fn legacy_keeps_a_backupscripts_file_that_is_not_ours_and_warns() {
+    let fixture = Fixture::new("legacy-foreign-hook");
+    let hook = fixture.at(HOOK);
+    fs::create_dir_all(hook.parent().expect("parent dir")).expect("create backupScripts.d");
+    fs::write(&hook, "#!/bin/sh\n# someone else's\n").expect("write a foreign hook");
+
+    let output = fixture.install(&["--legacy"]);
+
+    assert_eq!(read(&hook), "#!/bin/sh\n# someone else's\n");
+    let out = stdout(&output);
+    assert!(
+        out.contains("WARNING") && out.contains(&hook.display().to_string()),
+        "{out}"
+    );
+}
+
+#[test]
+fn nutanix_scripts_never_overwrite_foreign_ones() {
+    let fixture = Fixture::new("nutanix-foreign");
+    let script = fixture.at(NUTANIX_FREEZE);
+    fs::create_dir_all(script.parent().expect("parent dir")).expect("create usr/local/sbin");
+    let theirs = "#!/bin/sh\n# the site's own pre_freeze\n";
+    fs::write(&script, theirs).expect("write a foreign pre_freeze");
+    let bin_dir = fixture.bin_dir();
+
+    let output = fixture.run(&[
+        "--no-build",
+        "--bin-dir",
+        bin_dir.to_str().expect("UTF-8 path"),
+        "--nutanix",
+    ]);
+
+    assert_eq!(output.status.code(), Some(1), "stderr: {}", stderr(&output));
+    let err = stderr(&output);
+    assert!(err.contains(&script.display().to_string()), "{err}");
+    assert!(err.contains("Nothing was installed"), "{err}");
+    assert_eq!(read(&script), theirs, "the foreign script is untouched");
+    assert!(!exists(&fixture.at(NUTANIX_THAW)));
+    assert!(!exists(&fixture.at(SBIN).join("mysql-snapshot-freeze")));
+}
+
+#[test]
+fn the_qemu_hook_follows_the_rhel_layout_and_qemu_hook_dir() {
+    // RHEL and Fedora ship the stock dispatcher as /etc/qemu-ga/fsfreeze-hook.
+    let rhel = Fixture::new("qemu-rhel");
+    let dispatcher = rhel.at("etc/qemu-ga/fsfreeze-hook");
+    fs::create_dir_all(dispatcher.parent().expect("parent dir")).expect("create etc/qemu-ga");
+    fs::write(&dispatcher, "#!/bin/sh\n").expect("write a stock dispatcher");
+    let output = rhel.install(&["--qemu"]);
+    let hook = "etc/qemu-ga/fsfreeze-hook.d/mysql-snapshot";
+    assert_mode(&rhel.at(hook), 0o755);
+    assert!(!exists(&rhel.at(QEMU_HOOK)));
+    assert!(
+        stdout(&output).contains("/etc/qemu-ga/fsfreeze-hook,"),
+        "{}",
+        stdout(&output)
+    );
+    rhel.uninstall();
+    assert!(!exists(&rhel.at(hook)));
+    assert_eq!(read(&dispatcher), "#!/bin/sh\n");
+
+    let custom = Fixture::new("qemu-custom");
+    let bin_dir = custom.bin_dir();
+    let output = custom.run_with(
+        &[
+            "--no-build",
+            "--bin-dir",
+            bin_dir.to_str().expect("UTF-8 path"),
+            "--qemu",
+        ],
+        &[("QEMU_HOOK_DIR", "/opt/agent/hooks.d")],
+    );
+    assert_success(
+        &output,
+        "QEMU_HOOK_DIR=/opt/agent/hooks.d install.sh --qemu",
+    );
+    assert_mode(&custom.at("opt/agent/hooks.d/mysql-snapshot"), 0o755);
+    assert!(!exists(&custom.at(QEMU_HOOK)));
 }
