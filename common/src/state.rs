@@ -236,6 +236,12 @@ impl Guard<'_> {
         let file = match open_private(&path, false, false) {
             Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Found::Nothing,
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                return Found::Stale(format!(
+                    "{} is a symbolic link; refusing to follow it",
+                    path.display()
+                ))
+            }
             Err(e) => return Found::Stale(format!("cannot open {}: {e}", path.display())),
         };
         match file.metadata() {
@@ -275,10 +281,10 @@ impl Guard<'_> {
         let path = self.state.path();
         let tmp = self.state.dir.join("state.json.tmp");
         let text = serde_json::to_string_pretty(&state).unwrap_or_default();
-        let result = open_private(&tmp, true, true)
+        open_private(&tmp, true, true)
             .and_then(|mut f| f.write_all(text.as_bytes()))
-            .and_then(|()| std::fs::rename(&tmp, &path));
-        result.map_err(|e| Error::io("write the state file", &path, e))
+            .map_err(|e| Error::io("write the new state file", &tmp, e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| Error::io("write the state file", &path, e))
     }
 
     /// Moves an unusable state file aside (to `state.json.stale`) so the next run starts clean.

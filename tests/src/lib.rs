@@ -226,6 +226,10 @@ impl Server {
             }
             None => (Command::new(tool("mariadbd")), Flavour::MariaDb1011),
         };
+        // A tmpdir of its own: a starting server deletes every `#sql*` file in its tmpdir, which
+        // would pull the temporary tables from under every other running test server.
+        let tmpdir = self.dir.path().join("tmp");
+        fs::create_dir_all(&tmpdir).unwrap();
         let child = command
             .args(["--no-defaults", "--user=root", "--skip-networking"])
             .arg(format!("--datadir={}", inner(&data).display()))
@@ -238,6 +242,7 @@ impl Server {
                 "--log-error={}",
                 inner(&self.dir.path().join("error.log")).display()
             ))
+            .arg(format!("--tmpdir={}", inner(&tmpdir).display()))
             .args(flavour.tuning())
             .args(extra)
             .stdin(Stdio::null())

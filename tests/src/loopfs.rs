@@ -111,11 +111,6 @@ impl LoopMount {
         mount
     }
 
-    /// The loop device the image is attached to.
-    pub fn device(&self) -> &str {
-        &self.device
-    }
-
     /// Opens a window in which something (qemu-ga, fsfreeze) may freeze this mount. Until the
     /// returned guard drops, no other window opens on this machine (see `FreezeWindow`); when it
     /// drops it thaws the mount, and a watchdog process thaws it if this test process dies first.
@@ -253,8 +248,8 @@ pub fn install_datadir(datadir: &Path) {
 
 impl Server {
     /// Starts a private server on an existing `datadir` (e.g. on a loop mount) with `extra`
-    /// mariadbd arguments. Socket, PID file and error log live in a temp dir of their own, off
-    /// `datadir`. Runs no SQL: the caller creates what it needs. Panics if it does not start.
+    /// mariadbd arguments. Socket, PID file, error log and tmpdir live in a temp dir of their own,
+    /// off `datadir`. Runs no SQL: the caller creates what it needs. Panics if it does not start.
     pub fn start_on(datadir: &Path, extra: &[&str]) -> Server {
         match Server::try_start_on(datadir, extra, Duration::from_secs(120)) {
             Ok(server) => server,
@@ -270,10 +265,15 @@ impl Server {
     pub fn try_start_on(datadir: &Path, extra: &[&str], limit: Duration) -> Result<Server, String> {
         let dir = TempDir::new("db-on");
         let socket = dir.path().join("mysqld.sock");
+        // A tmpdir of its own: a starting mariadbd deletes every `#sql*` file in its tmpdir,
+        // which in a shared /tmp are the on-disk temporary tables of the other running servers.
+        let tmpdir = dir.path().join("tmp");
+        fs::create_dir_all(&tmpdir).expect("create the server's tmpdir");
         let child = Command::new(tool("mariadbd"))
             .args(["--no-defaults", "--user=root", "--skip-networking"])
             .arg(format!("--datadir={}", datadir.display()))
             .arg(format!("--socket={}", socket.display()))
+            .arg(format!("--tmpdir={}", tmpdir.display()))
             .arg(format!(
                 "--pid-file={}",
                 dir.path().join("mysqld.pid").display()
@@ -304,11 +304,7 @@ impl Server {
         if up && !exited {
             Ok(server)
         } else {
-            let mut log = server.error_log();
-            if log.len() > 6000 {
-                log = log.split_off(log.len() - 6000);
-            }
-            Err(log) // dropping `server` kills it by its PID
+            Err(tail(&server.dir.path().join("error.log"), 6000)) // dropping `server` kills it
         }
     }
 }

@@ -197,7 +197,6 @@ fn settle(config: &Config, state_file: &StateFile, state: &State) -> Result<Outc
 
     // The locker holds the lock: ask it to release, recording the request first so that the
     // locker can tell thaw's SIGTERM from any other.
-    let asked = Instant::now();
     {
         let guard = state_file.lock()?;
         if let Found::State(mut now) = guard.read() {
@@ -208,27 +207,37 @@ fn settle(config: &Config, state_file: &StateFile, state: &State) -> Result<Outc
     let Some(locker) = state.locker.clone() else {
         return Ok(Outcome::Lost("no locker recorded".into()));
     };
+    let asked = Instant::now();
     locker.signal(SIGTERM);
-    while asked.elapsed() < RELEASE_GRACE {
-        if let Found::State(now) = state_file.peek()? {
-            match now.status {
-                Status::Released if now.reason.as_deref() == Some("thaw") => {
-                    return Ok(Outcome::HeldUntilThaw(format!(
-                        "lock held without a break since {held_since} ({} ms); released in {} ms",
-                        now.released_at_ms
-                            .zip(now.acquired_at_ms)
-                            .map_or(0, |(r, a)| r.saturating_sub(a)),
-                        asked.elapsed().as_millis()
-                    )))
-                }
-                Status::Released | Status::Lost => {
-                    return Ok(Outcome::Lost(format!(
-                        "the lock taken at {held_since} was not held until thaw: {}",
-                        now.reason.as_deref().unwrap_or("no reason recorded")
-                    )))
-                }
-                _ => {}
+    // What the locker recorded, if it has finished: judged the same way during the grace period,
+    // after it, and after a kill (the locker may have released just before it died).
+    let recorded = |asked: Instant| -> Result<Option<Outcome>> {
+        let Found::State(now) = state_file.peek()? else {
+            return Ok(None);
+        };
+        Ok(match now.status {
+            Status::Released if now.reason.as_deref() == Some("thaw") => {
+                Some(Outcome::HeldUntilThaw(format!(
+                    "lock held without a break since {held_since} ({} ms); released in {} ms",
+                    now.released_at_ms
+                        .zip(now.acquired_at_ms)
+                        .map_or(0, |(r, a)| r.saturating_sub(a)),
+                    asked.elapsed().as_millis()
+                )))
             }
+            Status::Released | Status::Lost => Some(Outcome::Lost(format!(
+                "the lock taken at {held_since} was not held until thaw: {}",
+                now.reason.as_deref().unwrap_or("no reason recorded")
+            ))),
+            _ => None,
+        })
+    };
+    loop {
+        if let Some(outcome) = recorded(asked)? {
+            return Ok(outcome);
+        }
+        if asked.elapsed() >= RELEASE_GRACE {
+            break;
         }
         std::thread::sleep(RELEASE_POLL);
     }
@@ -238,38 +247,65 @@ fn settle(config: &Config, state_file: &StateFile, state: &State) -> Result<Outc
         locker.pid,
         RELEASE_GRACE.as_millis()
     );
-    kill_connection(config, state, &locker)
+    let outcome = kill_connection(config, state, &locker)?;
+    match (&outcome, recorded(asked)?) {
+        (Outcome::Lost(_), Some(late)) => Ok(late),
+        _ => Ok(outcome),
+    }
 }
 
-/// Kills the locker, and its connection if that is still on the server under our account. The
-/// connection is looked up before the locker dies: its death closes the connection.
+/// Kills the locker, and its connection if that is still on the server under our account and has
+/// been idle since the lock was taken. The connection is looked up before the locker dies: its
+/// death closes the connection.
 fn kill_connection(config: &Config, state: &State, locker: &Identity) -> Result<Outcome> {
     let mut session = server::connect(&config.client, Duration::from_secs(5));
-    let owner = match (session.as_mut().ok(), state.connection_id) {
-        (Some(session), Some(id)) => server::connection_user(&mut session.conn, id),
+    let seen = match (session.as_mut().ok(), state.connection_id) {
+        (Some(session), Some(id)) => connection_seen(&mut session.conn, id),
         _ => Ok(None),
     };
+    // Whole seconds since the lock was taken, when the connection was looked up.
+    let since = state.acquired_at_ms.unwrap_or(state.started_at_ms);
+    let held_s = time::now_unix_ms().saturating_sub(since) / 1000;
     locker.signal(SIGKILL);
-    let (mut session, owner) = (session?, owner?);
+    let (mut session, seen) = (session?, seen?);
     let Some(id) = state.connection_id else {
         return Ok(Outcome::Lost("no connection id recorded".into()));
     };
-    match owner {
-        Some(user) if Some(&user) == state.user.as_ref() => {
+    match seen {
+        // The locker's connection has been idle since just after the lock was taken. One that
+        // was active more recently is another session that got the same id, e.g. after a server
+        // restart (ids start again from 1): the lock died with the old server; leave it alone.
+        Some((user, idle_s)) if Some(&user) == state.user.as_ref() && idle_s + 1 < held_s => {
+            Ok(Outcome::Lost(format!(
+                "connection {id} of `{user}` was active {idle_s} s ago, but the lock was taken {held_s} s ago: it is another session that reused the id (did the server restart?); the locker's connection was gone, and its lock with it. Connection {id} was left alone"
+            )))
+        }
+        Some((user, _)) if Some(&user) == state.user.as_ref() => {
             let statement = format!("KILL {id}");
-            session
-                .conn
-                .query_drop(&statement)
-                .map_err(|e| Error::server(&statement, &e))?;
+            match session.conn.query_drop(&statement) {
+                Ok(()) => {}
+                // ER_NO_SUCH_THREAD: the locker's death (SIGKILL above) closed the connection
+                // first, and the lock ended with it just now.
+                Err(e) if server::error_code(&e) == Some(1094) => {}
+                Err(e) => return Err(Error::server(&statement, &e)),
+            }
             Ok(Outcome::HeldUntilThaw(format!(
                 "the locker was unresponsive but its connection {id} still held the lock; killed it, releasing the lock"
             )))
         }
-        Some(user) => Ok(Outcome::Lost(format!(
+        Some((user, _)) => Ok(Outcome::Lost(format!(
             "connection {id} now belongs to `{user}`, not the locker: the locker's connection was gone, and its lock with it"
         ))),
         None => Ok(Outcome::Lost(format!(
             "the locker's connection {id} was gone (the server dropped it, e.g. after wait_timeout), and its lock with it"
         ))),
     }
+}
+
+/// The account of connection `id` and how many seconds it has been in its current command (for
+/// an idle connection: since its last statement), if the connection exists.
+fn connection_seen(conn: &mut mysql::Conn, id: u64) -> Result<Option<(String, u64)>> {
+    let statement = "SELECT USER, TIME FROM information_schema.PROCESSLIST WHERE ID = ?";
+    conn.exec_first(statement, (id,))
+        .map_err(|e| Error::server(statement, &e))
 }
