@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::{template, tool, wait_until, Server, TempDir, SERVER_TUNING};
+use crate::{matrix, template, tool, wait_until, Flavour, Server, TempDir, SERVER_TUNING};
 
 /// Why this machine cannot loop-mount an image (no loop device, no CAP_SYS_ADMIN), or `None`
 /// when it can. Only such a machine limit may make a test skip.
@@ -289,6 +289,87 @@ impl Server {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn mariadbd");
+        let mut server = Server {
+            dir,
+            socket,
+            child: Some(child),
+        };
+        let mut exited = false;
+        let up = wait_until(limit, || {
+            if let Some(child) = server.child.as_mut() {
+                exited = matches!(child.try_wait(), Ok(Some(_)));
+            }
+            exited || server.try_conn().is_some()
+        });
+        if up && !exited {
+            Ok(server)
+        } else {
+            Err(tail(&server.dir.path().join("error.log"), 6000)) // dropping `server` kills it
+        }
+    }
+}
+
+impl Server {
+    /// Like `try_start_on`, for a server of any `flavour`: the machine's MariaDB 10.11 goes to
+    /// `try_start_on`; a chroot flavour's `datadir` must lie inside its chroot (mount the image
+    /// there), and the server runs as `chroot DIR <daemon> …` with the flavour's tuning plus
+    /// `extra`, its socket, PID file, error log and tmpdir in a directory of its own under the
+    /// chroot's `/srv` (never on `datadir`, which may be frozen). Runs no SQL.
+    pub fn try_start_flavour_on(
+        flavour: Flavour,
+        datadir: &Path,
+        extra: &[&str],
+        limit: Duration,
+    ) -> Result<Server, String> {
+        let root = match flavour.chroot() {
+            Err(reason) => return Err(format!("{} is unavailable: {reason}", flavour.name())),
+            Ok(None) => return Server::try_start_on(datadir, extra, limit),
+            Ok(Some(root)) => root,
+        };
+        let inner = |path: &Path| -> Result<PathBuf, String> {
+            let below = path.strip_prefix(root).map_err(|_| {
+                format!(
+                    "{} lies outside the {} chroot {}: the server could not see it",
+                    path.display(),
+                    flavour.name(),
+                    root.display()
+                )
+            })?;
+            Ok(Path::new("/").join(below))
+        };
+        let inner_datadir = inner(datadir)?;
+        let dir = TempDir::new_in(&matrix::inside(root, matrix::SERVERS), "db-on");
+        let socket = dir.path().join("mysqld.sock");
+        let tmpdir = dir.path().join("tmp");
+        fs::create_dir_all(&tmpdir).expect("create the server's tmpdir");
+        let child = Command::new(tool("chroot"))
+            .arg(root)
+            .arg(flavour.daemon())
+            .args(["--no-defaults", "--user=root", "--skip-networking"])
+            .arg(format!("--datadir={}", inner_datadir.display()))
+            .arg(format!("--socket={}", inner(&socket)?.display()))
+            .arg(format!("--tmpdir={}", inner(&tmpdir)?.display()))
+            .arg(format!(
+                "--pid-file={}",
+                inner(&dir.path().join("mysqld.pid"))?.display()
+            ))
+            .arg(format!(
+                "--log-error={}",
+                inner(&dir.path().join("error.log"))?.display()
+            ))
+            .args(flavour.tuning())
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| {
+                format!(
+                    "cannot start `chroot {} {}`: {e}",
+                    root.display(),
+                    flavour.daemon()
+                )
+            })?;
         let mut server = Server {
             dir,
             socket,

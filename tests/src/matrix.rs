@@ -456,8 +456,9 @@ fn find_tool(name: &str) -> Option<PathBuf> {
         .find(|path| path.is_file())
 }
 
-/// Mount points at or below `dir`, deepest first (from this process's mount table).
-fn mounts_below(dir: &Path) -> Vec<PathBuf> {
+/// Mount points at or below `dir`, deepest first (from this process's mount table). A test that
+/// mounts inside a chroot checks it before deleting its own directory there.
+pub fn mounts_below(dir: &Path) -> Vec<PathBuf> {
     let table = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let mut found: Vec<PathBuf> = table
         .lines()
