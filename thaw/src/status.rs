@@ -71,7 +71,7 @@ pub(crate) fn run(config: &Config, as_json: bool) -> ExitCode {
 
 /// The level and one-line summary for `state` at `now_ms`.
 fn judge(config: &Config, state: &State, now_ms: u64) -> (Level, String) {
-    let max_ms = config.max_lock_time * 1000;
+    let max_ms = config.max_lock_time.saturating_mul(1000);
     let locker = state.locker.as_ref().map_or(0, |l| l.pid);
     let held_ms = |until: u64| state.acquired_at_ms.map_or(0, |a| until.saturating_sub(a));
     let when = |ms: Option<u64>| ms.map_or("-".to_string(), time::rfc3339);
@@ -120,7 +120,7 @@ fn judge(config: &Config, state: &State, now_ms: u64) -> (Level, String) {
                 "idle; last snapshot at {} held its lock {held} ms until thaw",
                 when(state.acquired_at_ms)
             );
-            if held * 10 > max_ms * 8 {
+            if held.saturating_mul(10) > max_ms.saturating_mul(8) {
                 (
                     Level::Warning,
                     format!("{text}, more than 80 % of max-lock-time"),

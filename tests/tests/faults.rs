@@ -1,0 +1,1063 @@
+//! The fault matrix (docs/FAULTS.md): each test injects one fault — a dead, stopped or racing
+//! process, a server that dies or is full, a crashed run's leftovers, an unusable directory, a
+//! full, read-only or frozen log filesystem — and checks the promise the tool keeps under it.
+//! Mounts (tmpfs, loop) are made here and undone in Drop guards; only a loop mount made by the test
+//! is ever frozen, and the test process never writes to it while it is frozen.
+#![allow(clippy::unwrap_used)]
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::process::Identity;
+use harness::loopfs::{loop_devices_missing, LoopMount};
+use harness::{alive, bin, signal, text, wait_until, write_private, Sandbox, Server, TempDir};
+use mysql::prelude::Queryable;
+
+/// Declares `fn $name(mode)` as two tests, `$name::ftwrl` and `$name::backup_stage`.
+macro_rules! in_both_lock_modes {
+    ($name:ident) => {
+        mod $name {
+            #[test]
+            fn ftwrl() {
+                super::$name("ftwrl");
+            }
+            #[test]
+            fn backup_stage() {
+                super::$name("backup-stage");
+            }
+        }
+    };
+}
+
+/// Locker processes started for this sandbox (their argv names its config file).
+fn lockers_of(sandbox: &Sandbox) -> Vec<u32> {
+    let config = sandbox.config.to_string_lossy().into_owned();
+    fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            cmdline.contains("mysql-snapshot-locker") && cmdline.contains(&config) && alive(*pid)
+        })
+        .collect()
+}
+
+/// No locker of this sandbox is left and writes go through.
+fn assert_clean(server: &Server, sandbox: &Sandbox) {
+    assert!(
+        wait_until(Duration::from_secs(5), || lockers_of(sandbox).is_empty()),
+        "a locker is left behind: {:?}",
+        lockers_of(sandbox)
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || !server.writes_blocked()),
+        "writes are still blocked: a lock is left behind"
+    );
+}
+
+/// A statement running in the background; `finished` is when it returned.
+struct Writer {
+    handle: thread::JoinHandle<(Result<(), String>, Instant)>,
+}
+
+impl Writer {
+    fn start(server: &Server, statement: &str) -> Writer {
+        let mut conn = server.conn();
+        let statement = statement.to_string();
+        Writer {
+            handle: thread::spawn(move || {
+                let result = conn.query_drop(&statement).map_err(|e| e.to_string());
+                (result, Instant::now())
+            }),
+        }
+    }
+
+    /// Waits (bounded) for the statement to return.
+    fn join_within(self, limit: Duration) -> (Result<(), String>, Instant) {
+        assert!(
+            wait_until(limit, || self.handle.is_finished()),
+            "the background statement did not return within {limit:?}"
+        );
+        self.handle.join().unwrap()
+    }
+}
+
+fn wait_for_statement(server: &Server, needle: &str) {
+    assert!(
+        wait_until(Duration::from_secs(10), || !server
+            .statements_like(needle)
+            .is_empty()),
+        "`{needle}` never showed in the processlist"
+    );
+}
+
+/// The statement text each lock mode waits in, as the processlist shows it.
+fn lock_statement(mode: &str) -> &'static str {
+    if mode == "ftwrl" {
+        "FLUSH TABLES WITH READ LOCK"
+    } else {
+        "BACKUP STAGE"
+    }
+}
+
+/// How many lock statements (FTWRL counts as a flush, BACKUP STAGE as backup) the server has run.
+fn lock_statements_run(server: &Server) -> u64 {
+    let rows: Vec<(String, u64)> = server
+        .conn()
+        .query("SHOW GLOBAL STATUS WHERE Variable_name IN ('Com_flush', 'Com_backup')")
+        .unwrap();
+    rows.iter().map(|(_, n)| n).sum()
+}
+
+/// The PID of the server process (from its pid file).
+fn server_pid(server: &Server) -> u32 {
+    let text = fs::read_to_string(server.dir.path().join("mysqld.pid")).unwrap();
+    text.trim().parse().unwrap()
+}
+
+fn stderr_of(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Waits (bounded) for a child and returns its exit code; kills it if it overruns.
+fn exit_code_within(child: &mut Child, limit: Duration) -> Option<i32> {
+    let mut status = None;
+    let done = wait_until(limit, || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    if !done {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("process {} did not exit within {limit:?}", child.id());
+    }
+    status.and_then(|s| s.code())
+}
+
+/// A process stopped by a test: continued and killed on drop, if it is still the same process.
+struct StoppedProcess(Option<Identity>);
+
+impl StoppedProcess {
+    fn stop(pid: u32) -> StoppedProcess {
+        let identity = Identity::of(pid);
+        assert!(identity.is_some(), "process {pid} is not running");
+        signal(pid, "STOP");
+        StoppedProcess(identity)
+    }
+}
+
+impl Drop for StoppedProcess {
+    fn drop(&mut self) {
+        if let Some(identity) = &self.0 {
+            identity.signal(libc::SIGCONT);
+            identity.signal(libc::SIGKILL);
+        }
+    }
+}
+
+/// A tmpfs this test mounted (size-limited, maybe read-only); unmounted on drop.
+struct Tmpfs {
+    path: PathBuf,
+    _dir: TempDir,
+}
+
+impl Tmpfs {
+    fn mount(tag: &str, options: &str) -> Tmpfs {
+        let dir = TempDir::new(tag);
+        let path = dir.path().join("mnt");
+        fs::create_dir(&path).unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", options, "mss-fault"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "cannot mount a tmpfs (run the tests as root): {}",
+            text(&out)
+        );
+        Tmpfs { path, _dir: dir }
+    }
+
+    fn remount(&self, options: &str) {
+        let out = Command::new("mount")
+            .args(["-o", &format!("remount,{options}")])
+            .arg(&self.path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "remount failed: {}", text(&out));
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let ok = Command::new("umount")
+            .arg(&self.path)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !ok {
+            let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+        }
+    }
+}
+
+/// Fills the filesystem holding `dir` until a write fails with ENOSPC.
+fn fill(dir: &Path) {
+    use std::io::Write;
+    let mut file = fs::File::create(dir.join("filler")).unwrap();
+    let block = vec![0u8; 4096];
+    loop {
+        match file.write_all(&block) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
+            Err(e) => panic!("filling {}: {e}", dir.display()),
+        }
+    }
+    let _ = file.sync_all();
+}
+
+/// True (after a loud message) when this machine cannot loop-mount: the only reason to skip.
+fn machine_cannot_loop_mount(test: &str) -> bool {
+    match loop_devices_missing() {
+        None => false,
+        Some(why) => {
+            eprintln!(
+                "\n!!!!!!!!!!!!!!!! SKIPPED {test}: {why}\n\
+                 !!!!!!!!!!!!!!!! run as root on a machine with /dev/loop*\n"
+            );
+            true
+        }
+    }
+}
+
+/// A small ext4 loop mount of this test, with `subdir` created on it.
+fn loop_mount(tag: &str, subdir: &str) -> (TempDir, LoopMount) {
+    let dir = TempDir::new(tag);
+    let mount = LoopMount::create(&dir.path().join("img"), &dir.path().join("mnt"), 16);
+    fs::create_dir_all(mount.mountpoint.join(subdir)).unwrap();
+    (dir, mount)
+}
+
+fn fsfreeze(mountpoint: &Path) {
+    let out = Command::new("fsfreeze")
+        .arg("-f")
+        .arg(mountpoint)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "fsfreeze -f failed: {}", text(&out));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The locker dies, stops, or outlives its welcome.
+
+/// core.rs covers the default mode (backup-stage on MariaDB); this is the FTWRL variant.
+#[test]
+fn thaw_reports_a_locker_killed_while_holding_ftwrl() {
+    let server = Server::start();
+    let sandbox = Sandbox::new(&server, "lock-mode = ftwrl");
+    let out = sandbox.freeze();
+    assert!(out.status.success(), "{}", text(&out));
+    let pid = sandbox.locker_pid().unwrap();
+    signal(pid, "KILL");
+    assert!(wait_until(Duration::from_secs(5), || !alive(pid)));
+    assert!(
+        wait_until(Duration::from_secs(5), || !server.writes_blocked()),
+        "the server kept the lock of a dead locker"
+    );
+    let out = sandbox.thaw("thaw");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stderr_of(&out).contains("died while holding"),
+        "{}",
+        text(&out)
+    );
+    assert!(stderr_of(&out).contains("NOT application-consistent"));
+    assert_clean(&server, &sandbox);
+}
+
+in_both_lock_modes!(thaw_reports_a_stopped_locker_whose_lock_the_server_dropped);
+fn thaw_reports_a_stopped_locker_whose_lock_the_server_dropped(mode: &str) {
+    let server = Server::start();
+    // wait_timeout = max-lock-time + 10 s: a wedged locker loses its lock after about 11 s.
+    let sandbox = Sandbox::new(&server, &format!("lock-mode = {mode}\nmax-lock-time = 1"));
+    let out = sandbox.freeze();
+    assert!(out.status.success(), "{}", text(&out));
+    let pid = sandbox.locker_pid().unwrap();
+    let stopped = StoppedProcess::stop(pid);
+    let since = Instant::now();
+    assert!(
+        server.writes_blocked(),
+        "the stopped locker's lock is gone at once"
+    );
+    assert!(
+        wait_until(Duration::from_secs(40), || !server.writes_blocked()),
+        "the server never dropped the stopped locker's lock (wait_timeout not set?)"
+    );
+    let dropped_after = since.elapsed();
+    assert!(
+        dropped_after >= Duration::from_secs(8),
+        "the lock went after {dropped_after:?}, before wait_timeout could fire"
+    );
+    let started = Instant::now();
+    let out = sandbox.thaw("thaw");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = stderr_of(&out);
+    assert!(stderr.contains("was gone"), "{stderr}");
+    assert!(stderr.contains("NOT application-consistent"), "{stderr}");
+    assert!(
+        wait_until(Duration::from_secs(5), || !alive(pid)),
+        "thaw left the stopped locker alive"
+    );
+    drop(stopped);
+    assert_clean(&server, &sandbox);
+}
+
+in_both_lock_modes!(thaw_releases_a_stopped_locker_s_lock_that_is_still_held);
+fn thaw_releases_a_stopped_locker_s_lock_that_is_still_held(mode: &str) {
+    let server = Server::start();
+    let sandbox = Sandbox::new(&server, &format!("lock-mode = {mode}"));
+    let out = sandbox.freeze();
+    assert!(out.status.success(), "{}", text(&out));
+    let pid = sandbox.locker_pid().unwrap();
+    let stopped = StoppedProcess::stop(pid);
+    let out = sandbox.thaw("thaw");
+    // The lock was held without a break: the connection was still there, and thaw killed it.
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(stderr_of(&out).contains("unresponsive"), "{}", text(&out));
+    assert!(wait_until(Duration::from_secs(5), || !alive(pid)));
+    drop(stopped);
+    assert_clean(&server, &sandbox);
+}
+
+/// core.rs covers the default mode (backup-stage on MariaDB); this is the FTWRL variant.
+#[test]
+fn thaw_reports_a_lock_released_early_by_max_lock_time_ftwrl() {
+    let server = Server::start();
+    let sandbox = Sandbox::new(&server, "lock-mode = ftwrl\nmax-lock-time = 1");
+    let out = sandbox.freeze();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(wait_until(Duration::from_secs(10), || sandbox.status() == "released"));
+    assert!(
+        !server.writes_blocked(),
+        "max-lock-time passed but writes are still blocked"
+    );
+    let out = sandbox.thaw("thaw");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = stderr_of(&out);
+    assert!(stderr.contains("max-lock-time"), "{stderr}");
+    assert!(stderr.contains("NOT application-consistent"), "{stderr}");
+    assert_clean(&server, &sandbox);
+}
+
+// ---------------------------------------------------------------------------------------------
+// freeze is stopped after the locker holds.
+
+in_both_lock_modes!(sigterm_to_freeze_after_the_locker_holds_leaves_no_lock);
+/// freeze is caught between "the locker holds" and its own exit by putting the info file on a
+/// loop mount that is frozen while freeze waits for the lock: freeze then blocks writing it.
+fn sigterm_to_freeze_after_the_locker_holds_leaves_no_lock(mode: &str) {
+    let test = format!("sigterm_to_freeze_after_the_locker_holds_leaves_no_lock::{mode}");
+    if machine_cannot_loop_mount(&test) {
+        return;
+    }
+    let server = Server::start();
+    let (_dir, mount) = loop_mount("sigterm-held", "info");
+    let info_dir = mount.mountpoint.join("info");
+    let sandbox = Sandbox::new(
+        &server,
+        &format!(
+            "lock-mode = {mode}\nlong-query-threshold = 100\nlock-wait-timeout = 30\ninfo-file = {}",
+            info_dir.join("snapshot-info.json").display()
+        ),
+    );
+    // Freeze windows are taken one at a time on this machine: wait for ours before the clock runs.
+    let window = mount.freeze_window();
+    // A MyISAM write holds up both lock modes for ~4 s, so freeze waits with its info file open.
+    let long = Writer::start(&server, "UPDATE snap.my SET v = v + 1 WHERE SLEEP(4) = 0");
+    wait_for_statement(&server, "SLEEP(4)");
+    let mut freeze = sandbox
+        .command("freeze")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let tmp_name = format!(".snapshot-info.json.{}.tmp", freeze.id());
+    assert!(
+        wait_until(Duration::from_secs(10), || info_dir
+            .join(&tmp_name)
+            .exists()),
+        "freeze never opened its info file"
+    );
+    assert_ne!(
+        sandbox.status(),
+        "acquired",
+        "the write ended too early for this test"
+    );
+    fsfreeze(&mount.mountpoint);
+    assert!(
+        wait_until(Duration::from_secs(20), || sandbox.status() == "acquired"),
+        "the locker never took the lock"
+    );
+    assert!(server.writes_blocked());
+    assert!(
+        freeze.try_wait().unwrap().is_none(),
+        "freeze exited while its info file could not be written"
+    );
+    // freeze is now between "the locker holds" and its exit: this is what vmtoolsd's timer does.
+    signal(freeze.id(), "TERM");
+    // Let the signal land before the filesystem thaws (freeze is blocked in the write meanwhile).
+    thread::sleep(Duration::from_millis(200));
+    drop(window);
+    let code = exit_code_within(&mut freeze, Duration::from_secs(30));
+    let mut stderr = String::new();
+    use std::io::Read;
+    let _ = freeze.stderr.take().unwrap().read_to_string(&mut stderr);
+    assert!(long.join_within(Duration::from_secs(30)).0.is_ok());
+    assert_ne!(
+        code,
+        Some(0),
+        "freeze exited 0 after SIGTERM; the hypervisor treats the freeze as failed and will send no thaw, so the lock stays until max-lock-time. stderr: {stderr}"
+    );
+    assert_clean(&server, &sandbox);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The server restarts, dies or is full.
+
+in_both_lock_modes!(thaw_reports_a_lock_lost_to_a_server_restart);
+fn thaw_reports_a_lock_lost_to_a_server_restart(mode: &str) {
+    let mut server = Server::start();
+    let sandbox = Sandbox::new(&server, &format!("lock-mode = {mode}"));
+    let out = sandbox.freeze();
+    assert!(out.status.success(), "{}", text(&out));
+    server.restart();
+    let out = sandbox.thaw("thaw");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = stderr_of(&out);
+    assert!(stderr.contains("NOT application-consistent"), "{stderr}");
+    assert!(stderr.contains("gone"), "{stderr}");
+    assert_clean(&server, &sandbox);
+}
+
+in_both_lock_modes!(
+    after_a_server_restart_thaw_never_kills_a_connection_that_reused_the_locker_s_id
+);
+/// A wedged locker, then a server restart: connection ids start again from 1, and the locker's
+/// id may now belong to an innocent session of the same account. thaw must not kill it, and
+/// must not call the lock held.
+fn after_a_server_restart_thaw_never_kills_a_connection_that_reused_the_locker_s_id(mode: &str) {
+    let mut server = Server::start();
+    let sandbox = Sandbox::new(&server, &format!("lock-mode = {mode}"));
+    let out = sandbox.freeze();
+    assert!(out.status.success(), "{}", text(&out));
+    let id = sandbox.state().unwrap()["connection_id"].as_u64().unwrap();
+    let stopped = StoppedProcess::stop(sandbox.locker_pid().unwrap());
+    server.restart();
+    let mut innocent = None;
+    let mut others = Vec::new();
+    for _ in 0..(id + 50) {
+        let mut conn = server.conn();
+        let now: u64 = conn.query_first("SELECT CONNECTION_ID()").unwrap().unwrap();
+        if now == id {
+            innocent = Some(conn);
+            break;
+        }
+        assert!(now < id, "connection ids passed {id} without reusing it");
+        others.push(conn);
+    }
+    drop(others);
+    let mut innocent = innocent.expect("no connection got the locker's old id");
+    // The locker's connection would have been idle since the lock was taken; the innocent
+    // session was active just now. Give the difference a few seconds to show.
+    let acquired_ms = sandbox.state().unwrap()["acquired_at_ms"].as_u64().unwrap();
+    assert!(wait_until(Duration::from_secs(10), || {
+        common::time::now_unix_ms() > acquired_ms + 4000
+    }));
+    let _: Option<u8> = innocent.query_first("SELECT 1").unwrap();
+    let out = sandbox.thaw("thaw");
+    let alive_after: Result<Option<u8>, _> = innocent.query_first("SELECT 1");
+    assert!(
+        alive_after.is_ok(),
+        "thaw killed connection {id}, an innocent session that reused the locker's id: {}",
+        text(&out)
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the lock died with the server; thaw must not call it held: {}",
+        text(&out)
+    );
+    drop(stopped);
+    assert_clean(&server, &sandbox);
+}
+
+/// Kills the server while freeze runs: during the lock attempt, or while it waits for a quiet
+/// moment.
+fn freeze_fails_when_the_server_dies(mode: &str, during_attempt: bool) {
+    let mut server = Server::start();
+    let settings = if during_attempt {
+        format!("lock-mode = {mode}\nlong-query-threshold = 100\nlock-wait-timeout = 30")
+    } else {
+        format!("lock-mode = {mode}\nlong-query-threshold = 0\nsnapshot-timeout = 60")
+    };
+    let mut sandbox = Sandbox::new(&server, &settings);
+    let long = Writer::start(&server, "UPDATE snap.my SET v = v + 1 WHERE SLEEP(60) = 0");
+    wait_for_statement(&server, "SLEEP(60)");
+    let mut freeze = sandbox
+        .command("freeze")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if during_attempt {
+        assert!(wait_until(Duration::from_secs(10), || sandbox.status() == "waiting"));
+        wait_for_statement(&server, lock_statement(mode));
+    } else {
+        // The write has to run past long-query-threshold before it counts.
+        assert!(
+            wait_until(Duration::from_secs(10), || sandbox
+                .log()
+                .contains("event=waiting")),
+            "freeze never said it was waiting for a quiet moment"
+        );
+        assert!(freeze.try_wait().unwrap().is_none());
+        assert_eq!(
+            sandbox.status(),
+            "starting",
+            "freeze should be waiting for a quiet moment"
+        );
+    }
+    let locker = sandbox.locker_pid();
+    signal(server_pid(&server), "KILL");
+    let started = Instant::now();
+    let code = exit_code_within(&mut freeze, Duration::from_secs(30));
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "freeze took {:?} to notice the dead server",
+        started.elapsed()
+    );
+    assert!(
+        matches!(code, Some(c) if c != 0),
+        "freeze exited {code:?} without a server"
+    );
+    if let Some(pid) = locker {
+        assert!(
+            wait_until(Duration::from_secs(10), || !alive(pid)),
+            "the locker outlived the server"
+        );
+    }
+    let _ = long.join_within(Duration::from_secs(10));
+    server.restart();
+    assert_clean(&server, &sandbox);
+    let out = sandbox.thaw("thaw");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "no lock was taken: {}",
+        text(&out)
+    );
+}
+
+in_both_lock_modes!(freeze_fails_and_leaves_no_locker_when_the_server_dies_during_the_lock_attempt);
+fn freeze_fails_and_leaves_no_locker_when_the_server_dies_during_the_lock_attempt(mode: &str) {
+    freeze_fails_when_the_server_dies(mode, true);
+}
+
+#[test]
+fn freeze_fails_when_the_server_dies_while_it_waits_for_a_quiet_moment() {
+    freeze_fails_when_the_server_dies("auto", false);
+}
+
+/// Root connections until the server refuses with ER_CON_COUNT_ERROR (1040).
+/// Connections that closed a moment ago may still count on the server: the server is full once
+/// it refuses a new one and counts exactly the ones held here.
+fn fill_connections(server: &Server) -> Vec<mysql::Conn> {
+    let mut held: Vec<mysql::Conn> = Vec::new();
+    let opts = mysql::OptsBuilder::new()
+        .user(Some("root"))
+        .socket(Some(server.socket.to_string_lossy().into_owned()));
+    let full = wait_until(Duration::from_secs(10), || {
+        match mysql::Conn::new(opts.clone()) {
+            Ok(conn) => {
+                held.push(conn);
+                false
+            }
+            Err(mysql::Error::MySqlError(e)) if e.code == 1040 => {
+                let counted: Option<(String, usize)> = held[0]
+                    .query_first("SHOW GLOBAL STATUS LIKE 'Threads_connected'")
+                    .unwrap();
+                counted.map(|(_, n)| n) == Some(held.len())
+            }
+            Err(e) => panic!("unexpected error filling the server's connections: {e}"),
+        }
+    });
+    assert!(full, "the server never reported max_connections reached");
+    held
+}
+
+#[test]
+fn freeze_fails_cleanly_when_max_connections_is_reached() {
+    let server = Server::start_with(&["--log-bin=binlog", "--server-id=1", "--max-connections=4"]);
+    let sandbox = Sandbox::new(&server, "");
+    let before = lock_statements_run(&server);
+
+    // No connection left for freeze itself.
+    let mut held = fill_connections(&server);
+    let started = Instant::now();
+    let out = sandbox.freeze();
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stderr_of(&out).contains("max_connections"),
+        "{}",
+        text(&out)
+    );
+    assert!(lockers_of(&sandbox).is_empty());
+
+    // One connection left: freeze gets it, its locker does not.
+    held.pop();
+    let out = sandbox.freeze();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = stderr_of(&out);
+    assert!(stderr.contains("max_connections"), "{stderr}");
+    assert!(stderr.contains("locker"), "{stderr}");
+    assert!(lockers_of(&sandbox).is_empty());
+    drop(held);
+    assert_eq!(lock_statements_run(&server), before, "a lock statement ran");
+    assert_clean(&server, &sandbox);
+    // And the next freeze works.
+    assert!(sandbox.freeze().status.success());
+    assert!(sandbox.thaw("thaw").status.success());
+    assert_clean(&server, &sandbox);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hooks called twice, or at once.
+
+#[test]
+fn a_second_thaw_has_nothing_to_do_and_exits_0() {
+    let server = Server::start();
+    let sandbox = Sandbox::new(&server, "");
+    assert!(sandbox.freeze().status.success());
+    let first = sandbox.thaw("thaw");
+    assert!(first.status.success(), "{}", text(&first));
+    let second = sandbox.thaw("thaw");
+    assert!(second.status.success(), "{}", text(&second));
+    assert!(
+        stderr_of(&second).contains("already thawed"),
+        "{}",
+        text(&second)
+    );
+    let after_fail = sandbox.thaw("freezeFail");
+    assert!(after_fail.status.success(), "{}", text(&after_fail));
+    assert_clean(&server, &sandbox);
+}
+
+in_both_lock_modes!(two_concurrent_thaws_release_once_and_both_exit_0);
+fn two_concurrent_thaws_release_once_and_both_exit_0(mode: &str) {
+    let server = Server::start();
+    let sandbox = Sandbox::new(&server, &format!("lock-mode = {mode}"));
+    assert!(sandbox.freeze().status.success());
+    let a = sandbox
+        .command("thaw")
+        .arg("thaw")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let b = sandbox
+        .command("thaw")
+        .arg("thaw")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert!(a.status.success(), "{}", text(&a));
+    assert!(b.status.success(), "{}", text(&b));
+    assert_eq!(sandbox.status(), "released");
+    assert_eq!(sandbox.state().unwrap()["reason"], "thaw");
+    assert_clean(&server, &sandbox);
+}
+
+in_both_lock_modes!(two_racing_freezes_start_exactly_one_locker);
+fn two_racing_freezes_start_exactly_one_locker(mode: &str) {
+    let server = Server::start();
+    let sandbox = Sandbox::new(&server, &format!("lock-mode = {mode}"));
+    for round in 0..5 {
+        let a = sandbox
+            .command("freeze")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let b = sandbox
+            .command("freeze")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let outs = [a.wait_with_output().unwrap(), b.wait_with_output().unwrap()];
+        let winners: Vec<_> = outs.iter().filter(|o| o.status.success()).collect();
+        let losers: Vec<_> = outs.iter().filter(|o| !o.status.success()).collect();
+        assert_eq!(
+            winners.len(),
+            1,
+            "round {round}: {} freezes succeeded:\n{}\n{}",
+            winners.len(),
+            text(&outs[0]),
+            text(&outs[1])
+        );
+        assert_eq!(losers[0].status.code(), Some(1), "{}", text(losers[0]));
+        assert!(
+            stderr_of(losers[0]).contains("another snapshot is in progress"),
+            "{}",
+            text(losers[0])
+        );
+        assert_eq!(lockers_of(&sandbox).len(), 1, "round {round}");
+        assert!(server.writes_blocked());
+        let out = sandbox.thaw("thaw");
+        assert!(out.status.success(), "round {round}: {}", text(&out));
+        assert_clean(&server, &sandbox);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Leftovers of a crashed run.
+
+fn state_naming(freeze: &Identity, locker: &Identity, status: &str) -> String {
+    serde_json::json!({
+        "format": 1,
+        "status": status,
+        "freeze": freeze,
+        "locker": locker,
+        "connection_id": 1,
+        "user": "root",
+        "lock_mode": "ftwrl",
+        "attempt": 1,
+        "started_at_ms": 1_700_000_000_000u64,
+        "acquired_at_ms": 1_700_000_000_100u64,
+        "updated_at": "2023-11-14T22:13:20.100Z",
+    })
+    .to_string()
+}
+
+struct Bystander(Child);
+
+impl Drop for Bystander {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn thaw_never_signals_a_process_that_reused_a_recorded_pid() {
+    let server = Server::start();
+    let sandbox = Sandbox::new(&server, "");
+    fs::create_dir_all(&sandbox.run_dir).unwrap();
+    fs::set_permissions(&sandbox.run_dir, fs::Permissions::from_mode(0o700)).unwrap();
+    let bystander = Bystander(Command::new("sleep").arg("300").spawn().unwrap());
+    let pid = bystander.0.id();
+    let real = Identity::of(pid).unwrap();
+    let other_start = Identity {
+        start_time: real.start_time + 1,
+        ..real.clone()
+    };
+    let other_exe = Identity {
+        exe: bin("locker"),
+        ..real.clone()
+    };
+    for (what, status, freeze, locker) in [
+        (
+            "locker, other start time",
+            "acquired",
+            &other_start,
+            &other_start,
+        ),
+        (
+            "locker, other executable",
+            "acquired",
+            &other_exe,
+            &other_exe,
+        ),
+        (
+            "freeze and locker, waiting",
+            "waiting",
+            &other_start,
+            &other_exe,
+        ),
+        (
+            "freeze and locker, starting",
+            "starting",
+            &other_exe,
+            &other_start,
+        ),
+    ] {
+        let state = sandbox.run_dir.join("state.json");
+        write_private(&state, &state_naming(freeze, locker, status));
+        let out = sandbox.thaw("thaw");
+        assert!(
+            alive(pid),
+            "{what}: thaw signalled PID {pid}, which is not ours: {}",
+            text(&out)
+        );
+        assert_eq!(out.status.code(), Some(1), "{what}: {}", text(&out));
+        let report = sandbox.command("thaw").arg("--status").output().unwrap();
+        assert!(alive(pid), "{what}: thaw --status signalled PID {pid}");
+        assert_ne!(report.status.code(), Some(0), "{what}: {}", text(&report));
+
+        write_private(&state, &state_naming(freeze, locker, status));
+        let out = sandbox.freeze();
+        assert!(
+            out.status.success(),
+            "{what}: a dead run must not block freeze: {}",
+            text(&out)
+        );
+        assert!(alive(pid), "{what}: freeze signalled PID {pid}");
+        assert!(sandbox.thaw("thaw").status.success());
+        assert!(alive(pid));
+    }
+    assert_clean(&server, &sandbox);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Directories: run-dir and info-file.
+
+#[test]
+fn freeze_creates_a_missing_run_dir_private() {
+    let server = Server::start();
+    let dir = TempDir::new("rundir-missing");
+    let run_dir = dir.path().join("a/b/run");
+    let sandbox = Sandbox::new(&server, &format!("run-dir = {}", run_dir.display()));
+    let out = sandbox.freeze();
+    assert!(out.status.success(), "{}", text(&out));
+    let mode = fs::metadata(&run_dir).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o700, "run-dir created with mode {mode:04o}");
+    assert!(run_dir.join("state.json").is_file());
+    assert!(sandbox.thaw("thaw").status.success());
+    assert_clean(&server, &sandbox);
+}
+
+#[test]
+fn a_run_dir_that_is_a_file_is_refused_before_any_lock() {
+    let server = Server::start();
+    let sandbox = Sandbox::new(&server, "");
+    fs::write(&sandbox.run_dir, "not a directory").unwrap();
+    let before = lock_statements_run(&server);
+    let out = sandbox.freeze();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stderr_of(&out).contains("not a directory"),
+        "{}",
+        text(&out)
+    );
+    assert!(stderr_of(&out).contains(&*sandbox.run_dir.to_string_lossy()));
+    let out = sandbox.thaw("thaw");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(lock_statements_run(&server), before, "a lock statement ran");
+    assert_clean(&server, &sandbox);
+}
+
+#[test]
+fn a_read_only_run_dir_is_refused_before_any_lock() {
+    let server = Server::start();
+    let ro = Tmpfs::mount("rundir-ro", "size=64k,mode=0700");
+    ro.remount("ro");
+    let sandbox = Sandbox::new(&server, &format!("run-dir = {}", ro.path.display()));
+    let before = lock_statements_run(&server);
+    let out = sandbox.freeze();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = stderr_of(&out);
+    assert!(stderr.contains("Read-only file system"), "{stderr}");
+    assert!(stderr.contains(&*ro.path.to_string_lossy()), "{stderr}");
+    assert_eq!(lock_statements_run(&server), before, "a lock statement ran");
+    assert_clean(&server, &sandbox);
+}
+
+#[test]
+fn freeze_fails_before_locking_when_the_info_file_directory_is_missing_or_read_only() {
+    let server = Server::start();
+    let ro = Tmpfs::mount("info-ro", "size=64k");
+    ro.remount("ro");
+    for dir in [PathBuf::from("/nonexistent/mss-info"), ro.path.clone()] {
+        let info = dir.join("snapshot-info.json");
+        let sandbox = Sandbox::new(&server, &format!("info-file = {}", info.display()));
+        let before = lock_statements_run(&server);
+        let out = sandbox.freeze();
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        assert!(stderr_of(&out).contains("info file"), "{}", text(&out));
+        assert!(
+            stderr_of(&out).contains(&*dir.to_string_lossy()),
+            "{}",
+            text(&out)
+        );
+        assert_eq!(
+            lock_statements_run(&server),
+            before,
+            "a lock was attempted although the info file could not be written"
+        );
+        assert!(!info.exists());
+        assert_clean(&server, &sandbox);
+    }
+}
+
+#[test]
+fn freeze_releases_the_lock_and_fails_when_the_info_file_cannot_be_written() {
+    let server = Server::start();
+    // Room for the empty temporary file (an inode) but not for its content.
+    let full = Tmpfs::mount("info-full", "size=64k");
+    fill(&full.path);
+    let info = full.path.join("snapshot-info.json");
+    let sandbox = Sandbox::new(&server, &format!("info-file = {}", info.display()));
+    let out = sandbox.freeze();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "freeze must not exit 0 without its info file: {}",
+        text(&out)
+    );
+    assert!(stderr_of(&out).contains("No space left"), "{}", text(&out));
+    assert!(!info.exists());
+    assert_clean(&server, &sandbox);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Logging that fails.
+
+/// A full cycle (freeze, blocked write, thaw) must succeed and release promptly.
+fn cycle_succeeds_quickly(server: &Server, sandbox: &mut Sandbox) {
+    let started = Instant::now();
+    let out = sandbox.freeze();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "freeze took {:?}",
+        started.elapsed()
+    );
+    assert!(server.writes_blocked());
+    let writer = Writer::start(server, "INSERT INTO snap.inno (v) VALUES (77)");
+    wait_for_statement(server, "VALUES (77)");
+    let asked = Instant::now();
+    let out = sandbox.thaw("thaw");
+    assert!(out.status.success(), "{}", text(&out));
+    let (result, done) = writer.join_within(Duration::from_secs(5));
+    result.unwrap();
+    assert!(
+        done.duration_since(asked) < Duration::from_secs(2),
+        "the release took {:?}",
+        done.duration_since(asked)
+    );
+    assert_clean(server, sandbox);
+}
+
+#[test]
+fn a_log_file_on_a_full_filesystem_never_fails_or_delays_a_release() {
+    let server = Server::start();
+    let full = Tmpfs::mount("log-full", "size=64k");
+    fill(&full.path);
+    let log = full.path.join("mysql-snapshot.log");
+    let mut sandbox = Sandbox::new(&server, &format!("log-file = {}", log.display()));
+    cycle_succeeds_quickly(&server, &mut sandbox);
+    let syslog = sandbox.log();
+    assert!(
+        syslog.contains("event=released"),
+        "syslog lost the release: {syslog}"
+    );
+}
+
+#[test]
+fn a_log_file_on_a_read_only_filesystem_never_fails_or_delays_a_release() {
+    let server = Server::start();
+    let ro = Tmpfs::mount("log-ro", "size=64k");
+    ro.remount("ro");
+    let mut sandbox = Sandbox::new(
+        &server,
+        &format!(
+            "log-file = {}",
+            ro.path.join("mysql-snapshot.log").display()
+        ),
+    );
+    cycle_succeeds_quickly(&server, &mut sandbox);
+    assert!(sandbox.log().contains("event=released"));
+}
+
+#[test]
+fn a_missing_syslog_socket_never_fails_or_delays_a_release() {
+    let server = Server::start();
+    let mut sandbox = Sandbox::new(&server, "syslog-socket = /nonexistent/mss-log");
+    cycle_succeeds_quickly(&server, &mut sandbox);
+    assert!(sandbox.log().is_empty(), "the override did not take effect");
+}
+
+#[test]
+fn a_syslog_reader_that_never_reads_never_blocks_a_release() {
+    let server = Server::start();
+    let mut sandbox = Sandbox::new(&server, "");
+    // Fill the sandbox's syslog socket queue; the test does not drain it until the end.
+    let path = sandbox.dir.path().join("syslog.sock");
+    let sender = std::os::unix::net::UnixDatagram::unbound().unwrap();
+    sender.set_nonblocking(true).unwrap();
+    let mut sent = 0;
+    while sender.send_to(&[b'x'; 2048], &path).is_ok() {
+        sent += 1;
+        assert!(sent < 1_000_000, "the syslog socket never filled");
+    }
+    cycle_succeeds_quickly(&server, &mut sandbox);
+}
+
+in_both_lock_modes!(the_release_happens_within_100_ms_when_the_log_file_is_on_a_frozen_filesystem);
+fn the_release_happens_within_100_ms_when_the_log_file_is_on_a_frozen_filesystem(mode: &str) {
+    let test = format!(
+        "the_release_happens_within_100_ms_when_the_log_file_is_on_a_frozen_filesystem::{mode}"
+    );
+    if machine_cannot_loop_mount(&test) {
+        return;
+    }
+    let server = Server::start();
+    let (_dir, mount) = loop_mount("log-frozen", "log");
+    let log = mount.mountpoint.join("log/mysql-snapshot.log");
+    let sandbox = Sandbox::new(
+        &server,
+        &format!("lock-mode = {mode}\nlog-file = {}", log.display()),
+    );
+    let out = sandbox.freeze();
+    assert!(out.status.success(), "{}", text(&out));
+    let writer = Writer::start(&server, "INSERT INTO snap.inno (v) VALUES (5150)");
+    wait_for_statement(&server, "VALUES (5150)");
+
+    let window = mount.freeze_window();
+    fsfreeze(&mount.mountpoint);
+    let asked = Instant::now();
+    // thaw blocks afterwards writing its own log line: never wait on it while frozen.
+    let mut thaw = sandbox
+        .command("thaw")
+        .arg("thaw")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let finished = wait_until(Duration::from_secs(5), || writer.handle.is_finished());
+    let released_after = asked.elapsed();
+    drop(window); // thaws the filesystem
+    assert!(
+        finished,
+        "the lock was not released while the log filesystem was frozen"
+    );
+    let (result, done) = writer.handle.join().unwrap();
+    result.unwrap();
+    let took = done.duration_since(asked);
+    assert!(
+        took < Duration::from_millis(100),
+        "the queued write went through {took:?} after thaw was called (limit 100 ms; seen at {released_after:?})"
+    );
+    let code = exit_code_within(&mut thaw, Duration::from_secs(30));
+    assert_eq!(code, Some(0), "thaw failed after the filesystem thawed");
+    assert_clean(&server, &sandbox);
+    let text = fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("event=released"),
+        "the locker's lines were lost: {text}"
+    );
+}
