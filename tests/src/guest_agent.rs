@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use mysql::prelude::Queryable;
 use serde_json::{json, Value};
 
-use crate::loopfs::{install_datadir, loop_devices_missing, tail, FreezeWindow, LoopMount};
+use crate::loopfs::{install_datadir, tail, FreezeWindow, LoopMount};
 use crate::{bin_dir, matrix, text, wait_until, Flavour, Sandbox, Server, TempDir};
 
 /// The info file's name, at the root of the loop mount so that a copy carries its own coordinates.
@@ -28,22 +28,7 @@ pub const IMAGE_MIB: u64 = 512;
 const HOOK_CALLS: &str = "calls.log";
 const HOOK_STDERR: &str = "hook-stderr.log";
 
-/// True (after a loud message) when this machine cannot loop-mount: the only machine limit that
-/// skips. The message goes straight to stderr, past the test harness's capture, so a skip is
-/// always seen.
-pub fn machine_cannot_loop_mount(test: &str) -> bool {
-    match loop_devices_missing() {
-        None => false,
-        Some(why) => {
-            let _ = writeln!(
-                std::io::stderr().lock(),
-                "\n!!!!!!!!!!!!!!!! SKIPPED {test}: {why}\n\
-                 !!!!!!!!!!!!!!!! nothing was snapshotted; run as root on a machine with /dev/loop*\n"
-            );
-            true
-        }
-    }
-}
+pub use crate::loopfs::machine_cannot_loop_mount;
 
 /// The server a rig snapshots: its flavour (the machine's own, or one in a chroot) and the
 /// arguments of the original server and of the one booted on a copy.

@@ -6,6 +6,7 @@
 //! ever freezes, thaws or unmounts a filesystem it did not create itself.
 use std::fs;
 use std::io::Read;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -34,6 +35,23 @@ pub fn loop_devices_missing() -> Option<String> {
             String::from_utf8_lossy(&out.stderr).trim()
         )),
         Err(e) => Some(format!("`losetup -f` cannot run: {e}")),
+    }
+}
+
+/// True (after a loud message) when this machine cannot loop-mount: the only machine limit that
+/// skips. The message goes straight to stderr, past the test harness's capture, so a skip is
+/// always seen.
+pub fn machine_cannot_loop_mount(test: &str) -> bool {
+    match loop_devices_missing() {
+        None => false,
+        Some(why) => {
+            let _ = writeln!(
+                std::io::stderr().lock(),
+                "\n!!!!!!!!!!!!!!!! SKIPPED {test}: {why}\n\
+                 !!!!!!!!!!!!!!!! nothing was snapshotted; run as root on a machine with /dev/loop*\n"
+            );
+            true
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::process::Identity;
-use harness::loopfs::{loop_devices_missing, LoopMount};
+use harness::loopfs::{machine_cannot_loop_mount, LoopMount};
 use harness::{alive, bin, signal, text, wait_until, write_private, Sandbox, Server, TempDir};
 use mysql::prelude::Queryable;
 
@@ -220,20 +220,6 @@ fn fill(dir: &Path) {
         }
     }
     let _ = file.sync_all();
-}
-
-/// True (after a loud message) when this machine cannot loop-mount: the only reason to skip.
-fn machine_cannot_loop_mount(test: &str) -> bool {
-    match loop_devices_missing() {
-        None => false,
-        Some(why) => {
-            eprintln!(
-                "\n!!!!!!!!!!!!!!!! SKIPPED {test}: {why}\n\
-                 !!!!!!!!!!!!!!!! run as root on a machine with /dev/loop*\n"
-            );
-            true
-        }
-    }
 }
 
 /// A small ext4 loop mount of this test, with `subdir` created on it.
