@@ -431,10 +431,45 @@ impl Sandbox {
         self.state()?["locker"]["pid"].as_u64().map(|p| p as u32)
     }
 
+    /// Locker processes started for this sandbox.
+    pub fn lockers(&self) -> Vec<u32> {
+        lockers_for(&[&self.config])
+    }
+
     /// Syslog lines received so far, joined.
     pub fn log(&mut self) -> String {
         self.syslog.drain().join("\n")
     }
+}
+
+/// Locker processes started with any of these config files (their argv names the config).
+pub fn lockers_for(configs: &[&Path]) -> Vec<u32> {
+    fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            cmdline.contains("mysql-snapshot-locker")
+                && configs
+                    .iter()
+                    .any(|c| cmdline.contains(&*c.to_string_lossy()))
+                && alive(*pid)
+        })
+        .collect()
+}
+
+/// Asserts that no locker of `sandbox` is left and that writes go through (within `limit`).
+pub fn assert_nothing_left(server: &Server, sandbox: &Sandbox, limit: Duration) {
+    assert!(
+        wait_until(limit, || sandbox.lockers().is_empty()),
+        "a locker is left behind: {:?}",
+        sandbox.lockers()
+    );
+    assert!(
+        wait_until(limit, || !server.writes_blocked()),
+        "writes are still blocked: a lock is left behind"
+    );
 }
 
 /// Writes `text` to `path` with mode 0600.

@@ -7,34 +7,11 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use harness::{alive, bin_dir, signal, text, wait_until, write_private, Sandbox, Server, TempDir};
+use harness::{
+    alive, assert_nothing_left, bin_dir, signal, text, wait_until, write_private, Sandbox, Server,
+    TempDir,
+};
 use mysql::prelude::Queryable;
-
-/// Locker processes started for this sandbox (their argv names its config file).
-fn lockers_of(sandbox: &Sandbox) -> Vec<u32> {
-    let config = sandbox.config.to_string_lossy().into_owned();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let cmdline = String::from_utf8_lossy(&cmdline);
-            cmdline.contains("mysql-snapshot-locker") && cmdline.contains(&config) && alive(*pid)
-        })
-        .collect()
-}
-
-fn assert_clean(server: &Server, sandbox: &Sandbox) {
-    assert!(
-        wait_until(Duration::from_secs(5), || lockers_of(sandbox).is_empty()),
-        "a locker is left behind: {:?}",
-        lockers_of(sandbox)
-    );
-    assert!(
-        wait_until(Duration::from_secs(5), || !server.writes_blocked()),
-        "writes are still blocked: a lock is left behind"
-    );
-}
 
 /// A write running in the background, timed.
 struct Writer {
@@ -120,7 +97,7 @@ fn freeze_holds_a_lock_that_blocks_writes_until_thaw_releases_it(mode: &str) {
         waited < Duration::from_secs(30),
         "the write never went through"
     );
-    assert_clean(&server, &sandbox);
+    assert_nothing_left(&server, &sandbox, Duration::from_secs(5));
     let log = sandbox.log();
     assert!(log.contains("event=locked"), "syslog: {log}");
     assert!(log.contains("event=thawed"), "syslog: {log}");
@@ -222,7 +199,7 @@ fn freeze_never_exits_0_unlocked_behind_a_long_write_and_caps_each_stall(mode: &
             .unwrap();
     }
     long.handle.join().unwrap();
-    assert_clean(&server, &sandbox);
+    assert_nothing_left(&server, &sandbox, Duration::from_secs(5));
 }
 
 #[test]
@@ -247,7 +224,7 @@ fn freeze_retries_after_a_capped_attempt_and_succeeds_once_the_write_ends() {
     assert!(sandbox.log().contains("event=timed-out"));
     let out = sandbox.thaw("thaw");
     assert!(out.status.success(), "{}", text(&out));
-    assert_clean(&server, &sandbox);
+    assert_nothing_left(&server, &sandbox, Duration::from_secs(5));
 }
 
 #[test]
@@ -269,7 +246,7 @@ fn thaw_reports_a_lock_released_early_by_max_lock_time() {
     // Reported once: a second thaw has nothing left to do.
     let again = sandbox.thaw("thaw");
     assert!(again.status.success(), "{}", text(&again));
-    assert_clean(&server, &sandbox);
+    assert_nothing_left(&server, &sandbox, Duration::from_secs(5));
 }
 
 #[test]
@@ -291,7 +268,7 @@ fn thaw_reports_a_locker_killed_while_holding() {
         "{}",
         text(&out)
     );
-    assert_clean(&server, &sandbox);
+    assert_nothing_left(&server, &sandbox, Duration::from_secs(5));
 }
 
 #[test]
@@ -315,7 +292,7 @@ fn freeze_fail_releases_the_lock_and_exits_0() {
     assert!(server.writes_blocked());
     let out = sandbox.thaw("freezeFail");
     assert!(out.status.success(), "{}", text(&out));
-    assert_clean(&server, &sandbox);
+    assert_nothing_left(&server, &sandbox, Duration::from_secs(5));
 }
 
 #[test]
@@ -331,14 +308,14 @@ fn a_second_freeze_while_locked_is_refused_and_starts_no_second_locker() {
         "{}",
         text(&out)
     );
-    assert_eq!(lockers_of(&sandbox), vec![first]);
+    assert_eq!(sandbox.lockers(), vec![first]);
     assert_eq!(sandbox.locker_pid(), Some(first));
     assert!(
         server.writes_blocked(),
         "the refused freeze must leave the first lock alone"
     );
     assert!(sandbox.thaw("thaw").status.success());
-    assert_clean(&server, &sandbox);
+    assert_nothing_left(&server, &sandbox, Duration::from_secs(5));
 }
 
 #[test]
@@ -391,7 +368,7 @@ fn sigterm_to_freeze_during_a_lock_attempt_leaves_no_lock_and_no_locker(mode: &s
             .unwrap();
     }
     long.handle.join().unwrap();
-    assert_clean(&server, &sandbox);
+    assert_nothing_left(&server, &sandbox, Duration::from_secs(5));
     assert!(
         sandbox.thaw("thaw").status.code() == Some(1),
         "thaw must not call that snapshot consistent"
@@ -425,7 +402,7 @@ fn sigterm_to_freeze_waiting_for_a_quiet_moment_exits_nonzero_at_once() {
             .unwrap();
     }
     long.handle.join().unwrap();
-    assert_clean(&server, &sandbox);
+    assert_nothing_left(&server, &sandbox, Duration::from_secs(5));
 }
 
 #[test]
@@ -449,7 +426,7 @@ fn a_wrong_password_is_refused_with_a_clear_error_within_10_s() {
         !all.contains("Wr0ng-Pass-9"),
         "the password was printed: {all}"
     );
-    assert_clean(&server, &sandbox);
+    assert_nothing_left(&server, &sandbox, Duration::from_secs(5));
 }
 
 #[test]
@@ -470,7 +447,7 @@ fn a_missing_socket_is_refused_with_a_clear_error() {
         "{}",
         text(&out)
     );
-    assert!(lockers_of(&sandbox).is_empty());
+    assert!(sandbox.lockers().is_empty());
 }
 
 #[test]
@@ -573,7 +550,7 @@ fn a_garbage_state_file_is_set_aside_with_a_warning() {
     assert!(sandbox.log().contains("event=stale-state"));
     assert!(server.writes_blocked());
     assert!(sandbox.thaw("thaw").status.success());
-    assert_clean(&server, &sandbox);
+    assert_nothing_left(&server, &sandbox, Duration::from_secs(5));
 }
 
 #[test]
@@ -602,7 +579,7 @@ fn a_least_privilege_account_runs_the_cycle_and_its_password_is_never_shown() {
         !shown.contains("pw-9f8e7d"),
         "the password was shown: {shown}"
     );
-    assert_clean(&server, &sandbox);
+    assert_nothing_left(&server, &sandbox, Duration::from_secs(5));
 }
 
 #[test]
@@ -638,5 +615,5 @@ fn the_vmware_hook_installed_into_a_destdir_freezes_and_thaws() {
     assert!(server.writes_blocked());
     let out = run("thaw");
     assert!(out.status.success(), "{}", text(&out));
-    assert_clean(&server, &sandbox);
+    assert_nothing_left(&server, &sandbox, Duration::from_secs(5));
 }

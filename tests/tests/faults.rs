@@ -14,7 +14,10 @@ use std::time::{Duration, Instant};
 
 use common::process::Identity;
 use harness::loopfs::{machine_cannot_loop_mount, LoopMount};
-use harness::{alive, bin, signal, text, wait_until, write_private, Sandbox, Server, TempDir};
+use harness::{
+    alive, assert_nothing_left, bin, signal, text, wait_until, write_private, Sandbox, Server,
+    TempDir,
+};
 use mysql::prelude::Queryable;
 
 /// Declares `fn $name(mode)` as two tests, `$name::ftwrl` and `$name::backup_stage`.
@@ -31,33 +34,6 @@ macro_rules! in_both_lock_modes {
             }
         }
     };
-}
-
-/// Locker processes started for this sandbox (their argv names its config file).
-fn lockers_of(sandbox: &Sandbox) -> Vec<u32> {
-    let config = sandbox.config.to_string_lossy().into_owned();
-    fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let cmdline = String::from_utf8_lossy(&cmdline);
-            cmdline.contains("mysql-snapshot-locker") && cmdline.contains(&config) && alive(*pid)
-        })
-        .collect()
-}
-
-/// No locker of this sandbox is left and writes go through.
-fn assert_clean(server: &Server, sandbox: &Sandbox) {
-    assert!(
-        wait_until(Duration::from_secs(5), || lockers_of(sandbox).is_empty()),
-        "a locker is left behind: {:?}",
-        lockers_of(sandbox)
-    );
-    assert!(
-        wait_until(Duration::from_secs(5), || !server.writes_blocked()),
-        "writes are still blocked: a lock is left behind"
-    );
 }
 
 /// A statement running in the background; `finished` is when it returned.
@@ -264,7 +240,7 @@ fn thaw_reports_a_locker_killed_while_holding_ftwrl() {
         text(&out)
     );
     assert!(stderr_of(&out).contains("NOT application-consistent"));
-    assert_clean(&server, &sandbox);
+    assert_nothing_left(&server, &sandbox, Duration::from_secs(5));
 }
 
 in_both_lock_modes!(thaw_reports_a_stopped_locker_whose_lock_the_server_dropped);
@@ -302,7 +278,7 @@ fn thaw_reports_a_stopped_locker_whose_lock_the_server_dropped(mode: &str) {
         "thaw left the stopped locker alive"
     );
     drop(stopped);
-    assert_clean(&server, &sandbox);
+    assert_nothing_left(&server, &sandbox, Duration::from_secs(5));
 }
 
 in_both_lock_modes!(thaw_releases_a_stopped_locker_s_lock_that_is_still_held);
@@ -319,7 +295,7 @@ fn thaw_releases_a_stopped_locker_s_lock_that_is_still_held(mode: &str) {
     assert!(stderr_of(&out).contains("unresponsive"), "{}", text(&out));
     assert!(wait_until(Duration::from_secs(5), || !alive(pid)));
     drop(stopped);
-    assert_clean(&server, &sandbox);
+    assert_nothing_left(&server, &sandbox, Duration::from_secs(5));
 }
 
 /// core.rs covers the default mode (backup-stage on MariaDB); this is the FTWRL variant.
@@ -339,7 +315,7 @@ fn thaw_reports_a_lock_released_early_by_max_lock_time_ftwrl() {
     let stderr = stderr_of(&out);
     assert!(stderr.contains("max-lock-time"), "{stderr}");
     assert!(stderr.contains("NOT application-consistent"), "{stderr}");
-    assert_clean(&server, &sandbox);
+    assert_nothing_left(&server, &sandbox, Duration::from_secs(5));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -410,7 +386,7 @@ fn sigterm_to_freeze_after_the_locker_holds_leaves_no_lock(mode: &str) {
         Some(0),
         "freeze exited 0 after SIGTERM; the hypervisor treats the freeze as failed and will send no thaw, so the lock stays until max-lock-time. stderr: {stderr}"
     );
-    assert_clean(&server, &sandbox);
+    assert_nothing_left(&server, &sandbox, Duration::from_secs(5));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -428,7 +404,7 @@ fn thaw_reports_a_lock_lost_to_a_server_restart(mode: &str) {
     let stderr = stderr_of(&out);
     assert!(stderr.contains("NOT application-consistent"), "{stderr}");
     assert!(stderr.contains("gone"), "{stderr}");
-    assert_clean(&server, &sandbox);
+    assert_nothing_left(&server, &sandbox, Duration::from_secs(5));
 }
 
 in_both_lock_modes!(
@@ -480,7 +456,7 @@ fn after_a_server_restart_thaw_never_kills_a_connection_that_reused_the_locker_s
         text(&out)
     );
     drop(stopped);
-    assert_clean(&server, &sandbox);
+    assert_nothing_left(&server, &sandbox, Duration::from_secs(5));
 }
 
 /// Kills the server while freeze runs: during the lock attempt, or while it waits for a quiet
@@ -539,7 +515,7 @@ fn freeze_fails_when_the_server_dies(mode: &str, during_attempt: bool) {
     }
     let _ = long.join_within(Duration::from_secs(10));
     server.restart();
-    assert_clean(&server, &sandbox);
+    assert_nothing_left(&server, &sandbox, Duration::from_secs(5));
     let out = sandbox.thaw("thaw");
     assert_eq!(
         out.status.code(),
@@ -603,7 +579,7 @@ fn freeze_fails_cleanly_when_max_connections_is_reached() {
         "{}",
         text(&out)
     );
-    assert!(lockers_of(&sandbox).is_empty());
+    assert!(sandbox.lockers().is_empty());
 
     // One connection left: freeze gets it, its locker does not.
     held.pop();
@@ -612,14 +588,14 @@ fn freeze_fails_cleanly_when_max_connections_is_reached() {
     let stderr = stderr_of(&out);
     assert!(stderr.contains("max_connections"), "{stderr}");
     assert!(stderr.contains("locker"), "{stderr}");
-    assert!(lockers_of(&sandbox).is_empty());
+    assert!(sandbox.lockers().is_empty());
     drop(held);
     assert_eq!(lock_statements_run(&server), before, "a lock statement ran");
-    assert_clean(&server, &sandbox);
+    assert_nothing_left(&server, &sandbox, Duration::from_secs(5));
     // And the next freeze works.
     assert!(sandbox.freeze().status.success());
     assert!(sandbox.thaw("thaw").status.success());
-    assert_clean(&server, &sandbox);
+    assert_nothing_left(&server, &sandbox, Duration::from_secs(5));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -641,7 +617,7 @@ fn a_second_thaw_has_nothing_to_do_and_exits_0() {
     );
     let after_fail = sandbox.thaw("freezeFail");
     assert!(after_fail.status.success(), "{}", text(&after_fail));
-    assert_clean(&server, &sandbox);
+    assert_nothing_left(&server, &sandbox, Duration::from_secs(5));
 }
 
 in_both_lock_modes!(two_concurrent_thaws_release_once_and_both_exit_0);
@@ -666,7 +642,7 @@ fn two_concurrent_thaws_release_once_and_both_exit_0(mode: &str) {
     assert!(b.status.success(), "{}", text(&b));
     assert_eq!(sandbox.status(), "released");
     assert_eq!(sandbox.state().unwrap()["reason"], "thaw");
-    assert_clean(&server, &sandbox);
+    assert_nothing_left(&server, &sandbox, Duration::from_secs(5));
 }
 
 in_both_lock_modes!(two_racing_freezes_start_exactly_one_locker);
@@ -701,11 +677,11 @@ fn two_racing_freezes_start_exactly_one_locker(mode: &str) {
             "{}",
             text(losers[0])
         );
-        assert_eq!(lockers_of(&sandbox).len(), 1, "round {round}");
+        assert_eq!(sandbox.lockers().len(), 1, "round {round}");
         assert!(server.writes_blocked());
         let out = sandbox.thaw("thaw");
         assert!(out.status.success(), "round {round}: {}", text(&out));
-        assert_clean(&server, &sandbox);
+        assert_nothing_left(&server, &sandbox, Duration::from_secs(5));
     }
 }
 
@@ -805,7 +781,7 @@ fn thaw_never_signals_a_process_that_reused_a_recorded_pid() {
         assert!(sandbox.thaw("thaw").status.success());
         assert!(alive(pid));
     }
-    assert_clean(&server, &sandbox);
+    assert_nothing_left(&server, &sandbox, Duration::from_secs(5));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -823,7 +799,7 @@ fn freeze_creates_a_missing_run_dir_private() {
     assert_eq!(mode, 0o700, "run-dir created with mode {mode:04o}");
     assert!(run_dir.join("state.json").is_file());
     assert!(sandbox.thaw("thaw").status.success());
-    assert_clean(&server, &sandbox);
+    assert_nothing_left(&server, &sandbox, Duration::from_secs(5));
 }
 
 #[test]
@@ -843,7 +819,7 @@ fn a_run_dir_that_is_a_file_is_refused_before_any_lock() {
     let out = sandbox.thaw("thaw");
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert_eq!(lock_statements_run(&server), before, "a lock statement ran");
-    assert_clean(&server, &sandbox);
+    assert_nothing_left(&server, &sandbox, Duration::from_secs(5));
 }
 
 #[test]
@@ -859,7 +835,7 @@ fn a_read_only_run_dir_is_refused_before_any_lock() {
     assert!(stderr.contains("Read-only file system"), "{stderr}");
     assert!(stderr.contains(&*ro.path.to_string_lossy()), "{stderr}");
     assert_eq!(lock_statements_run(&server), before, "a lock statement ran");
-    assert_clean(&server, &sandbox);
+    assert_nothing_left(&server, &sandbox, Duration::from_secs(5));
 }
 
 #[test]
@@ -885,7 +861,7 @@ fn freeze_fails_before_locking_when_the_info_file_directory_is_missing_or_read_o
             "a lock was attempted although the info file could not be written"
         );
         assert!(!info.exists());
-        assert_clean(&server, &sandbox);
+        assert_nothing_left(&server, &sandbox, Duration::from_secs(5));
     }
 }
 
@@ -906,7 +882,7 @@ fn freeze_releases_the_lock_and_fails_when_the_info_file_cannot_be_written() {
     );
     assert!(stderr_of(&out).contains("No space left"), "{}", text(&out));
     assert!(!info.exists());
-    assert_clean(&server, &sandbox);
+    assert_nothing_left(&server, &sandbox, Duration::from_secs(5));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -935,7 +911,7 @@ fn cycle_succeeds_quickly(server: &Server, sandbox: &mut Sandbox) {
         "the release took {:?}",
         done.duration_since(asked)
     );
-    assert_clean(server, sandbox);
+    assert_nothing_left(server, sandbox, Duration::from_secs(5));
 }
 
 #[test]
@@ -1040,7 +1016,7 @@ fn the_release_happens_within_100_ms_when_the_log_file_is_on_a_frozen_filesystem
     );
     let code = exit_code_within(&mut thaw, Duration::from_secs(30));
     assert_eq!(code, Some(0), "thaw failed after the filesystem thawed");
-    assert_clean(&server, &sandbox);
+    assert_nothing_left(&server, &sandbox, Duration::from_secs(5));
     let text = fs::read_to_string(&log).unwrap();
     assert!(
         text.contains("event=released"),

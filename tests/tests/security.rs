@@ -13,38 +13,16 @@ use std::process::{Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use harness::{alive, bin, signal, text, wait_until, write_private, Sandbox, Server, TempDir};
+use harness::{
+    alive, assert_nothing_left, bin, signal, text, wait_until, write_private, Sandbox, Server,
+    TempDir,
+};
 use mysql::prelude::Queryable;
 
 const NOBODY: u32 = 65534;
 /// A password distinctive enough that any occurrence of part of it is a leak.
 const PASSWORD: &str = "Pw-7q2Zr9-Lx";
 const PASSWORD_CORE: &str = "7q2Zr9";
-
-fn lockers_of(sandbox: &Sandbox) -> Vec<u32> {
-    let config = sandbox.config.to_string_lossy().into_owned();
-    fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let cmdline = String::from_utf8_lossy(&cmdline);
-            cmdline.contains("mysql-snapshot-locker") && cmdline.contains(&config) && alive(*pid)
-        })
-        .collect()
-}
-
-fn assert_clean(server: &Server, sandbox: &Sandbox) {
-    assert!(
-        wait_until(Duration::from_secs(5), || lockers_of(sandbox).is_empty()),
-        "a locker is left behind: {:?}",
-        lockers_of(sandbox)
-    );
-    assert!(
-        wait_until(Duration::from_secs(5), || !server.writes_blocked()),
-        "writes are still blocked: a lock is left behind"
-    );
-}
 
 fn lock_statements_run(server: &Server) -> u64 {
     let rows: Vec<(String, u64)> = server
@@ -111,7 +89,7 @@ fn run_dir_and_state_file_are_private_even_under_umask_000() {
             path.display()
         );
     }
-    assert_clean(&server, &sandbox);
+    assert_nothing_left(&server, &sandbox, Duration::from_secs(5));
 }
 
 #[test]
@@ -138,7 +116,7 @@ fn a_symlink_planted_as_run_dir_is_refused_and_nothing_is_written_through_it() {
         "something was written through the symlink"
     );
     assert_eq!(lock_statements_run(&server), before, "a lock statement ran");
-    assert_clean(&server, &sandbox);
+    assert_nothing_left(&server, &sandbox, Duration::from_secs(5));
 }
 
 #[test]
@@ -179,7 +157,7 @@ fn a_symlink_planted_as_the_state_file_is_never_followed() {
     );
     assert_eq!(fs::read_to_string(&victim).unwrap(), "precious data\n");
     assert_eq!(mode_of(&victim), 0o644, "the victim's mode was changed");
-    assert_clean(&server, &sandbox);
+    assert_nothing_left(&server, &sandbox, Duration::from_secs(5));
 }
 
 #[test]
@@ -208,7 +186,7 @@ fn symlinks_planted_as_the_lock_or_temporary_state_file_are_refused() {
         fs::remove_file(&link).unwrap();
     }
     assert_eq!(lock_statements_run(&server), before, "a lock statement ran");
-    assert_clean(&server, &sandbox);
+    assert_nothing_left(&server, &sandbox, Duration::from_secs(5));
 }
 
 #[test]
@@ -248,7 +226,7 @@ fn a_foreign_owned_or_loose_run_dir_is_refused_with_a_clear_error() {
         0,
         "something was written into the refused run-dir"
     );
-    assert_clean(&server, &sandbox);
+    assert_nothing_left(&server, &sandbox, Duration::from_secs(5));
 }
 
 #[test]
@@ -282,7 +260,7 @@ fn a_state_file_owned_by_someone_else_is_never_trusted() {
         "{}",
         text(&out)
     );
-    assert_clean(&server, &sandbox);
+    assert_nothing_left(&server, &sandbox, Duration::from_secs(5));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -394,7 +372,7 @@ fn the_password_never_appears_in_argv_environment_state_info_or_logs() {
         !everything.contains(PASSWORD_CORE),
         "the password leaked: {everything}"
     );
-    assert_clean(&server, &sandbox);
+    assert_nothing_left(&server, &sandbox, Duration::from_secs(5));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -446,7 +424,7 @@ fn least_privilege_flow(mode: &str, kill_a_long_write: bool) {
     assert_eq!(status.status.code(), Some(0), "{}", text(&status));
     let out = sandbox.thaw("thaw");
     assert!(out.status.success(), "{}", text(&out));
-    assert_clean(&server, &sandbox);
+    assert_nothing_left(&server, &sandbox, Duration::from_secs(5));
 
     // freezeFail, and a wedged locker that thaw must kill by connection.
     assert!(sandbox.freeze().status.success());
@@ -460,7 +438,7 @@ fn least_privilege_flow(mode: &str, kill_a_long_write: bool) {
         signal(locker, "KILL");
     }
     assert!(out.status.success(), "{}", text(&out));
-    assert_clean(&server, &sandbox);
+    assert_nothing_left(&server, &sandbox, Duration::from_secs(5));
 }
 
 #[test]
@@ -525,7 +503,7 @@ fn each_missing_grant_is_named_with_the_grant_that_fixes_it() {
             before,
             "without {missing}: a lock statement ran"
         );
-        assert_clean(&server, &sandbox);
+        assert_nothing_left(&server, &sandbox, Duration::from_secs(5));
         let check = sandbox.command("freeze").arg("--check").output().unwrap();
         assert_ne!(
             check.status.code(),
@@ -543,7 +521,7 @@ fn each_missing_grant_is_named_with_the_grant_that_fixes_it() {
     let out = sandbox.freeze();
     assert!(out.status.success(), "{}", text(&out));
     assert!(sandbox.thaw("thaw").status.success());
-    assert_clean(&server, &sandbox);
+    assert_nothing_left(&server, &sandbox, Duration::from_secs(5));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -307,22 +307,6 @@ fn fingerprint(server: &Server) -> (String, u64, u64, u64) {
     )
 }
 
-fn lockers(configs: &[&Path]) -> Vec<u32> {
-    fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let cmdline = String::from_utf8_lossy(&cmdline);
-            cmdline.contains("mysql-snapshot-locker")
-                && configs
-                    .iter()
-                    .any(|c| cmdline.contains(&*c.to_string_lossy()))
-                && alive(*pid)
-        })
-        .collect()
-}
-
 /// Stops a locker for good (cleanup after a finding, so the soak can go on).
 fn kill_process(pid: u32) {
     if let Some(identity) = Identity::of(pid) {
@@ -430,7 +414,7 @@ fn soak(cycles: u64, seed: u64) -> Totals {
                     .unwrap();
                 let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
                 let winners = [&a, &b].iter().filter(|o| o.status.success()).count();
-                if winners > 1 || lockers(&configs).len() > 1 {
+                if winners > 1 || harness::lockers_for(&configs).len() > 1 {
                     totals.false_successes += 1;
                     note(format!(
                         "two freezes succeeded:\n{}\n{}",
@@ -483,13 +467,17 @@ fn soak(cycles: u64, seed: u64) -> Totals {
         } else {
             totals.refused += 1;
             // A refused freeze leaves nothing behind, before any thaw.
-            if !wait_until(Duration::from_secs(5), || lockers(&configs).is_empty()) {
+            if !wait_until(Duration::from_secs(5), || {
+                harness::lockers_for(&configs).is_empty()
+            }) {
                 totals.orphan_lockers += 1;
                 note(format!(
                     "freeze failed but left lockers {:?}",
-                    lockers(&configs)
+                    harness::lockers_for(&configs)
                 ));
-                lockers(&configs).into_iter().for_each(kill_process);
+                harness::lockers_for(&configs)
+                    .into_iter()
+                    .for_each(kill_process);
             }
             if !wait_until(Duration::from_secs(5), || !server.writes_blocked()) {
                 totals.leaked_locks += 1;
@@ -569,10 +557,17 @@ fn soak(cycles: u64, seed: u64) -> Totals {
                 text(&thaw)
             ));
         }
-        if !wait_until(Duration::from_secs(5), || lockers(&configs).is_empty()) {
+        if !wait_until(Duration::from_secs(5), || {
+            harness::lockers_for(&configs).is_empty()
+        }) {
             totals.orphan_lockers += 1;
-            note(format!("lockers left after thaw: {:?}", lockers(&configs)));
-            lockers(&configs).into_iter().for_each(kill_process);
+            note(format!(
+                "lockers left after thaw: {:?}",
+                harness::lockers_for(&configs)
+            ));
+            harness::lockers_for(&configs)
+                .into_iter()
+                .for_each(kill_process);
         }
         if !wait_until(Duration::from_secs(5), || !server.writes_blocked()) {
             totals.leaked_locks += 1;

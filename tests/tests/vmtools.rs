@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
-use harness::{alive, bin_dir, signal, text, wait_until, Sandbox, Server, TempDir};
+use harness::{assert_nothing_left, bin_dir, signal, text, wait_until, Sandbox, Server, TempDir};
 use mysql::prelude::Queryable;
 
 /// A DESTDIR install of the real hook, run the way vmtoolsd runs it.
@@ -74,33 +74,6 @@ fn time_out(child: &mut Child) -> (ExitStatus, bool) {
     (child.wait().unwrap(), true)
 }
 
-fn lockers_of(sandbox: &Sandbox) -> Vec<u32> {
-    let config = sandbox.config.to_string_lossy().into_owned();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            let cmdline = String::from_utf8_lossy(
-                &std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default(),
-            )
-            .into_owned();
-            cmdline.contains("mysql-snapshot-locker") && cmdline.contains(&config) && alive(*pid)
-        })
-        .collect()
-}
-
-fn assert_nothing_left(server: &Server, sandbox: &Sandbox) {
-    assert!(
-        wait_until(Duration::from_secs(10), || lockers_of(sandbox).is_empty()),
-        "a locker is left: {:?}",
-        lockers_of(sandbox)
-    );
-    assert!(
-        wait_until(Duration::from_secs(10), || !server.writes_blocked()),
-        "a lock is left"
-    );
-}
-
 fn kill_statements(server: &Server, needle: &str) {
     for id in server.statements_like(needle) {
         let _ = server.conn().query_drop(format!("KILL QUERY {id}"));
@@ -115,7 +88,7 @@ fn vmtoolsd_freeze_then_thaw_holds_the_lock_across_the_snapshot() {
     assert!(vmtools.run(&sandbox, "freeze").success());
     assert!(server.writes_blocked(), "frozen, but writes go through");
     assert!(vmtools.run(&sandbox, "thaw").success());
-    assert_nothing_left(&server, &sandbox);
+    assert_nothing_left(&server, &sandbox, Duration::from_secs(10));
 }
 
 #[test]
@@ -133,7 +106,7 @@ fn vmtoolsd_freeze_fail_after_a_later_script_failed_releases_the_lock() {
     assert!(!later.success());
     let status = vmtools.run(&sandbox, "freezeFail");
     assert!(status.success(), "freezeFail must exit 0 after releasing");
-    assert_nothing_left(&server, &sandbox);
+    assert_nothing_left(&server, &sandbox, Duration::from_secs(10));
 }
 
 #[test]
@@ -155,7 +128,7 @@ fn vmtoolsd_timeout_while_freeze_waits_for_a_quiet_moment_leaves_nothing_behind(
     assert!(!status.success());
     kill_statements(&server, "SLEEP(20)");
     long.join().unwrap();
-    assert_nothing_left(&server, &sandbox);
+    assert_nothing_left(&server, &sandbox, Duration::from_secs(10));
 }
 
 #[test]
@@ -178,7 +151,7 @@ fn vmtoolsd_timeout_during_a_lock_attempt_leaves_nothing_behind() {
     let (status, killed) = time_out(&mut hook);
     assert!(!killed, "freeze did not stop within 5 s of SIGTERM");
     assert!(!status.success());
-    assert_nothing_left(&server, &sandbox);
+    assert_nothing_left(&server, &sandbox, Duration::from_secs(10));
     kill_statements(&server, "SLEEP(20)");
     long.join().unwrap();
 }
@@ -206,7 +179,7 @@ fn a_freeze_killed_outright_mid_attempt_leaves_no_lock_once_the_locker_gets_it()
     // Let the locker get its lock: it must notice that freeze never reported success.
     kill_statements(&server, "SLEEP(20)");
     long.join().unwrap();
-    assert_nothing_left(&server, &sandbox);
+    assert_nothing_left(&server, &sandbox, Duration::from_secs(10));
     let state = sandbox.state().unwrap();
     assert!(
         state["reason"]
