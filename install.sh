@@ -409,7 +409,7 @@ write_config_template() {
 # ignore-commands = Sleep,Daemon,Binlog Dump,Binlog Dump GTID,Connect,Delayed insert
 # lock-mode = auto             # auto, ftwrl or backup-stage
 # lock-wait-timeout = 2        # seconds; server-side cap on one lock attempt
-# pre-flush = off              # FLUSH NO_WRITE_TO_BINLOG TABLES before FLUSH TABLES WITH READ LOCK
+# pre-flush = on               # FLUSH NO_WRITE_TO_BINLOG TABLES before FLUSH TABLES WITH READ LOCK
 # kill-long-queries = off      # off, select or all: statements a lock attempt may KILL QUERY
 # kill-long-queries-timeout = 1  # seconds an attempt waits before killing; below lock-wait-timeout
 # max-lock-time = 60           # seconds; the locker releases by itself after holding this long

@@ -125,7 +125,7 @@ impl Config {
             syslog_facility: syslog::Facility::LOG_DAEMON,
             syslog_socket: PathBuf::from("/dev/log"),
             lock_mode: LockMode::Auto,
-            pre_flush: false,
+            pre_flush: true,
             kill_long_queries: KillLongQueries::Off,
             kill_long_queries_timeout: 1,
         }

@@ -6,7 +6,7 @@
 //! signal, bad input, an unwritable info file) stops the locker and leaves no lock behind.
 //! A timed-out attempt goes back to waiting for a quiet moment; nothing waits without a deadline.
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
@@ -31,6 +31,8 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 /// How often the quiet-moment check runs while something long is running.
 const QUIET_POLL: Duration = Duration::from_millis(100);
+/// How often freeze looks at the locker process while it waits for its word.
+const LOCKER_POLL: Duration = Duration::from_millis(100);
 
 #[derive(FromArgs)]
 /// Takes a verified database lock before a VM snapshot (phase argument: `freeze` or none).
@@ -201,9 +203,13 @@ impl Freeze {
     fn lock_and_verify(&mut self) -> Result<()> {
         // Fail on an unwritable info-file directory before any lock exists.
         let pending = PendingInfoFile::create(&self.config.info_file)?;
+        let locker_exe = locker_path()?;
+        // The locker starts and connects while freeze connects and looks for a quiet moment; it
+        // takes the lock only on freeze's `go`.
+        let mut attempt = 1u32;
+        self.start_locker(attempt, &locker_exe)?;
         let mut session = server::connect(&self.config.client, Duration::from_secs(10))?;
         let mode = self.config.lock_mode.resolve(&session.info)?;
-        let locker_exe = locker_path()?;
         let needed = grants::needed(&session.info, &self.config);
         let grants = grants::check(&mut session.conn, &needed)?;
         if let Some(err) = grants.error() {
@@ -218,17 +224,9 @@ impl Freeze {
             mode,
             flavor: session.info.flavor,
         };
-        let mut attempt = 0u32;
         let state = loop {
             self.wait_for_quiet_moment(&quiet, &mut session)?;
-            attempt += 1;
-            self.update(|s| {
-                s.attempt = attempt;
-                s.status = Status::Starting;
-                s.locker = None;
-                s.reason = None;
-            })?;
-            match self.attempt(attempt, &locker_exe, &quiet, &mut session)? {
+            match self.attempt(attempt, &quiet, &mut session)? {
                 AttemptEnd::Acquired(state) => break state,
                 AttemptEnd::TimedOut(reason) => {
                     let blocker =
@@ -239,12 +237,13 @@ impl Freeze {
                         "event=timed-out attempt={attempt} {reason}; longest running statement: {}; waiting for a quiet moment again",
                         blocker.map_or("none".to_string(), |b| b.to_string())
                     );
+                    attempt += 1;
+                    self.start_locker(attempt, &locker_exe)?;
                     // Give the writers that queued behind the attempt as long as it stalled them.
                     self.pause(Duration::from_secs(self.config.lock_wait_timeout))?;
                 }
             }
         };
-        self.verify(&state, &mut session)?;
         let coordinates: Coordinates = state
             .coordinates
             .clone()
@@ -264,7 +263,10 @@ impl Freeze {
                 server_uuid: coordinates.server_uuid.clone(),
             },
             lock: LockSection {
-                mode: mode.name().into(),
+                mode: state
+                    .lock_mode
+                    .clone()
+                    .unwrap_or_else(|| mode.name().into()),
                 acquired_at: time::rfc3339(acquired_at_ms),
                 waited_ms,
                 locker_pid: state.locker.as_ref().map_or(0, |l| l.pid),
@@ -373,17 +375,15 @@ impl Freeze {
     }
 
     /// Starts one locker and waits until it holds the lock or its attempt ends.
-    fn attempt(
-        &mut self,
-        attempt: u32,
-        locker_exe: &PathBuf,
-        quiet: &QuietWindow<'_>,
-        session: &mut Session,
-    ) -> Result<AttemptEnd> {
-        let mode = quiet.mode;
-        let started = Instant::now();
-        let mut kill_at = (self.config.kill_long_queries != KillLongQueries::Off)
-            .then(|| started + Duration::from_secs(self.config.kill_long_queries_timeout));
+    /// Starts the locker of attempt `attempt`: it connects and sets up its session, then waits
+    /// for `go` on its commit pipe.
+    fn start_locker(&mut self, attempt: u32, locker_exe: &Path) -> Result<()> {
+        self.update(|s| {
+            s.attempt = attempt;
+            s.status = Status::Starting;
+            s.locker = None;
+            s.reason = None;
+        })?;
         let (reader, writer) =
             std::io::pipe().map_err(|e| Error::io("create a pipe for", "the locker", e))?;
         let (commit_reader, commit_writer) =
@@ -393,7 +393,7 @@ impl Freeze {
             .arg("--config")
             .arg(&self.config.path)
             .arg("--lock-mode")
-            .arg(mode.name())
+            .arg(self.config.lock_mode.name())
             .current_dir("/");
         use std::os::fd::AsRawFd;
         let fds = [writer.as_raw_fd(), commit_reader.as_raw_fd()];
@@ -417,10 +417,42 @@ impl Freeze {
             }
             let _ = tx.send(Event::LockerClosed(attempt));
         });
+        Ok(())
+    }
+
+    /// Tells the started locker to take the lock now, and waits until it holds it or its attempt
+    /// ends.
+    fn attempt(
+        &mut self,
+        attempt: u32,
+        quiet: &QuietWindow<'_>,
+        session: &mut Session,
+    ) -> Result<AttemptEnd> {
+        let started = Instant::now();
+        let mut kill_at = (self.config.kill_long_queries != KillLongQueries::Off)
+            .then(|| started + Duration::from_secs(self.config.kill_long_queries_timeout));
+        let go = self.commit.as_mut().map(|pipe| {
+            use std::io::Write;
+            pipe.write_all(b"go\n")
+        });
+        if !matches!(go, Some(Ok(()))) {
+            // The locker is gone already (it could not connect, say): its record says why.
+            return Err(self.locker_failed());
+        }
         loop {
             let wake = kill_at.map_or(self.deadline, |at| at.min(self.deadline));
-            let left = wake.saturating_duration_since(Instant::now());
+            let left = wake
+                .saturating_duration_since(Instant::now())
+                .min(LOCKER_POLL);
             match self.events.recv_timeout(left) {
+                // A locker that ended without a word we saw (its end was read while freeze was
+                // busy elsewhere) is judged by its record.
+                Err(RecvTimeoutError::Timeout)
+                    if left == LOCKER_POLL && self.locker_exited_within(Duration::ZERO) =>
+                {
+                    return self.attempt_outcome();
+                }
+                Err(RecvTimeoutError::Timeout) if Instant::now() < wake => {}
                 Err(RecvTimeoutError::Timeout)
                     if kill_at.is_some() && Instant::now() < self.deadline =>
                 {
@@ -434,38 +466,9 @@ impl Freeze {
                 }
                 Ok(Event::Signal(signal)) => return Err(interrupted(signal)),
                 Ok(Event::Locker(n, _)) | Ok(Event::LockerClosed(n)) if n != attempt => {}
-                Ok(Event::Locker(_, line)) if line == "waiting" => {}
+                Ok(Event::Locker(_, line)) if line == "waiting" || line == "ready" => {}
                 Ok(Event::Locker(..)) | Ok(Event::LockerClosed(_)) => {
-                    let found = self.state.lock()?.read();
-                    let Found::State(state) = found else {
-                        return Err(Error::State {
-                            path: self.state.path(),
-                            message: "the state file vanished while the locker ran".into(),
-                        });
-                    };
-                    match state.status {
-                        Status::Acquired => return Ok(AttemptEnd::Acquired(state)),
-                        Status::Waiting | Status::Starting => {
-                            // The locker closed its pipe without a result: it died.
-                            self.reap_locker();
-                            return Err(Error::NotLocked {
-                                message: "the locker exited without taking the lock (see syslog for its error)".into(),
-                            });
-                        }
-                        Status::TimedOut => {
-                            self.reap_locker();
-                            return Ok(AttemptEnd::TimedOut(state.reason.unwrap_or_default()));
-                        }
-                        _ => {
-                            self.reap_locker();
-                            return Err(Error::NotLocked {
-                                message: format!(
-                                    "the locker could not take the lock: {}",
-                                    state.reason.unwrap_or_else(|| "no reason recorded".into())
-                                ),
-                            });
-                        }
-                    }
+                    return self.attempt_outcome()
                 }
                 Err(RecvTimeoutError::Timeout) => return Err(self.timeout_error(None)),
                 Err(RecvTimeoutError::Disconnected) => {
@@ -474,6 +477,41 @@ impl Freeze {
                     })
                 }
             }
+        }
+    }
+
+    /// What the locker's record says about the attempt that just ended (or holds).
+    fn attempt_outcome(&mut self) -> Result<AttemptEnd> {
+        let Found::State(state) = self.state.lock()?.read() else {
+            return Err(Error::State {
+                path: self.state.path(),
+                message: "the state file vanished while the locker ran".into(),
+            });
+        };
+        match state.status {
+            Status::Acquired => Ok(AttemptEnd::Acquired(state)),
+            Status::TimedOut => {
+                self.reap_locker();
+                Ok(AttemptEnd::TimedOut(state.reason.unwrap_or_default()))
+            }
+            _ => Err(self.locker_failed()),
+        }
+    }
+
+    /// The error for a locker that ended without the lock, from its record; reaps it.
+    fn locker_failed(&mut self) -> Error {
+        self.reap_locker();
+        let reason = match self.state.lock().map(|g| g.read()) {
+            Ok(Found::State(state)) if state.status == Status::Failed => state.reason,
+            _ => None,
+        };
+        Error::NotLocked {
+            message: match reason {
+                Some(reason) => format!("the locker could not take the lock: {reason}"),
+                None => {
+                    "the locker exited without taking the lock (see syslog for its error)".into()
+                }
+            },
         }
     }
 

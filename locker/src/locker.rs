@@ -1,9 +1,10 @@
 //! The locker: the one process that holds the database lock across a snapshot.
 //!
-//! freeze starts it in its own session with stdio on /dev/null and a pipe on descriptor 3; it
-//! connects, takes the lock with a server-side cap, reads the coordinates, records `acquired` in
-//! the state file and tells freeze through the pipe. It then holds until SIGTERM (thaw) or
-//! `max-lock-time`. On the way out it **releases first**, then records, then logs: the filesystem
+//! freeze starts it in its own session with stdio on /dev/null, a pipe to freeze on descriptor 3
+//! and a pipe from freeze on descriptor 4. It connects and sets up its session while freeze waits
+//! for a quiet moment, then on freeze's `go` takes the lock with a server-side cap, reads the
+//! coordinates, records `acquired` in the state file and tells freeze. It then holds until SIGTERM
+//! (thaw), `max-lock-time`, or the end of freeze's pipe without `committed` (freeze failed). On the way out it **releases first**, then records, then logs: the filesystem
 //! may still be frozen, and nothing may delay the release. While holding it writes nothing but the
 //! state file on tmpfs. SIGHUP is ignored.
 //!
@@ -27,6 +28,7 @@ fn describe(stop: &Stop) -> String {
     match stop {
         Stop::Signal(signal) => format!("stopped by signal {signal}"),
         Stop::FreezeGone => "freeze ended without reporting success".to_string(),
+        Stop::Go | Stop::Committed => "freeze's word".to_string(),
     }
 }
 
@@ -99,15 +101,19 @@ pub(crate) fn main() -> ExitCode {
     }
 }
 
-/// Why the locker should let go.
+/// What reaches the locker from outside: signals, and freeze's words on the commit pipe.
 enum Stop {
     Signal(i32),
+    /// freeze says: now is a quiet moment, take the lock.
+    Go,
+    /// freeze reports success: from now on only thaw or max-lock-time ends the lock.
+    Committed,
     /// freeze closed its end of the commit pipe without confirming success: it failed or died.
     FreezeGone,
 }
 
-/// SIGTERM and SIGINT arrive on the returned channel (SIGHUP is swallowed), and so does the end of
-/// freeze's commit pipe (descriptor 4) if it closes without the word "committed".
+/// SIGTERM and SIGINT arrive on the returned channel (SIGHUP is swallowed), and so do freeze's
+/// words on the commit pipe (descriptor 4): `go`, `committed`, or its end without `committed`.
 fn listen_for_signals(commit: Option<std::fs::File>) -> std::io::Result<Receiver<Stop>> {
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
     let (tx, rx) = mpsc::channel();
@@ -122,13 +128,20 @@ fn listen_for_signals(commit: Option<std::fs::File>) -> std::io::Result<Receiver
     if let Some(commit) = commit {
         std::thread::spawn(move || {
             use std::io::BufRead;
-            let mut lines = std::io::BufReader::new(commit).lines();
-            match lines.next() {
-                Some(Ok(line)) if line == "committed" => {}
-                _ => {
-                    let _ = tx.send(Stop::FreezeGone);
+            for line in std::io::BufReader::new(commit).lines() {
+                let message = match line.as_deref() {
+                    Ok("go") => Stop::Go,
+                    Ok("committed") => {
+                        let _ = tx.send(Stop::Committed);
+                        return;
+                    }
+                    _ => break,
+                };
+                if tx.send(message).is_err() {
+                    return;
                 }
             }
+            let _ = tx.send(Stop::FreezeGone);
         });
     }
     Ok(rx)
@@ -162,6 +175,16 @@ impl Locker {
             .conn
             .query_drop(&setup)
             .map_err(|e| Error::server(&setup, &e))?;
+        // Connected and ready: freeze decides when (it waits for a quiet moment meanwhile).
+        self.notify("ready");
+        loop {
+            match self.signals.recv() {
+                Ok(Stop::Go) => break,
+                Ok(Stop::Committed) => {}
+                // Stopped before anything was locked: nothing to record, nothing to release.
+                Ok(_) | Err(_) => return Ok(1),
+            }
+        }
         let me = Identity::current();
         let connection_id = session.info.connection_id;
         let user = self.config.client.user.clone();
@@ -173,7 +196,7 @@ impl Locker {
             s.lock_mode = Some(mode.name().into());
         })?;
         self.notify("waiting");
-        if let Ok(stop) = self.signals.try_recv() {
+        if let Ok(stop @ (Stop::Signal(_) | Stop::FreezeGone)) = self.signals.try_recv() {
             self.record_end(
                 Status::Failed,
                 &format!("{} before locking", describe(&stop)),
@@ -229,6 +252,7 @@ impl Locker {
         let cause = loop {
             let left = max.saturating_sub(acquired.elapsed());
             match self.signals.recv_timeout(left) {
+                Ok(Stop::Go | Stop::Committed) => {}
                 Ok(stop) => break Some(stop),
                 Err(RecvTimeoutError::Timeout) => break None,
                 Err(RecvTimeoutError::Disconnected) => std::thread::sleep(left),

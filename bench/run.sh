@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The benchmark of issue 5 in one command (see BENCHMARKS.md): installs what it needs when run as
+# root on Debian (mariadb-server for the private servers, strace for the profile, time for peak
+# RSS), builds the release binaries, and runs every figure. Extra arguments go to the runner, e.g.
+# `--runs 30` or `--only latency,release`. It starts private servers only (MySQL 9.7 from the test
+# harness's cached chroot, built on first use); the machine's own server is never used.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+[ -x /usr/sbin/mariadbd ] || missing+=(mariadb-server mariadb-client)
+[ -x /usr/bin/strace ] || missing+=(strace)
+[ -x /usr/bin/time ] || missing+=(time)
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "bench/run.sh: missing packages: ${missing[*]} (run as root, or install them)" >&2
+        exit 1
+    fi
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+echo "load before the build: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+cargo build --release --workspace --locked
+exec cargo run --release --locked -p mysql-snapshot-bench -- "$@"
