@@ -24,7 +24,7 @@ const MAX_STATE_BYTES: u64 = 256 * 1024;
 pub enum Status {
     /// freeze is waiting for a quiet moment or has just started a locker.
     Starting,
-    /// The locker is connected and its lock statement is running.
+    /// The locker is connected and waits for freeze's word, or its lock statement is running.
     Waiting,
     /// The lock is held.
     Acquired,

@@ -175,16 +175,8 @@ impl Locker {
             .conn
             .query_drop(&setup)
             .map_err(|e| Error::server(&setup, &e))?;
-        // Connected and ready: freeze decides when (it waits for a quiet moment meanwhile).
-        self.notify("ready");
-        loop {
-            match self.signals.recv() {
-                Ok(Stop::Go) => break,
-                Ok(Stop::Committed) => {}
-                // Stopped before anything was locked: nothing to record, nothing to release.
-                Ok(_) | Err(_) => return Ok(1),
-            }
-        }
+        // Connected and ready: record who we are, then let freeze decide when (it waits for a
+        // quiet moment meanwhile). Everything here is off the path from `go` to the lock.
         let me = Identity::current();
         let connection_id = session.info.connection_id;
         let user = self.config.client.user.clone();
@@ -195,7 +187,21 @@ impl Locker {
             s.user = Some(user.clone());
             s.lock_mode = Some(mode.name().into());
         })?;
-        self.notify("waiting");
+        self.notify("ready");
+        loop {
+            match self.signals.recv() {
+                Ok(Stop::Go) => break,
+                Ok(Stop::Committed) => {}
+                Ok(stop) => {
+                    self.record_end(
+                        Status::Failed,
+                        &format!("{} before locking", describe(&stop)),
+                    );
+                    return Ok(1);
+                }
+                Err(_) => return Ok(1),
+            }
+        }
         if let Ok(stop @ (Stop::Signal(_) | Stop::FreezeGone)) = self.signals.try_recv() {
             self.record_end(
                 Status::Failed,
