@@ -152,8 +152,16 @@ impl Freeze {
     }
 
     fn run(&mut self) -> Result<()> {
-        self.claim()?;
-        let result = self.lock_and_verify();
+        // The locker starts and connects while freeze claims the run, connects and looks for a
+        // quiet moment; it touches nothing and takes the lock only on freeze's `go`.
+        let locker_exe = locker_path()?;
+        self.spawn_locker(1, &locker_exe)?;
+        if let Err(err) = self.claim() {
+            // The state belongs to someone else (or to nobody): only our idle locker goes.
+            self.discard_locker();
+            return Err(err);
+        }
+        let result = self.lock_and_verify(&locker_exe);
         if let Err(err) = &result {
             self.abandon(err);
         }
@@ -197,17 +205,15 @@ impl Freeze {
             }
             _ => {}
         }
-        guard.write(&State::starting(me))
+        let mut state = State::starting(me);
+        state.attempt = 1;
+        guard.write(&state)
     }
 
-    fn lock_and_verify(&mut self) -> Result<()> {
+    fn lock_and_verify(&mut self, locker_exe: &Path) -> Result<()> {
         // Fail on an unwritable info-file directory before any lock exists.
         let pending = PendingInfoFile::create(&self.config.info_file)?;
-        let locker_exe = locker_path()?;
-        // The locker starts and connects while freeze connects and looks for a quiet moment; it
-        // takes the lock only on freeze's `go`.
         let mut attempt = 1u32;
-        self.start_locker(attempt, &locker_exe)?;
         let mut session = server::connect(&self.config.client, Duration::from_secs(10))?;
         let mode = self.config.lock_mode.resolve(&session.info)?;
         let needed = grants::needed(&session.info, &self.config);
@@ -238,7 +244,13 @@ impl Freeze {
                         blocker.map_or("none".to_string(), |b| b.to_string())
                     );
                     attempt += 1;
-                    self.start_locker(attempt, &locker_exe)?;
+                    self.update(|s| {
+                        s.attempt = attempt;
+                        s.status = Status::Starting;
+                        s.locker = None;
+                        s.reason = None;
+                    })?;
+                    self.spawn_locker(attempt, locker_exe)?;
                     // Give the writers that queued behind the attempt as long as it stalled them.
                     self.pause(Duration::from_secs(self.config.lock_wait_timeout))?;
                 }
@@ -376,25 +388,21 @@ impl Freeze {
 
     /// Starts one locker and waits until it holds the lock or its attempt ends.
     /// Starts the locker of attempt `attempt`: it connects and sets up its session, then waits
-    /// for `go` on its commit pipe.
-    fn start_locker(&mut self, attempt: u32, locker_exe: &Path) -> Result<()> {
-        self.update(|s| {
-            s.attempt = attempt;
-            s.status = Status::Starting;
-            s.locker = None;
-            s.reason = None;
-        })?;
+    /// for `go` on its commit pipe, touching nothing before it.
+    fn spawn_locker(&mut self, attempt: u32, locker_exe: &Path) -> Result<()> {
         let (reader, writer) =
             std::io::pipe().map_err(|e| Error::io("create a pipe for", "the locker", e))?;
         let (commit_reader, commit_writer) =
             std::io::pipe().map_err(|e| Error::io("create a pipe for", "the locker", e))?;
         let mut command = Command::new(locker_exe);
         command
-            .arg("--config")
-            .arg(&self.config.path)
             .arg("--lock-mode")
             .arg(self.config.lock_mode.name())
             .current_dir("/");
+        // An absent default config means built-in defaults, for the locker as for freeze.
+        if self.config.path.exists() {
+            command.arg("--config").arg(&self.config.path);
+        }
         use std::os::fd::AsRawFd;
         let fds = [writer.as_raw_fd(), commit_reader.as_raw_fd()];
         let child = process::spawn_detached(&mut command, &fds)
@@ -590,6 +598,16 @@ impl Freeze {
             }
             self.locker = None;
         }
+    }
+
+    /// Ends a locker that has not been told `go`: it holds nothing and records nothing.
+    fn discard_locker(&mut self) {
+        self.commit = None;
+        if let Some(child) = self.locker.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.locker = None;
     }
 
     /// On any failure: stop the locker (if one runs) so that no lock remains, and record why.

@@ -40,7 +40,7 @@ const WAIT_TIMEOUT_MARGIN: u64 = 10;
 #[derive(FromArgs)]
 /// Holds the database lock for one snapshot (started by mysql-snapshot-freeze; not for direct use).
 struct Args {
-    /// the config file freeze resolved (required)
+    /// the config file freeze resolved (absent: the built-in defaults, as for freeze)
     #[argh(option)]
     config: Option<PathBuf>,
     /// the lock mode freeze resolved for this server (required)
@@ -59,11 +59,11 @@ pub(crate) fn main() -> ExitCode {
     if args.version {
         return cli::print_version("locker");
     }
-    let (Some(config_path), Some(lock_mode)) = (args.config, args.lock_mode) else {
-        eprintln!("mysql-snapshot-locker: --config and --lock-mode are required; the locker is started by mysql-snapshot-freeze, not by hand");
+    let Some(lock_mode) = args.lock_mode else {
+        eprintln!("mysql-snapshot-locker: --lock-mode is required; the locker is started by mysql-snapshot-freeze, not by hand");
         return ExitCode::from(common::error::EXIT_USAGE);
     };
-    let config = match cli::start("locker", Some(&config_path), false) {
+    let config = match cli::start("locker", args.config.as_deref(), false) {
         Ok(config) => config,
         Err(code) => return code,
     };
@@ -175,9 +175,17 @@ impl Locker {
             .conn
             .query_drop(&setup)
             .map_err(|e| Error::server(&setup, &e))?;
-        // Connected and ready: record who we are, then let freeze decide when (it waits for a
-        // quiet moment meanwhile). Everything here is off the path from `go` to the lock.
+        // Connected and ready: freeze decides when (it claims the run and waits for a quiet
+        // moment meanwhile). Until `go` the state file may not be ours yet: touch nothing.
         let me = Identity::current();
+        self.notify("ready");
+        loop {
+            match self.signals.recv() {
+                Ok(Stop::Go) => break,
+                Ok(Stop::Committed) => {}
+                Ok(_) | Err(_) => return Ok(1),
+            }
+        }
         let connection_id = session.info.connection_id;
         let user = self.config.client.user.clone();
         self.update(|s| {
@@ -187,21 +195,6 @@ impl Locker {
             s.user = Some(user.clone());
             s.lock_mode = Some(mode.name().into());
         })?;
-        self.notify("ready");
-        loop {
-            match self.signals.recv() {
-                Ok(Stop::Go) => break,
-                Ok(Stop::Committed) => {}
-                Ok(stop) => {
-                    self.record_end(
-                        Status::Failed,
-                        &format!("{} before locking", describe(&stop)),
-                    );
-                    return Ok(1);
-                }
-                Err(_) => return Ok(1),
-            }
-        }
         if let Ok(stop @ (Stop::Signal(_) | Stop::FreezeGone)) = self.signals.try_recv() {
             self.record_end(
                 Status::Failed,

@@ -7,13 +7,18 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::process::Identity;
-use harness::loopfs::{machine_cannot_loop_mount, LoopMount};
+use harness::faults::{
+    exit_code_within, fill, fill_connections, fsfreeze, lock_statement, lock_statements_run,
+    loop_mount, server_pid, stderr_of, wait_for_statement, Bystander, StoppedProcess, Tmpfs,
+    Writer,
+};
+use harness::loopfs::machine_cannot_loop_mount;
 use harness::{
     alive, assert_nothing_left, bin, signal, text, wait_until, write_private, Sandbox, Server,
     TempDir,
@@ -34,185 +39,6 @@ macro_rules! in_both_lock_modes {
             }
         }
     };
-}
-
-/// A statement running in the background; `finished` is when it returned.
-struct Writer {
-    handle: thread::JoinHandle<(Result<(), String>, Instant)>,
-}
-
-impl Writer {
-    fn start(server: &Server, statement: &str) -> Writer {
-        let mut conn = server.conn();
-        let statement = statement.to_string();
-        Writer {
-            handle: thread::spawn(move || {
-                let result = conn.query_drop(&statement).map_err(|e| e.to_string());
-                (result, Instant::now())
-            }),
-        }
-    }
-
-    /// Waits (bounded) for the statement to return.
-    fn join_within(self, limit: Duration) -> (Result<(), String>, Instant) {
-        assert!(
-            wait_until(limit, || self.handle.is_finished()),
-            "the background statement did not return within {limit:?}"
-        );
-        self.handle.join().unwrap()
-    }
-}
-
-fn wait_for_statement(server: &Server, needle: &str) {
-    assert!(
-        wait_until(Duration::from_secs(10), || !server
-            .statements_like(needle)
-            .is_empty()),
-        "`{needle}` never showed in the processlist"
-    );
-}
-
-/// The statement text each lock mode waits in, as the processlist shows it.
-fn lock_statement(mode: &str) -> &'static str {
-    if mode == "ftwrl" {
-        "FLUSH TABLES WITH READ LOCK"
-    } else {
-        "BACKUP STAGE"
-    }
-}
-
-/// How many lock statements (FTWRL counts as a flush, BACKUP STAGE as backup) the server has run.
-fn lock_statements_run(server: &Server) -> u64 {
-    let rows: Vec<(String, u64)> = server
-        .conn()
-        .query("SHOW GLOBAL STATUS WHERE Variable_name IN ('Com_flush', 'Com_backup')")
-        .unwrap();
-    rows.iter().map(|(_, n)| n).sum()
-}
-
-/// The PID of the server process (from its pid file).
-fn server_pid(server: &Server) -> u32 {
-    let text = fs::read_to_string(server.dir.path().join("mysqld.pid")).unwrap();
-    text.trim().parse().unwrap()
-}
-
-fn stderr_of(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// Waits (bounded) for a child and returns its exit code; kills it if it overruns.
-fn exit_code_within(child: &mut Child, limit: Duration) -> Option<i32> {
-    let mut status = None;
-    let done = wait_until(limit, || {
-        status = child.try_wait().unwrap();
-        status.is_some()
-    });
-    if !done {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("process {} did not exit within {limit:?}", child.id());
-    }
-    status.and_then(|s| s.code())
-}
-
-/// A process stopped by a test: continued and killed on drop, if it is still the same process.
-struct StoppedProcess(Option<Identity>);
-
-impl StoppedProcess {
-    fn stop(pid: u32) -> StoppedProcess {
-        let identity = Identity::of(pid);
-        assert!(identity.is_some(), "process {pid} is not running");
-        signal(pid, "STOP");
-        StoppedProcess(identity)
-    }
-}
-
-impl Drop for StoppedProcess {
-    fn drop(&mut self) {
-        if let Some(identity) = &self.0 {
-            identity.signal(libc::SIGCONT);
-            identity.signal(libc::SIGKILL);
-        }
-    }
-}
-
-/// A tmpfs this test mounted (size-limited, maybe read-only); unmounted on drop.
-struct Tmpfs {
-    path: PathBuf,
-    _dir: TempDir,
-}
-
-impl Tmpfs {
-    fn mount(tag: &str, options: &str) -> Tmpfs {
-        let dir = TempDir::new(tag);
-        let path = dir.path().join("mnt");
-        fs::create_dir(&path).unwrap();
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", options, "mss-fault"])
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "cannot mount a tmpfs (run the tests as root): {}",
-            text(&out)
-        );
-        Tmpfs { path, _dir: dir }
-    }
-
-    fn remount(&self, options: &str) {
-        let out = Command::new("mount")
-            .args(["-o", &format!("remount,{options}")])
-            .arg(&self.path)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "remount failed: {}", text(&out));
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let ok = Command::new("umount")
-            .arg(&self.path)
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        if !ok {
-            let _ = Command::new("umount").arg("-l").arg(&self.path).status();
-        }
-    }
-}
-
-/// Fills the filesystem holding `dir` until a write fails with ENOSPC.
-fn fill(dir: &Path) {
-    use std::io::Write;
-    let mut file = fs::File::create(dir.join("filler")).unwrap();
-    let block = vec![0u8; 4096];
-    loop {
-        match file.write_all(&block) {
-            Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
-            Err(e) => panic!("filling {}: {e}", dir.display()),
-        }
-    }
-    let _ = file.sync_all();
-}
-
-/// A small ext4 loop mount of this test, with `subdir` created on it.
-fn loop_mount(tag: &str, subdir: &str) -> (TempDir, LoopMount) {
-    let dir = TempDir::new(tag);
-    let mount = LoopMount::create(&dir.path().join("img"), &dir.path().join("mnt"), 16);
-    fs::create_dir_all(mount.mountpoint.join(subdir)).unwrap();
-    (dir, mount)
-}
-
-fn fsfreeze(mountpoint: &Path) {
-    let out = Command::new("fsfreeze")
-        .arg("-f")
-        .arg(mountpoint)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "fsfreeze -f failed: {}", text(&out));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -535,33 +361,6 @@ fn freeze_fails_when_the_server_dies_while_it_waits_for_a_quiet_moment() {
     freeze_fails_when_the_server_dies("auto", false);
 }
 
-/// Root connections until the server refuses with ER_CON_COUNT_ERROR (1040).
-/// Connections that closed a moment ago may still count on the server: the server is full once
-/// it refuses a new one and counts exactly the ones held here.
-fn fill_connections(server: &Server) -> Vec<mysql::Conn> {
-    let mut held: Vec<mysql::Conn> = Vec::new();
-    let opts = mysql::OptsBuilder::new()
-        .user(Some("root"))
-        .socket(Some(server.socket.to_string_lossy().into_owned()));
-    let full = wait_until(Duration::from_secs(10), || {
-        match mysql::Conn::new(opts.clone()) {
-            Ok(conn) => {
-                held.push(conn);
-                false
-            }
-            Err(mysql::Error::MySqlError(e)) if e.code == 1040 => {
-                let counted: Option<(String, usize)> = held[0]
-                    .query_first("SHOW GLOBAL STATUS LIKE 'Threads_connected'")
-                    .unwrap();
-                counted.map(|(_, n)| n) == Some(held.len())
-            }
-            Err(e) => panic!("unexpected error filling the server's connections: {e}"),
-        }
-    });
-    assert!(full, "the server never reported max_connections reached");
-    held
-}
-
 #[test]
 fn freeze_fails_cleanly_when_max_connections_is_reached() {
     let server = Server::start_with(&["--log-bin=binlog", "--server-id=1", "--max-connections=4"]);
@@ -703,15 +502,6 @@ fn state_naming(freeze: &Identity, locker: &Identity, status: &str) -> String {
         "updated_at": "2023-11-14T22:13:20.100Z",
     })
     .to_string()
-}
-
-struct Bystander(Child);
-
-impl Drop for Bystander {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[test]

@@ -1,0 +1,235 @@
+//! Fault injection shared by the fault-matrix tests (faults.rs on MariaDB, faults_mysql.rs on
+//! MySQL 9.7): background statements, stopped processes, tmpfs mounts that are full or read-only,
+//! a server filled to max_connections, the server counters that show whether a lock ran, and
+//! small loop mounts a test may fsfreeze (only its own).
+//! Everything here undoes itself on drop and only ever touches processes and mounts a test made.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::process::Identity;
+use mysql::prelude::Queryable;
+
+use crate::loopfs::LoopMount;
+use crate::{signal, text, wait_until, Server, TempDir};
+
+/// A statement running in the background; `finished` is when it returned.
+pub struct Writer {
+    pub handle: thread::JoinHandle<(Result<(), String>, Instant)>,
+}
+
+impl Writer {
+    pub fn start(server: &Server, statement: &str) -> Writer {
+        let mut conn = server.conn();
+        let statement = statement.to_string();
+        Writer {
+            handle: thread::spawn(move || {
+                let result = conn.query_drop(&statement).map_err(|e| e.to_string());
+                (result, Instant::now())
+            }),
+        }
+    }
+
+    /// Waits (bounded) for the statement to return.
+    pub fn join_within(self, limit: Duration) -> (Result<(), String>, Instant) {
+        assert!(
+            wait_until(limit, || self.handle.is_finished()),
+            "the background statement did not return within {limit:?}"
+        );
+        self.handle.join().unwrap()
+    }
+}
+
+pub fn wait_for_statement(server: &Server, needle: &str) {
+    assert!(
+        wait_until(Duration::from_secs(10), || !server
+            .statements_like(needle)
+            .is_empty()),
+        "`{needle}` never showed in the processlist"
+    );
+}
+
+/// The statement text each lock mode waits in, as the processlist shows it.
+pub fn lock_statement(mode: &str) -> &'static str {
+    if mode == "ftwrl" {
+        "FLUSH TABLES WITH READ LOCK"
+    } else {
+        "BACKUP STAGE"
+    }
+}
+
+/// How many lock statements (FTWRL counts as a flush, BACKUP STAGE as backup) the server has run.
+pub fn lock_statements_run(server: &Server) -> u64 {
+    let rows: Vec<(String, u64)> = server
+        .conn()
+        .query("SHOW GLOBAL STATUS WHERE Variable_name IN ('Com_flush', 'Com_backup')")
+        .unwrap();
+    rows.iter().map(|(_, n)| n).sum()
+}
+
+/// The PID of the server process (from its pid file).
+pub fn server_pid(server: &Server) -> u32 {
+    let text = fs::read_to_string(server.dir.path().join("mysqld.pid")).unwrap();
+    text.trim().parse().unwrap()
+}
+
+pub fn stderr_of(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Waits (bounded) for a child and returns its exit code; kills it if it overruns.
+pub fn exit_code_within(child: &mut Child, limit: Duration) -> Option<i32> {
+    let mut status = None;
+    let done = wait_until(limit, || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    if !done {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("process {} did not exit within {limit:?}", child.id());
+    }
+    status.and_then(|s| s.code())
+}
+
+/// A process stopped by a test: continued and killed on drop, if it is still the same process.
+pub struct StoppedProcess(Option<Identity>);
+
+impl StoppedProcess {
+    pub fn stop(pid: u32) -> StoppedProcess {
+        let identity = Identity::of(pid);
+        assert!(identity.is_some(), "process {pid} is not running");
+        signal(pid, "STOP");
+        StoppedProcess(identity)
+    }
+}
+
+impl Drop for StoppedProcess {
+    fn drop(&mut self) {
+        if let Some(identity) = &self.0 {
+            identity.signal(libc::SIGCONT);
+            identity.signal(libc::SIGKILL);
+        }
+    }
+}
+
+/// A tmpfs this test mounted (size-limited, maybe read-only); unmounted on drop.
+pub struct Tmpfs {
+    pub path: PathBuf,
+    _dir: TempDir,
+}
+
+impl Tmpfs {
+    pub fn mount(tag: &str, options: &str) -> Tmpfs {
+        let dir = TempDir::new(tag);
+        let path = dir.path().join("mnt");
+        fs::create_dir(&path).unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", options, "mss-fault"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "cannot mount a tmpfs (run the tests as root): {}",
+            text(&out)
+        );
+        Tmpfs { path, _dir: dir }
+    }
+
+    pub fn remount(&self, options: &str) {
+        let out = Command::new("mount")
+            .args(["-o", &format!("remount,{options}")])
+            .arg(&self.path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "remount failed: {}", text(&out));
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let ok = Command::new("umount")
+            .arg(&self.path)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !ok {
+            let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+        }
+    }
+}
+
+/// Fills the filesystem holding `dir` until a write fails with ENOSPC.
+pub fn fill(dir: &Path) {
+    use std::io::Write;
+    let mut file = fs::File::create(dir.join("filler")).unwrap();
+    let block = vec![0u8; 4096];
+    loop {
+        match file.write_all(&block) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
+            Err(e) => panic!("filling {}: {e}", dir.display()),
+        }
+    }
+    let _ = file.sync_all();
+}
+
+/// Root connections until the server refuses with ER_CON_COUNT_ERROR (1040).
+/// Connections that closed a moment ago may still count on the server: the server is full once
+/// it refuses a new one and counts exactly the ones held here.
+pub fn fill_connections(server: &Server) -> Vec<mysql::Conn> {
+    let mut held: Vec<mysql::Conn> = Vec::new();
+    let opts = mysql::OptsBuilder::new()
+        .user(Some("root"))
+        .socket(Some(server.socket.to_string_lossy().into_owned()));
+    let full = wait_until(Duration::from_secs(10), || {
+        match mysql::Conn::new(opts.clone()) {
+            Ok(conn) => {
+                held.push(conn);
+                false
+            }
+            Err(mysql::Error::MySqlError(e)) if e.code == 1040 => {
+                let counted: Option<(String, usize)> = held[0]
+                    .query_first("SHOW GLOBAL STATUS LIKE 'Threads_connected'")
+                    .unwrap();
+                counted.map(|(_, n)| n) == Some(held.len())
+            }
+            Err(e) => panic!("unexpected error filling the server's connections: {e}"),
+        }
+    });
+    assert!(full, "the server never reported max_connections reached");
+    held
+}
+
+/// An unrelated process a test started (to be a PID a state file names); killed on drop.
+pub struct Bystander(pub Child);
+
+impl Drop for Bystander {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A small ext4 loop mount of this test, with `subdir` created on it.
+pub fn loop_mount(tag: &str, subdir: &str) -> (TempDir, LoopMount) {
+    let dir = TempDir::new(tag);
+    let mount = LoopMount::create(&dir.path().join("img"), &dir.path().join("mnt"), 16);
+    fs::create_dir_all(mount.mountpoint.join(subdir)).unwrap();
+    (dir, mount)
+}
+
+/// Freezes `mountpoint`, a loop mount of this test (its `FreezeWindow` and `LoopMount` thaw it on
+/// drop, panics included).
+pub fn fsfreeze(mountpoint: &Path) {
+    let out = Command::new("fsfreeze")
+        .arg("-f")
+        .arg(mountpoint)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "fsfreeze -f failed: {}", text(&out));
+}

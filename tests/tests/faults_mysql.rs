@@ -1,0 +1,1118 @@
+//! The fault matrix (docs/FAULTS.md) on MySQL 9.7, run in the harness's cached chroot with GTID
+//! on: each test injects one fault on a MySQL server and checks the same promise faults.rs, core.rs
+//! and security.rs check on MariaDB. `lock-mode = auto` picks FTWRL on MySQL (BACKUP STAGE is
+//! MariaDB's). A chroot that cannot be built fails every test unless
+//! `MYSQL_SNAPSHOT_SKIP_MATRIX=1` asks for a loud skip; mounts are undone in Drop guards.
+#![allow(clippy::unwrap_used)]
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::process::Identity;
+use harness::faults::{
+    exit_code_within, fill, fill_connections, fsfreeze, lock_statements_run, loop_mount,
+    server_pid, stderr_of, wait_for_statement, Bystander, StoppedProcess, Tmpfs, Writer,
+};
+use harness::loopfs::machine_cannot_loop_mount;
+use harness::{
+    alive, assert_nothing_left, bin, matrix, signal, text, wait_until, write_private, Flavour,
+    Sandbox, Server,
+};
+use mysql::prelude::Queryable;
+
+const FLAVOUR: Flavour = Flavour::MySql97;
+/// The lock `lock-mode = auto` takes on MySQL.
+const MODE: &str = "ftwrl";
+/// What a lock attempt on MySQL waits in, as the processlist shows it: the pre-flush
+/// (`FLUSH NO_WRITE_TO_BINLOG TABLES`, on by default), then `FLUSH TABLES WITH READ LOCK`.
+const ATTEMPT: &str = "FLUSH ";
+/// A password distinctive enough that any occurrence of part of it is a leak.
+const PASSWORD: &str = "Pw-7q2Zr9-Lx";
+const PASSWORD_CORE: &str = "7q2Zr9";
+/// README's grants for MySQL; CONNECTION_ADMIN only matters with kill-long-queries.
+const DOCUMENTED_GRANTS: [&str; 4] = [
+    "RELOAD",
+    "PROCESS",
+    "REPLICATION CLIENT",
+    "CONNECTION_ADMIN",
+];
+
+/// A private MySQL 9.7 (binary log and GTID on) with these extra mysqld arguments, or `None`
+/// after a loud banner when the chroot cannot be built and the matrix may be skipped.
+fn mysql(extra: &[&str]) -> Option<Server> {
+    if !matrix::require(FLAVOUR) {
+        return None;
+    }
+    let server = Server::start_flavour(FLAVOUR, extra);
+    assert!(server.flavour().is_mysql(), "not a MySQL server");
+    Some(server)
+}
+
+/// The lock mode the state file records.
+fn recorded_mode(sandbox: &Sandbox) -> String {
+    sandbox.state().unwrap()["lock_mode"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The locker dies, stops, or outlives its welcome.
+
+#[test]
+fn thaw_reports_a_locker_killed_while_holding() {
+    let Some(server) = mysql(&[]) else { return };
+    let sandbox = Sandbox::new(&server, "");
+    let out = sandbox.freeze();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        recorded_mode(&sandbox),
+        MODE,
+        "auto must pick FTWRL on MySQL"
+    );
+    let pid = sandbox.locker_pid().unwrap();
+    signal(pid, "KILL");
+    assert!(wait_until(Duration::from_secs(5), || !alive(pid)));
+    assert!(
+        wait_until(Duration::from_secs(10), || !server.writes_blocked()),
+        "the server kept the lock of a dead locker"
+    );
+    let out = sandbox.thaw("thaw");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stderr_of(&out).contains("died while holding"),
+        "{}",
+        text(&out)
+    );
+    assert!(stderr_of(&out).contains("NOT application-consistent"));
+    assert_nothing_left(&server, &sandbox, Duration::from_secs(10));
+}
+
+#[test]
+fn thaw_reports_a_stopped_locker_whose_lock_the_server_dropped() {
+    let Some(server) = mysql(&[]) else { return };
+    // wait_timeout = max-lock-time + 10 s: a wedged locker loses its lock after about 11 s.
+    let sandbox = Sandbox::new(&server, "max-lock-time = 1");
+    let out = sandbox.freeze();
+    assert!(out.status.success(), "{}", text(&out));
+    let pid = sandbox.locker_pid().unwrap();
+    let stopped = StoppedProcess::stop(pid);
+    let since = Instant::now();
+    assert!(
+        server.writes_blocked(),
+        "the stopped locker's lock is gone at once"
+    );
+    assert!(
+        wait_until(Duration::from_secs(40), || !server.writes_blocked()),
+        "MySQL never dropped the stopped locker's lock (wait_timeout not set?)"
+    );
+    let dropped_after = since.elapsed();
+    assert!(
+        dropped_after >= Duration::from_secs(8),
+        "the lock went after {dropped_after:?}, before wait_timeout could fire"
+    );
+    let started = Instant::now();
+    let out = sandbox.thaw("thaw");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = stderr_of(&out);
+    assert!(stderr.contains("was gone"), "{stderr}");
+    assert!(stderr.contains("NOT application-consistent"), "{stderr}");
+    assert!(
+        wait_until(Duration::from_secs(5), || !alive(pid)),
+        "thaw left the stopped locker alive"
+    );
+    drop(stopped);
+    assert_nothing_left(&server, &sandbox, Duration::from_secs(10));
+}
+
+#[test]
+fn thaw_releases_a_stopped_locker_s_lock_that_is_still_held() {
+    let Some(server) = mysql(&[]) else { return };
+    let sandbox = Sandbox::new(&server, "");
+    let out = sandbox.freeze();
+    assert!(out.status.success(), "{}", text(&out));
+    let pid = sandbox.locker_pid().unwrap();
+    let stopped = StoppedProcess::stop(pid);
+    let out = sandbox.thaw("thaw");
+    // The lock was held without a break: the connection was still there, and thaw killed it.
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(stderr_of(&out).contains("unresponsive"), "{}", text(&out));
+    assert!(wait_until(Duration::from_secs(5), || !alive(pid)));
+    drop(stopped);
+    assert_nothing_left(&server, &sandbox, Duration::from_secs(10));
+}
+
+#[test]
+fn thaw_reports_a_lock_released_early_by_max_lock_time() {
+    let Some(server) = mysql(&[]) else { return };
+    let sandbox = Sandbox::new(&server, "max-lock-time = 1");
+    let out = sandbox.freeze();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(wait_until(Duration::from_secs(10), || sandbox.status() == "released"));
+    assert!(
+        !server.writes_blocked(),
+        "max-lock-time passed but writes are still blocked"
+    );
+    let out = sandbox.thaw("thaw");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = stderr_of(&out);
+    assert!(stderr.contains("max-lock-time"), "{stderr}");
+    assert!(stderr.contains("NOT application-consistent"), "{stderr}");
+    // Reported once: a second thaw has nothing left to do.
+    let again = sandbox.thaw("thaw");
+    assert!(again.status.success(), "{}", text(&again));
+    assert_nothing_left(&server, &sandbox, Duration::from_secs(10));
+}
+
+// ---------------------------------------------------------------------------------------------
+// freeze interrupted.
+
+#[test]
+fn sigterm_to_freeze_during_a_lock_attempt_leaves_no_lock_and_no_locker() {
+    let Some(server) = mysql(&[]) else { return };
+    let sandbox = Sandbox::new(
+        &server,
+        "long-query-threshold = 100\nlock-wait-timeout = 30",
+    );
+    // FTWRL queues behind a long MyISAM write.
+    let long = Writer::start(&server, "UPDATE snap.my SET v = v + 1 WHERE SLEEP(30) = 0");
+    wait_for_statement(&server, "SLEEP(30)");
+    let mut freeze = sandbox.command("freeze").spawn().unwrap();
+    assert!(wait_until(Duration::from_secs(10), || sandbox.status() == "waiting"));
+    wait_for_statement(&server, ATTEMPT);
+    let started = Instant::now();
+    signal(freeze.id(), "TERM");
+    let code = exit_code_within(&mut freeze, Duration::from_secs(30));
+    assert_ne!(code, Some(0), "a freeze stopped by SIGTERM must not exit 0");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "freeze took {:?} to stop",
+        started.elapsed()
+    );
+    assert!(
+        wait_until(Duration::from_secs(3), || server
+            .statements_like(ATTEMPT)
+            .is_empty()),
+        "the lock statement is still queued"
+    );
+    for id in server.statements_like("SLEEP(30)") {
+        server
+            .conn()
+            .query_drop(format!("KILL QUERY {id}"))
+            .unwrap();
+    }
+    let _ = long.join_within(Duration::from_secs(30));
+    assert_nothing_left(&server, &sandbox, Duration::from_secs(10));
+    let out = sandbox.thaw("thaw");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "thaw must not call that snapshot consistent: {}",
+        text(&out)
+    );
+}
+
+#[test]
+fn sigterm_to_freeze_waiting_for_a_quiet_moment_exits_nonzero_at_once() {
+    let Some(server) = mysql(&[]) else { return };
+    let mut sandbox = Sandbox::new(&server, "long-query-threshold = 0");
+    let long = Writer::start(&server, "UPDATE snap.my SET v = v + 1 WHERE SLEEP(20) = 0");
+    wait_for_statement(&server, "SLEEP(20)");
+    let mut freeze = sandbox.command("freeze").spawn().unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || sandbox
+            .log()
+            .contains("event=waiting")),
+        "freeze never said it was waiting for a quiet moment"
+    );
+    // The locker may already be connected and recorded (status `waiting`): it waits for go.
+    assert!(
+        server.statements_like(ATTEMPT).is_empty(),
+        "freeze should still be waiting for a quiet moment, not in a lock attempt"
+    );
+    let started = Instant::now();
+    signal(freeze.id(), "TERM");
+    let code = exit_code_within(&mut freeze, Duration::from_secs(30));
+    assert_ne!(code, Some(0), "a freeze stopped by SIGTERM must not exit 0");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "freeze took {:?} to stop",
+        started.elapsed()
+    );
+    assert!(
+        server.statements_like(ATTEMPT).is_empty(),
+        "a lock statement runs although freeze stopped before any quiet moment"
+    );
+    for id in server.statements_like("SLEEP(20)") {
+        server
+            .conn()
+            .query_drop(format!("KILL QUERY {id}"))
+            .unwrap();
+    }
+    let _ = long.join_within(Duration::from_secs(30));
+    assert_nothing_left(&server, &sandbox, Duration::from_secs(10));
+}
+
+/// freeze is caught between "the locker holds" and its own exit by putting the info file on a
+/// loop mount that is frozen while freeze waits for the lock: freeze then blocks writing it.
+#[test]
+fn sigterm_to_freeze_after_the_locker_holds_leaves_no_lock() {
+    if machine_cannot_loop_mount(
+        "faults_mysql::sigterm_to_freeze_after_the_locker_holds_leaves_no_lock",
+    ) {
+        return;
+    }
+    let Some(server) = mysql(&[]) else { return };
+    let (_dir, mount) = loop_mount("sigterm-held", "info");
+    let info_dir = mount.mountpoint.join("info");
+    let sandbox = Sandbox::new(
+        &server,
+        &format!(
+            "long-query-threshold = 100\nlock-wait-timeout = 30\ninfo-file = {}",
+            info_dir.join("snapshot-info.json").display()
+        ),
+    );
+    // Freeze windows are taken one at a time on this machine: wait for ours before the clock runs.
+    let window = mount.freeze_window();
+    // A MyISAM write holds up FTWRL for ~4 s, so freeze waits with its info file open.
+    let long = Writer::start(&server, "UPDATE snap.my SET v = v + 1 WHERE SLEEP(4) = 0");
+    wait_for_statement(&server, "SLEEP(4)");
+    let mut freeze = sandbox
+        .command("freeze")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let tmp_name = format!(".snapshot-info.json.{}.tmp", freeze.id());
+    assert!(
+        wait_until(Duration::from_secs(10), || info_dir
+            .join(&tmp_name)
+            .exists()),
+        "freeze never opened its info file"
+    );
+    assert_ne!(
+        sandbox.status(),
+        "acquired",
+        "the write ended too early for this test"
+    );
+    fsfreeze(&mount.mountpoint);
+    assert!(
+        wait_until(Duration::from_secs(20), || sandbox.status() == "acquired"),
+        "the locker never took the lock"
+    );
+    assert!(server.writes_blocked());
+    assert!(
+        freeze.try_wait().unwrap().is_none(),
+        "freeze exited while its info file could not be written"
+    );
+    // freeze is now between "the locker holds" and its exit: this is what vmtoolsd's timer does.
+    signal(freeze.id(), "TERM");
+    // Let the signal land before the filesystem thaws (freeze is blocked in the write meanwhile).
+    std::thread::sleep(Duration::from_millis(200));
+    drop(window);
+    let code = exit_code_within(&mut freeze, Duration::from_secs(30));
+    let mut stderr = String::new();
+    use std::io::Read;
+    let _ = freeze.stderr.take().unwrap().read_to_string(&mut stderr);
+    assert!(long.join_within(Duration::from_secs(30)).0.is_ok());
+    assert_ne!(
+        code,
+        Some(0),
+        "freeze exited 0 after SIGTERM; the hypervisor treats the freeze as failed and will send no thaw, so the lock stays until max-lock-time. stderr: {stderr}"
+    );
+    assert_nothing_left(&server, &sandbox, Duration::from_secs(10));
+}
+
+/// SIGKILL (vmtoolsd's second signal) to freeze while its locker waits for the lock: the locker
+/// takes the lock later, sees that freeze never reported success, and releases it.
+#[test]
+fn a_freeze_killed_outright_mid_attempt_leaves_no_lock_once_the_locker_gets_it() {
+    let Some(server) = mysql(&[]) else { return };
+    let sandbox = Sandbox::new(
+        &server,
+        "long-query-threshold = 100\nlock-wait-timeout = 30",
+    );
+    let long = Writer::start(&server, "UPDATE snap.my SET v = v + 1 WHERE SLEEP(20) = 0");
+    wait_for_statement(&server, "SLEEP(20)");
+    let mut freeze = sandbox.command("freeze").spawn().unwrap();
+    assert!(wait_until(Duration::from_secs(10), || sandbox.status() == "waiting"));
+    wait_for_statement(&server, ATTEMPT);
+    let _ = freeze.kill();
+    let _ = freeze.wait();
+    // Let the locker get its lock: it must notice that freeze never reported success.
+    for id in server.statements_like("SLEEP(20)") {
+        server
+            .conn()
+            .query_drop(format!("KILL QUERY {id}"))
+            .unwrap();
+    }
+    let _ = long.join_within(Duration::from_secs(30));
+    assert_nothing_left(&server, &sandbox, Duration::from_secs(10));
+    let state = sandbox.state().unwrap();
+    assert!(
+        state["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("freeze ended without reporting success"),
+        "{state}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The server restarts, dies or is full.
+
+#[test]
+fn thaw_reports_a_lock_lost_to_a_server_restart() {
+    let Some(mut server) = mysql(&[]) else { return };
+    let sandbox = Sandbox::new(&server, "");
+    let out = sandbox.freeze();
+    assert!(out.status.success(), "{}", text(&out));
+    server.restart();
+    let out = sandbox.thaw("thaw");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = stderr_of(&out);
+    assert!(stderr.contains("NOT application-consistent"), "{stderr}");
+    assert!(stderr.contains("gone"), "{stderr}");
+    assert_nothing_left(&server, &sandbox, Duration::from_secs(10));
+}
+
+/// A wedged locker, then a server restart: connection ids start again from 1, and the locker's
+/// id may now belong to an innocent session of the same account. thaw must not kill it, and
+/// must not call the lock held.
+#[test]
+fn after_a_server_restart_thaw_never_kills_a_connection_that_reused_the_locker_s_id() {
+    let Some(mut server) = mysql(&[]) else { return };
+    let sandbox = Sandbox::new(&server, "");
+    let out = sandbox.freeze();
+    assert!(out.status.success(), "{}", text(&out));
+    let id = sandbox.state().unwrap()["connection_id"].as_u64().unwrap();
+    let stopped = StoppedProcess::stop(sandbox.locker_pid().unwrap());
+    server.restart();
+    let mut innocent = None;
+    let mut others = Vec::new();
+    for _ in 0..(id + 50) {
+        let mut conn = server.conn();
+        let now: u64 = conn.query_first("SELECT CONNECTION_ID()").unwrap().unwrap();
+        if now == id {
+            innocent = Some(conn);
+            break;
+        }
+        assert!(now < id, "connection ids passed {id} without reusing it");
+        others.push(conn);
+    }
+    drop(others);
+    let mut innocent = innocent.expect("no connection got the locker's old id");
+    // The locker's connection would have been idle since the lock was taken; the innocent
+    // session was active just now. Give the difference a few seconds to show.
+    let acquired_ms = sandbox.state().unwrap()["acquired_at_ms"].as_u64().unwrap();
+    assert!(wait_until(Duration::from_secs(10), || {
+        common::time::now_unix_ms() > acquired_ms + 4000
+    }));
+    let _: Option<u8> = innocent.query_first("SELECT 1").unwrap();
+    let out = sandbox.thaw("thaw");
+    let alive_after: Result<Option<u8>, _> = innocent.query_first("SELECT 1");
+    assert!(
+        alive_after.is_ok(),
+        "thaw killed connection {id}, an innocent session that reused the locker's id: {}",
+        text(&out)
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the lock died with the server; thaw must not call it held: {}",
+        text(&out)
+    );
+    drop(stopped);
+    assert_nothing_left(&server, &sandbox, Duration::from_secs(10));
+}
+
+/// Kills the server while freeze runs: during the lock attempt, or while it waits for a quiet
+/// moment.
+fn freeze_fails_when_the_server_dies(during_attempt: bool) {
+    let Some(mut server) = mysql(&[]) else { return };
+    let settings = if during_attempt {
+        "long-query-threshold = 100\nlock-wait-timeout = 30"
+    } else {
+        "long-query-threshold = 0\nsnapshot-timeout = 60"
+    };
+    let mut sandbox = Sandbox::new(&server, settings);
+    let long = Writer::start(&server, "UPDATE snap.my SET v = v + 1 WHERE SLEEP(60) = 0");
+    wait_for_statement(&server, "SLEEP(60)");
+    let mut freeze = sandbox
+        .command("freeze")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if during_attempt {
+        assert!(wait_until(Duration::from_secs(10), || sandbox.status() == "waiting"));
+        wait_for_statement(&server, ATTEMPT);
+    } else {
+        assert!(
+            wait_until(Duration::from_secs(10), || sandbox
+                .log()
+                .contains("event=waiting")),
+            "freeze never said it was waiting for a quiet moment"
+        );
+        assert!(freeze.try_wait().unwrap().is_none());
+        // The locker may already be connected and recorded (status `waiting`): it waits for go.
+        assert!(
+            server.statements_like(ATTEMPT).is_empty(),
+            "freeze should be waiting for a quiet moment, not in a lock attempt"
+        );
+    }
+    let locker = sandbox.locker_pid();
+    signal(server_pid(&server), "KILL");
+    let started = Instant::now();
+    let code = exit_code_within(&mut freeze, Duration::from_secs(30));
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "freeze took {:?} to notice the dead server",
+        started.elapsed()
+    );
+    assert!(
+        matches!(code, Some(c) if c != 0),
+        "freeze exited {code:?} without a server"
+    );
+    if let Some(pid) = locker {
+        assert!(
+            wait_until(Duration::from_secs(10), || !alive(pid)),
+            "the locker outlived the server"
+        );
+    }
+    let _ = long.join_within(Duration::from_secs(10));
+    server.restart();
+    assert_nothing_left(&server, &sandbox, Duration::from_secs(10));
+    let out = sandbox.thaw("thaw");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "no lock was taken: {}",
+        text(&out)
+    );
+}
+
+#[test]
+fn freeze_fails_and_leaves_no_locker_when_the_server_dies_during_the_lock_attempt() {
+    freeze_fails_when_the_server_dies(true);
+}
+
+#[test]
+fn freeze_fails_when_the_server_dies_while_it_waits_for_a_quiet_moment() {
+    freeze_fails_when_the_server_dies(false);
+}
+
+#[test]
+fn freeze_fails_cleanly_when_max_connections_is_reached() {
+    let Some(server) = mysql(&["--max-connections=4"]) else {
+        return;
+    };
+    let sandbox = Sandbox::new(&server, "");
+    let before = lock_statements_run(&server);
+
+    // No connection left for freeze itself (root also takes MySQL's extra admin slot).
+    let mut held = fill_connections(&server);
+    let started = Instant::now();
+    let out = sandbox.freeze();
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stderr_of(&out).contains("max_connections"),
+        "{}",
+        text(&out)
+    );
+    assert!(sandbox.lockers().is_empty());
+
+    // One connection left: freeze gets it, its locker does not.
+    held.pop();
+    let out = sandbox.freeze();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = stderr_of(&out);
+    assert!(stderr.contains("max_connections"), "{stderr}");
+    assert!(stderr.contains("locker"), "{stderr}");
+    assert!(sandbox.lockers().is_empty());
+    drop(held);
+    assert_eq!(lock_statements_run(&server), before, "a lock statement ran");
+    assert_nothing_left(&server, &sandbox, Duration::from_secs(10));
+    // And the next freeze works.
+    let out = sandbox.freeze();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(sandbox.thaw("thaw").status.success());
+    assert_nothing_left(&server, &sandbox, Duration::from_secs(10));
+}
+
+#[test]
+fn a_wrong_password_is_refused_with_a_clear_error_within_10_s() {
+    let Some(server) = mysql(&[]) else { return };
+    server
+        .conn()
+        .query_drop("CREATE USER 'snapper'@'localhost' IDENTIFIED BY 'Right-Pass-1'")
+        .unwrap();
+    let sandbox = Sandbox::new(&server, "user = snapper\npassword = Wr0ng-Pass-9");
+    let started = Instant::now();
+    let out = sandbox.freeze();
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let all = text(&out);
+    assert!(
+        all.contains("1045") && all.contains("wrong user or password"),
+        "{all}"
+    );
+    assert!(
+        !all.contains("Wr0ng-Pass-9"),
+        "the password was printed: {all}"
+    );
+    assert_nothing_left(&server, &sandbox, Duration::from_secs(10));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hooks called twice, or at once.
+
+#[test]
+fn a_second_thaw_has_nothing_to_do_and_exits_0() {
+    let Some(server) = mysql(&[]) else { return };
+    let sandbox = Sandbox::new(&server, "");
+    assert!(sandbox.freeze().status.success());
+    let first = sandbox.thaw("thaw");
+    assert!(first.status.success(), "{}", text(&first));
+    let second = sandbox.thaw("thaw");
+    assert!(second.status.success(), "{}", text(&second));
+    assert!(
+        stderr_of(&second).contains("already thawed"),
+        "{}",
+        text(&second)
+    );
+    let after_fail = sandbox.thaw("freezeFail");
+    assert!(after_fail.status.success(), "{}", text(&after_fail));
+    assert_nothing_left(&server, &sandbox, Duration::from_secs(10));
+}
+
+#[test]
+fn thaw_without_a_freeze_is_a_notice_and_exit_0() {
+    let Some(server) = mysql(&[]) else { return };
+    let sandbox = Sandbox::new(&server, "");
+    for phase in ["thaw", "freezeFail"] {
+        let out = sandbox.thaw(phase);
+        assert!(out.status.success(), "{phase}: {}", text(&out));
+        assert!(
+            stderr_of(&out).contains("nothing to thaw"),
+            "{phase}: {}",
+            text(&out)
+        );
+    }
+    assert_nothing_left(&server, &sandbox, Duration::from_secs(10));
+}
+
+#[test]
+fn two_concurrent_thaws_release_once_and_both_exit_0() {
+    let Some(server) = mysql(&[]) else { return };
+    let sandbox = Sandbox::new(&server, "");
+    assert!(sandbox.freeze().status.success());
+    let spawn = || {
+        sandbox
+            .command("thaw")
+            .arg("thaw")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert!(a.status.success(), "{}", text(&a));
+    assert!(b.status.success(), "{}", text(&b));
+    assert_eq!(sandbox.status(), "released");
+    assert_eq!(sandbox.state().unwrap()["reason"], "thaw");
+    assert_nothing_left(&server, &sandbox, Duration::from_secs(10));
+}
+
+#[test]
+fn two_racing_freezes_start_exactly_one_locker() {
+    let Some(server) = mysql(&[]) else { return };
+    let sandbox = Sandbox::new(&server, "");
+    for round in 0..5 {
+        let spawn = || {
+            sandbox
+                .command("freeze")
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let (a, b) = (spawn(), spawn());
+        let outs = [a.wait_with_output().unwrap(), b.wait_with_output().unwrap()];
+        let winners = outs.iter().filter(|o| o.status.success()).count();
+        assert_eq!(
+            winners,
+            1,
+            "round {round}: {winners} freezes succeeded:\n{}\n{}",
+            text(&outs[0]),
+            text(&outs[1])
+        );
+        let loser = outs.iter().find(|o| !o.status.success()).unwrap();
+        assert_eq!(loser.status.code(), Some(1), "{}", text(loser));
+        assert!(
+            stderr_of(loser).contains("another snapshot is in progress"),
+            "{}",
+            text(loser)
+        );
+        assert_eq!(sandbox.lockers().len(), 1, "round {round}");
+        assert!(server.writes_blocked());
+        let out = sandbox.thaw("thaw");
+        assert!(out.status.success(), "round {round}: {}", text(&out));
+        assert_nothing_left(&server, &sandbox, Duration::from_secs(10));
+    }
+}
+
+#[test]
+fn a_second_freeze_while_locked_is_refused_and_freeze_fail_releases_the_first() {
+    let Some(server) = mysql(&[]) else { return };
+    let sandbox = Sandbox::new(&server, "");
+    assert!(sandbox.freeze().status.success());
+    let first = sandbox.locker_pid().unwrap();
+    let out = sandbox.freeze();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stderr_of(&out).contains("another snapshot is in progress"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(sandbox.lockers(), vec![first]);
+    assert!(
+        server.writes_blocked(),
+        "the refused freeze must leave the first lock alone"
+    );
+    let out = sandbox.thaw("freezeFail");
+    assert!(out.status.success(), "{}", text(&out));
+    assert_nothing_left(&server, &sandbox, Duration::from_secs(10));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Leftovers of a crashed run.
+
+fn state_naming(freeze: &Identity, locker: &Identity, status: &str) -> String {
+    serde_json::json!({
+        "format": 1,
+        "status": status,
+        "freeze": freeze,
+        "locker": locker,
+        "connection_id": 1,
+        "user": "root",
+        "lock_mode": MODE,
+        "attempt": 1,
+        "started_at_ms": 1_700_000_000_000u64,
+        "acquired_at_ms": 1_700_000_000_100u64,
+        "updated_at": "2023-11-14T22:13:20.100Z",
+    })
+    .to_string()
+}
+
+#[test]
+fn thaw_never_signals_a_process_that_reused_a_recorded_pid() {
+    let Some(server) = mysql(&[]) else { return };
+    let sandbox = Sandbox::new(&server, "");
+    fs::create_dir_all(&sandbox.run_dir).unwrap();
+    fs::set_permissions(&sandbox.run_dir, fs::Permissions::from_mode(0o700)).unwrap();
+    let bystander = Bystander(Command::new("sleep").arg("300").spawn().unwrap());
+    let pid = bystander.0.id();
+    let real = Identity::of(pid).unwrap();
+    let other_start = Identity {
+        start_time: real.start_time + 1,
+        ..real.clone()
+    };
+    let other_exe = Identity {
+        exe: bin("locker"),
+        ..real.clone()
+    };
+    for (what, status, freeze, locker) in [
+        (
+            "locker, other start time",
+            "acquired",
+            &other_start,
+            &other_start,
+        ),
+        (
+            "locker, other executable",
+            "acquired",
+            &other_exe,
+            &other_exe,
+        ),
+        (
+            "freeze and locker, waiting",
+            "waiting",
+            &other_start,
+            &other_exe,
+        ),
+        (
+            "freeze and locker, starting",
+            "starting",
+            &other_exe,
+            &other_start,
+        ),
+    ] {
+        let state = sandbox.run_dir.join("state.json");
+        write_private(&state, &state_naming(freeze, locker, status));
+        let out = sandbox.thaw("thaw");
+        assert!(
+            alive(pid),
+            "{what}: thaw signalled PID {pid}, which is not ours: {}",
+            text(&out)
+        );
+        assert_eq!(out.status.code(), Some(1), "{what}: {}", text(&out));
+        let report = sandbox.command("thaw").arg("--status").output().unwrap();
+        assert!(alive(pid), "{what}: thaw --status signalled PID {pid}");
+        assert_ne!(report.status.code(), Some(0), "{what}: {}", text(&report));
+
+        write_private(&state, &state_naming(freeze, locker, status));
+        let out = sandbox.freeze();
+        assert!(
+            out.status.success(),
+            "{what}: a dead run must not block freeze: {}",
+            text(&out)
+        );
+        assert!(alive(pid), "{what}: freeze signalled PID {pid}");
+        assert!(sandbox.thaw("thaw").status.success());
+        assert!(alive(pid));
+    }
+    assert_nothing_left(&server, &sandbox, Duration::from_secs(10));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The info file.
+
+#[test]
+fn freeze_fails_before_locking_when_the_info_file_directory_is_missing_or_read_only() {
+    let Some(server) = mysql(&[]) else { return };
+    let ro = Tmpfs::mount("info-ro", "size=64k");
+    ro.remount("ro");
+    for dir in [PathBuf::from("/nonexistent/mss-info"), ro.path.clone()] {
+        let info = dir.join("snapshot-info.json");
+        let sandbox = Sandbox::new(&server, &format!("info-file = {}", info.display()));
+        let before = lock_statements_run(&server);
+        let out = sandbox.freeze();
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        assert!(stderr_of(&out).contains("info file"), "{}", text(&out));
+        assert!(
+            stderr_of(&out).contains(&*dir.to_string_lossy()),
+            "{}",
+            text(&out)
+        );
+        assert_eq!(
+            lock_statements_run(&server),
+            before,
+            "a lock was attempted although the info file could not be written"
+        );
+        assert!(!info.exists());
+        assert_nothing_left(&server, &sandbox, Duration::from_secs(10));
+    }
+}
+
+#[test]
+fn freeze_releases_the_lock_and_fails_when_the_info_file_cannot_be_written() {
+    let Some(server) = mysql(&[]) else { return };
+    // Room for the empty temporary file (an inode) but not for its content.
+    let full = Tmpfs::mount("info-full", "size=64k");
+    fill(&full.path);
+    let info = full.path.join("snapshot-info.json");
+    let sandbox = Sandbox::new(&server, &format!("info-file = {}", info.display()));
+    let out = sandbox.freeze();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "freeze must not exit 0 without its info file: {}",
+        text(&out)
+    );
+    assert!(stderr_of(&out).contains("No space left"), "{}", text(&out));
+    assert!(!info.exists());
+    assert_nothing_left(&server, &sandbox, Duration::from_secs(10));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The password and the account's privileges.
+
+fn create_account(server: &Server, grants: &str) {
+    let mut conn = server.conn();
+    conn.query_drop("DROP USER IF EXISTS 'snapper'@'localhost'")
+        .unwrap();
+    conn.query_drop(format!(
+        "CREATE USER 'snapper'@'localhost' IDENTIFIED BY '{PASSWORD}'"
+    ))
+    .unwrap();
+    conn.query_drop(format!("GRANT {grants} ON *.* TO 'snapper'@'localhost'"))
+        .unwrap();
+}
+
+fn account_settings(extra: &str) -> String {
+    format!("user = snapper\npassword = {PASSWORD}\n{extra}")
+}
+
+/// Everything of a process an unprivileged user could read that might hold a secret.
+fn process_text(pid: u32) -> String {
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let environ = fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+    format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&cmdline).replace('\0', " "),
+        String::from_utf8_lossy(&environ).replace('\0', " ")
+    )
+}
+
+#[test]
+fn the_password_never_appears_in_argv_environment_state_info_or_logs() {
+    let Some(server) = mysql(&[]) else { return };
+    create_account(&server, &DOCUMENTED_GRANTS.join(", "));
+    let log_dir = harness::TempDir::new("pwlog");
+    let log_file = log_dir.path().join("mysql-snapshot.log");
+    let mut sandbox = Sandbox::new(
+        &server,
+        &account_settings(&format!(
+            "long-query-threshold = 100\nlock-wait-timeout = 30\nlog-file = {}",
+            log_file.display()
+        )),
+    );
+    // A long MyISAM write keeps freeze and its locker both alive, waiting for the lock.
+    let long = Writer::start(&server, "UPDATE snap.my SET v = v + 1 WHERE SLEEP(3) = 0");
+    wait_for_statement(&server, "SLEEP(3)");
+    let freeze = sandbox
+        .command("freeze")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(10), || sandbox.status() == "waiting"));
+    let locker = sandbox.locker_pid().unwrap();
+    let seen = format!("{}\n{}", process_text(freeze.id()), process_text(locker));
+    assert!(seen.contains("mysql-snapshot-locker"), "{seen}");
+    assert!(
+        !seen.contains(PASSWORD_CORE),
+        "the password is visible in /proc: {seen}"
+    );
+    let out = freeze.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    long.join_within(Duration::from_secs(30)).0.unwrap();
+    let held_state = fs::read_to_string(sandbox.run_dir.join("state.json")).unwrap();
+    let info = fs::read_to_string(&sandbox.info_file).unwrap();
+    let thaw = sandbox.thaw("thaw");
+    assert!(thaw.status.success(), "{}", text(&thaw));
+
+    // Failure paths log too: a lock lost to max-lock-time.
+    let mut sandbox2 = Sandbox::new(
+        &server,
+        &account_settings(&format!(
+            "max-lock-time = 1\nlog-file = {}",
+            log_file.display()
+        )),
+    );
+    assert!(sandbox2.freeze().status.success());
+    assert!(wait_until(Duration::from_secs(10), || sandbox2.status() == "released"));
+    let lost = sandbox2.thaw("thaw");
+    assert_eq!(lost.status.code(), Some(1), "{}", text(&lost));
+
+    let everything = [
+        text(&out),
+        text(&thaw),
+        text(&lost),
+        held_state,
+        info,
+        fs::read_to_string(sandbox.run_dir.join("state.json")).unwrap(),
+        fs::read_to_string(sandbox2.run_dir.join("state.json")).unwrap(),
+        fs::read_to_string(&log_file).unwrap(),
+        sandbox.log(),
+        sandbox2.log(),
+    ]
+    .join("\n");
+    assert!(everything.contains("event=locked"), "nothing was logged");
+    assert!(
+        !everything.contains(PASSWORD_CORE),
+        "the password leaked: {everything}"
+    );
+    assert_nothing_left(&server, &sandbox, Duration::from_secs(10));
+}
+
+/// freeze --check, a freeze that kills another account's long MyISAM write (what CONNECTION_ADMIN
+/// is for), thaw --status, thaw, freezeFail and the kill of a wedged locker, all as an account
+/// with only README's MySQL grants.
+#[test]
+fn a_least_privilege_account_runs_the_whole_flow() {
+    let Some(server) = mysql(&[]) else { return };
+    create_account(&server, &DOCUMENTED_GRANTS.join(", "));
+    let mut sandbox = Sandbox::new(
+        &server,
+        &account_settings(
+            "long-query-threshold = 100\nlock-wait-timeout = 3\nkill-long-queries = all\nkill-long-queries-timeout = 1",
+        ),
+    );
+    let check = sandbox.command("freeze").arg("--check").output().unwrap();
+    assert!(check.status.success(), "{}", text(&check));
+
+    // An application account (no SYSTEM_USER: MySQL lets CONNECTION_ADMIN kill only sessions of
+    // accounts without it) runs a long MyISAM write that holds up FTWRL until it is killed.
+    let mut conn = server.conn();
+    conn.query_drop("DROP USER IF EXISTS 'app'@'localhost'")
+        .unwrap();
+    conn.query_drop(format!(
+        "CREATE USER 'app'@'localhost' IDENTIFIED BY '{PASSWORD}'"
+    ))
+    .unwrap();
+    conn.query_drop("GRANT SELECT, UPDATE ON snap.* TO 'app'@'localhost'")
+        .unwrap();
+    let mut app = mysql::Conn::new(
+        mysql::OptsBuilder::new()
+            .user(Some("app"))
+            .pass(Some(PASSWORD))
+            .socket(Some(server.socket.to_string_lossy().into_owned())),
+    )
+    .expect("connect as the application account");
+    let long = std::thread::spawn(move || {
+        app.query_drop("UPDATE snap.my SET v = v + 1 WHERE SLEEP(30) = 0")
+    });
+    wait_for_statement(&server, "SLEEP(30)");
+    let started = Instant::now();
+    let out = sandbox.freeze();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "freeze took {:?}: the blocking write was not killed: {}",
+        started.elapsed(),
+        text(&out)
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || long.is_finished()),
+        "the blocking write never returned"
+    );
+    assert!(
+        long.join().unwrap().is_err(),
+        "the blocking write was not killed"
+    );
+    assert!(sandbox.log().contains("event=killed-query"));
+    assert!(server.writes_blocked());
+    let status = sandbox.command("thaw").arg("--status").output().unwrap();
+    assert_eq!(status.status.code(), Some(0), "{}", text(&status));
+    let out = sandbox.thaw("thaw");
+    assert!(out.status.success(), "{}", text(&out));
+    assert_nothing_left(&server, &sandbox, Duration::from_secs(10));
+
+    // freezeFail, and a wedged locker that thaw must kill by connection.
+    assert!(sandbox.freeze().status.success());
+    let out = sandbox.thaw("freezeFail");
+    assert!(out.status.success(), "{}", text(&out));
+    assert_nothing_left(&server, &sandbox, Duration::from_secs(10));
+    assert!(sandbox.freeze().status.success());
+    let stopped = StoppedProcess::stop(sandbox.locker_pid().unwrap());
+    let out = sandbox.thaw("thaw");
+    assert!(out.status.success(), "{}", text(&out));
+    drop(stopped);
+    assert_nothing_left(&server, &sandbox, Duration::from_secs(10));
+}
+
+#[test]
+fn each_missing_grant_is_named_with_the_grant_that_fixes_it() {
+    let Some(server) = mysql(&[]) else { return };
+    for missing in DOCUMENTED_GRANTS {
+        let granted: Vec<&str> = DOCUMENTED_GRANTS
+            .iter()
+            .copied()
+            .filter(|g| *g != missing)
+            .collect();
+        create_account(&server, &granted.join(", "));
+        // CONNECTION_ADMIN matters only when freeze may kill other accounts' statements.
+        let kill = if missing == "CONNECTION_ADMIN" {
+            "kill-long-queries = all\nkill-long-queries-timeout = 1"
+        } else {
+            ""
+        };
+        let sandbox = Sandbox::new(&server, &account_settings(kill));
+        let before = lock_statements_run(&server);
+        let out = sandbox.freeze();
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "without {missing}: {}",
+            text(&out)
+        );
+        let stderr = stderr_of(&out);
+        assert!(
+            stderr.contains(&format!("lacks {missing} (")),
+            "without {missing}: {stderr}"
+        );
+        assert!(
+            stderr.contains(&format!("GRANT {missing} ON *.* TO 'snapper'@'localhost'")),
+            "without {missing}: {stderr}"
+        );
+        assert!(!stderr.contains(PASSWORD_CORE));
+        assert_eq!(
+            lock_statements_run(&server),
+            before,
+            "without {missing}: a lock statement ran"
+        );
+        assert_nothing_left(&server, &sandbox, Duration::from_secs(10));
+        let check = sandbox.command("freeze").arg("--check").output().unwrap();
+        assert_ne!(
+            check.status.code(),
+            Some(0),
+            "--check passed without {missing}"
+        );
+        assert!(text(&check).contains(missing), "{}", text(&check));
+    }
+    // Without kill-long-queries, CONNECTION_ADMIN is not needed.
+    create_account(&server, "RELOAD, PROCESS, REPLICATION CLIENT");
+    let sandbox = Sandbox::new(&server, &account_settings(""));
+    let out = sandbox.freeze();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(sandbox.thaw("thaw").status.success());
+    assert_nothing_left(&server, &sandbox, Duration::from_secs(10));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Logging on a frozen filesystem.
+
+#[test]
+fn the_release_happens_within_100_ms_when_the_log_file_is_on_a_frozen_filesystem() {
+    if machine_cannot_loop_mount(
+        "faults_mysql::the_release_happens_within_100_ms_when_the_log_file_is_on_a_frozen_filesystem",
+    ) {
+        return;
+    }
+    let Some(server) = mysql(&[]) else { return };
+    let (_dir, mount) = loop_mount("log-frozen", "log");
+    let log = mount.mountpoint.join("log/mysql-snapshot.log");
+    let sandbox = Sandbox::new(&server, &format!("log-file = {}", log.display()));
+    let out = sandbox.freeze();
+    assert!(out.status.success(), "{}", text(&out));
+    let writer = Writer::start(&server, "INSERT INTO snap.inno (v) VALUES (5150)");
+    wait_for_statement(&server, "VALUES (5150)");
+
+    let window = mount.freeze_window();
+    fsfreeze(&mount.mountpoint);
+    let asked = Instant::now();
+    // thaw blocks afterwards writing its own log line: never wait on it while frozen.
+    let mut thaw = sandbox
+        .command("thaw")
+        .arg("thaw")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let finished = wait_until(Duration::from_secs(5), || writer.handle.is_finished());
+    let released_after = asked.elapsed();
+    drop(window); // thaws the filesystem
+    assert!(
+        finished,
+        "the lock was not released while the log filesystem was frozen"
+    );
+    let (result, done) = writer.handle.join().unwrap();
+    result.unwrap();
+    let took = done.duration_since(asked);
+    assert!(
+        took < Duration::from_millis(100),
+        "the queued write went through {took:?} after thaw was called (limit 100 ms; seen at {released_after:?})"
+    );
+    let code = exit_code_within(&mut thaw, Duration::from_secs(30));
+    assert_eq!(code, Some(0), "thaw failed after the filesystem thawed");
+    assert_nothing_left(&server, &sandbox, Duration::from_secs(10));
+    let text = fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("event=released"),
+        "the locker's lines were lost: {text}"
+    );
+}
