@@ -5,6 +5,7 @@
 //! Everything here undoes itself on drop and only ever touches processes and mounts a test made.
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::thread;
@@ -14,7 +15,10 @@ use common::process::Identity;
 use mysql::prelude::Queryable;
 
 use crate::loopfs::LoopMount;
-use crate::{signal, text, wait_until, Server, TempDir};
+use crate::{
+    alive, assert_nothing_left, bin, signal, text, wait_until, write_private, Sandbox, Server,
+    TempDir,
+};
 
 /// A statement running in the background; `finished` is when it returned.
 pub struct Writer {
@@ -232,4 +236,91 @@ pub fn fsfreeze(mountpoint: &Path) {
         .output()
         .unwrap();
     assert!(out.status.success(), "fsfreeze -f failed: {}", text(&out));
+}
+
+fn state_naming(freeze: &Identity, locker: &Identity, status: &str, mode: &str) -> String {
+    serde_json::json!({
+        "format": 1,
+        "status": status,
+        "freeze": freeze,
+        "locker": locker,
+        "connection_id": 1,
+        "user": "root",
+        "lock_mode": mode,
+        "attempt": 1,
+        "started_at_ms": 1_700_000_000_000u64,
+        "acquired_at_ms": 1_700_000_000_100u64,
+        "updated_at": "2023-11-14T22:13:20.100Z",
+    })
+    .to_string()
+}
+
+/// A state file naming a PID now used by an unrelated process (`sleep`): thaw must never signal
+/// it, whatever status the state claims. `mode` is the lock mode the state records.
+pub fn assert_thaw_never_signals_a_reused_pid(server: &Server, mode: &str, limit: Duration) {
+    let sandbox = Sandbox::new(server, "");
+    fs::create_dir_all(&sandbox.run_dir).unwrap();
+    fs::set_permissions(&sandbox.run_dir, fs::Permissions::from_mode(0o700)).unwrap();
+    let bystander = Bystander(Command::new("sleep").arg("300").spawn().unwrap());
+    let pid = bystander.0.id();
+    let real = Identity::of(pid).unwrap();
+    let other_start = Identity {
+        start_time: real.start_time + 1,
+        ..real.clone()
+    };
+    let other_exe = Identity {
+        exe: bin("locker"),
+        ..real.clone()
+    };
+    for (what, status, freeze, locker) in [
+        (
+            "locker, other start time",
+            "acquired",
+            &other_start,
+            &other_start,
+        ),
+        (
+            "locker, other executable",
+            "acquired",
+            &other_exe,
+            &other_exe,
+        ),
+        (
+            "freeze and locker, waiting",
+            "waiting",
+            &other_start,
+            &other_exe,
+        ),
+        (
+            "freeze and locker, starting",
+            "starting",
+            &other_exe,
+            &other_start,
+        ),
+    ] {
+        let state = sandbox.run_dir.join("state.json");
+        write_private(&state, &state_naming(freeze, locker, status, mode));
+        let out = sandbox.thaw("thaw");
+        assert!(
+            alive(pid),
+            "{what}: thaw signalled PID {pid}, which is not ours: {}",
+            text(&out)
+        );
+        assert_eq!(out.status.code(), Some(1), "{what}: {}", text(&out));
+        let report = sandbox.command("thaw").arg("--status").output().unwrap();
+        assert!(alive(pid), "{what}: thaw --status signalled PID {pid}");
+        assert_ne!(report.status.code(), Some(0), "{what}: {}", text(&report));
+
+        write_private(&state, &state_naming(freeze, locker, status, mode));
+        let out = sandbox.freeze();
+        assert!(
+            out.status.success(),
+            "{what}: a dead run must not block freeze: {}",
+            text(&out)
+        );
+        assert!(alive(pid), "{what}: freeze signalled PID {pid}");
+        assert!(sandbox.thaw("thaw").status.success());
+        assert!(alive(pid));
+    }
+    assert_nothing_left(server, &sandbox, limit);
 }

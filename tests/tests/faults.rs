@@ -8,21 +8,17 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::process::Identity;
 use harness::faults::{
-    exit_code_within, fill, fill_connections, fsfreeze, lock_statement, lock_statements_run,
-    loop_mount, server_pid, stderr_of, wait_for_statement, Bystander, StoppedProcess, Tmpfs,
-    Writer,
+    assert_thaw_never_signals_a_reused_pid, exit_code_within, fill, fill_connections, fsfreeze,
+    lock_statement, lock_statements_run, loop_mount, server_pid, stderr_of, wait_for_statement,
+    StoppedProcess, Tmpfs, Writer,
 };
 use harness::loopfs::machine_cannot_loop_mount;
-use harness::{
-    alive, assert_nothing_left, bin, signal, text, wait_until, write_private, Sandbox, Server,
-    TempDir,
-};
+use harness::{alive, assert_nothing_left, signal, text, wait_until, Sandbox, Server, TempDir};
 use mysql::prelude::Queryable;
 
 /// Declares `fn $name(mode)` as two tests, `$name::ftwrl` and `$name::backup_stage`.
@@ -487,91 +483,10 @@ fn two_racing_freezes_start_exactly_one_locker(mode: &str) {
 // ---------------------------------------------------------------------------------------------
 // Leftovers of a crashed run.
 
-fn state_naming(freeze: &Identity, locker: &Identity, status: &str) -> String {
-    serde_json::json!({
-        "format": 1,
-        "status": status,
-        "freeze": freeze,
-        "locker": locker,
-        "connection_id": 1,
-        "user": "root",
-        "lock_mode": "ftwrl",
-        "attempt": 1,
-        "started_at_ms": 1_700_000_000_000u64,
-        "acquired_at_ms": 1_700_000_000_100u64,
-        "updated_at": "2023-11-14T22:13:20.100Z",
-    })
-    .to_string()
-}
-
 #[test]
 fn thaw_never_signals_a_process_that_reused_a_recorded_pid() {
     let server = Server::start();
-    let sandbox = Sandbox::new(&server, "");
-    fs::create_dir_all(&sandbox.run_dir).unwrap();
-    fs::set_permissions(&sandbox.run_dir, fs::Permissions::from_mode(0o700)).unwrap();
-    let bystander = Bystander(Command::new("sleep").arg("300").spawn().unwrap());
-    let pid = bystander.0.id();
-    let real = Identity::of(pid).unwrap();
-    let other_start = Identity {
-        start_time: real.start_time + 1,
-        ..real.clone()
-    };
-    let other_exe = Identity {
-        exe: bin("locker"),
-        ..real.clone()
-    };
-    for (what, status, freeze, locker) in [
-        (
-            "locker, other start time",
-            "acquired",
-            &other_start,
-            &other_start,
-        ),
-        (
-            "locker, other executable",
-            "acquired",
-            &other_exe,
-            &other_exe,
-        ),
-        (
-            "freeze and locker, waiting",
-            "waiting",
-            &other_start,
-            &other_exe,
-        ),
-        (
-            "freeze and locker, starting",
-            "starting",
-            &other_exe,
-            &other_start,
-        ),
-    ] {
-        let state = sandbox.run_dir.join("state.json");
-        write_private(&state, &state_naming(freeze, locker, status));
-        let out = sandbox.thaw("thaw");
-        assert!(
-            alive(pid),
-            "{what}: thaw signalled PID {pid}, which is not ours: {}",
-            text(&out)
-        );
-        assert_eq!(out.status.code(), Some(1), "{what}: {}", text(&out));
-        let report = sandbox.command("thaw").arg("--status").output().unwrap();
-        assert!(alive(pid), "{what}: thaw --status signalled PID {pid}");
-        assert_ne!(report.status.code(), Some(0), "{what}: {}", text(&report));
-
-        write_private(&state, &state_naming(freeze, locker, status));
-        let out = sandbox.freeze();
-        assert!(
-            out.status.success(),
-            "{what}: a dead run must not block freeze: {}",
-            text(&out)
-        );
-        assert!(alive(pid), "{what}: freeze signalled PID {pid}");
-        assert!(sandbox.thaw("thaw").status.success());
-        assert!(alive(pid));
-    }
-    assert_nothing_left(&server, &sandbox, Duration::from_secs(5));
+    assert_thaw_never_signals_a_reused_pid(&server, "ftwrl", Duration::from_secs(5));
 }
 
 // ---------------------------------------------------------------------------------------------

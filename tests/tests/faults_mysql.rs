@@ -6,20 +6,18 @@
 #![allow(clippy::unwrap_used)]
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::process::Identity;
 use harness::faults::{
-    exit_code_within, fill, fill_connections, fsfreeze, lock_statements_run, loop_mount,
-    server_pid, stderr_of, wait_for_statement, Bystander, StoppedProcess, Tmpfs, Writer,
+    assert_thaw_never_signals_a_reused_pid, exit_code_within, fill, fill_connections, fsfreeze,
+    lock_statements_run, loop_mount, server_pid, stderr_of, wait_for_statement, StoppedProcess,
+    Tmpfs, Writer,
 };
 use harness::loopfs::machine_cannot_loop_mount;
 use harness::{
-    alive, assert_nothing_left, bin, matrix, signal, text, wait_until, write_private, Flavour,
-    Sandbox, Server,
+    alive, assert_nothing_left, matrix, signal, text, wait_until, Flavour, Sandbox, Server,
 };
 use mysql::prelude::Queryable;
 
@@ -690,91 +688,10 @@ fn a_second_freeze_while_locked_is_refused_and_freeze_fail_releases_the_first() 
 // ---------------------------------------------------------------------------------------------
 // Leftovers of a crashed run.
 
-fn state_naming(freeze: &Identity, locker: &Identity, status: &str) -> String {
-    serde_json::json!({
-        "format": 1,
-        "status": status,
-        "freeze": freeze,
-        "locker": locker,
-        "connection_id": 1,
-        "user": "root",
-        "lock_mode": MODE,
-        "attempt": 1,
-        "started_at_ms": 1_700_000_000_000u64,
-        "acquired_at_ms": 1_700_000_000_100u64,
-        "updated_at": "2023-11-14T22:13:20.100Z",
-    })
-    .to_string()
-}
-
 #[test]
 fn thaw_never_signals_a_process_that_reused_a_recorded_pid() {
     let Some(server) = mysql(&[]) else { return };
-    let sandbox = Sandbox::new(&server, "");
-    fs::create_dir_all(&sandbox.run_dir).unwrap();
-    fs::set_permissions(&sandbox.run_dir, fs::Permissions::from_mode(0o700)).unwrap();
-    let bystander = Bystander(Command::new("sleep").arg("300").spawn().unwrap());
-    let pid = bystander.0.id();
-    let real = Identity::of(pid).unwrap();
-    let other_start = Identity {
-        start_time: real.start_time + 1,
-        ..real.clone()
-    };
-    let other_exe = Identity {
-        exe: bin("locker"),
-        ..real.clone()
-    };
-    for (what, status, freeze, locker) in [
-        (
-            "locker, other start time",
-            "acquired",
-            &other_start,
-            &other_start,
-        ),
-        (
-            "locker, other executable",
-            "acquired",
-            &other_exe,
-            &other_exe,
-        ),
-        (
-            "freeze and locker, waiting",
-            "waiting",
-            &other_start,
-            &other_exe,
-        ),
-        (
-            "freeze and locker, starting",
-            "starting",
-            &other_exe,
-            &other_start,
-        ),
-    ] {
-        let state = sandbox.run_dir.join("state.json");
-        write_private(&state, &state_naming(freeze, locker, status));
-        let out = sandbox.thaw("thaw");
-        assert!(
-            alive(pid),
-            "{what}: thaw signalled PID {pid}, which is not ours: {}",
-            text(&out)
-        );
-        assert_eq!(out.status.code(), Some(1), "{what}: {}", text(&out));
-        let report = sandbox.command("thaw").arg("--status").output().unwrap();
-        assert!(alive(pid), "{what}: thaw --status signalled PID {pid}");
-        assert_ne!(report.status.code(), Some(0), "{what}: {}", text(&report));
-
-        write_private(&state, &state_naming(freeze, locker, status));
-        let out = sandbox.freeze();
-        assert!(
-            out.status.success(),
-            "{what}: a dead run must not block freeze: {}",
-            text(&out)
-        );
-        assert!(alive(pid), "{what}: freeze signalled PID {pid}");
-        assert!(sandbox.thaw("thaw").status.success());
-        assert!(alive(pid));
-    }
-    assert_nothing_left(&server, &sandbox, Duration::from_secs(10));
+    assert_thaw_never_signals_a_reused_pid(&server, MODE, Duration::from_secs(10));
 }
 
 // ---------------------------------------------------------------------------------------------
