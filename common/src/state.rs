@@ -212,7 +212,10 @@ impl StateFile {
             .map_err(|e| Error::io("open the state lock", &path, e))?;
         file.lock()
             .map_err(|e| Error::io("lock the state file lock", &path, e))?;
-        Ok(Guard { file, state: self })
+        Ok(Guard {
+            _lock: file,
+            state: self,
+        })
     }
 
     /// Reads the state without writing; a missing run directory reads as nothing.
@@ -226,7 +229,8 @@ impl StateFile {
 
 /// The held flock; released on drop.
 pub struct Guard<'a> {
-    file: File,
+    /// The open lock file; the flock lasts as long as it does.
+    _lock: File,
     state: &'a StateFile,
 }
 
@@ -296,11 +300,6 @@ impl Guard<'_> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(Error::io("move aside the stale state file", &path, e)),
         }
-    }
-
-    /// Keeps the flock held by `_file` alive until the guard is dropped.
-    pub fn held(&self) -> &File {
-        &self.file
     }
 }
 

@@ -307,23 +307,12 @@ impl Server {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn mariadbd");
-        let mut server = Server {
+        Server {
             dir,
             socket,
             child: Some(child),
-        };
-        let mut exited = false;
-        let up = wait_until(limit, || {
-            if let Some(child) = server.child.as_mut() {
-                exited = matches!(child.try_wait(), Ok(Some(_)));
-            }
-            exited || server.try_conn().is_some()
-        });
-        if up && !exited {
-            Ok(server)
-        } else {
-            Err(tail(&server.dir.path().join("error.log"), 6000)) // dropping `server` kills it
         }
+        .accepting_within(limit)
     }
 }
 
@@ -388,22 +377,30 @@ impl Server {
                     flavour.daemon()
                 )
             })?;
-        let mut server = Server {
+        Server {
             dir,
             socket,
             child: Some(child),
-        };
+        }
+        .accepting_within(limit)
+    }
+}
+
+impl Server {
+    /// This just-started server once it accepts connections within `limit`; otherwise it is
+    /// killed (by dropping it) and its error log returned.
+    fn accepting_within(mut self, limit: Duration) -> Result<Server, String> {
         let mut exited = false;
         let up = wait_until(limit, || {
-            if let Some(child) = server.child.as_mut() {
+            if let Some(child) = self.child.as_mut() {
                 exited = matches!(child.try_wait(), Ok(Some(_)));
             }
-            exited || server.try_conn().is_some()
+            exited || self.try_conn().is_some()
         });
         if up && !exited {
-            Ok(server)
+            Ok(self)
         } else {
-            Err(tail(&server.dir.path().join("error.log"), 6000)) // dropping `server` kills it
+            Err(tail(&self.dir.path().join("error.log"), 6000))
         }
     }
 }
