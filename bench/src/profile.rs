@@ -1,7 +1,7 @@
 //! Where a freeze's (and a thaw's) milliseconds go: freeze and thaw run under `strace -f` with a
 //! seccomp filter (only the syscalls that mark a phase are stopped on), and the phase boundaries
-//! are read from the traces — exec, connect, the quiet-moment query, spawning the locker, the lock
-//! statements, the state writes, the info-file fsyncs, the release.
+//! are read from the traces — exec, spawning the locker, its connect, the quiet-moment query, the
+//! lock statements, the coordinates, the info-file fsyncs, the state writes, the release.
 //!
 //! Tracing slows the traced processes; the traced total is reported next to the untraced one so
 //! the phases can be read as shares. It never runs without strace and never changes the product.
@@ -114,23 +114,21 @@ impl Trace {
 }
 
 /// Phase names, in order; each phase runs from one milestone to the next.
-const FREEZE_PHASES: [&str; 11] = [
-    "freeze: exec, config, logging, state claim",
-    "freeze: connect (handshake + SELECT VERSION())",
-    "freeze: quiet-moment query (processlist)",
-    "freeze: state update + spawn locker",
+const FREEZE_PHASES: [&str; 10] = [
+    "freeze: exec, config, logging, spawn locker",
     "locker: exec, config, logging",
-    "locker: connect + session setup + state `waiting`",
+    "locker: connect (handshake + SELECT VERSION()), SHOW GRANTS, SET SESSION",
+    "locker: quiet-moment query (SHOW FULL PROCESSLIST)",
+    "locker: state `waiting`",
     "locker: lock statement(s)",
-    "locker: read coordinates + state `acquired`",
-    "freeze: wake + verify (state, /proc, processlist by id)",
-    "freeze: info file write + fsync + rename + dir fsync",
-    "freeze: verify again, log, exit",
+    "locker: read coordinates",
+    "locker: info file write + fsync + rename + dir fsync",
+    "locker: connection check (DO 0) + state `acquired`",
+    "freeze: wake, verify (state, /proc), log, exit",
 ];
-const EXTRAS: [&str; 4] = [
+const EXTRAS: [&str; 3] = [
     "of which: info file fsync (syscall)",
     "of which: info directory fsync (syscall)",
-    "of which: freeze's handshake processing (client CPU)",
     "of which: locker's handshake processing (client CPU)",
 ];
 const THAW_PHASES: [&str; 4] = [
@@ -143,8 +141,9 @@ const THAW_PHASES: [&str; 4] = [
 /// (freeze milestones, thaw milestones, extra durations in ms), in seconds since the epoch.
 type Milestones = (Vec<f64>, Vec<f64>, Vec<f64>);
 
-/// The milestones of one traced freeze (12) and thaw (5), and four durations in ms (the two
-/// info-file fsyncs, freeze's and the locker's handshake processing), or why they cannot be read.
+/// The milestones of one traced freeze (11) and thaw (5), and three durations in ms (the two
+/// info-file fsyncs and the locker's handshake processing), or why they cannot be read. The
+/// locker writes the info file on a thread of its own: those events are matched on any thread.
 fn milestones(
     freeze: &Trace,
     thaw: &Trace,
@@ -162,41 +161,39 @@ fn milestones(
         .pid_of("mysql-snapshot-thaw")
         .ok_or_else(|| missing("thaw execve"))?;
     let (lock_first, release) = match mode {
-        Mode::Ftwrl => ("FLUSH TABLES WITH READ LOCK", "UNLOCK TABLES"),
+        Mode::Ftwrl => ("FLUSH ", "UNLOCK TABLES"),
         Mode::BackupStage => ("BACKUP STAGE START", "BACKUP STAGE END"),
     };
     let need = |v: Option<f64>, what: &str| v.ok_or_else(|| missing(what));
     let f_exec = need(freeze.at(f, "execve", "", 0.0), "freeze exec")?;
-    let f_connect = need(freeze.at(f, "connect", socket, f_exec), "freeze connect")?;
+    let l_exec = need(freeze.at(l, "execve", "", 0.0), "locker exec")?;
+    let l_connect = need(freeze.at(l, "connect", socket, l_exec), "locker connect")?;
     let quiet = freeze
-        .find(f, "sendto", "SELECT ID, USER, COMMAND", f_connect)
-        .or_else(|| freeze.find(f, "sendto", "PROCESSLIST", f_connect))
+        .find(l, "sendto", "SHOW FULL PROCESSLIST", l_connect)
         .ok_or_else(|| missing("quiet-moment query"))?;
     let quiet_sent = freeze.events[quiet].at;
     let quiet_reply = freeze
-        .find(f, "recvfrom", "", quiet_sent)
+        .find(l, "recvfrom", "", quiet_sent)
         .ok_or_else(|| missing("quiet-moment reply"))?;
     let quiet_done = freeze.end(quiet_reply);
-    let l_exec = need(freeze.at(l, "execve", "", 0.0), "locker exec")?;
-    let l_connect = need(freeze.at(l, "connect", socket, l_exec), "locker connect")?;
     let l_lock = need(
-        freeze.at(l, "sendto", lock_first, l_connect),
+        freeze.at(l, "sendto", lock_first, quiet_done),
         "lock statement",
     )?;
     let l_status = need(freeze.at(l, "sendto", "SHOW B", l_lock), "binlog status")?;
-    let l_acquired = need(
-        freeze.at(l, "write", "acquired", l_status),
-        "`acquired` note",
-    )?;
-    let f_info = need(
-        freeze.at(f, "write", "taken_at", l_acquired),
-        "info-file write",
-    )?;
+    let info = (0..freeze.events.len())
+        .find(|&i| {
+            let e = &freeze.events[i];
+            e.name == "write" && e.text.contains("taken_at") && e.at >= l_status
+        })
+        .ok_or_else(|| missing("info-file write"))?;
+    let (l_info, writer) = (freeze.events[info].at, freeze.events[info].pid);
     let fsyncs: Vec<usize> = (0..freeze.events.len())
         .filter(|&i| {
             let e = &freeze.events[i];
-            e.pid == f && e.name == "fsync" && !e.resumed && e.at >= f_info
+            e.pid == writer && e.name == "fsync" && !e.resumed && e.at >= l_info
         })
+        .take(2)
         .collect();
     let info_done = fsyncs
         .last()
@@ -206,18 +203,21 @@ fn milestones(
         .iter()
         .map(|&i| (freeze.end(i) - freeze.events[i].at) * 1000.0)
         .collect();
-    let f_exit = need(freeze.at(f, "exit_group", "", info_done), "freeze exit")?;
+    let l_acquired = need(
+        freeze.at(l, "write", "acquired", info_done),
+        "`acquired` note",
+    )?;
+    let f_exit = need(freeze.at(f, "exit_group", "", l_acquired), "freeze exit")?;
     // Client CPU between the server's greeting and our answer (the mysql crate parses the
     // server version with regexes it compiles on first use).
-    let greeting = |trace: &Trace, pid: u32, from: f64| -> Option<f64> {
-        let hello = trace.find(pid, "recvfrom", "", from)?;
-        let answered = trace.at(pid, "sendto", "", trace.end(hello))?;
-        Some((answered - trace.end(hello)) * 1000.0)
-    };
-    let handshake = vec![
-        greeting(freeze, f, f_connect).ok_or_else(|| missing("freeze handshake"))?,
-        greeting(freeze, l, l_connect).ok_or_else(|| missing("locker handshake"))?,
-    ];
+    let hello = freeze
+        .find(l, "recvfrom", "", l_connect)
+        .ok_or_else(|| missing("locker handshake"))?;
+    let answered = need(
+        freeze.at(l, "sendto", "", freeze.end(hello)),
+        "locker handshake answer",
+    )?;
+    let handshake = (answered - freeze.end(hello)) * 1000.0;
 
     let t_exec = need(thaw.at(t, "execve", "", 0.0), "thaw exec")?;
     let t_kill = need(thaw.at(t, "kill", "SIGTERM", t_exec), "thaw kill")?;
@@ -232,11 +232,11 @@ fn milestones(
     let t_exit = need(thaw.at(t, "exit_group", "", t_kill), "thaw exit")?;
     Ok((
         vec![
-            f_exec, f_connect, quiet_sent, quiet_done, l_exec, l_connect, l_lock, l_status,
-            l_acquired, f_info, info_done, f_exit,
+            f_exec, l_exec, l_connect, quiet_sent, quiet_done, l_lock, l_status, l_info, info_done,
+            l_acquired, f_exit,
         ],
         vec![t_exec, t_kill, l_release_sent, l_released, t_exit],
-        fsync_took.into_iter().take(2).chain(handshake).collect(),
+        fsync_took.into_iter().chain([handshake]).collect(),
     ))
 }
 

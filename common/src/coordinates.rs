@@ -2,8 +2,9 @@
 //! file that carries them inside the snapshot.
 //!
 //! Coordinates are read on the locker's connection right after the lock is taken, in as few round
-//! trips as the server allows. The info file is written atomically and fsynced (file and
-//! directory) before freeze reports success; it is never left half-written.
+//! trips as the server allows. The locker writes the info file atomically and fsyncs it (file and
+//! directory) while it holds the lock and before freeze reports success; it is never left
+//! half-written.
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -145,6 +146,39 @@ pub struct InfoFile {
     pub seed_replica_sql: Option<SeedSql>,
     /// Statements that make a sibling replica of this server's sources from the snapshot.
     pub clone_replica_sql: Option<Vec<String>>,
+}
+
+impl InfoFile {
+    /// The info file for a lock described by `lock`, on the server `info`, at `coordinates`.
+    pub fn new(info: &ServerInfo, coordinates: &Coordinates, lock: LockSection) -> InfoFile {
+        let hostname = hostname();
+        let source = replication::SourceAddress {
+            host: &hostname,
+            port: coordinates.port.filter(|p| *p != 0).unwrap_or(3306),
+        };
+        InfoFile {
+            format: 1,
+            taken_at: lock.acquired_at.clone(),
+            seed_replica_sql: replication::seed_replica_sql(
+                info,
+                &source,
+                &coordinates.binlog,
+                &coordinates.gtid,
+            ),
+            clone_replica_sql: replication::clone_replica_sql(info, &coordinates.replicas),
+            hostname,
+            server: ServerSection {
+                flavor: info.flavor.name().into(),
+                version: info.version.clone(),
+                server_id: coordinates.server_id,
+                server_uuid: coordinates.server_uuid.clone(),
+            },
+            lock,
+            binlog: coordinates.binlog.clone(),
+            gtid: coordinates.gtid.clone(),
+            replicas: coordinates.replicas.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -16,6 +16,7 @@ pub mod logging;
 pub mod optfile;
 pub mod phase;
 pub mod process;
+pub mod quiet;
 pub mod replication;
 pub mod server;
 pub mod state;

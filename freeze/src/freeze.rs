@@ -1,10 +1,15 @@
-//! The freeze sequence: claim the run, wait for a quiet moment, start the locker, learn that it
-//! holds the lock, verify that, write the info file, exit 0.
+//! The freeze sequence: start the locker, claim the run, tell the locker to go, learn that it
+//! holds the lock, check that, exit 0.
 //!
-//! freeze exits 0 only while the lock is verifiably held: the locker is alive and is ours, its
-//! connection is on the server, and the state file says `acquired`. Every other way out (timeout,
-//! signal, bad input, an unwritable info file) stops the locker and leaves no lock behind.
-//! A timed-out attempt goes back to waiting for a quiet moment; nothing waits without a deadline.
+//! freeze supervises; the locker does the talking to the server (privileges, the quiet moment,
+//! the lock, the coordinates, the info file). freeze opens a connection of its own only to kill
+//! statements that hold up an attempt (`kill-long-queries`) or to interrupt a stuck locker.
+//!
+//! freeze exits 0 only while the lock is verifiably held: the state file says `acquired` (which
+//! the locker writes only after its connection answered once the info file was on disk), and the
+//! locker is alive and is the one freeze started. Every other way out (timeout, signal, bad input,
+//! an unwritable info file) stops the locker and leaves no lock behind. A timed-out attempt goes
+//! back to waiting for a quiet moment; nothing waits without a deadline.
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode};
@@ -13,24 +18,17 @@ use std::time::{Duration, Instant};
 
 use argh::FromArgs;
 use common::config::KillLongQueries;
-use common::coordinates::{
-    self, Coordinates, InfoFile, LockSection, PendingInfoFile, ServerSection,
-};
-use common::grants;
+use common::coordinates::Coordinates;
 use common::lock::LockMode;
 use common::phase::Phase;
 use common::process::{self, Identity};
-use common::replication::{self, SourceAddress};
-use common::server::{self, Blocker, Session};
-
-use crate::quiet::QuietWindow;
+use common::quiet::QuietWindow;
+use common::server::{self, Session};
 use common::state::{Found, State, StateFile, Status};
 use common::{cli, time, Config, Error, Result};
 use mysql::prelude::Queryable;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
-/// How often the quiet-moment check runs while something long is running.
-const QUIET_POLL: Duration = Duration::from_millis(100);
 /// How often freeze looks at the locker process while it waits for its word.
 const LOCKER_POLL: Duration = Duration::from_millis(100);
 
@@ -211,37 +209,13 @@ impl Freeze {
     }
 
     fn lock_and_verify(&mut self, locker_exe: &Path) -> Result<()> {
-        // Fail on an unwritable info-file directory before any lock exists.
-        let pending = PendingInfoFile::create(&self.config.info_file)?;
         let mut attempt = 1u32;
-        let mut session = server::connect(&self.config.client, Duration::from_secs(10))?;
-        let mode = self.config.lock_mode.resolve(&session.info)?;
-        let needed = grants::needed(&session.info, &self.config);
-        let grants = grants::check(&mut session.conn, &needed)?;
-        if let Some(err) = grants.error() {
-            if !grants.has_roles {
-                return Err(err);
-            }
-            log::warn!("event=privileges {err} (unless a role grants it: roles are not checked)");
-        }
-        let config = self.config.clone();
-        let quiet = QuietWindow {
-            config: &config,
-            mode,
-            flavor: session.info.flavor,
-        };
         let state = loop {
-            self.wait_for_quiet_moment(&quiet, &mut session)?;
-            match self.attempt(attempt, &quiet, &mut session)? {
+            match self.attempt(attempt)? {
                 AttemptEnd::Acquired(state) => break state,
                 AttemptEnd::TimedOut(reason) => {
-                    let blocker =
-                        server::long_statements(&mut session.conn, 0, &self.config.ignore_commands)
-                            .ok()
-                            .and_then(|all| all.into_iter().next());
                     log::warn!(
-                        "event=timed-out attempt={attempt} {reason}; longest running statement: {}; waiting for a quiet moment again",
-                        blocker.map_or("none".to_string(), |b| b.to_string())
+                        "event=timed-out attempt={attempt} {reason}; waiting for a quiet moment again"
                     );
                     attempt += 1;
                     self.update(|s| {
@@ -256,58 +230,29 @@ impl Freeze {
                 }
             }
         };
+        // The locker wrote the info file and checked its connection before it said `acquired`:
+        // make sure it is still there, and still ours, before saying so.
+        self.verify(&state)?;
         let coordinates: Coordinates = state
             .coordinates
             .clone()
             .and_then(|c| serde_json::from_value(c).ok())
             .unwrap_or_default();
         let acquired_at_ms = state.acquired_at_ms.unwrap_or_else(time::now_unix_ms);
-        let waited_ms = acquired_at_ms.saturating_sub(state.started_at_ms);
-        let hostname = coordinates::hostname();
-        let info = InfoFile {
-            format: 1,
-            taken_at: time::rfc3339(acquired_at_ms),
-            hostname: hostname.clone(),
-            server: ServerSection {
-                flavor: session.info.flavor.name().into(),
-                version: session.info.version.clone(),
-                server_id: coordinates.server_id,
-                server_uuid: coordinates.server_uuid.clone(),
-            },
-            lock: LockSection {
-                mode: state
-                    .lock_mode
-                    .clone()
-                    .unwrap_or_else(|| mode.name().into()),
-                acquired_at: time::rfc3339(acquired_at_ms),
-                waited_ms,
-                locker_pid: state.locker.as_ref().map_or(0, |l| l.pid),
-            },
-            seed_replica_sql: replication::seed_replica_sql(
-                &session.info,
-                &SourceAddress {
-                    host: &hostname,
-                    port: coordinates.port.filter(|p| *p != 0).unwrap_or(3306),
-                },
-                &coordinates.binlog,
-                &coordinates.gtid,
-            ),
-            clone_replica_sql: replication::clone_replica_sql(&session.info, &coordinates.replicas),
-            binlog: coordinates.binlog.clone(),
-            gtid: coordinates.gtid.clone(),
-            replicas: coordinates.replicas.clone(),
-        };
-        pending.commit(&info)?;
-        // The info file took time: make sure the lock is still ours before saying so.
-        self.verify(&state, &mut session)?;
         log::info!(
-            "event=locked mode={} attempts={attempt} waited_ms={waited_ms} total_ms={} locker_pid={} binlog={}:{} gtid_binlog_pos={} info_file={}",
-            mode.name(),
+            "event=locked mode={} attempts={attempt} waited_ms={} total_ms={} locker_pid={} binlog={}:{} gtid_binlog_pos={} info_file={}",
+            state.lock_mode.as_deref().unwrap_or("-"),
+            acquired_at_ms.saturating_sub(state.started_at_ms),
             self.started.elapsed().as_millis(),
-            info.lock.locker_pid,
-            info.binlog.file.as_deref().unwrap_or("-"),
-            info.binlog.position.map_or("-".into(), |p| p.to_string()),
-            info.gtid.binlog_pos.as_deref().or(info.gtid.executed.as_deref()).unwrap_or("-"),
+            state.locker.as_ref().map_or(0, |l| l.pid),
+            coordinates.binlog.file.as_deref().unwrap_or("-"),
+            coordinates.binlog.position.map_or("-".into(), |p| p.to_string()),
+            coordinates
+                .gtid
+                .binlog_pos
+                .as_deref()
+                .or(coordinates.gtid.executed.as_deref())
+                .unwrap_or("-"),
             self.config.info_file.display()
         );
         // A SIGTERM that arrived while we verified (vmtoolsd's timeout) means the agent has given
@@ -333,33 +278,6 @@ impl Freeze {
         Ok(())
     }
 
-    /// Waits until no statement has run longer than `long-query-threshold`.
-    fn wait_for_quiet_moment(
-        &mut self,
-        quiet: &QuietWindow<'_>,
-        session: &mut Session,
-    ) -> Result<()> {
-        let mut reported: Option<u64> = None;
-        loop {
-            let blocker = quiet.blocker(&mut session.conn)?;
-            let Some(blocker) = blocker else {
-                return Ok(());
-            };
-            if reported != Some(blocker.id) {
-                log::info!("event=waiting not a quiet moment: {blocker}");
-                reported = Some(blocker.id);
-            }
-            self.pause_or_give_up(QUIET_POLL, &blocker)?;
-        }
-    }
-
-    fn pause_or_give_up(&mut self, pause: Duration, blocker: &Blocker) -> Result<()> {
-        if Instant::now() >= self.deadline {
-            return Err(self.timeout_error(Some(blocker)));
-        }
-        self.pause(pause)
-    }
-
     /// Sleeps for `pause` (or until the deadline), returning early with an error on a signal.
     fn pause(&mut self, pause: Duration) -> Result<()> {
         let until = (Instant::now() + pause).min(self.deadline);
@@ -376,7 +294,7 @@ impl Freeze {
         }
     }
 
-    fn timeout_error(&self, blocker: Option<&Blocker>) -> Error {
+    fn timeout_error(&self, blocker: Option<&str>) -> Error {
         Error::NotLocked {
             message: format!(
                 "no lock within snapshot-timeout ({} s){}; the snapshot must not be taken. Retry later, or raise snapshot-timeout / long-query-threshold",
@@ -386,9 +304,8 @@ impl Freeze {
         }
     }
 
-    /// Starts one locker and waits until it holds the lock or its attempt ends.
-    /// Starts the locker of attempt `attempt`: it connects and sets up its session, then waits
-    /// for `go` on its commit pipe, touching nothing before it.
+    /// Starts the locker of attempt `attempt`: it connects, sets up its session and checks its
+    /// privileges, then waits for `go` on its commit pipe, touching nothing before it.
     fn spawn_locker(&mut self, attempt: u32, locker_exe: &Path) -> Result<()> {
         let (reader, writer) =
             std::io::pipe().map_err(|e| Error::io("create a pipe for", "the locker", e))?;
@@ -428,25 +345,18 @@ impl Freeze {
         Ok(())
     }
 
-    /// Tells the started locker to take the lock now, and waits until it holds it or its attempt
-    /// ends.
-    fn attempt(
-        &mut self,
-        attempt: u32,
-        quiet: &QuietWindow<'_>,
-        session: &mut Session,
-    ) -> Result<AttemptEnd> {
-        let started = Instant::now();
-        let mut kill_at = (self.config.kill_long_queries != KillLongQueries::Off)
-            .then(|| started + Duration::from_secs(self.config.kill_long_queries_timeout));
-        let go = self.commit.as_mut().map(|pipe| {
+    /// Tells the started locker to lock at the next quiet moment, and waits until it holds the
+    /// lock or its attempt ends. While the lock statement waits, statements that hold it up are
+    /// killed after `kill-long-queries-timeout` if the config says so.
+    fn attempt(&mut self, attempt: u32) -> Result<AttemptEnd> {
+        if let Some(pipe) = self.commit.as_mut() {
             use std::io::Write;
-            pipe.write_all(b"go\n")
-        });
-        if !matches!(go, Some(Ok(()))) {
-            // The locker is gone already (it could not connect, say): its record says why.
-            return Err(self.locker_failed());
+            // A locker that is gone already (it could not connect, say) has left its word on
+            // the other pipe: the loop below reads it.
+            let _ = pipe.write_all(b"go\n");
         }
+        let mut kill_at: Option<Instant> = None;
+        let mut blocker: Option<String> = None;
         loop {
             let wake = kill_at.map_or(self.deadline, |at| at.min(self.deadline));
             let left = wake
@@ -465,20 +375,34 @@ impl Freeze {
                     if kill_at.is_some() && Instant::now() < self.deadline =>
                 {
                     kill_at = None;
-                    let locker_connection = match self.state.lock()?.read() {
-                        Found::State(state) => state.connection_id,
-                        _ => None,
-                    };
-                    let seconds = self.config.kill_long_queries_timeout;
-                    quiet.kill_blockers(&mut session.conn, seconds, locker_connection)?;
+                    self.kill_blockers()?;
                 }
                 Ok(Event::Signal(signal)) => return Err(interrupted(signal)),
                 Ok(Event::Locker(n, _)) | Ok(Event::LockerClosed(n)) if n != attempt => {}
-                Ok(Event::Locker(_, line)) if line == "waiting" || line == "ready" => {}
+                Ok(Event::Locker(_, line)) if line == "ready" => {}
+                Ok(Event::Locker(_, line)) if line.starts_with("busy ") => {
+                    let who = line["busy ".len()..].to_string();
+                    log::info!("event=waiting not a quiet moment: {who}");
+                    blocker = Some(who);
+                }
+                Ok(Event::Locker(_, line)) if line == "locking" => {
+                    blocker = None;
+                    kill_at = (self.config.kill_long_queries != KillLongQueries::Off).then(|| {
+                        Instant::now() + Duration::from_secs(self.config.kill_long_queries_timeout)
+                    });
+                }
+                Ok(Event::Locker(_, line)) if line.starts_with("failed ") => {
+                    self.reap_locker();
+                    return Err(Error::NotLocked {
+                        message: line["failed ".len()..].to_string(),
+                    });
+                }
                 Ok(Event::Locker(..)) | Ok(Event::LockerClosed(_)) => {
                     return self.attempt_outcome()
                 }
-                Err(RecvTimeoutError::Timeout) => return Err(self.timeout_error(None)),
+                Err(RecvTimeoutError::Timeout) => {
+                    return Err(self.timeout_error(blocker.as_deref()))
+                }
                 Err(RecvTimeoutError::Disconnected) => {
                     return Err(Error::NotLocked {
                         message: "lost contact with the locker".into(),
@@ -486,6 +410,30 @@ impl Freeze {
                 }
             }
         }
+    }
+
+    /// Kills (`KILL QUERY`) what holds up the locker's lock statement, from a connection of our
+    /// own opened for it.
+    fn kill_blockers(&mut self) -> Result<()> {
+        let (mode, locker_connection) = match self.state.lock()?.read() {
+            Found::State(state) => (
+                state.lock_mode.as_deref().and_then(LockMode::parse),
+                state.connection_id,
+            ),
+            _ => (None, None),
+        };
+        let Some(mode) = mode else {
+            return Ok(());
+        };
+        let mut session = server::connect(&self.config.client, Duration::from_secs(10))?;
+        let quiet = QuietWindow {
+            config: &self.config,
+            mode,
+            flavor: session.info.flavor,
+        };
+        let seconds = self.config.kill_long_queries_timeout;
+        quiet.kill_blockers(&mut session.conn, seconds, locker_connection)?;
+        Ok(())
     }
 
     /// What the locker's record says about the attempt that just ended (or holds).
@@ -523,9 +471,9 @@ impl Freeze {
         }
     }
 
-    /// Checks that the lock is held right now: state `acquired`, the locker alive and ours, its
-    /// connection on the server under our account.
-    fn verify(&mut self, expected: &State, session: &mut Session) -> Result<()> {
+    /// Checks that the lock is held right now: state `acquired` for the locker this freeze
+    /// started, and that locker alive. (The locker checked its connection after the info file.)
+    fn verify(&mut self, expected: &State) -> Result<()> {
         let lost = |message: String| Error::LockLost {
             message: format!("{message}; refusing to report the database as frozen"),
         };
@@ -554,16 +502,7 @@ impl Freeze {
                 locker.pid
             )));
         }
-        let id = now.connection_id.unwrap_or(0);
-        match server::connection_user(&mut session.conn, id)? {
-            Some(user) if Some(&user) == now.user.as_ref() => Ok(()),
-            Some(user) => Err(lost(format!(
-                "connection {id} belongs to `{user}`, not the locker"
-            ))),
-            None => Err(lost(format!(
-                "the locker's connection {id} is not on the server"
-            ))),
-        }
+        Ok(())
     }
 
     /// Applies `change` to this freeze's state under the flock.

@@ -3,7 +3,6 @@
 
 mod check;
 mod freeze;
-mod quiet;
 
 fn main() -> std::process::ExitCode {
     freeze::main()

@@ -1,26 +1,39 @@
-//! The locker: the one process that holds the database lock across a snapshot.
+//! The locker: the one process that talks to the server for a freeze and holds the database lock
+//! across the snapshot.
 //!
 //! freeze starts it in its own session with stdio on /dev/null, a pipe to freeze on descriptor 3
-//! and a pipe from freeze on descriptor 4. It connects and sets up its session while freeze waits
-//! for a quiet moment, then on freeze's `go` takes the lock with a server-side cap, reads the
-//! coordinates, records `acquired` in the state file and tells freeze. It then holds until SIGTERM
-//! (thaw), `max-lock-time`, or the end of freeze's pipe without `committed` (freeze failed). On the way out it **releases first**, then records, then logs: the filesystem
-//! may still be frozen, and nothing may delay the release. While holding it writes nothing but the
-//! state file on tmpfs. SIGHUP is ignored.
+//! and a pipe from freeze on descriptor 4. It connects, sets up its session and checks its
+//! privileges while freeze claims the run. On freeze's `go` it waits for a quiet moment, takes the
+//! lock with a server-side cap, reads the coordinates, writes the info file, checks that its
+//! connection (and with it the lock) survived, records `acquired` in the state file and tells
+//! freeze. It then holds until SIGTERM (thaw), `max-lock-time`, or the end of freeze's pipe without
+//! `committed` (freeze failed). On the way out it **releases first**, then records, then logs: the
+//! filesystem may be frozen, and nothing may delay the release. Once it has said `acquired` it
+//! writes nothing but the state file on tmpfs. SIGHUP is ignored. Before `go` the state file may
+//! belong to another snapshot, so it touches nothing: failures then reach freeze only through the
+//! pipe.
+//!
+//! What it says on descriptor 3, one line each: `ready` (connected, privileges fine), `busy <who>`
+//! (a long statement stands in the way; told once per statement), `locking` (the lock statement is
+//! under way), `acquired`, `timed-out` (the server capped the attempt), `failed <why>`.
 //!
 //! Exit status (seen only by freeze): 0 after a clean release, 3 when the server capped the attempt
 //! (freeze may retry), 1 on any other failure. Details are in the state file.
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
+use crate::info_writer::InfoWriter;
 use argh::FromArgs;
+use common::coordinates::{self, InfoFile, LockSection, PendingInfoFile};
+use common::grants;
 use common::lock::{Attempt, LockMode};
 use common::process::Identity;
+use common::quiet::QuietWindow;
 use common::state::{Found, State, StateFile, Status};
-use common::{cli, coordinates, logging, server, time, Config, Error, Result};
+use common::{cli, logging, server, time, Config, Error, Result};
 use mysql::prelude::Queryable;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
@@ -29,7 +42,15 @@ fn describe(stop: &Stop) -> String {
         Stop::Signal(signal) => format!("stopped by signal {signal}"),
         Stop::FreezeGone => "freeze ended without reporting success".to_string(),
         Stop::Go | Stop::Committed => "freeze's word".to_string(),
+        Stop::InfoFile(_) => "the info file's writer".to_string(),
     }
+}
+
+/// How often the quiet-moment check runs while something long is running.
+const QUIET_POLL: Duration = Duration::from_millis(100);
+/// `text` on one line, for the pipe to freeze.
+fn one_line(text: &str) -> String {
+    text.replace(['\n', '\r'], " ")
 }
 
 /// Exit status when the server capped the lock attempt.
@@ -71,8 +92,8 @@ pub(crate) fn main() -> ExitCode {
         log::error!("event=refused unknown --lock-mode {lock_mode}");
         return ExitCode::from(1);
     };
-    let signals = match listen_for_signals(common::process::inherited_fd(4)) {
-        Ok(rx) => rx,
+    let (events, signals) = match listen_for_signals(common::process::inherited_fd(4)) {
+        Ok(channel) => channel,
         Err(err) => {
             log::error!("event=refused cannot install signal handlers: {err}");
             return ExitCode::from(1);
@@ -90,12 +111,18 @@ pub(crate) fn main() -> ExitCode {
         config,
         mode,
         signals,
+        events,
+        ours: false,
     };
     match locker.run() {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
             log::error!("event={} {err}", err.event());
-            locker.record_end(Status::Failed, &err.to_string());
+            let why = err.to_string();
+            locker.notify(&format!("failed {}", one_line(&why)));
+            if locker.ours {
+                locker.record_end(Status::Failed, &why);
+            }
             ExitCode::from(1)
         }
     }
@@ -110,13 +137,18 @@ enum Stop {
     Committed,
     /// freeze closed its end of the commit pipe without confirming success: it failed or died.
     FreezeGone,
+    /// The info file's writer is done (or failed).
+    InfoFile(Result<()>),
 }
 
 /// SIGTERM and SIGINT arrive on the returned channel (SIGHUP is swallowed), and so do freeze's
 /// words on the commit pipe (descriptor 4): `go`, `committed`, or its end without `committed`.
-fn listen_for_signals(commit: Option<std::fs::File>) -> std::io::Result<Receiver<Stop>> {
+fn listen_for_signals(
+    commit: Option<std::fs::File>,
+) -> std::io::Result<(Sender<Stop>, Receiver<Stop>)> {
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
     let (tx, rx) = mpsc::channel();
+    let events = tx.clone();
     let to_main = tx.clone();
     std::thread::spawn(move || {
         for signal in signals.forever() {
@@ -144,7 +176,7 @@ fn listen_for_signals(commit: Option<std::fs::File>) -> std::io::Result<Receiver
             let _ = tx.send(Stop::FreezeGone);
         });
     }
-    Ok(rx)
+    Ok((events, rx))
 }
 
 struct Locker {
@@ -153,6 +185,10 @@ struct Locker {
     state: StateFile,
     notify: Option<std::fs::File>,
     signals: Receiver<Stop>,
+    /// The sending side of `signals`, for the info file's writer.
+    events: Sender<Stop>,
+    /// freeze said `go`: the state file is this snapshot's.
+    ours: bool,
 }
 
 impl Locker {
@@ -160,6 +196,14 @@ impl Locker {
         let read_timeout = Duration::from_secs(self.config.lock_wait_timeout + 10);
         let mut session = server::connect(&self.config.client, read_timeout)?;
         let mode = self.mode.resolve(&session.info)?;
+        let needed = grants::needed(&session.info, &self.config);
+        let grants = grants::check(&mut session.conn, &needed)?;
+        if let Some(err) = grants.error() {
+            if !grants.has_roles {
+                return Err(err);
+            }
+            log::warn!("event=privileges {err} (unless a role grants it: roles are not checked)");
+        }
         let mut setup = format!(
             "SET SESSION lock_wait_timeout = {}, wait_timeout = {}, autocommit = 1",
             self.config.lock_wait_timeout,
@@ -175,8 +219,8 @@ impl Locker {
             .conn
             .query_drop(&setup)
             .map_err(|e| Error::server(&setup, &e))?;
-        // Connected and ready: freeze decides when (it claims the run and waits for a quiet
-        // moment meanwhile). Until `go` the state file may not be ours yet: touch nothing.
+        // Connected and ready: freeze decides when (it claims the run meanwhile). Until `go` the
+        // state file may not be ours yet: touch nothing.
         let me = Identity::current();
         self.notify("ready");
         loop {
@@ -186,14 +230,33 @@ impl Locker {
                 Ok(_) | Err(_) => return Ok(1),
             }
         }
+        self.ours = true;
+        // Fail on an unwritable info-file directory before any lock exists.
+        // Its writer thread starts now, off the path from lock to `acquired`.
+        let pending = PendingInfoFile::create(&self.config.info_file)?;
+        let mut writer = InfoWriter::start(pending, self.events.clone(), Stop::InfoFile);
+        let quiet = QuietWindow {
+            config: &self.config,
+            mode,
+            flavor: session.info.flavor,
+        };
+        if let Some(stop) = self.wait_for_quiet_moment(&quiet, &mut session.conn)? {
+            self.record_end(
+                Status::Failed,
+                &format!("{} while waiting for a quiet moment", describe(&stop)),
+            );
+            return Ok(1);
+        }
         let connection_id = session.info.connection_id;
         let user = self.config.client.user.clone();
+        let mut started_at_ms = 0;
         self.update(|s| {
             s.status = Status::Waiting;
             s.locker = me.clone();
             s.connection_id = Some(connection_id);
             s.user = Some(user.clone());
             s.lock_mode = Some(mode.name().into());
+            started_at_ms = s.started_at_ms;
         })?;
         if let Ok(stop @ (Stop::Signal(_) | Stop::FreezeGone)) = self.signals.try_recv() {
             self.record_end(
@@ -202,13 +265,19 @@ impl Locker {
             );
             return Ok(1);
         }
+        self.notify("locking");
 
         let attempt_started = Instant::now();
         match mode.acquire(&mut session.conn, self.config.pre_flush)? {
             Attempt::TimedOut { statement, message } => {
+                let longest =
+                    server::long_statements(&mut session.conn, 0, &self.config.ignore_commands)
+                        .ok()
+                        .and_then(|all| all.into_iter().find(|b| b.id != connection_id));
                 let reason = format!(
-                    "`{statement}` capped by the server after {} ms: {message}",
-                    attempt_started.elapsed().as_millis()
+                    "`{statement}` capped by the server after {} ms: {message}; longest running statement: {}",
+                    attempt_started.elapsed().as_millis(),
+                    longest.map_or("none".to_string(), |b| b.to_string())
                 );
                 self.record_end(Status::TimedOut, &reason);
                 self.notify("timed-out");
@@ -220,20 +289,19 @@ impl Locker {
         let acquired_at_ms = time::now_unix_ms();
         // From here until release, only the state file on tmpfs is written.
         logging::defer_file();
-        let coordinates = match coordinates::read(&mut session.conn, &session.info) {
-            Ok(c) => c,
-            Err(err) => {
-                let _ = mode.release(&mut session.conn);
-                logging::resume_file();
-                return Err(err);
-            }
-        };
-        let coordinates_json = serde_json::to_value(&coordinates).ok();
-        if let Err(err) = self.update(|s| {
-            s.status = Status::Acquired;
-            s.acquired_at_ms = Some(acquired_at_ms);
-            s.coordinates = coordinates_json.clone();
-        }) {
+        // Anything that fails from here releases before it reports.
+        let recorded = self.record_acquired(
+            &mut session,
+            &mut writer,
+            LockSection {
+                mode: mode.name().into(),
+                acquired_at: time::rfc3339(acquired_at_ms),
+                waited_ms: acquired_at_ms.saturating_sub(started_at_ms),
+                locker_pid: std::process::id(),
+            },
+            acquired_at_ms,
+        );
+        if let Err(err) = recorded {
             let _ = mode.release(&mut session.conn);
             logging::resume_file();
             return Err(err);
@@ -251,7 +319,7 @@ impl Locker {
         let cause = loop {
             let left = max.saturating_sub(acquired.elapsed());
             match self.signals.recv_timeout(left) {
-                Ok(Stop::Go | Stop::Committed) => {}
+                Ok(Stop::Go | Stop::Committed | Stop::InfoFile(_)) => {}
                 Ok(stop) => break Some(stop),
                 Err(RecvTimeoutError::Timeout) => break None,
                 Err(RecvTimeoutError::Disconnected) => std::thread::sleep(left),
@@ -291,9 +359,78 @@ impl Locker {
         Ok(0)
     }
 
+    /// Reads the coordinates, writes the info file, checks that the connection (and with it the
+    /// lock) is still there, and records `acquired` with the coordinates.
+    fn record_acquired(
+        &mut self,
+        session: &mut server::Session,
+        writer: &mut InfoWriter,
+        lock: LockSection,
+        acquired_at_ms: u64,
+    ) -> Result<()> {
+        let coordinates = coordinates::read(&mut session.conn, &session.info)?;
+        writer.write(InfoFile::new(&session.info, &coordinates, lock));
+        // Wait for the write, but never past a stop: the caller then releases at once, even if
+        // the write hangs on a frozen filesystem.
+        loop {
+            match self.signals.recv() {
+                Ok(Stop::InfoFile(written)) => break written?,
+                Ok(Stop::Go | Stop::Committed) => {}
+                Ok(stop) => {
+                    return Err(Error::NotLocked {
+                        message: format!("{} while the info file was written", describe(&stop)),
+                    })
+                }
+                Err(_) => {
+                    return Err(Error::NotLocked {
+                        message: "lost the info file's writer".into(),
+                    })
+                }
+            }
+        }
+        // The info file took a disk write: the lock lives as long as this connection.
+        let check = "DO 0";
+        session.conn.query_drop(check).map_err(|e| Error::LockLost {
+            message: format!(
+                "the connection holding the lock was gone after the info file was written ({}); refusing to report the database as frozen",
+                server::describe(&e)
+            ),
+        })?;
+        let coordinates_json = serde_json::to_value(&coordinates).ok();
+        self.update(|s| {
+            s.status = Status::Acquired;
+            s.acquired_at_ms = Some(acquired_at_ms);
+            s.coordinates = coordinates_json;
+        })
+    }
+
+    /// Waits until no statement that would hold up the lock has run past `long-query-threshold`,
+    /// telling freeze about each one in the way. `Some(stop)` when told to stop meanwhile.
+    fn wait_for_quiet_moment(
+        &self,
+        quiet: &QuietWindow<'_>,
+        conn: &mut mysql::Conn,
+    ) -> Result<Option<Stop>> {
+        let mut reported: Option<u64> = None;
+        loop {
+            let Some(blocker) = quiet.blocker(conn)? else {
+                return Ok(None);
+            };
+            if reported != Some(blocker.id) {
+                self.notify(&format!("busy {}", one_line(&blocker.to_string())));
+                reported = Some(blocker.id);
+            }
+            match self.signals.recv_timeout(QUIET_POLL) {
+                Ok(Stop::Go | Stop::Committed) | Err(RecvTimeoutError::Timeout) => {}
+                Ok(stop) => return Ok(Some(stop)),
+                Err(RecvTimeoutError::Disconnected) => std::thread::sleep(QUIET_POLL),
+            }
+        }
+    }
+
     /// Tells freeze about a status change; a closed pipe (freeze gone) is not an error.
-    fn notify(&mut self, status: &str) {
-        if let Some(pipe) = self.notify.as_mut() {
+    fn notify(&self, status: &str) {
+        if let Some(mut pipe) = self.notify.as_ref() {
             let _ = pipe.write_all(format!("{status}\n").as_bytes());
         }
     }

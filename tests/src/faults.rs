@@ -67,8 +67,12 @@ pub fn lock_statement(mode: &str) -> &'static str {
 
 /// How many lock statements (FTWRL counts as a flush, BACKUP STAGE as backup) the server has run.
 pub fn lock_statements_run(server: &Server) -> u64 {
-    let rows: Vec<(String, u64)> = server
-        .conn()
+    lock_statements_run_on(&mut server.conn())
+}
+
+/// `lock_statements_run`, asked on `conn` (a root connection to the server).
+pub fn lock_statements_run_on(conn: &mut mysql::Conn) -> u64 {
+    let rows: Vec<(String, u64)> = conn
         .query("SHOW GLOBAL STATUS WHERE Variable_name IN ('Com_flush', 'Com_backup')")
         .unwrap();
     rows.iter().map(|(_, n)| n).sum()
@@ -253,6 +257,123 @@ fn state_naming(freeze: &Identity, locker: &Identity, status: &str, mode: &str) 
         "updated_at": "2023-11-14T22:13:20.100Z",
     })
     .to_string()
+}
+
+/// freeze needs one connection, the locker's: with none left it fails at once with the server's
+/// reason, runs no lock statement and leaves no locker; with exactly one left it freezes and thaws.
+/// `server` must run with a small `--max-connections`.
+pub fn assert_freeze_needs_exactly_one_connection(server: &Server, limit: Duration) {
+    let sandbox = Sandbox::new(server, "");
+    let before = lock_statements_run(server);
+
+    let mut held = fill_connections(server);
+    let started = Instant::now();
+    let out = sandbox.freeze();
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stderr_of(&out).contains("max_connections"),
+        "{}",
+        text(&out)
+    );
+    assert!(sandbox.lockers().is_empty());
+    assert_eq!(
+        lock_statements_run_on(&mut held[0]),
+        before,
+        "a lock statement ran"
+    );
+
+    // One connection left: enough for the whole snapshot.
+    held.pop();
+    let out = sandbox.freeze();
+    assert!(
+        out.status.success(),
+        "one free connection must do: {}",
+        text(&out)
+    );
+    // Every slot is taken again (one by the locker): probe on one of ours.
+    assert!(server.writes_blocked_on(&mut held[0]));
+    let out = sandbox.thaw("thaw");
+    assert!(out.status.success(), "{}", text(&out));
+    drop(held);
+    assert_nothing_left(server, &sandbox, limit);
+}
+
+/// SIGTERM to freeze (vmtoolsd's timer) while the locker holds the lock but hangs writing the info
+/// file on a frozen filesystem: the lock is released at once, while the filesystem is still frozen,
+/// and freeze does not exit 0. `settings` go first in the config (a lock mode, say).
+pub fn assert_a_stop_while_the_info_file_hangs_releases_at_once(
+    server: &Server,
+    settings: &str,
+    limit: Duration,
+) {
+    let (_dir, mount) = loop_mount("sigterm-held", "info");
+    let info_dir = mount.mountpoint.join("info");
+    let sandbox = Sandbox::new(
+        server,
+        &format!(
+            "{settings}\nlong-query-threshold = 100\nlock-wait-timeout = 30\ninfo-file = {}",
+            info_dir.join("snapshot-info.json").display()
+        ),
+    );
+    // Freeze windows are taken one at a time on this machine: wait for ours before the clock runs.
+    let window = mount.freeze_window();
+    // A MyISAM write holds up both lock modes for ~4 s: the locker waits with its info file open.
+    let long = Writer::start(server, "UPDATE snap.my SET v = v + 1 WHERE SLEEP(4) = 0");
+    wait_for_statement(server, "SLEEP(4)");
+    let mut freeze = sandbox
+        .command("freeze")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let temporary_exists = || {
+        fs::read_dir(&info_dir).is_ok_and(|entries| {
+            entries
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        })
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), temporary_exists),
+        "the locker never opened its info file"
+    );
+    assert_ne!(
+        sandbox.status(),
+        "acquired",
+        "the write ended too early for this test"
+    );
+    fsfreeze(&mount.mountpoint);
+    // The write ends; the locker takes the lock, reads the coordinates and hangs in the info file.
+    assert!(long.join_within(Duration::from_secs(30)).0.is_ok());
+    assert!(
+        wait_until(Duration::from_secs(20), || server.writes_blocked()),
+        "the locker never took the lock"
+    );
+    assert_ne!(
+        sandbox.status(),
+        "acquired",
+        "the locker reported the lock before its info file was on disk"
+    );
+    assert!(
+        freeze.try_wait().unwrap().is_none(),
+        "freeze exited while the info file could not be written"
+    );
+    signal(freeze.id(), "TERM");
+    assert!(
+        wait_until(Duration::from_secs(5), || !server.writes_blocked()),
+        "the lock outlived SIGTERM to freeze while the info file write hung"
+    );
+    drop(window);
+    let code = exit_code_within(&mut freeze, Duration::from_secs(60));
+    let mut stderr = String::new();
+    use std::io::Read;
+    let _ = freeze.stderr.take().unwrap().read_to_string(&mut stderr);
+    assert_ne!(
+        code,
+        Some(0),
+        "freeze exited 0 after SIGTERM; the hypervisor treats the freeze as failed and will send no thaw. stderr: {stderr}"
+    );
+    assert_nothing_left(server, &sandbox, limit);
 }
 
 /// A state file naming a PID now used by an unrelated process (`sleep`): thaw must never signal

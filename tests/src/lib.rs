@@ -290,7 +290,11 @@ impl Server {
     /// True if a write from another connection is blocked right now (it fails at once instead of
     /// waiting, so the probe itself never queues behind the lock).
     pub fn writes_blocked(&self) -> bool {
-        let mut conn = self.conn();
+        self.writes_blocked_on(&mut self.conn())
+    }
+
+    /// `writes_blocked`, probed on `conn` (a root connection to this server).
+    pub fn writes_blocked_on(&self, conn: &mut Conn) -> bool {
         // MySQL's minimum is 1 s (0 would be raised to 1 with a warning): the probe then waits
         // up to a second when writes are blocked.
         let timeout = if self.flavour().is_mysql() { 1 } else { 0 };

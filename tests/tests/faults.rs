@@ -9,13 +9,13 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::thread;
 use std::time::{Duration, Instant};
 
 use harness::faults::{
-    assert_thaw_never_signals_a_reused_pid, exit_code_within, fill, fill_connections, fsfreeze,
-    lock_statement, lock_statements_run, loop_mount, server_pid, stderr_of, wait_for_statement,
-    StoppedProcess, Tmpfs, Writer,
+    assert_a_stop_while_the_info_file_hangs_releases_at_once,
+    assert_freeze_needs_exactly_one_connection, assert_thaw_never_signals_a_reused_pid,
+    exit_code_within, fill, fsfreeze, lock_statement, lock_statements_run, loop_mount, server_pid,
+    stderr_of, wait_for_statement, StoppedProcess, Tmpfs, Writer,
 };
 use harness::loopfs::machine_cannot_loop_mount;
 use harness::{alive, assert_nothing_left, signal, text, wait_until, Sandbox, Server, TempDir};
@@ -143,72 +143,26 @@ fn thaw_reports_a_lock_released_early_by_max_lock_time_ftwrl() {
 // ---------------------------------------------------------------------------------------------
 // freeze is stopped after the locker holds.
 
-in_both_lock_modes!(sigterm_to_freeze_after_the_locker_holds_leaves_no_lock);
+in_both_lock_modes!(
+    sigterm_to_freeze_while_the_locker_holds_but_hangs_in_the_info_file_releases_at_once
+);
 /// freeze is caught between "the locker holds" and its own exit by putting the info file on a
-/// loop mount that is frozen while freeze waits for the lock: freeze then blocks writing it.
-fn sigterm_to_freeze_after_the_locker_holds_leaves_no_lock(mode: &str) {
-    let test = format!("sigterm_to_freeze_after_the_locker_holds_leaves_no_lock::{mode}");
+/// loop mount that is frozen while the locker waits for the lock: the locker then hangs writing it.
+fn sigterm_to_freeze_while_the_locker_holds_but_hangs_in_the_info_file_releases_at_once(
+    mode: &str,
+) {
+    let test = format!(
+        "sigterm_to_freeze_while_the_locker_holds_but_hangs_in_the_info_file_releases_at_once::{mode}"
+    );
     if machine_cannot_loop_mount(&test) {
         return;
     }
     let server = Server::start();
-    let (_dir, mount) = loop_mount("sigterm-held", "info");
-    let info_dir = mount.mountpoint.join("info");
-    let sandbox = Sandbox::new(
+    assert_a_stop_while_the_info_file_hangs_releases_at_once(
         &server,
-        &format!(
-            "lock-mode = {mode}\nlong-query-threshold = 100\nlock-wait-timeout = 30\ninfo-file = {}",
-            info_dir.join("snapshot-info.json").display()
-        ),
+        &format!("lock-mode = {mode}"),
+        Duration::from_secs(5),
     );
-    // Freeze windows are taken one at a time on this machine: wait for ours before the clock runs.
-    let window = mount.freeze_window();
-    // A MyISAM write holds up both lock modes for ~4 s, so freeze waits with its info file open.
-    let long = Writer::start(&server, "UPDATE snap.my SET v = v + 1 WHERE SLEEP(4) = 0");
-    wait_for_statement(&server, "SLEEP(4)");
-    let mut freeze = sandbox
-        .command("freeze")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let tmp_name = format!(".snapshot-info.json.{}.tmp", freeze.id());
-    assert!(
-        wait_until(Duration::from_secs(10), || info_dir
-            .join(&tmp_name)
-            .exists()),
-        "freeze never opened its info file"
-    );
-    assert_ne!(
-        sandbox.status(),
-        "acquired",
-        "the write ended too early for this test"
-    );
-    fsfreeze(&mount.mountpoint);
-    assert!(
-        wait_until(Duration::from_secs(20), || sandbox.status() == "acquired"),
-        "the locker never took the lock"
-    );
-    assert!(server.writes_blocked());
-    assert!(
-        freeze.try_wait().unwrap().is_none(),
-        "freeze exited while its info file could not be written"
-    );
-    // freeze is now between "the locker holds" and its exit: this is what vmtoolsd's timer does.
-    signal(freeze.id(), "TERM");
-    // Let the signal land before the filesystem thaws (freeze is blocked in the write meanwhile).
-    thread::sleep(Duration::from_millis(200));
-    drop(window);
-    let code = exit_code_within(&mut freeze, Duration::from_secs(30));
-    let mut stderr = String::new();
-    use std::io::Read;
-    let _ = freeze.stderr.take().unwrap().read_to_string(&mut stderr);
-    assert!(long.join_within(Duration::from_secs(30)).0.is_ok());
-    assert_ne!(
-        code,
-        Some(0),
-        "freeze exited 0 after SIGTERM; the hypervisor treats the freeze as failed and will send no thaw, so the lock stays until max-lock-time. stderr: {stderr}"
-    );
-    assert_nothing_left(&server, &sandbox, Duration::from_secs(5));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -358,39 +312,9 @@ fn freeze_fails_when_the_server_dies_while_it_waits_for_a_quiet_moment() {
 }
 
 #[test]
-fn freeze_fails_cleanly_when_max_connections_is_reached() {
+fn freeze_needs_exactly_one_connection_and_fails_cleanly_without_it() {
     let server = Server::start_with(&["--log-bin=binlog", "--server-id=1", "--max-connections=4"]);
-    let sandbox = Sandbox::new(&server, "");
-    let before = lock_statements_run(&server);
-
-    // No connection left for freeze itself.
-    let mut held = fill_connections(&server);
-    let started = Instant::now();
-    let out = sandbox.freeze();
-    assert!(started.elapsed() < Duration::from_secs(10));
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(
-        stderr_of(&out).contains("max_connections"),
-        "{}",
-        text(&out)
-    );
-    assert!(sandbox.lockers().is_empty());
-
-    // One connection left: freeze gets it, its locker does not.
-    held.pop();
-    let out = sandbox.freeze();
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let stderr = stderr_of(&out);
-    assert!(stderr.contains("max_connections"), "{stderr}");
-    assert!(stderr.contains("locker"), "{stderr}");
-    assert!(sandbox.lockers().is_empty());
-    drop(held);
-    assert_eq!(lock_statements_run(&server), before, "a lock statement ran");
-    assert_nothing_left(&server, &sandbox, Duration::from_secs(5));
-    // And the next freeze works.
-    assert!(sandbox.freeze().status.success());
-    assert!(sandbox.thaw("thaw").status.success());
-    assert_nothing_left(&server, &sandbox, Duration::from_secs(5));
+    assert_freeze_needs_exactly_one_connection(&server, Duration::from_secs(5));
 }
 
 // ---------------------------------------------------------------------------------------------

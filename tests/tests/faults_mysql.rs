@@ -11,9 +11,10 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use harness::faults::{
-    assert_thaw_never_signals_a_reused_pid, exit_code_within, fill, fill_connections, fsfreeze,
-    lock_statements_run, loop_mount, server_pid, stderr_of, wait_for_statement, StoppedProcess,
-    Tmpfs, Writer,
+    assert_a_stop_while_the_info_file_hangs_releases_at_once,
+    assert_freeze_needs_exactly_one_connection, assert_thaw_never_signals_a_reused_pid,
+    exit_code_within, fill, fsfreeze, lock_statements_run, loop_mount, server_pid, stderr_of,
+    wait_for_statement, StoppedProcess, Tmpfs, Writer,
 };
 use harness::loopfs::machine_cannot_loop_mount;
 use harness::{
@@ -256,72 +257,16 @@ fn sigterm_to_freeze_waiting_for_a_quiet_moment_exits_nonzero_at_once() {
 }
 
 /// freeze is caught between "the locker holds" and its own exit by putting the info file on a
-/// loop mount that is frozen while freeze waits for the lock: freeze then blocks writing it.
+/// loop mount that is frozen while the locker waits for the lock: the locker then hangs writing it.
 #[test]
-fn sigterm_to_freeze_after_the_locker_holds_leaves_no_lock() {
+fn sigterm_to_freeze_while_the_locker_holds_but_hangs_in_the_info_file_releases_at_once() {
     if machine_cannot_loop_mount(
-        "faults_mysql::sigterm_to_freeze_after_the_locker_holds_leaves_no_lock",
+        "faults_mysql::sigterm_to_freeze_while_the_locker_holds_but_hangs_in_the_info_file_releases_at_once",
     ) {
         return;
     }
     let Some(server) = mysql(&[]) else { return };
-    let (_dir, mount) = loop_mount("sigterm-held", "info");
-    let info_dir = mount.mountpoint.join("info");
-    let sandbox = Sandbox::new(
-        &server,
-        &format!(
-            "long-query-threshold = 100\nlock-wait-timeout = 30\ninfo-file = {}",
-            info_dir.join("snapshot-info.json").display()
-        ),
-    );
-    // Freeze windows are taken one at a time on this machine: wait for ours before the clock runs.
-    let window = mount.freeze_window();
-    // A MyISAM write holds up FTWRL for ~4 s, so freeze waits with its info file open.
-    let long = Writer::start(&server, "UPDATE snap.my SET v = v + 1 WHERE SLEEP(4) = 0");
-    wait_for_statement(&server, "SLEEP(4)");
-    let mut freeze = sandbox
-        .command("freeze")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let tmp_name = format!(".snapshot-info.json.{}.tmp", freeze.id());
-    assert!(
-        wait_until(Duration::from_secs(10), || info_dir
-            .join(&tmp_name)
-            .exists()),
-        "freeze never opened its info file"
-    );
-    assert_ne!(
-        sandbox.status(),
-        "acquired",
-        "the write ended too early for this test"
-    );
-    fsfreeze(&mount.mountpoint);
-    assert!(
-        wait_until(Duration::from_secs(20), || sandbox.status() == "acquired"),
-        "the locker never took the lock"
-    );
-    assert!(server.writes_blocked());
-    assert!(
-        freeze.try_wait().unwrap().is_none(),
-        "freeze exited while its info file could not be written"
-    );
-    // freeze is now between "the locker holds" and its exit: this is what vmtoolsd's timer does.
-    signal(freeze.id(), "TERM");
-    // Let the signal land before the filesystem thaws (freeze is blocked in the write meanwhile).
-    std::thread::sleep(Duration::from_millis(200));
-    drop(window);
-    let code = exit_code_within(&mut freeze, Duration::from_secs(30));
-    let mut stderr = String::new();
-    use std::io::Read;
-    let _ = freeze.stderr.take().unwrap().read_to_string(&mut stderr);
-    assert!(long.join_within(Duration::from_secs(30)).0.is_ok());
-    assert_ne!(
-        code,
-        Some(0),
-        "freeze exited 0 after SIGTERM; the hypervisor treats the freeze as failed and will send no thaw, so the lock stays until max-lock-time. stderr: {stderr}"
-    );
-    assert_nothing_left(&server, &sandbox, Duration::from_secs(10));
+    assert_a_stop_while_the_info_file_hangs_releases_at_once(&server, "", Duration::from_secs(10));
 }
 
 /// SIGKILL (vmtoolsd's second signal) to freeze while its locker waits for the lock: the locker
@@ -503,42 +448,11 @@ fn freeze_fails_when_the_server_dies_while_it_waits_for_a_quiet_moment() {
 }
 
 #[test]
-fn freeze_fails_cleanly_when_max_connections_is_reached() {
+fn freeze_needs_exactly_one_connection_and_fails_cleanly_without_it() {
     let Some(server) = mysql(&["--max-connections=4"]) else {
         return;
     };
-    let sandbox = Sandbox::new(&server, "");
-    let before = lock_statements_run(&server);
-
-    // No connection left for freeze itself (root also takes MySQL's extra admin slot).
-    let mut held = fill_connections(&server);
-    let started = Instant::now();
-    let out = sandbox.freeze();
-    assert!(started.elapsed() < Duration::from_secs(10));
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(
-        stderr_of(&out).contains("max_connections"),
-        "{}",
-        text(&out)
-    );
-    assert!(sandbox.lockers().is_empty());
-
-    // One connection left: freeze gets it, its locker does not.
-    held.pop();
-    let out = sandbox.freeze();
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let stderr = stderr_of(&out);
-    assert!(stderr.contains("max_connections"), "{stderr}");
-    assert!(stderr.contains("locker"), "{stderr}");
-    assert!(sandbox.lockers().is_empty());
-    drop(held);
-    assert_eq!(lock_statements_run(&server), before, "a lock statement ran");
-    assert_nothing_left(&server, &sandbox, Duration::from_secs(10));
-    // And the next freeze works.
-    let out = sandbox.freeze();
-    assert!(out.status.success(), "{}", text(&out));
-    assert!(sandbox.thaw("thaw").status.success());
-    assert_nothing_left(&server, &sandbox, Duration::from_secs(10));
+    assert_freeze_needs_exactly_one_connection(&server, Duration::from_secs(10));
 }
 
 #[test]

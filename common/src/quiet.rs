@@ -2,25 +2,28 @@
 //! statement, judged for the lock mode in use, and the optional killing of statements that hold
 //! up an attempt already under way (`kill-long-queries`).
 //!
+//! The locker asks [`QuietWindow::blocker`] on its own connection right before it locks; freeze
+//! kills blockers from a connection of its own, opened only when an attempt is held up.
+//!
 //! Every kill is re-checked by id, user and statement text right before it, and the locker's own
 //! connection is never a candidate. Only `KILL QUERY` is used: a connection is never closed.
-use common::config::KillLongQueries;
-use common::lock::{HeldUp, LockMode};
-use common::server::{self, Blocker, Flavor, StatementKind};
-use common::{Config, Error, Result};
+use crate::config::KillLongQueries;
+use crate::lock::{HeldUp, LockMode};
+use crate::server::{self, Blocker, Flavor, StatementKind};
+use crate::{Config, Error, Result};
 use mysql::prelude::Queryable;
 use mysql::Conn;
 
-pub(crate) struct QuietWindow<'a> {
-    pub(crate) config: &'a Config,
-    pub(crate) mode: LockMode,
-    pub(crate) flavor: Flavor,
+pub struct QuietWindow<'a> {
+    pub config: &'a Config,
+    pub mode: LockMode,
+    pub flavor: Flavor,
 }
 
 impl QuietWindow<'_> {
     /// The longest statement that has run past `long-query-threshold` and would hold up the lock
     /// (and that we would not kill anyway); `None` means now is a quiet moment.
-    pub(crate) fn blocker(&self, conn: &mut Conn) -> Result<Option<Blocker>> {
+    pub fn blocker(&self, conn: &mut Conn) -> Result<Option<Blocker>> {
         let long = server::long_statements(
             conn,
             self.config.long_query_threshold,
@@ -68,7 +71,7 @@ impl QuietWindow<'_> {
 
     /// Kills (`KILL QUERY`) the killable statements that have run at least `seconds` and would
     /// hold up the lock, except connection `locker`. Returns how many were killed.
-    pub(crate) fn kill_blockers(
+    pub fn kill_blockers(
         &self,
         conn: &mut Conn,
         seconds: u64,

@@ -1,0 +1,59 @@
+//! The info file's writer: a thread of the locker that writes, fsyncs and renames the info file
+//! once the locker hands it over (while the lock is held), and reports the result on the locker's
+//! event channel. The locker waits for that result alongside its signals, so a stop request
+//! releases the lock even while the write hangs on a frozen or stalled filesystem.
+//!
+//! It touches only the info file, never the server or the state file. A writer that was never
+//! handed an info file removes its temporary file before the locker exits.
+use std::sync::mpsc::{self, Sender};
+use std::thread::JoinHandle;
+
+use common::coordinates::{InfoFile, PendingInfoFile};
+use common::Result;
+
+pub(crate) struct InfoWriter {
+    to_writer: Option<Sender<InfoFile>>,
+    thread: Option<JoinHandle<()>>,
+    handed_over: bool,
+}
+
+impl InfoWriter {
+    /// Starts the writer of `pending`; the write's outcome goes to `done`, wrapped by `wrap`.
+    pub(crate) fn start<T: Send + 'static>(
+        pending: PendingInfoFile,
+        done: Sender<T>,
+        wrap: fn(Result<()>) -> T,
+    ) -> InfoWriter {
+        let (to_writer, from_locker) = mpsc::channel::<InfoFile>();
+        let thread = std::thread::spawn(move || {
+            // Disconnected without an info file: `pending` is dropped, removing its temporary.
+            if let Ok(info) = from_locker.recv() {
+                let _ = done.send(wrap(pending.commit(&info)));
+            }
+        });
+        InfoWriter {
+            to_writer: Some(to_writer),
+            thread: Some(thread),
+            handed_over: false,
+        }
+    }
+
+    /// Hands `info` to the writer; its outcome arrives on the channel given to `start`.
+    pub(crate) fn write(&mut self, info: InfoFile) {
+        if let Some(to_writer) = self.to_writer.take() {
+            self.handed_over = to_writer.send(info).is_ok();
+        }
+    }
+}
+
+impl Drop for InfoWriter {
+    fn drop(&mut self) {
+        self.to_writer = None;
+        // A writer with an info file may be stuck on the filesystem: never wait for it.
+        if !self.handed_over {
+            if let Some(thread) = self.thread.take() {
+                let _ = thread.join();
+            }
+        }
+    }
+}
