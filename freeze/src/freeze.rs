@@ -110,6 +110,7 @@ struct Freeze {
     events: Receiver<Event>,
     sender: Sender<Event>,
     state: StateFile,
+    locker_exe: PathBuf,
     locker: Option<Child>,
     /// Our end of the pipe the locker watches: "committed" means freeze reports success; EOF
     /// without it (freeze failed or was killed) makes the locker release at once.
@@ -123,8 +124,39 @@ enum AttemptEnd {
 }
 
 impl Freeze {
+    /// Starts the first locker (first thing: its start-up and connect are the longest step
+    /// before the lock), then installs the signal handlers and opens the state file.
     fn new(config: Config) -> Result<Freeze> {
         let (sender, events) = mpsc::channel();
+        let locker_exe = locker_path()?;
+        let (mut child, commit) = start_locker(&config, 1, &locker_exe, &sender)?;
+        let opened = Self::listen(&sender).and_then(|()| StateFile::open(&config.run_dir, true));
+        let state = match opened {
+            Ok(state) => state,
+            Err(err) => {
+                // It has touched nothing yet: it just goes.
+                drop(commit);
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(err);
+            }
+        };
+        let started = Instant::now();
+        Ok(Freeze {
+            deadline: started + config.snapshot_timeout,
+            started,
+            config,
+            events,
+            sender,
+            state,
+            locker_exe,
+            locker: Some(child),
+            commit: Some(commit),
+        })
+    }
+
+    /// Forwards SIGTERM, SIGINT and SIGHUP to `sender`.
+    fn listen(sender: &Sender<Event>) -> Result<()> {
         let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
             .map_err(|e| Error::io("install signal handlers for", "freeze", e))?;
         let tx = sender.clone();
@@ -135,25 +167,13 @@ impl Freeze {
                 }
             }
         });
-        let state = StateFile::open(&config.run_dir, true)?;
-        let started = Instant::now();
-        Ok(Freeze {
-            deadline: started + config.snapshot_timeout,
-            started,
-            config,
-            events,
-            sender,
-            state,
-            locker: None,
-            commit: None,
-        })
+        Ok(())
     }
 
     fn run(&mut self) -> Result<()> {
-        // The locker starts and connects while freeze claims the run, connects and looks for a
-        // quiet moment; it touches nothing and takes the lock only on freeze's `go`.
-        let locker_exe = locker_path()?;
-        self.spawn_locker(1, &locker_exe)?;
+        // The locker (started in `new`) connects while freeze claims the run; it touches nothing
+        // and takes the lock only on freeze's `go`.
+        let locker_exe = self.locker_exe.clone();
         if let Err(err) = self.claim() {
             // The state belongs to someone else (or to nobody): only our idle locker goes.
             self.discard_locker();
@@ -304,44 +324,11 @@ impl Freeze {
         }
     }
 
-    /// Starts the locker of attempt `attempt`: it connects, sets up its session and checks its
-    /// privileges, then waits for `go` on its commit pipe, touching nothing before it.
+    /// Starts the locker of attempt `attempt` (see [`start_locker`]).
     fn spawn_locker(&mut self, attempt: u32, locker_exe: &Path) -> Result<()> {
-        let (reader, writer) =
-            std::io::pipe().map_err(|e| Error::io("create a pipe for", "the locker", e))?;
-        let (commit_reader, commit_writer) =
-            std::io::pipe().map_err(|e| Error::io("create a pipe for", "the locker", e))?;
-        let mut command = Command::new(locker_exe);
-        command
-            .arg("--lock-mode")
-            .arg(self.config.lock_mode.name())
-            .current_dir("/");
-        // An absent default config means built-in defaults, for the locker as for freeze.
-        if self.config.path.exists() {
-            command.arg("--config").arg(&self.config.path);
-        }
-        use std::os::fd::AsRawFd;
-        let fds = [writer.as_raw_fd(), commit_reader.as_raw_fd()];
-        let child = process::spawn_detached(&mut command, &fds)
-            .map_err(|e| Error::io("start the locker", locker_exe, e))?;
-        drop(writer);
-        drop(commit_reader);
-        self.commit = Some(commit_writer);
+        let (child, commit) = start_locker(&self.config, attempt, locker_exe, &self.sender)?;
+        self.commit = Some(commit);
         self.locker = Some(child);
-        let tx = self.sender.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(reader).lines() {
-                match line {
-                    Ok(line) => {
-                        if tx.send(Event::Locker(attempt, line)).is_err() {
-                            return;
-                        }
-                    }
-                    Err(_) => break,
-                }
-            }
-            let _ = tx.send(Event::LockerClosed(attempt));
-        });
         Ok(())
     }
 
@@ -622,6 +609,51 @@ fn interrupted(signal: i32) -> Error {
     Error::Interrupted {
         signal: name.into(),
     }
+}
+
+/// Starts the locker of attempt `attempt`: it connects, sets up its session and checks its
+/// privileges, then waits for `go` on the returned commit pipe, touching nothing before it. Its
+/// words arrive on `events`.
+fn start_locker(
+    config: &Config,
+    attempt: u32,
+    locker_exe: &Path,
+    events: &Sender<Event>,
+) -> Result<(Child, std::io::PipeWriter)> {
+    let (reader, writer) =
+        std::io::pipe().map_err(|e| Error::io("create a pipe for", "the locker", e))?;
+    let (commit_reader, commit_writer) =
+        std::io::pipe().map_err(|e| Error::io("create a pipe for", "the locker", e))?;
+    let mut command = Command::new(locker_exe);
+    command
+        .arg("--lock-mode")
+        .arg(config.lock_mode.name())
+        .current_dir("/");
+    // An absent default config means built-in defaults, for the locker as for freeze.
+    if config.path.exists() {
+        command.arg("--config").arg(&config.path);
+    }
+    use std::os::fd::AsRawFd;
+    let fds = [writer.as_raw_fd(), commit_reader.as_raw_fd()];
+    let child = process::spawn_detached(&mut command, &fds)
+        .map_err(|e| Error::io("start the locker", locker_exe, e))?;
+    drop(writer);
+    drop(commit_reader);
+    let tx = events.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(reader).lines() {
+            match line {
+                Ok(line) => {
+                    if tx.send(Event::Locker(attempt, line)).is_err() {
+                        return;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        let _ = tx.send(Event::LockerClosed(attempt));
+    });
+    Ok((child, commit_writer))
 }
 
 /// The locker binary installed next to this one.
