@@ -112,6 +112,9 @@ fn rehearse(config: &Config) -> Vec<Item> {
         },
         Err(err) => items.push(item("privileges", false, err.to_string())),
     }
+    if let Some(note) = system_user_note(config, &mut session) {
+        items.push(item("kill", true, note));
+    }
 
     // The rehearsal: take and release the lock once, capped like a real attempt.
     let setup = format!(
@@ -155,6 +158,31 @@ fn rehearse(config: &Config) -> Vec<Item> {
 }
 
 /// Whether we could create a file in `dir` (or create `dir` itself when `may_create`).
+/// On MySQL, `CONNECTION_ADMIN` cannot kill statements of accounts with `SYSTEM_USER` (root's):
+/// with `kill-long-queries` on and an account without `SYSTEM_USER`, say so (not a failure: such
+/// statements are waited for instead).
+fn system_user_note(config: &Config, session: &mut server::Session) -> Option<String> {
+    if session.info.flavor != server::Flavor::MySql
+        || config.kill_long_queries == common::config::KillLongQueries::Off
+    {
+        return None;
+    }
+    let grants: Vec<String> = session.conn.query("SHOW GRANTS").ok()?;
+    let has = grants
+        .iter()
+        .any(|g| g.to_ascii_uppercase().contains("SYSTEM_USER"));
+    (!has).then(|| {
+        format!(
+            "note: kill-long-queries = {} cannot kill statements of accounts that hold SYSTEM_USER (root does); freeze waits for those instead. To let it kill them too: GRANT SYSTEM_USER ON *.* TO {}",
+            config.kill_long_queries.name(),
+            grants
+                .first()
+                .and_then(|g| g.split(" TO ").nth(1))
+                .map_or("<account>", |a| a.trim())
+        )
+    })
+}
+
 fn writable_dir(name: &'static str, dir: &Path, may_create: bool) -> Item {
     let probe_dir = if dir.exists() || !may_create {
         dir.to_path_buf()

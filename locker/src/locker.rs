@@ -287,7 +287,8 @@ impl Locker {
         }
         let acquired = Instant::now();
         let acquired_at_ms = time::now_unix_ms();
-        // From here until release, only the state file on tmpfs is written.
+        // From here until release the log file waits: only the info file (before `acquired`, by
+        // its writer thread) and the state file on tmpfs are written.
         logging::defer_file();
         // Anything that fails from here releases before it reports.
         let recorded = self.record_acquired(

@@ -775,6 +775,21 @@ fn a_least_privilege_account_runs_the_whole_flow() {
     );
     let check = sandbox.command("freeze").arg("--check").output().unwrap();
     assert!(check.status.success(), "{}", text(&check));
+    // --check tells the DBA what kill-long-queries cannot kill without SYSTEM_USER (a note, not a
+    // failure); root holds SYSTEM_USER and gets no such note.
+    let report = text(&check);
+    assert!(
+        report.contains("GRANT SYSTEM_USER ON *.* TO") && report.contains("snapper"),
+        "{report}"
+    );
+    let as_root = Sandbox::new(&server, "kill-long-queries = all");
+    let root_check = as_root.command("freeze").arg("--check").output().unwrap();
+    assert!(root_check.status.success(), "{}", text(&root_check));
+    assert!(
+        !text(&root_check).contains("SYSTEM_USER"),
+        "{}",
+        text(&root_check)
+    );
 
     // An application account (no SYSTEM_USER: MySQL lets CONNECTION_ADMIN kill only sessions of
     // accounts without it) runs a long MyISAM write that holds up FTWRL until it is killed.
