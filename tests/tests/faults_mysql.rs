@@ -6,15 +6,21 @@
 #![allow(clippy::unwrap_used)]
 
 use std::fs;
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use harness::faults::{
+    assert_a_second_thaw_has_nothing_to_do_and_exits_0,
     assert_a_stop_while_the_info_file_hangs_releases_at_once,
-    assert_freeze_needs_exactly_one_connection, assert_thaw_never_signals_a_reused_pid,
-    exit_code_within, fill, fsfreeze, lock_statements_run, loop_mount, server_pid, stderr_of,
-    wait_for_statement, StoppedProcess, Tmpfs, Writer,
+    assert_after_a_server_restart_thaw_never_kills_a_connection_that_reused_the_locker_s_id,
+    assert_freeze_fails_before_locking_when_the_info_file_directory_is_missing_or_read_only,
+    assert_freeze_needs_exactly_one_connection,
+    assert_freeze_releases_the_lock_and_fails_when_the_info_file_cannot_be_written,
+    assert_thaw_never_signals_a_reused_pid, assert_thaw_reports_a_lock_lost_to_a_server_restart,
+    assert_two_concurrent_thaws_release_once_and_both_exit_0,
+    assert_two_racing_freezes_start_exactly_one_locker, exit_code_within, fsfreeze,
+    lock_statements_run, loop_mount, server_pid, stderr_of, wait_for_statement, StoppedProcess,
+    Writer,
 };
 use harness::loopfs::machine_cannot_loop_mount;
 use harness::{
@@ -309,17 +315,10 @@ fn a_freeze_killed_outright_mid_attempt_leaves_no_lock_once_the_locker_gets_it()
 
 #[test]
 fn thaw_reports_a_lock_lost_to_a_server_restart() {
-    let Some(mut server) = mysql(&[]) else { return };
-    let sandbox = Sandbox::new(&server, "");
-    let out = sandbox.freeze();
-    assert!(out.status.success(), "{}", text(&out));
-    server.restart();
-    let out = sandbox.thaw("thaw");
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let stderr = stderr_of(&out);
-    assert!(stderr.contains("NOT application-consistent"), "{stderr}");
-    assert!(stderr.contains("gone"), "{stderr}");
-    assert_nothing_left(&server, &sandbox, Duration::from_secs(10));
+    let Some(mut server) = mysql(&[]) else {
+        return;
+    };
+    assert_thaw_reports_a_lock_lost_to_a_server_restart(&mut server, "", Duration::from_secs(10));
 }
 
 /// A wedged locker, then a server restart: connection ids start again from 1, and the locker's
@@ -327,49 +326,14 @@ fn thaw_reports_a_lock_lost_to_a_server_restart() {
 /// must not call the lock held.
 #[test]
 fn after_a_server_restart_thaw_never_kills_a_connection_that_reused_the_locker_s_id() {
-    let Some(mut server) = mysql(&[]) else { return };
-    let sandbox = Sandbox::new(&server, "");
-    let out = sandbox.freeze();
-    assert!(out.status.success(), "{}", text(&out));
-    let id = sandbox.state().unwrap()["connection_id"].as_u64().unwrap();
-    let stopped = StoppedProcess::stop(sandbox.locker_pid().unwrap());
-    server.restart();
-    let mut innocent = None;
-    let mut others = Vec::new();
-    for _ in 0..(id + 50) {
-        let mut conn = server.conn();
-        let now: u64 = conn.query_first("SELECT CONNECTION_ID()").unwrap().unwrap();
-        if now == id {
-            innocent = Some(conn);
-            break;
-        }
-        assert!(now < id, "connection ids passed {id} without reusing it");
-        others.push(conn);
-    }
-    drop(others);
-    let mut innocent = innocent.expect("no connection got the locker's old id");
-    // The locker's connection would have been idle since the lock was taken; the innocent
-    // session was active just now. Give the difference a few seconds to show.
-    let acquired_ms = sandbox.state().unwrap()["acquired_at_ms"].as_u64().unwrap();
-    assert!(wait_until(Duration::from_secs(10), || {
-        common::time::now_unix_ms() > acquired_ms + 4000
-    }));
-    let _: Option<u8> = innocent.query_first("SELECT 1").unwrap();
-    let out = sandbox.thaw("thaw");
-    let alive_after: Result<Option<u8>, _> = innocent.query_first("SELECT 1");
-    assert!(
-        alive_after.is_ok(),
-        "thaw killed connection {id}, an innocent session that reused the locker's id: {}",
-        text(&out)
+    let Some(mut server) = mysql(&[]) else {
+        return;
+    };
+    assert_after_a_server_restart_thaw_never_kills_a_connection_that_reused_the_locker_s_id(
+        &mut server,
+        "",
+        Duration::from_secs(10),
     );
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "the lock died with the server; thaw must not call it held: {}",
-        text(&out)
-    );
-    drop(stopped);
-    assert_nothing_left(&server, &sandbox, Duration::from_secs(10));
 }
 
 /// Kills the server while freeze runs: during the lock attempt, or while it waits for a quiet
@@ -484,21 +448,10 @@ fn a_wrong_password_is_refused_with_a_clear_error_within_10_s() {
 
 #[test]
 fn a_second_thaw_has_nothing_to_do_and_exits_0() {
-    let Some(server) = mysql(&[]) else { return };
-    let sandbox = Sandbox::new(&server, "");
-    assert!(sandbox.freeze().status.success());
-    let first = sandbox.thaw("thaw");
-    assert!(first.status.success(), "{}", text(&first));
-    let second = sandbox.thaw("thaw");
-    assert!(second.status.success(), "{}", text(&second));
-    assert!(
-        stderr_of(&second).contains("already thawed"),
-        "{}",
-        text(&second)
-    );
-    let after_fail = sandbox.thaw("freezeFail");
-    assert!(after_fail.status.success(), "{}", text(&after_fail));
-    assert_nothing_left(&server, &sandbox, Duration::from_secs(10));
+    let Some(server) = mysql(&[]) else {
+        return;
+    };
+    assert_a_second_thaw_has_nothing_to_do_and_exits_0(&server, Duration::from_secs(10));
 }
 
 #[test]
@@ -519,61 +472,18 @@ fn thaw_without_a_freeze_is_a_notice_and_exit_0() {
 
 #[test]
 fn two_concurrent_thaws_release_once_and_both_exit_0() {
-    let Some(server) = mysql(&[]) else { return };
-    let sandbox = Sandbox::new(&server, "");
-    assert!(sandbox.freeze().status.success());
-    let spawn = || {
-        sandbox
-            .command("thaw")
-            .arg("thaw")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
+    let Some(server) = mysql(&[]) else {
+        return;
     };
-    let (a, b) = (spawn(), spawn());
-    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
-    assert!(a.status.success(), "{}", text(&a));
-    assert!(b.status.success(), "{}", text(&b));
-    assert_eq!(sandbox.status(), "released");
-    assert_eq!(sandbox.state().unwrap()["reason"], "thaw");
-    assert_nothing_left(&server, &sandbox, Duration::from_secs(10));
+    assert_two_concurrent_thaws_release_once_and_both_exit_0(&server, "", Duration::from_secs(10));
 }
 
 #[test]
 fn two_racing_freezes_start_exactly_one_locker() {
-    let Some(server) = mysql(&[]) else { return };
-    let sandbox = Sandbox::new(&server, "");
-    for round in 0..5 {
-        let spawn = || {
-            sandbox
-                .command("freeze")
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        };
-        let (a, b) = (spawn(), spawn());
-        let outs = [a.wait_with_output().unwrap(), b.wait_with_output().unwrap()];
-        let winners = outs.iter().filter(|o| o.status.success()).count();
-        assert_eq!(
-            winners,
-            1,
-            "round {round}: {winners} freezes succeeded:\n{}\n{}",
-            text(&outs[0]),
-            text(&outs[1])
-        );
-        let loser = outs.iter().find(|o| !o.status.success()).unwrap();
-        assert_eq!(loser.status.code(), Some(1), "{}", text(loser));
-        assert!(
-            stderr_of(loser).contains("another snapshot is in progress"),
-            "{}",
-            text(loser)
-        );
-        assert_eq!(sandbox.lockers().len(), 1, "round {round}");
-        assert!(server.writes_blocked());
-        let out = sandbox.thaw("thaw");
-        assert!(out.status.success(), "round {round}: {}", text(&out));
-        assert_nothing_left(&server, &sandbox, Duration::from_secs(10));
-    }
+    let Some(server) = mysql(&[]) else {
+        return;
+    };
+    assert_two_racing_freezes_start_exactly_one_locker(&server, "", Duration::from_secs(10));
 }
 
 #[test]
@@ -613,49 +523,24 @@ fn thaw_never_signals_a_process_that_reused_a_recorded_pid() {
 
 #[test]
 fn freeze_fails_before_locking_when_the_info_file_directory_is_missing_or_read_only() {
-    let Some(server) = mysql(&[]) else { return };
-    let ro = Tmpfs::mount("info-ro", "size=64k");
-    ro.remount("ro");
-    for dir in [PathBuf::from("/nonexistent/mss-info"), ro.path.clone()] {
-        let info = dir.join("snapshot-info.json");
-        let sandbox = Sandbox::new(&server, &format!("info-file = {}", info.display()));
-        let before = lock_statements_run(&server);
-        let out = sandbox.freeze();
-        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-        assert!(stderr_of(&out).contains("info file"), "{}", text(&out));
-        assert!(
-            stderr_of(&out).contains(&*dir.to_string_lossy()),
-            "{}",
-            text(&out)
-        );
-        assert_eq!(
-            lock_statements_run(&server),
-            before,
-            "a lock was attempted although the info file could not be written"
-        );
-        assert!(!info.exists());
-        assert_nothing_left(&server, &sandbox, Duration::from_secs(10));
-    }
+    let Some(server) = mysql(&[]) else {
+        return;
+    };
+    assert_freeze_fails_before_locking_when_the_info_file_directory_is_missing_or_read_only(
+        &server,
+        Duration::from_secs(10),
+    );
 }
 
 #[test]
 fn freeze_releases_the_lock_and_fails_when_the_info_file_cannot_be_written() {
-    let Some(server) = mysql(&[]) else { return };
-    // Room for the empty temporary file (an inode) but not for its content.
-    let full = Tmpfs::mount("info-full", "size=64k");
-    fill(&full.path);
-    let info = full.path.join("snapshot-info.json");
-    let sandbox = Sandbox::new(&server, &format!("info-file = {}", info.display()));
-    let out = sandbox.freeze();
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "freeze must not exit 0 without its info file: {}",
-        text(&out)
+    let Some(server) = mysql(&[]) else {
+        return;
+    };
+    assert_freeze_releases_the_lock_and_fails_when_the_info_file_cannot_be_written(
+        &server,
+        Duration::from_secs(10),
     );
-    assert!(stderr_of(&out).contains("No space left"), "{}", text(&out));
-    assert!(!info.exists());
-    assert_nothing_left(&server, &sandbox, Duration::from_secs(10));
 }
 
 // ---------------------------------------------------------------------------------------------
