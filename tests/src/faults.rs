@@ -660,3 +660,194 @@ pub fn assert_freeze_releases_the_lock_and_fails_when_the_info_file_cannot_be_wr
     assert!(!info.exists());
     assert_nothing_left(server, &sandbox, limit);
 }
+
+/// A locker stopped (SIGSTOP) while it holds the lock: the server drops the lock after
+/// `wait_timeout` (max-lock-time + 10 s; `settings` must set `max-lock-time = 1`), and thaw then
+/// reports the lock as lost, exits 1 and leaves no locker.
+pub fn assert_thaw_reports_a_stopped_locker_whose_lock_the_server_dropped(
+    server: &Server,
+    settings: &str,
+    limit: Duration,
+) {
+    // wait_timeout = max-lock-time + 10 s: a wedged locker loses its lock after about 11 s.
+    let sandbox = Sandbox::new(server, settings);
+    let out = sandbox.freeze();
+    assert!(out.status.success(), "{}", text(&out));
+    let pid = sandbox.locker_pid().unwrap();
+    let stopped = StoppedProcess::stop(pid);
+    let since = Instant::now();
+    assert!(
+        server.writes_blocked(),
+        "the stopped locker's lock is gone at once"
+    );
+    assert!(
+        wait_until(Duration::from_secs(40), || !server.writes_blocked()),
+        "the server never dropped the stopped locker's lock (wait_timeout not set?)"
+    );
+    let dropped_after = since.elapsed();
+    assert!(
+        dropped_after >= Duration::from_secs(8),
+        "the lock went after {dropped_after:?}, before wait_timeout could fire"
+    );
+    let started = Instant::now();
+    let out = sandbox.thaw("thaw");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = stderr_of(&out);
+    assert!(stderr.contains("was gone"), "{stderr}");
+    assert!(stderr.contains("NOT application-consistent"), "{stderr}");
+    assert!(
+        wait_until(Duration::from_secs(5), || !alive(pid)),
+        "thaw left the stopped locker alive"
+    );
+    drop(stopped);
+    assert_nothing_left(server, &sandbox, limit);
+}
+
+/// A locker stopped (SIGSTOP) while its lock is still held: thaw kills its connection, exits 0
+/// (the lock was held without a break) and leaves no locker. `settings` go into the config.
+pub fn assert_thaw_releases_a_stopped_locker_s_lock_that_is_still_held(
+    server: &Server,
+    settings: &str,
+    limit: Duration,
+) {
+    let sandbox = Sandbox::new(server, settings);
+    let out = sandbox.freeze();
+    assert!(out.status.success(), "{}", text(&out));
+    let pid = sandbox.locker_pid().unwrap();
+    let stopped = StoppedProcess::stop(pid);
+    let out = sandbox.thaw("thaw");
+    // The lock was held without a break: the connection was still there, and thaw killed it.
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(stderr_of(&out).contains("unresponsive"), "{}", text(&out));
+    assert!(wait_until(Duration::from_secs(5), || !alive(pid)));
+    drop(stopped);
+    assert_nothing_left(server, &sandbox, limit);
+}
+
+/// The log file is on a filesystem frozen during the snapshot: the release still happens within
+/// 100 ms and nothing blocks. `settings` go first in the config (a lock mode, say).
+pub fn assert_the_release_happens_within_100_ms_when_the_log_file_is_on_a_frozen_filesystem(
+    server: &Server,
+    settings: &str,
+    limit: Duration,
+) {
+    let (_dir, mount) = loop_mount("log-frozen", "log");
+    let log = mount.mountpoint.join("log/mysql-snapshot.log");
+    let sandbox = Sandbox::new(server, &format!("{settings}\nlog-file = {}", log.display()));
+    let out = sandbox.freeze();
+    assert!(out.status.success(), "{}", text(&out));
+    let writer = Writer::start(server, "INSERT INTO snap.inno (v) VALUES (5150)");
+    wait_for_statement(server, "VALUES (5150)");
+
+    let window = mount.freeze_window();
+    fsfreeze(&mount.mountpoint);
+    let asked = Instant::now();
+    // thaw blocks afterwards writing its own log line: never wait on it while frozen.
+    let mut thaw = sandbox
+        .command("thaw")
+        .arg("thaw")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let finished = wait_until(Duration::from_secs(5), || writer.handle.is_finished());
+    let released_after = asked.elapsed();
+    drop(window); // thaws the filesystem
+    assert!(
+        finished,
+        "the lock was not released while the log filesystem was frozen"
+    );
+    let (result, done) = writer.handle.join().unwrap();
+    result.unwrap();
+    let took = done.duration_since(asked);
+    assert!(
+        took < Duration::from_millis(100),
+        "the queued write went through {took:?} after thaw was called (limit 100 ms; seen at {released_after:?})"
+    );
+    let code = exit_code_within(&mut thaw, Duration::from_secs(30));
+    assert_eq!(code, Some(0), "thaw failed after the filesystem thawed");
+    assert_nothing_left(server, &sandbox, limit);
+    let text = fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("event=released"),
+        "the locker's lines were lost: {text}"
+    );
+}
+
+/// Kills the server (SIGKILL) while freeze runs: during the lock attempt (`during_attempt`, the
+/// attempt seen in the processlist as `attempt`), or while it waits for a quiet moment. freeze
+/// exits non-zero within 15 s, the locker goes, and after a restart nothing is left and thaw has
+/// no lock to call held. `settings` go first in the config (a lock mode, say).
+pub fn assert_freeze_fails_when_the_server_dies(
+    server: &mut Server,
+    settings: &str,
+    attempt: &str,
+    during_attempt: bool,
+    limit: Duration,
+) {
+    let settings = if during_attempt {
+        format!("{settings}\nlong-query-threshold = 100\nlock-wait-timeout = 30")
+    } else {
+        format!("{settings}\nlong-query-threshold = 0\nsnapshot-timeout = 60")
+    };
+    let mut sandbox = Sandbox::new(server, &settings);
+    let long = Writer::start(server, "UPDATE snap.my SET v = v + 1 WHERE SLEEP(60) = 0");
+    wait_for_statement(server, "SLEEP(60)");
+    let mut freeze = sandbox
+        .command("freeze")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if during_attempt {
+        assert!(wait_until(Duration::from_secs(10), || sandbox.status() == "waiting"));
+        wait_for_statement(server, attempt);
+    } else {
+        // The write has to run past long-query-threshold before it counts.
+        assert!(
+            wait_until(Duration::from_secs(10), || sandbox
+                .log()
+                .contains("event=waiting")),
+            "freeze never said it was waiting for a quiet moment"
+        );
+        assert!(freeze.try_wait().unwrap().is_none());
+        assert_eq!(
+            sandbox.status(),
+            "starting",
+            "freeze should be waiting for a quiet moment"
+        );
+        assert!(
+            server.statements_like(attempt).is_empty(),
+            "freeze should be waiting for a quiet moment, not in a lock attempt"
+        );
+    }
+    let locker = sandbox.locker_pid();
+    signal(server_pid(server), "KILL");
+    let started = Instant::now();
+    let code = exit_code_within(&mut freeze, Duration::from_secs(30));
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "freeze took {:?} to notice the dead server",
+        started.elapsed()
+    );
+    assert!(
+        matches!(code, Some(c) if c != 0),
+        "freeze exited {code:?} without a server"
+    );
+    if let Some(pid) = locker {
+        assert!(
+            wait_until(Duration::from_secs(10), || !alive(pid)),
+            "the locker outlived the server"
+        );
+    }
+    let _ = long.join_within(Duration::from_secs(10));
+    server.restart();
+    assert_nothing_left(server, &sandbox, limit);
+    let out = sandbox.thaw("thaw");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "no lock was taken: {}",
+        text(&out)
+    );
+}

@@ -14,13 +14,16 @@ use harness::faults::{
     assert_a_stop_while_the_info_file_hangs_releases_at_once,
     assert_after_a_server_restart_thaw_never_kills_a_connection_that_reused_the_locker_s_id,
     assert_freeze_fails_before_locking_when_the_info_file_directory_is_missing_or_read_only,
-    assert_freeze_needs_exactly_one_connection,
+    assert_freeze_fails_when_the_server_dies, assert_freeze_needs_exactly_one_connection,
     assert_freeze_releases_the_lock_and_fails_when_the_info_file_cannot_be_written,
-    assert_thaw_never_signals_a_reused_pid, assert_thaw_reports_a_lock_lost_to_a_server_restart,
+    assert_thaw_never_signals_a_reused_pid,
+    assert_thaw_releases_a_stopped_locker_s_lock_that_is_still_held,
+    assert_thaw_reports_a_lock_lost_to_a_server_restart,
+    assert_thaw_reports_a_stopped_locker_whose_lock_the_server_dropped,
+    assert_the_release_happens_within_100_ms_when_the_log_file_is_on_a_frozen_filesystem,
     assert_two_concurrent_thaws_release_once_and_both_exit_0,
-    assert_two_racing_freezes_start_exactly_one_locker, exit_code_within, fsfreeze,
-    lock_statements_run, loop_mount, server_pid, stderr_of, wait_for_statement, StoppedProcess,
-    Writer,
+    assert_two_racing_freezes_start_exactly_one_locker, exit_code_within, lock_statements_run,
+    stderr_of, wait_for_statement, StoppedProcess, Writer,
 };
 use harness::loopfs::machine_cannot_loop_mount;
 use harness::{
@@ -98,57 +101,26 @@ fn thaw_reports_a_locker_killed_while_holding() {
 
 #[test]
 fn thaw_reports_a_stopped_locker_whose_lock_the_server_dropped() {
-    let Some(server) = mysql(&[]) else { return };
-    // wait_timeout = max-lock-time + 10 s: a wedged locker loses its lock after about 11 s.
-    let sandbox = Sandbox::new(&server, "max-lock-time = 1");
-    let out = sandbox.freeze();
-    assert!(out.status.success(), "{}", text(&out));
-    let pid = sandbox.locker_pid().unwrap();
-    let stopped = StoppedProcess::stop(pid);
-    let since = Instant::now();
-    assert!(
-        server.writes_blocked(),
-        "the stopped locker's lock is gone at once"
+    let Some(server) = mysql(&[]) else {
+        return;
+    };
+    assert_thaw_reports_a_stopped_locker_whose_lock_the_server_dropped(
+        &server,
+        "max-lock-time = 1",
+        Duration::from_secs(10),
     );
-    assert!(
-        wait_until(Duration::from_secs(40), || !server.writes_blocked()),
-        "MySQL never dropped the stopped locker's lock (wait_timeout not set?)"
-    );
-    let dropped_after = since.elapsed();
-    assert!(
-        dropped_after >= Duration::from_secs(8),
-        "the lock went after {dropped_after:?}, before wait_timeout could fire"
-    );
-    let started = Instant::now();
-    let out = sandbox.thaw("thaw");
-    assert!(started.elapsed() < Duration::from_secs(10));
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let stderr = stderr_of(&out);
-    assert!(stderr.contains("was gone"), "{stderr}");
-    assert!(stderr.contains("NOT application-consistent"), "{stderr}");
-    assert!(
-        wait_until(Duration::from_secs(5), || !alive(pid)),
-        "thaw left the stopped locker alive"
-    );
-    drop(stopped);
-    assert_nothing_left(&server, &sandbox, Duration::from_secs(10));
 }
 
 #[test]
 fn thaw_releases_a_stopped_locker_s_lock_that_is_still_held() {
-    let Some(server) = mysql(&[]) else { return };
-    let sandbox = Sandbox::new(&server, "");
-    let out = sandbox.freeze();
-    assert!(out.status.success(), "{}", text(&out));
-    let pid = sandbox.locker_pid().unwrap();
-    let stopped = StoppedProcess::stop(pid);
-    let out = sandbox.thaw("thaw");
-    // The lock was held without a break: the connection was still there, and thaw killed it.
-    assert!(out.status.success(), "{}", text(&out));
-    assert!(stderr_of(&out).contains("unresponsive"), "{}", text(&out));
-    assert!(wait_until(Duration::from_secs(5), || !alive(pid)));
-    drop(stopped);
-    assert_nothing_left(&server, &sandbox, Duration::from_secs(10));
+    let Some(server) = mysql(&[]) else {
+        return;
+    };
+    assert_thaw_releases_a_stopped_locker_s_lock_that_is_still_held(
+        &server,
+        "",
+        Duration::from_secs(10),
+    );
 }
 
 #[test]
@@ -336,79 +308,32 @@ fn after_a_server_restart_thaw_never_kills_a_connection_that_reused_the_locker_s
     );
 }
 
-/// Kills the server while freeze runs: during the lock attempt, or while it waits for a quiet
-/// moment.
-fn freeze_fails_when_the_server_dies(during_attempt: bool) {
-    let Some(mut server) = mysql(&[]) else { return };
-    let settings = if during_attempt {
-        "long-query-threshold = 100\nlock-wait-timeout = 30"
-    } else {
-        "long-query-threshold = 0\nsnapshot-timeout = 60"
-    };
-    let mut sandbox = Sandbox::new(&server, settings);
-    let long = Writer::start(&server, "UPDATE snap.my SET v = v + 1 WHERE SLEEP(60) = 0");
-    wait_for_statement(&server, "SLEEP(60)");
-    let mut freeze = sandbox
-        .command("freeze")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    if during_attempt {
-        assert!(wait_until(Duration::from_secs(10), || sandbox.status() == "waiting"));
-        wait_for_statement(&server, ATTEMPT);
-    } else {
-        assert!(
-            wait_until(Duration::from_secs(10), || sandbox
-                .log()
-                .contains("event=waiting")),
-            "freeze never said it was waiting for a quiet moment"
-        );
-        assert!(freeze.try_wait().unwrap().is_none());
-        // The locker may already be connected and recorded (status `waiting`): it waits for go.
-        assert!(
-            server.statements_like(ATTEMPT).is_empty(),
-            "freeze should be waiting for a quiet moment, not in a lock attempt"
-        );
-    }
-    let locker = sandbox.locker_pid();
-    signal(server_pid(&server), "KILL");
-    let started = Instant::now();
-    let code = exit_code_within(&mut freeze, Duration::from_secs(30));
-    assert!(
-        started.elapsed() < Duration::from_secs(15),
-        "freeze took {:?} to notice the dead server",
-        started.elapsed()
-    );
-    assert!(
-        matches!(code, Some(c) if c != 0),
-        "freeze exited {code:?} without a server"
-    );
-    if let Some(pid) = locker {
-        assert!(
-            wait_until(Duration::from_secs(10), || !alive(pid)),
-            "the locker outlived the server"
-        );
-    }
-    let _ = long.join_within(Duration::from_secs(10));
-    server.restart();
-    assert_nothing_left(&server, &sandbox, Duration::from_secs(10));
-    let out = sandbox.thaw("thaw");
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "no lock was taken: {}",
-        text(&out)
-    );
-}
-
 #[test]
 fn freeze_fails_and_leaves_no_locker_when_the_server_dies_during_the_lock_attempt() {
-    freeze_fails_when_the_server_dies(true);
+    let Some(mut server) = mysql(&[]) else {
+        return;
+    };
+    assert_freeze_fails_when_the_server_dies(
+        &mut server,
+        "",
+        ATTEMPT,
+        true,
+        Duration::from_secs(10),
+    );
 }
 
 #[test]
 fn freeze_fails_when_the_server_dies_while_it_waits_for_a_quiet_moment() {
-    freeze_fails_when_the_server_dies(false);
+    let Some(mut server) = mysql(&[]) else {
+        return;
+    };
+    assert_freeze_fails_when_the_server_dies(
+        &mut server,
+        "",
+        ATTEMPT,
+        false,
+        Duration::from_secs(10),
+    );
 }
 
 #[test]
@@ -804,46 +729,12 @@ fn the_release_happens_within_100_ms_when_the_log_file_is_on_a_frozen_filesystem
     ) {
         return;
     }
-    let Some(server) = mysql(&[]) else { return };
-    let (_dir, mount) = loop_mount("log-frozen", "log");
-    let log = mount.mountpoint.join("log/mysql-snapshot.log");
-    let sandbox = Sandbox::new(&server, &format!("log-file = {}", log.display()));
-    let out = sandbox.freeze();
-    assert!(out.status.success(), "{}", text(&out));
-    let writer = Writer::start(&server, "INSERT INTO snap.inno (v) VALUES (5150)");
-    wait_for_statement(&server, "VALUES (5150)");
-
-    let window = mount.freeze_window();
-    fsfreeze(&mount.mountpoint);
-    let asked = Instant::now();
-    // thaw blocks afterwards writing its own log line: never wait on it while frozen.
-    let mut thaw = sandbox
-        .command("thaw")
-        .arg("thaw")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let finished = wait_until(Duration::from_secs(5), || writer.handle.is_finished());
-    let released_after = asked.elapsed();
-    drop(window); // thaws the filesystem
-    assert!(
-        finished,
-        "the lock was not released while the log filesystem was frozen"
-    );
-    let (result, done) = writer.handle.join().unwrap();
-    result.unwrap();
-    let took = done.duration_since(asked);
-    assert!(
-        took < Duration::from_millis(100),
-        "the queued write went through {took:?} after thaw was called (limit 100 ms; seen at {released_after:?})"
-    );
-    let code = exit_code_within(&mut thaw, Duration::from_secs(30));
-    assert_eq!(code, Some(0), "thaw failed after the filesystem thawed");
-    assert_nothing_left(&server, &sandbox, Duration::from_secs(10));
-    let text = fs::read_to_string(&log).unwrap();
-    assert!(
-        text.contains("event=released"),
-        "the locker's lines were lost: {text}"
+    let Some(server) = mysql(&[]) else {
+        return;
+    };
+    assert_the_release_happens_within_100_ms_when_the_log_file_is_on_a_frozen_filesystem(
+        &server,
+        "",
+        Duration::from_secs(10),
     );
 }
