@@ -6,6 +6,7 @@
 //! touched. Waiting is done by polling a condition with a deadline, never by sleeping and hoping.
 #![allow(clippy::unwrap_used, unreachable_pub)]
 
+pub mod accounts;
 pub mod faults;
 pub mod guest_agent;
 pub mod loopfs;

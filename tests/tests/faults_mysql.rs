@@ -9,6 +9,10 @@ use std::fs;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use harness::accounts::{
+    account_settings, assert_each_missing_grant_is_named_with_the_grant_that_fixes_it,
+    create_account, process_text, MYSQL_GRANTS, PASSWORD, PASSWORD_CORE,
+};
 use harness::faults::{
     assert_a_second_thaw_has_nothing_to_do_and_exits_0,
     assert_a_stop_while_the_info_file_hangs_releases_at_once,
@@ -22,8 +26,8 @@ use harness::faults::{
     assert_thaw_reports_a_stopped_locker_whose_lock_the_server_dropped,
     assert_the_release_happens_within_100_ms_when_the_log_file_is_on_a_frozen_filesystem,
     assert_two_concurrent_thaws_release_once_and_both_exit_0,
-    assert_two_racing_freezes_start_exactly_one_locker, exit_code_within, lock_statements_run,
-    stderr_of, wait_for_statement, StoppedProcess, Writer,
+    assert_two_racing_freezes_start_exactly_one_locker, exit_code_within, stderr_of,
+    wait_for_statement, StoppedProcess, Writer,
 };
 use harness::loopfs::machine_cannot_loop_mount;
 use harness::{
@@ -37,16 +41,6 @@ const MODE: &str = "ftwrl";
 /// What a lock attempt on MySQL waits in, as the processlist shows it: the pre-flush
 /// (`FLUSH NO_WRITE_TO_BINLOG TABLES`, on by default), then `FLUSH TABLES WITH READ LOCK`.
 const ATTEMPT: &str = "FLUSH ";
-/// A password distinctive enough that any occurrence of part of it is a leak.
-const PASSWORD: &str = "Pw-7q2Zr9-Lx";
-const PASSWORD_CORE: &str = "7q2Zr9";
-/// README's grants for MySQL; CONNECTION_ADMIN only matters with kill-long-queries.
-const DOCUMENTED_GRANTS: [&str; 4] = [
-    "RELOAD",
-    "PROCESS",
-    "REPLICATION CLIENT",
-    "CONNECTION_ADMIN",
-];
 
 /// A private MySQL 9.7 (binary log and GTID on) with these extra mysqld arguments, or `None`
 /// after a loud banner when the chroot cannot be built and the matrix may be skipped.
@@ -471,37 +465,10 @@ fn freeze_releases_the_lock_and_fails_when_the_info_file_cannot_be_written() {
 // ---------------------------------------------------------------------------------------------
 // The password and the account's privileges.
 
-fn create_account(server: &Server, grants: &str) {
-    let mut conn = server.conn();
-    conn.query_drop("DROP USER IF EXISTS 'snapper'@'localhost'")
-        .unwrap();
-    conn.query_drop(format!(
-        "CREATE USER 'snapper'@'localhost' IDENTIFIED BY '{PASSWORD}'"
-    ))
-    .unwrap();
-    conn.query_drop(format!("GRANT {grants} ON *.* TO 'snapper'@'localhost'"))
-        .unwrap();
-}
-
-fn account_settings(extra: &str) -> String {
-    format!("user = snapper\npassword = {PASSWORD}\n{extra}")
-}
-
-/// Everything of a process an unprivileged user could read that might hold a secret.
-fn process_text(pid: u32) -> String {
-    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    let environ = fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
-    format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&cmdline).replace('\0', " "),
-        String::from_utf8_lossy(&environ).replace('\0', " ")
-    )
-}
-
 #[test]
 fn the_password_never_appears_in_argv_environment_state_info_or_logs() {
     let Some(server) = mysql(&[]) else { return };
-    create_account(&server, &DOCUMENTED_GRANTS.join(", "));
+    create_account(&server, &MYSQL_GRANTS.documented.join(", "));
     let log_dir = harness::TempDir::new("pwlog");
     let log_file = log_dir.path().join("mysql-snapshot.log");
     let mut sandbox = Sandbox::new(
@@ -576,7 +543,7 @@ fn the_password_never_appears_in_argv_environment_state_info_or_logs() {
 #[test]
 fn a_least_privilege_account_runs_the_whole_flow() {
     let Some(server) = mysql(&[]) else { return };
-    create_account(&server, &DOCUMENTED_GRANTS.join(", "));
+    create_account(&server, &MYSQL_GRANTS.documented.join(", "));
     let mut sandbox = Sandbox::new(
         &server,
         &account_settings(
@@ -663,60 +630,14 @@ fn a_least_privilege_account_runs_the_whole_flow() {
 
 #[test]
 fn each_missing_grant_is_named_with_the_grant_that_fixes_it() {
-    let Some(server) = mysql(&[]) else { return };
-    for missing in DOCUMENTED_GRANTS {
-        let granted: Vec<&str> = DOCUMENTED_GRANTS
-            .iter()
-            .copied()
-            .filter(|g| *g != missing)
-            .collect();
-        create_account(&server, &granted.join(", "));
-        // CONNECTION_ADMIN matters only when freeze may kill other accounts' statements.
-        let kill = if missing == "CONNECTION_ADMIN" {
-            "kill-long-queries = all\nkill-long-queries-timeout = 1"
-        } else {
-            ""
-        };
-        let sandbox = Sandbox::new(&server, &account_settings(kill));
-        let before = lock_statements_run(&server);
-        let out = sandbox.freeze();
-        assert_eq!(
-            out.status.code(),
-            Some(1),
-            "without {missing}: {}",
-            text(&out)
-        );
-        let stderr = stderr_of(&out);
-        assert!(
-            stderr.contains(&format!("lacks {missing} (")),
-            "without {missing}: {stderr}"
-        );
-        assert!(
-            stderr.contains(&format!("GRANT {missing} ON *.* TO 'snapper'@'localhost'")),
-            "without {missing}: {stderr}"
-        );
-        assert!(!stderr.contains(PASSWORD_CORE));
-        assert_eq!(
-            lock_statements_run(&server),
-            before,
-            "without {missing}: a lock statement ran"
-        );
-        assert_nothing_left(&server, &sandbox, Duration::from_secs(10));
-        let check = sandbox.command("freeze").arg("--check").output().unwrap();
-        assert_ne!(
-            check.status.code(),
-            Some(0),
-            "--check passed without {missing}"
-        );
-        assert!(text(&check).contains(missing), "{}", text(&check));
-    }
-    // Without kill-long-queries, CONNECTION_ADMIN is not needed.
-    create_account(&server, "RELOAD, PROCESS, REPLICATION CLIENT");
-    let sandbox = Sandbox::new(&server, &account_settings(""));
-    let out = sandbox.freeze();
-    assert!(out.status.success(), "{}", text(&out));
-    assert!(sandbox.thaw("thaw").status.success());
-    assert_nothing_left(&server, &sandbox, Duration::from_secs(10));
+    let Some(server) = mysql(&[]) else {
+        return;
+    };
+    assert_each_missing_grant_is_named_with_the_grant_that_fixes_it(
+        &server,
+        &MYSQL_GRANTS,
+        Duration::from_secs(10),
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

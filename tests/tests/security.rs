@@ -13,6 +13,10 @@ use std::process::{Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use harness::accounts::{
+    account_settings, assert_each_missing_grant_is_named_with_the_grant_that_fixes_it,
+    create_account, process_text, MARIADB_GRANTS, PASSWORD, PASSWORD_CORE,
+};
 use harness::{
     alive, assert_nothing_left, bin, signal, text, wait_until, write_private, Sandbox, Server,
     TempDir,
@@ -20,9 +24,6 @@ use harness::{
 use mysql::prelude::Queryable;
 
 const NOBODY: u32 = 65534;
-/// A password distinctive enough that any occurrence of part of it is a leak.
-const PASSWORD: &str = "Pw-7q2Zr9-Lx";
-const PASSWORD_CORE: &str = "7q2Zr9";
 
 fn lock_statements_run(server: &Server) -> u64 {
     let rows: Vec<(String, u64)> = server
@@ -266,43 +267,10 @@ fn a_state_file_owned_by_someone_else_is_never_trusted() {
 // ---------------------------------------------------------------------------------------------
 // The password.
 
-fn create_account(server: &Server, grants: &str) {
-    server
-        .conn()
-        .query_drop(format!(
-            "CREATE USER 'snapper'@'localhost' IDENTIFIED BY '{PASSWORD}';
-             GRANT {grants} ON *.* TO 'snapper'@'localhost'"
-        ))
-        .unwrap();
-}
-
-const DOCUMENTED_GRANTS: [&str; 5] = [
-    "RELOAD",
-    "PROCESS",
-    "BINLOG MONITOR",
-    "SLAVE MONITOR",
-    "CONNECTION ADMIN",
-];
-
-fn account_settings(extra: &str) -> String {
-    format!("user = snapper\npassword = {PASSWORD}\n{extra}")
-}
-
-/// Everything of a process an unprivileged user could read that might hold a secret.
-fn process_text(pid: u32) -> String {
-    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    let environ = fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
-    format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&cmdline).replace('\0', " "),
-        String::from_utf8_lossy(&environ).replace('\0', " ")
-    )
-}
-
 #[test]
 fn the_password_never_appears_in_argv_environment_state_info_or_logs() {
     let server = Server::start();
-    create_account(&server, &DOCUMENTED_GRANTS.join(", "));
+    create_account(&server, &MARIADB_GRANTS.documented.join(", "));
     let log_dir = TempDir::new("pwlog");
     let log_file = log_dir.path().join("mysql-snapshot.log");
     let mut sandbox = Sandbox::new(
@@ -383,7 +351,7 @@ fn the_password_never_appears_in_argv_environment_state_info_or_logs() {
 /// account's long MyISAM write (what CONNECTION ADMIN is for).
 fn least_privilege_flow(mode: &str, kill_a_long_write: bool) {
     let server = Server::start();
-    create_account(&server, &DOCUMENTED_GRANTS.join(", "));
+    create_account(&server, &MARIADB_GRANTS.documented.join(", "));
     let mut sandbox = Sandbox::new(
         &server,
         &account_settings(&format!(
@@ -463,65 +431,11 @@ fn a_least_privilege_account_kills_a_long_myisam_write_in_backup_stage_mode() {
 #[test]
 fn each_missing_grant_is_named_with_the_grant_that_fixes_it() {
     let server = Server::start();
-    for missing in DOCUMENTED_GRANTS {
-        let granted: Vec<&str> = DOCUMENTED_GRANTS
-            .iter()
-            .copied()
-            .filter(|g| *g != missing)
-            .collect();
-        let _ = server
-            .conn()
-            .query_drop("DROP USER IF EXISTS 'snapper'@'localhost'");
-        create_account(&server, &granted.join(", "));
-        // CONNECTION ADMIN matters only when freeze may kill other accounts' statements.
-        let kill = if missing == "CONNECTION ADMIN" {
-            "kill-long-queries = all\nkill-long-queries-timeout = 1"
-        } else {
-            ""
-        };
-        let sandbox = Sandbox::new(&server, &account_settings(kill));
-        let before = lock_statements_run(&server);
-        let out = sandbox.freeze();
-        assert_eq!(
-            out.status.code(),
-            Some(1),
-            "without {missing}: {}",
-            text(&out)
-        );
-        let stderr = stderr_of(&out);
-        assert!(
-            stderr.contains(&format!("lacks {missing} (")),
-            "without {missing}: {stderr}"
-        );
-        assert!(
-            stderr.contains(&format!("GRANT {missing} ON *.* TO 'snapper'@'localhost'")),
-            "without {missing}: {stderr}"
-        );
-        assert!(!stderr.contains(PASSWORD_CORE));
-        assert_eq!(
-            lock_statements_run(&server),
-            before,
-            "without {missing}: a lock statement ran"
-        );
-        assert_nothing_left(&server, &sandbox, Duration::from_secs(5));
-        let check = sandbox.command("freeze").arg("--check").output().unwrap();
-        assert_ne!(
-            check.status.code(),
-            Some(0),
-            "--check passed without {missing}"
-        );
-        assert!(text(&check).contains(missing), "{}", text(&check));
-    }
-    // Without kill-long-queries, CONNECTION ADMIN is not needed.
-    let _ = server
-        .conn()
-        .query_drop("DROP USER IF EXISTS 'snapper'@'localhost'");
-    create_account(&server, "RELOAD, PROCESS, BINLOG MONITOR, SLAVE MONITOR");
-    let sandbox = Sandbox::new(&server, &account_settings(""));
-    let out = sandbox.freeze();
-    assert!(out.status.success(), "{}", text(&out));
-    assert!(sandbox.thaw("thaw").status.success());
-    assert_nothing_left(&server, &sandbox, Duration::from_secs(5));
+    assert_each_missing_grant_is_named_with_the_grant_that_fixes_it(
+        &server,
+        &MARIADB_GRANTS,
+        Duration::from_secs(5),
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
