@@ -4,12 +4,13 @@
 //! It only ever creates and drops that one account, on a private server a test started.
 
 use std::fs;
+use std::process::Stdio;
 use std::time::Duration;
 
 use mysql::prelude::Queryable;
 
-use crate::faults::{lock_statements_run, stderr_of};
-use crate::{assert_nothing_left, text, Sandbox, Server};
+use crate::faults::{lock_statements_run, stderr_of, wait_for_statement, Writer};
+use crate::{assert_nothing_left, text, wait_until, Sandbox, Server};
 
 /// A password distinctive enough that any occurrence of part of it is a leak.
 pub const PASSWORD: &str = "Pw-7q2Zr9-Lx";
@@ -142,5 +143,84 @@ pub fn assert_each_missing_grant_is_named_with_the_grant_that_fixes_it(
     let out = sandbox.freeze();
     assert!(out.status.success(), "{}", text(&out));
     assert!(sandbox.thaw("thaw").status.success());
+    assert_nothing_left(server, &sandbox, limit);
+}
+
+/// The password (in the config, with a least-privilege account) appears nowhere a local user or a
+/// log reader could see it: not in any process's argv or environment while freeze waits, not in
+/// the state file, the info file, the log file, syslog or the hooks' output, on success and on
+/// failure. `settings` go first in the config (a lock mode, say).
+pub fn assert_the_password_never_appears_in_argv_environment_state_info_or_logs(
+    server: &Server,
+    grants: &Grants,
+    settings: &str,
+    limit: Duration,
+) {
+    create_account(server, &grants.documented.join(", "));
+    let log_dir = crate::TempDir::new("pwlog");
+    let log_file = log_dir.path().join("mysql-snapshot.log");
+    let mut sandbox = Sandbox::new(
+        server,
+        &account_settings(&format!(
+            "{settings}\nlong-query-threshold = 100\nlock-wait-timeout = 30\nlog-file = {}",
+            log_file.display()
+        )),
+    );
+    // A long MyISAM write keeps freeze and its locker both alive, waiting for the lock.
+    let long = Writer::start(server, "UPDATE snap.my SET v = v + 1 WHERE SLEEP(3) = 0");
+    wait_for_statement(server, "SLEEP(3)");
+    let freeze = sandbox
+        .command("freeze")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(10), || sandbox.status() == "waiting"));
+    let locker = sandbox.locker_pid().unwrap();
+    let seen = format!("{}\n{}", process_text(freeze.id()), process_text(locker));
+    assert!(seen.contains("mysql-snapshot-locker"), "{seen}");
+    assert!(
+        !seen.contains(PASSWORD_CORE),
+        "the password is visible in /proc: {seen}"
+    );
+    let out = freeze.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    long.join_within(Duration::from_secs(30)).0.unwrap();
+    let held_state = fs::read_to_string(sandbox.run_dir.join("state.json")).unwrap();
+    let info = fs::read_to_string(&sandbox.info_file).unwrap();
+    let thaw = sandbox.thaw("thaw");
+    assert!(thaw.status.success(), "{}", text(&thaw));
+
+    // Failure paths log too: a lock lost to max-lock-time.
+    let mut sandbox2 = Sandbox::new(
+        server,
+        &account_settings(&format!(
+            "max-lock-time = 1\nlog-file = {}",
+            log_file.display()
+        )),
+    );
+    assert!(sandbox2.freeze().status.success());
+    assert!(wait_until(Duration::from_secs(10), || sandbox2.status() == "released"));
+    let lost = sandbox2.thaw("thaw");
+    assert_eq!(lost.status.code(), Some(1), "{}", text(&lost));
+
+    let everything = [
+        text(&out),
+        text(&thaw),
+        text(&lost),
+        held_state,
+        info,
+        fs::read_to_string(sandbox.run_dir.join("state.json")).unwrap(),
+        fs::read_to_string(sandbox2.run_dir.join("state.json")).unwrap(),
+        fs::read_to_string(&log_file).unwrap(),
+        sandbox.log(),
+        sandbox2.log(),
+    ]
+    .join("\n");
+    assert!(everything.contains("event=locked"), "nothing was logged");
+    assert!(
+        !everything.contains(PASSWORD_CORE),
+        "the password leaked: {everything}"
+    );
     assert_nothing_left(server, &sandbox, limit);
 }

@@ -5,13 +5,12 @@
 //! `MYSQL_SNAPSHOT_SKIP_MATRIX=1` asks for a loud skip; mounts are undone in Drop guards.
 #![allow(clippy::unwrap_used)]
 
-use std::fs;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use harness::accounts::{
     account_settings, assert_each_missing_grant_is_named_with_the_grant_that_fixes_it,
-    create_account, process_text, MYSQL_GRANTS, PASSWORD, PASSWORD_CORE,
+    assert_the_password_never_appears_in_argv_environment_state_info_or_logs, create_account,
+    MYSQL_GRANTS, PASSWORD,
 };
 use harness::faults::{
     assert_a_second_thaw_has_nothing_to_do_and_exits_0,
@@ -467,74 +466,15 @@ fn freeze_releases_the_lock_and_fails_when_the_info_file_cannot_be_written() {
 
 #[test]
 fn the_password_never_appears_in_argv_environment_state_info_or_logs() {
-    let Some(server) = mysql(&[]) else { return };
-    create_account(&server, &MYSQL_GRANTS.documented.join(", "));
-    let log_dir = harness::TempDir::new("pwlog");
-    let log_file = log_dir.path().join("mysql-snapshot.log");
-    let mut sandbox = Sandbox::new(
+    let Some(server) = mysql(&[]) else {
+        return;
+    };
+    assert_the_password_never_appears_in_argv_environment_state_info_or_logs(
         &server,
-        &account_settings(&format!(
-            "long-query-threshold = 100\nlock-wait-timeout = 30\nlog-file = {}",
-            log_file.display()
-        )),
+        &MYSQL_GRANTS,
+        "",
+        Duration::from_secs(10),
     );
-    // A long MyISAM write keeps freeze and its locker both alive, waiting for the lock.
-    let long = Writer::start(&server, "UPDATE snap.my SET v = v + 1 WHERE SLEEP(3) = 0");
-    wait_for_statement(&server, "SLEEP(3)");
-    let freeze = sandbox
-        .command("freeze")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    assert!(wait_until(Duration::from_secs(10), || sandbox.status() == "waiting"));
-    let locker = sandbox.locker_pid().unwrap();
-    let seen = format!("{}\n{}", process_text(freeze.id()), process_text(locker));
-    assert!(seen.contains("mysql-snapshot-locker"), "{seen}");
-    assert!(
-        !seen.contains(PASSWORD_CORE),
-        "the password is visible in /proc: {seen}"
-    );
-    let out = freeze.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-    long.join_within(Duration::from_secs(30)).0.unwrap();
-    let held_state = fs::read_to_string(sandbox.run_dir.join("state.json")).unwrap();
-    let info = fs::read_to_string(&sandbox.info_file).unwrap();
-    let thaw = sandbox.thaw("thaw");
-    assert!(thaw.status.success(), "{}", text(&thaw));
-
-    // Failure paths log too: a lock lost to max-lock-time.
-    let mut sandbox2 = Sandbox::new(
-        &server,
-        &account_settings(&format!(
-            "max-lock-time = 1\nlog-file = {}",
-            log_file.display()
-        )),
-    );
-    assert!(sandbox2.freeze().status.success());
-    assert!(wait_until(Duration::from_secs(10), || sandbox2.status() == "released"));
-    let lost = sandbox2.thaw("thaw");
-    assert_eq!(lost.status.code(), Some(1), "{}", text(&lost));
-
-    let everything = [
-        text(&out),
-        text(&thaw),
-        text(&lost),
-        held_state,
-        info,
-        fs::read_to_string(sandbox.run_dir.join("state.json")).unwrap(),
-        fs::read_to_string(sandbox2.run_dir.join("state.json")).unwrap(),
-        fs::read_to_string(&log_file).unwrap(),
-        sandbox.log(),
-        sandbox2.log(),
-    ]
-    .join("\n");
-    assert!(everything.contains("event=locked"), "nothing was logged");
-    assert!(
-        !everything.contains(PASSWORD_CORE),
-        "the password leaked: {everything}"
-    );
-    assert_nothing_left(&server, &sandbox, Duration::from_secs(10));
 }
 
 /// freeze --check, a freeze that kills another account's long MyISAM write (what CONNECTION_ADMIN

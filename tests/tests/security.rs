@@ -9,13 +9,14 @@
 use std::fs;
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use harness::accounts::{
     account_settings, assert_each_missing_grant_is_named_with_the_grant_that_fixes_it,
-    create_account, process_text, MARIADB_GRANTS, PASSWORD, PASSWORD_CORE,
+    assert_the_password_never_appears_in_argv_environment_state_info_or_logs, create_account,
+    MARIADB_GRANTS, PASSWORD, PASSWORD_CORE,
 };
 use harness::{
     alive, assert_nothing_left, bin, signal, text, wait_until, write_private, Sandbox, Server,
@@ -270,77 +271,12 @@ fn a_state_file_owned_by_someone_else_is_never_trusted() {
 #[test]
 fn the_password_never_appears_in_argv_environment_state_info_or_logs() {
     let server = Server::start();
-    create_account(&server, &MARIADB_GRANTS.documented.join(", "));
-    let log_dir = TempDir::new("pwlog");
-    let log_file = log_dir.path().join("mysql-snapshot.log");
-    let mut sandbox = Sandbox::new(
+    assert_the_password_never_appears_in_argv_environment_state_info_or_logs(
         &server,
-        &account_settings(&format!(
-            "lock-mode = ftwrl\nlong-query-threshold = 100\nlock-wait-timeout = 30\nlog-file = {}",
-            log_file.display()
-        )),
+        &MARIADB_GRANTS,
+        "lock-mode = ftwrl",
+        Duration::from_secs(5),
     );
-    // A long MyISAM write keeps freeze and its locker both alive, waiting for the lock.
-    let mut conn = server.conn();
-    let long =
-        thread::spawn(move || conn.query_drop("UPDATE snap.my SET v = v + 1 WHERE SLEEP(3) = 0"));
-    assert!(wait_until(Duration::from_secs(10), || !server
-        .statements_like("SLEEP(3)")
-        .is_empty()));
-    let freeze = sandbox
-        .command("freeze")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    assert!(wait_until(Duration::from_secs(10), || sandbox.status() == "waiting"));
-    let locker = sandbox.locker_pid().unwrap();
-    let seen = format!("{}\n{}", process_text(freeze.id()), process_text(locker));
-    assert!(seen.contains("mysql-snapshot-locker"), "{seen}");
-    assert!(
-        !seen.contains(PASSWORD_CORE),
-        "the password is visible in /proc: {seen}"
-    );
-    let out = freeze.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-    long.join().unwrap().unwrap();
-    let held_state = fs::read_to_string(sandbox.run_dir.join("state.json")).unwrap();
-    let info = fs::read_to_string(&sandbox.info_file).unwrap();
-    let thaw = sandbox.thaw("thaw");
-    assert!(thaw.status.success(), "{}", text(&thaw));
-
-    // Failure paths log too: a lock lost to max-lock-time, and a freeze that times out.
-    let mut sandbox2 = Sandbox::new(
-        &server,
-        &account_settings(&format!(
-            "max-lock-time = 1\nlog-file = {}",
-            log_file.display()
-        )),
-    );
-    assert!(sandbox2.freeze().status.success());
-    assert!(wait_until(Duration::from_secs(10), || sandbox2.status() == "released"));
-    let lost = sandbox2.thaw("thaw");
-    assert_eq!(lost.status.code(), Some(1), "{}", text(&lost));
-
-    let everything = [
-        text(&out),
-        text(&thaw),
-        text(&lost),
-        held_state,
-        info,
-        fs::read_to_string(sandbox.run_dir.join("state.json")).unwrap(),
-        fs::read_to_string(sandbox2.run_dir.join("state.json")).unwrap(),
-        fs::read_to_string(&log_file).unwrap(),
-        sandbox.log(),
-        sandbox2.log(),
-    ]
-    .join("\n");
-    assert!(everything.contains("event=locked"), "nothing was logged");
-    assert!(
-        !everything.contains(PASSWORD_CORE),
-        "the password leaked: {everything}"
-    );
-    assert_nothing_left(&server, &sandbox, Duration::from_secs(5));
 }
 
 // ---------------------------------------------------------------------------------------------
