@@ -343,45 +343,23 @@ pub(crate) fn profile(b: &mut Bench, target: &dyn Target, label: &str) -> Outcom
             ));
         }
         let case = format!("{} (traced{label})", mode.name());
+        let mut row = |name: &str, samples: Samples| {
+            b.row(Row::new(&format!("profile: {name}"), &case, "ms", samples));
+        };
         let mut detail = Vec::new();
-        for (name, samples) in FREEZE_PHASES.iter().zip(&phases) {
+        for (name, samples) in FREEZE_PHASES.iter().zip(phases) {
             detail.push(json!({"phase": name, "ms": samples.to_json()}));
-            b.row(Row::new(
-                &format!("profile: {name}"),
-                &case,
-                "ms",
-                samples.clone(),
-            ));
+            row(name, samples);
         }
-        b.row(Row::new(
-            "profile: freeze exec → exit, traced",
-            &case,
-            "ms",
-            freeze_total,
-        ));
-        for (name, samples) in EXTRAS.iter().zip(&extras) {
-            b.row(Row::new(
-                &format!("profile: {name}"),
-                &case,
-                "ms",
-                samples.clone(),
-            ));
+        row("freeze exec → exit, traced", freeze_total);
+        for (name, samples) in EXTRAS.iter().zip(extras) {
+            row(name, samples);
         }
-        for (name, samples) in THAW_PHASES.iter().zip(&thaw_phases) {
+        for (name, samples) in THAW_PHASES.iter().zip(thaw_phases) {
             detail.push(json!({"phase": name, "ms": samples.to_json()}));
-            b.row(Row::new(
-                &format!("profile: {name}"),
-                &case,
-                "ms",
-                samples.clone(),
-            ));
+            row(name, samples);
         }
-        b.row(Row::new(
-            "profile: thaw exec → exit, traced",
-            &case,
-            "ms",
-            thaw_total,
-        ));
+        row("thaw exec → exit, traced", thaw_total);
         b.report.detail(
             &format!("{}: profile {}{label}", b.flavour.name(), mode.name()),
             json!(detail),

@@ -224,3 +224,30 @@ pub fn assert_the_password_never_appears_in_argv_environment_state_info_or_logs(
     );
     assert_nothing_left(server, &sandbox, limit);
 }
+
+/// A wrong password is refused within 10 s with the server's error (1045) and a hint, never
+/// printing the password, and leaves nothing.
+pub fn assert_a_wrong_password_is_refused_with_a_clear_error_within_10_s(
+    server: &Server,
+    limit: Duration,
+) {
+    server
+        .conn()
+        .query_drop("CREATE USER 'snapper'@'localhost' IDENTIFIED BY 'Right-Pass-1'")
+        .unwrap();
+    let sandbox = Sandbox::new(server, "user = snapper\npassword = Wr0ng-Pass-9");
+    let started = std::time::Instant::now();
+    let out = sandbox.freeze();
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let all = text(&out);
+    assert!(
+        all.contains("1045") && all.contains("wrong user or password"),
+        "{all}"
+    );
+    assert!(
+        !all.contains("Wr0ng-Pass-9"),
+        "the password was printed: {all}"
+    );
+    assert_nothing_left(server, &sandbox, limit);
+}

@@ -851,3 +851,56 @@ pub fn assert_freeze_fails_when_the_server_dies(
         text(&out)
     );
 }
+
+/// After a successful freeze, the locker is SIGKILLed while it holds the lock: the server drops the
+/// lock (within `limit`), and thaw reports the loss ("died while holding", NOT
+/// application-consistent), exits 1 and leaves nothing.
+pub fn assert_a_locker_killed_while_holding_is_reported(
+    server: &Server,
+    sandbox: &Sandbox,
+    limit: Duration,
+) {
+    let pid = sandbox.locker_pid().unwrap();
+    signal(pid, "KILL");
+    assert!(wait_until(Duration::from_secs(5), || !alive(pid)));
+    assert!(
+        wait_until(limit, || !server.writes_blocked()),
+        "the server kept the lock of a dead locker"
+    );
+    let out = sandbox.thaw("thaw");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stderr_of(&out).contains("died while holding"),
+        "{}",
+        text(&out)
+    );
+    assert!(stderr_of(&out).contains("NOT application-consistent"));
+    assert_nothing_left(server, sandbox, limit);
+}
+
+/// No thaw comes: the locker releases by itself at max-lock-time (`settings` must set
+/// `max-lock-time = 1`); thaw reports it (exit 1, NOT application-consistent) and a second thaw
+/// has nothing left to do.
+pub fn assert_thaw_reports_a_lock_released_early_by_max_lock_time(
+    server: &Server,
+    settings: &str,
+    limit: Duration,
+) {
+    let sandbox = Sandbox::new(server, settings);
+    let out = sandbox.freeze();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(wait_until(Duration::from_secs(10), || sandbox.status() == "released"));
+    assert!(
+        !server.writes_blocked(),
+        "max-lock-time passed but writes are still blocked"
+    );
+    let out = sandbox.thaw("thaw");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = stderr_of(&out);
+    assert!(stderr.contains("max-lock-time"), "{stderr}");
+    assert!(stderr.contains("NOT application-consistent"), "{stderr}");
+    // Reported once: a second thaw has nothing left to do.
+    let again = sandbox.thaw("thaw");
+    assert!(again.status.success(), "{}", text(&again));
+    assert_nothing_left(server, &sandbox, limit);
+}

@@ -7,9 +7,13 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use harness::accounts::assert_a_wrong_password_is_refused_with_a_clear_error_within_10_s;
+use harness::faults::{
+    assert_a_locker_killed_while_holding_is_reported,
+    assert_thaw_reports_a_lock_released_early_by_max_lock_time,
+};
 use harness::{
-    alive, assert_nothing_left, bin_dir, signal, text, wait_until, write_private, Sandbox, Server,
-    TempDir,
+    assert_nothing_left, bin_dir, signal, text, wait_until, write_private, Sandbox, Server, TempDir,
 };
 use mysql::prelude::Queryable;
 
@@ -230,23 +234,11 @@ fn freeze_retries_after_a_capped_attempt_and_succeeds_once_the_write_ends() {
 #[test]
 fn thaw_reports_a_lock_released_early_by_max_lock_time() {
     let server = Server::start();
-    let sandbox = Sandbox::new(&server, "max-lock-time = 1");
-    let out = sandbox.freeze();
-    assert!(out.status.success(), "{}", text(&out));
-    assert!(wait_until(Duration::from_secs(10), || sandbox.status() == "released"));
-    assert!(
-        !server.writes_blocked(),
-        "max-lock-time passed but writes are still blocked"
+    assert_thaw_reports_a_lock_released_early_by_max_lock_time(
+        &server,
+        "max-lock-time = 1",
+        Duration::from_secs(5),
     );
-    let out = sandbox.thaw("thaw");
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("max-lock-time"), "{stderr}");
-    assert!(stderr.contains("NOT application-consistent"), "{stderr}");
-    // Reported once: a second thaw has nothing left to do.
-    let again = sandbox.thaw("thaw");
-    assert!(again.status.success(), "{}", text(&again));
-    assert_nothing_left(&server, &sandbox, Duration::from_secs(5));
 }
 
 #[test]
@@ -254,21 +246,7 @@ fn thaw_reports_a_locker_killed_while_holding() {
     let server = Server::start();
     let sandbox = Sandbox::new(&server, "");
     assert!(sandbox.freeze().status.success());
-    let pid = sandbox.locker_pid().unwrap();
-    signal(pid, "KILL");
-    assert!(wait_until(Duration::from_secs(5), || !alive(pid)));
-    assert!(
-        wait_until(Duration::from_secs(5), || !server.writes_blocked()),
-        "the server kept the lock of a dead locker"
-    );
-    let out = sandbox.thaw("thaw");
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("died while holding"),
-        "{}",
-        text(&out)
-    );
-    assert_nothing_left(&server, &sandbox, Duration::from_secs(5));
+    assert_a_locker_killed_while_holding_is_reported(&server, &sandbox, Duration::from_secs(5));
 }
 
 #[test]
@@ -408,25 +386,10 @@ fn sigterm_to_freeze_waiting_for_a_quiet_moment_exits_nonzero_at_once() {
 #[test]
 fn a_wrong_password_is_refused_with_a_clear_error_within_10_s() {
     let server = Server::start();
-    server
-        .conn()
-        .query_drop("CREATE USER 'snapper'@'localhost' IDENTIFIED BY 'Right-Pass-1'")
-        .unwrap();
-    let sandbox = Sandbox::new(&server, "user = snapper\npassword = Wr0ng-Pass-9");
-    let started = Instant::now();
-    let out = sandbox.freeze();
-    assert!(started.elapsed() < Duration::from_secs(10));
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let all = text(&out);
-    assert!(
-        all.contains("1045") && all.contains("wrong user or password"),
-        "{all}"
+    assert_a_wrong_password_is_refused_with_a_clear_error_within_10_s(
+        &server,
+        Duration::from_secs(5),
     );
-    assert!(
-        !all.contains("Wr0ng-Pass-9"),
-        "the password was printed: {all}"
-    );
-    assert_nothing_left(&server, &sandbox, Duration::from_secs(5));
 }
 
 #[test]

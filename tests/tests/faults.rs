@@ -10,6 +10,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use harness::faults::{
+    assert_a_locker_killed_while_holding_is_reported,
     assert_a_second_thaw_has_nothing_to_do_and_exits_0,
     assert_a_stop_while_the_info_file_hangs_releases_at_once,
     assert_after_a_server_restart_thaw_never_kills_a_connection_that_reused_the_locker_s_id,
@@ -19,6 +20,7 @@ use harness::faults::{
     assert_thaw_never_signals_a_reused_pid,
     assert_thaw_releases_a_stopped_locker_s_lock_that_is_still_held,
     assert_thaw_reports_a_lock_lost_to_a_server_restart,
+    assert_thaw_reports_a_lock_released_early_by_max_lock_time,
     assert_thaw_reports_a_stopped_locker_whose_lock_the_server_dropped,
     assert_the_release_happens_within_100_ms_when_the_log_file_is_on_a_frozen_filesystem,
     assert_two_concurrent_thaws_release_once_and_both_exit_0,
@@ -26,7 +28,7 @@ use harness::faults::{
     stderr_of, wait_for_statement, Tmpfs, Writer,
 };
 use harness::loopfs::machine_cannot_loop_mount;
-use harness::{alive, assert_nothing_left, signal, text, wait_until, Sandbox, Server, TempDir};
+use harness::{assert_nothing_left, text, Sandbox, Server, TempDir};
 
 /// Declares `fn $name(mode)` as two tests, `$name::ftwrl` and `$name::backup_stage`.
 macro_rules! in_both_lock_modes {
@@ -54,22 +56,7 @@ fn thaw_reports_a_locker_killed_while_holding_ftwrl() {
     let sandbox = Sandbox::new(&server, "lock-mode = ftwrl");
     let out = sandbox.freeze();
     assert!(out.status.success(), "{}", text(&out));
-    let pid = sandbox.locker_pid().unwrap();
-    signal(pid, "KILL");
-    assert!(wait_until(Duration::from_secs(5), || !alive(pid)));
-    assert!(
-        wait_until(Duration::from_secs(5), || !server.writes_blocked()),
-        "the server kept the lock of a dead locker"
-    );
-    let out = sandbox.thaw("thaw");
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(
-        stderr_of(&out).contains("died while holding"),
-        "{}",
-        text(&out)
-    );
-    assert!(stderr_of(&out).contains("NOT application-consistent"));
-    assert_nothing_left(&server, &sandbox, Duration::from_secs(5));
+    assert_a_locker_killed_while_holding_is_reported(&server, &sandbox, Duration::from_secs(5));
 }
 
 in_both_lock_modes!(thaw_reports_a_stopped_locker_whose_lock_the_server_dropped);
@@ -96,20 +83,11 @@ fn thaw_releases_a_stopped_locker_s_lock_that_is_still_held(mode: &str) {
 #[test]
 fn thaw_reports_a_lock_released_early_by_max_lock_time_ftwrl() {
     let server = Server::start();
-    let sandbox = Sandbox::new(&server, "lock-mode = ftwrl\nmax-lock-time = 1");
-    let out = sandbox.freeze();
-    assert!(out.status.success(), "{}", text(&out));
-    assert!(wait_until(Duration::from_secs(10), || sandbox.status() == "released"));
-    assert!(
-        !server.writes_blocked(),
-        "max-lock-time passed but writes are still blocked"
+    assert_thaw_reports_a_lock_released_early_by_max_lock_time(
+        &server,
+        "lock-mode = ftwrl\nmax-lock-time = 1",
+        Duration::from_secs(5),
     );
-    let out = sandbox.thaw("thaw");
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let stderr = stderr_of(&out);
-    assert!(stderr.contains("max-lock-time"), "{stderr}");
-    assert!(stderr.contains("NOT application-consistent"), "{stderr}");
-    assert_nothing_left(&server, &sandbox, Duration::from_secs(5));
 }
 
 // ---------------------------------------------------------------------------------------------

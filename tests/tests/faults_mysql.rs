@@ -8,11 +8,13 @@
 use std::time::{Duration, Instant};
 
 use harness::accounts::{
-    account_settings, assert_each_missing_grant_is_named_with_the_grant_that_fixes_it,
+    account_settings, assert_a_wrong_password_is_refused_with_a_clear_error_within_10_s,
+    assert_each_missing_grant_is_named_with_the_grant_that_fixes_it,
     assert_the_password_never_appears_in_argv_environment_state_info_or_logs, create_account,
     MYSQL_GRANTS, PASSWORD,
 };
 use harness::faults::{
+    assert_a_locker_killed_while_holding_is_reported,
     assert_a_second_thaw_has_nothing_to_do_and_exits_0,
     assert_a_stop_while_the_info_file_hangs_releases_at_once,
     assert_after_a_server_restart_thaw_never_kills_a_connection_that_reused_the_locker_s_id,
@@ -22,6 +24,7 @@ use harness::faults::{
     assert_thaw_never_signals_a_reused_pid,
     assert_thaw_releases_a_stopped_locker_s_lock_that_is_still_held,
     assert_thaw_reports_a_lock_lost_to_a_server_restart,
+    assert_thaw_reports_a_lock_released_early_by_max_lock_time,
     assert_thaw_reports_a_stopped_locker_whose_lock_the_server_dropped,
     assert_the_release_happens_within_100_ms_when_the_log_file_is_on_a_frozen_filesystem,
     assert_two_concurrent_thaws_release_once_and_both_exit_0,
@@ -29,9 +32,7 @@ use harness::faults::{
     wait_for_statement, StoppedProcess, Writer,
 };
 use harness::loopfs::machine_cannot_loop_mount;
-use harness::{
-    alive, assert_nothing_left, matrix, signal, text, wait_until, Flavour, Sandbox, Server,
-};
+use harness::{assert_nothing_left, matrix, signal, text, wait_until, Flavour, Sandbox, Server};
 use mysql::prelude::Queryable;
 
 const FLAVOUR: Flavour = Flavour::MySql97;
@@ -74,22 +75,7 @@ fn thaw_reports_a_locker_killed_while_holding() {
         MODE,
         "auto must pick FTWRL on MySQL"
     );
-    let pid = sandbox.locker_pid().unwrap();
-    signal(pid, "KILL");
-    assert!(wait_until(Duration::from_secs(5), || !alive(pid)));
-    assert!(
-        wait_until(Duration::from_secs(10), || !server.writes_blocked()),
-        "the server kept the lock of a dead locker"
-    );
-    let out = sandbox.thaw("thaw");
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(
-        stderr_of(&out).contains("died while holding"),
-        "{}",
-        text(&out)
-    );
-    assert!(stderr_of(&out).contains("NOT application-consistent"));
-    assert_nothing_left(&server, &sandbox, Duration::from_secs(10));
+    assert_a_locker_killed_while_holding_is_reported(&server, &sandbox, Duration::from_secs(10));
 }
 
 #[test]
@@ -118,24 +104,14 @@ fn thaw_releases_a_stopped_locker_s_lock_that_is_still_held() {
 
 #[test]
 fn thaw_reports_a_lock_released_early_by_max_lock_time() {
-    let Some(server) = mysql(&[]) else { return };
-    let sandbox = Sandbox::new(&server, "max-lock-time = 1");
-    let out = sandbox.freeze();
-    assert!(out.status.success(), "{}", text(&out));
-    assert!(wait_until(Duration::from_secs(10), || sandbox.status() == "released"));
-    assert!(
-        !server.writes_blocked(),
-        "max-lock-time passed but writes are still blocked"
+    let Some(server) = mysql(&[]) else {
+        return;
+    };
+    assert_thaw_reports_a_lock_released_early_by_max_lock_time(
+        &server,
+        "max-lock-time = 1",
+        Duration::from_secs(10),
     );
-    let out = sandbox.thaw("thaw");
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let stderr = stderr_of(&out);
-    assert!(stderr.contains("max-lock-time"), "{stderr}");
-    assert!(stderr.contains("NOT application-consistent"), "{stderr}");
-    // Reported once: a second thaw has nothing left to do.
-    let again = sandbox.thaw("thaw");
-    assert!(again.status.success(), "{}", text(&again));
-    assert_nothing_left(&server, &sandbox, Duration::from_secs(10));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -339,26 +315,13 @@ fn freeze_needs_exactly_one_connection_and_fails_cleanly_without_it() {
 
 #[test]
 fn a_wrong_password_is_refused_with_a_clear_error_within_10_s() {
-    let Some(server) = mysql(&[]) else { return };
-    server
-        .conn()
-        .query_drop("CREATE USER 'snapper'@'localhost' IDENTIFIED BY 'Right-Pass-1'")
-        .unwrap();
-    let sandbox = Sandbox::new(&server, "user = snapper\npassword = Wr0ng-Pass-9");
-    let started = Instant::now();
-    let out = sandbox.freeze();
-    assert!(started.elapsed() < Duration::from_secs(10));
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let all = text(&out);
-    assert!(
-        all.contains("1045") && all.contains("wrong user or password"),
-        "{all}"
+    let Some(server) = mysql(&[]) else {
+        return;
+    };
+    assert_a_wrong_password_is_refused_with_a_clear_error_within_10_s(
+        &server,
+        Duration::from_secs(10),
     );
-    assert!(
-        !all.contains("Wr0ng-Pass-9"),
-        "the password was printed: {all}"
-    );
-    assert_nothing_left(&server, &sandbox, Duration::from_secs(10));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -315,6 +315,29 @@ fn kill_process(pid: u32) {
     }
 }
 
+/// Counts (and clears) what a finished step left behind: lockers of this installation, or a lock
+/// still held. `after` names the step in the note.
+fn count_leftovers(
+    configs: &[&Path],
+    server: &Server,
+    totals: &mut Totals,
+    note: &mut impl FnMut(String),
+    after: &str,
+) {
+    if !wait_until(Duration::from_secs(5), || {
+        harness::lockers_for(configs).is_empty()
+    }) {
+        totals.orphan_lockers += 1;
+        let left = harness::lockers_for(configs);
+        note(format!("lockers left {after}: {left:?}"));
+        left.into_iter().for_each(kill_process);
+    }
+    if !wait_until(Duration::from_secs(5), || !server.writes_blocked()) {
+        totals.leaked_locks += 1;
+        note(format!("the lock is still held {after}"));
+    }
+}
+
 fn run(command: &mut Command) -> Output {
     command.stdout(Stdio::piped()).stderr(Stdio::piped());
     command.output().unwrap()
@@ -467,22 +490,13 @@ fn soak(cycles: u64, seed: u64) -> Totals {
         } else {
             totals.refused += 1;
             // A refused freeze leaves nothing behind, before any thaw.
-            if !wait_until(Duration::from_secs(5), || {
-                harness::lockers_for(&configs).is_empty()
-            }) {
-                totals.orphan_lockers += 1;
-                note(format!(
-                    "freeze failed but left lockers {:?}",
-                    harness::lockers_for(&configs)
-                ));
-                harness::lockers_for(&configs)
-                    .into_iter()
-                    .for_each(kill_process);
-            }
-            if !wait_until(Duration::from_secs(5), || !server.writes_blocked()) {
-                totals.leaked_locks += 1;
-                note("freeze failed but left the lock".into());
-            }
+            count_leftovers(
+                &configs,
+                &server,
+                &mut totals,
+                &mut note,
+                "after a refused freeze",
+            );
             None
         };
 
@@ -557,22 +571,7 @@ fn soak(cycles: u64, seed: u64) -> Totals {
                 text(&thaw)
             ));
         }
-        if !wait_until(Duration::from_secs(5), || {
-            harness::lockers_for(&configs).is_empty()
-        }) {
-            totals.orphan_lockers += 1;
-            note(format!(
-                "lockers left after thaw: {:?}",
-                harness::lockers_for(&configs)
-            ));
-            harness::lockers_for(&configs)
-                .into_iter()
-                .for_each(kill_process);
-        }
-        if !wait_until(Duration::from_secs(5), || !server.writes_blocked()) {
-            totals.leaked_locks += 1;
-            note("the lock is still held after thaw".into());
-        }
+        count_leftovers(&configs, &server, &mut totals, &mut note, "after thaw");
         if let Some(mut child) = bystander {
             if !alive(child.id()) {
                 totals.false_successes += 1;
