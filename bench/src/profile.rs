@@ -124,7 +124,7 @@ const FREEZE_PHASES: [&str; 10] = [
     "locker: read coordinates",
     "locker: info file write + fsync + rename + dir fsync",
     "locker: connection check (DO 0) + state `acquired`",
-    "freeze: wake, verify (state, /proc), log, exit",
+    "freeze: wake, read the `acquired` record, check the locker (/proc), log, exit",
 ];
 const EXTRAS: [&str; 3] = [
     "of which: info file fsync (syscall)",

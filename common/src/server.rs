@@ -244,7 +244,14 @@ pub fn long_statements(
     let rows: Vec<mysql::Row> = conn
         .query(statement)
         .map_err(|e| Error::server(statement, &e))?;
-    let threads = rows.iter().filter_map(Thread::from_row);
+    let Some(first) = rows.first() else {
+        return Ok(Vec::new());
+    };
+    let columns = Columns::of(first).ok_or_else(|| Error::Server {
+        statement: statement.into(),
+        message: "the reply has no Id, User, Command, Time or Info column".into(),
+    })?;
+    let threads = rows.iter().filter_map(|row| columns.thread(row));
     Ok(long_among(threads, own, min_seconds, ignore))
 }
 
@@ -259,15 +266,34 @@ pub struct Thread {
     pub info: Option<String>,
 }
 
-impl Thread {
-    /// Reads the columns by name (`Id`, `User`, `Command`, `Time`, `Info`), which both servers
-    /// share; a row without them, or with values of the wrong type, is skipped.
-    pub fn from_row(row: &mysql::Row) -> Option<Thread> {
+/// Where `Id`, `User`, `Command`, `Time` and `Info` are in a `SHOW FULL PROCESSLIST` reply (both
+/// servers name them so); found once per reply.
+struct Columns {
+    id: usize,
+    user: usize,
+    command: usize,
+    time: usize,
+    info: usize,
+}
+
+impl Columns {
+    fn of(row: &mysql::Row) -> Option<Columns> {
         let column = |name: &str| {
             row.columns_ref()
                 .iter()
                 .position(|c| c.name_str().eq_ignore_ascii_case(name))
         };
+        Some(Columns {
+            id: column("Id")?,
+            user: column("User")?,
+            command: column("Command")?,
+            time: column("Time")?,
+            info: column("Info")?,
+        })
+    }
+
+    /// The thread in `row`; a row with values of the wrong type is skipped.
+    fn thread(&self, row: &mysql::Row) -> Option<Thread> {
         let text = |index: usize| -> Option<Option<String>> {
             match row.as_ref(index)? {
                 mysql::Value::NULL => Some(None),
@@ -287,11 +313,11 @@ impl Thread {
             }
         };
         Some(Thread {
-            id: u64::try_from(number(column("Id")?)?).ok()?,
-            user: text(column("User")?)?.unwrap_or_default(),
-            command: text(column("Command")?)?.unwrap_or_default(),
-            seconds: u64::try_from(number(column("Time")?)?).unwrap_or(0),
-            info: text(column("Info")?)?,
+            id: u64::try_from(number(self.id)?).ok()?,
+            user: text(self.user)?.unwrap_or_default(),
+            command: text(self.command)?.unwrap_or_default(),
+            seconds: u64::try_from(number(self.time)?).unwrap_or(0),
+            info: text(self.info)?,
         })
     }
 }

@@ -251,7 +251,7 @@ impl Freeze {
             }
         };
         // The locker wrote the info file and checked its connection before it said `acquired`:
-        // make sure it is still there, and still ours, before saying so.
+        // make sure it is still there, and ours, before saying so.
         self.verify(&state)?;
         let coordinates: Coordinates = state
             .coordinates
@@ -458,27 +458,15 @@ impl Freeze {
         }
     }
 
-    /// Checks that the lock is held right now: state `acquired` for the locker this freeze
-    /// started, and that locker alive. (The locker checked its connection after the info file.)
-    fn verify(&mut self, expected: &State) -> Result<()> {
+    /// Checks that the lock is held right now: the `acquired` record just read (the locker wrote
+    /// it right after its connection answered, with the info file on disk) names the locker this
+    /// freeze started, and that locker is still running.
+    fn verify(&self, acquired: &State) -> Result<()> {
         let lost = |message: String| Error::LockLost {
             message: format!("{message}; refusing to report the database as frozen"),
         };
-        let Found::State(now) = self.state.lock()?.read() else {
-            return Err(lost("the state file is gone".into()));
-        };
-        if now.status != Status::Acquired {
-            return Err(lost(format!(
-                "the state is `{}`, not `acquired`",
-                now.status.name()
-            )));
-        }
         let ours = self.locker.as_ref().map(Child::id);
-        let locker = now
-            .locker
-            .clone()
-            .filter(|l| Some(l.pid) == ours && Some(l) == expected.locker.as_ref());
-        let Some(locker) = locker else {
+        let Some(locker) = acquired.locker.as_ref().filter(|l| Some(l.pid) == ours) else {
             return Err(lost(
                 "the state names a locker that is not the one this freeze started".into(),
             ));
