@@ -88,8 +88,15 @@ pub(crate) fn main() -> ExitCode {
 enum Outcome {
     /// Held without a break until thaw, and now released.
     HeldUntilThaw(String),
-    /// The lock ended (or never existed) before thaw: the snapshot is not application-consistent.
+    /// The lock was held, then ended before thaw: the snapshot is not application-consistent.
     Lost(String),
+    /// The last freeze ended without ever taking the lock (refused, or killed before it had
+    /// one): it did not report success, so no snapshot relies on a lock, and nothing is left to
+    /// release. Proxmox sends thaw after every freeze, failed or not.
+    NeverLocked(String),
+    /// thaw came while freeze was still trying to take the lock; freeze (and its locker) were
+    /// stopped: whatever is being snapshotted was taken with no lock.
+    Interrupted(String),
 }
 
 fn thaw(config: &Config, phase: Phase) -> Result<()> {
@@ -120,7 +127,10 @@ fn thaw(config: &Config, phase: Phase) -> Result<()> {
     }
     let outcome = settle(config, &state_file, &state)?;
     let summary = match &outcome {
-        Outcome::HeldUntilThaw(text) | Outcome::Lost(text) => text.clone(),
+        Outcome::HeldUntilThaw(text)
+        | Outcome::Lost(text)
+        | Outcome::NeverLocked(text)
+        | Outcome::Interrupted(text) => text.clone(),
     };
     let guard = state_file.lock()?;
     if let Found::State(mut now) = guard.read() {
@@ -138,6 +148,15 @@ fn thaw(config: &Config, phase: Phase) -> Result<()> {
             log::info!("event=thawed {text}");
             Ok(())
         }
+        Outcome::NeverLocked(text) => {
+            log::info!("event=idle nothing to thaw: {text}");
+            Ok(())
+        }
+        Outcome::Interrupted(text) => Err(Error::NotLocked {
+            message: format!(
+                "{text}: the snapshot was taken without the lock and is NOT application-consistent"
+            ),
+        }),
         Outcome::Lost(text) => {
             let advice = match phase {
                 Phase::FreezeFail => "",
@@ -171,27 +190,8 @@ fn settle(config: &Config, state_file: &StateFile, state: &State) -> Result<Outc
                 state.reason.as_deref().unwrap_or("no reason recorded")
             )))
         }
-        Status::TimedOut | Status::Failed => {
-            return Ok(Outcome::Lost(format!(
-                "the last freeze took no lock ({})",
-                state.reason.as_deref().unwrap_or("no reason recorded")
-            )))
-        }
-        Status::Starting | Status::Waiting => {
-            // freeze has not finished: stop it (it stops its locker) and any locker directly.
-            let stopped_freeze = state.freeze.signal(SIGTERM);
-            let stopped_locker = state.locker.as_ref().is_some_and(|l| l.signal(SIGTERM));
-            if !stopped_freeze && !stopped_locker {
-                return Ok(Outcome::Lost(format!(
-                    "the last freeze (PID {}) ended without a lock ({})",
-                    state.freeze.pid,
-                    state.reason.as_deref().unwrap_or("no reason recorded")
-                )));
-            }
-            return Ok(Outcome::Lost(format!(
-                "thaw came while freeze (PID {}) was still waiting for the lock; it was stopped and no lock was held",
-                state.freeze.pid
-            )));
+        Status::TimedOut | Status::Failed | Status::Starting | Status::Waiting => {
+            return Ok(unlocked_freeze(state));
         }
     }
 
@@ -251,6 +251,36 @@ fn settle(config: &Config, state_file: &StateFile, state: &State) -> Result<Outc
     match (&outcome, recorded(asked)?) {
         (Outcome::Lost(_), Some(late)) => Ok(late),
         _ => Ok(outcome),
+    }
+}
+
+/// The outcome for a snapshot whose freeze has not recorded a lock: still trying (stop it, and
+/// its locker), or ended without one (nothing to release). A freeze that held the lock and then
+/// failed is not this case: its lock was held, then lost.
+fn unlocked_freeze(state: &State) -> Outcome {
+    let reason = state.reason.as_deref().unwrap_or("no reason recorded");
+    let started = time::rfc3339(state.started_at_ms);
+    if state.in_progress() {
+        // freeze stops its locker when signalled; the locker is signalled too in case freeze is
+        // gone. Neither holds a lock (none was recorded), and neither reports success now.
+        let stopped_freeze = state.freeze.signal(SIGTERM);
+        let stopped_locker = state.locker.as_ref().is_some_and(|l| l.signal(SIGTERM));
+        if stopped_freeze || stopped_locker {
+            return Outcome::Interrupted(format!(
+                "thaw came while the freeze started at {started} (PID {}) was still waiting for the lock; it was stopped",
+                state.freeze.pid
+            ));
+        }
+    }
+    match state.acquired_at_ms {
+        None => Outcome::NeverLocked(format!(
+            "the last freeze (PID {}, started at {started}) took no lock and failed ({reason}); there is no lock to release",
+            state.freeze.pid
+        )),
+        Some(at) => Outcome::Lost(format!(
+            "the lock the last freeze took at {} ended before thaw: {reason}",
+            time::rfc3339(at)
+        )),
     }
 }
 
