@@ -258,6 +258,14 @@ fn agents() -> Vec<Item> {
     ];
     for (name, agent, hooks) in agents {
         let text = match (present(agent), present(hooks)) {
+            // What matters for qemu-ga is the hook it is configured to run.
+            (Some(a), _) if name == "qemu-ga" => {
+                let dispatched = present(&hooks[..2]).is_some();
+                format!(
+                    "{a} present; {}",
+                    crate::qemu_ga::describe(crate::qemu_ga::effective().as_ref(), dispatched)
+                )
+            }
             (Some(a), Some(h)) => format!("{a} present; hook {h} installed"),
             (Some(a), None) => {
                 format!("{a} present but no hook of ours: run install.sh (see README)")

@@ -3,6 +3,7 @@
 
 mod check;
 mod freeze;
+mod qemu_ga;
 
 fn main() -> std::process::ExitCode {
     freeze::main()
