@@ -12,18 +12,11 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
-use std::sync::OnceLock;
-use std::time::SystemTime;
 
+use harness::package::{repo, text};
 use harness::TempDir;
-
-const BINARIES: [&str; 3] = [
-    "mysql-snapshot-freeze",
-    "mysql-snapshot-thaw",
-    "mysql-snapshot-locker",
-];
 
 /// Every file the .deb installs, with its mode. Directories are all 0755 and not listed.
 const FILES: [(&str, u32); 15] = [
@@ -60,31 +53,6 @@ const HOOKS: [&str; 5] = [
     "usr/share/mysql-snapshot/nutanix/post_thaw",
 ];
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the tests crate sits in the repository")
-        .to_path_buf()
-}
-
-/// The cargo target directory this test binary was built into (`<target>/debug/deps/<exe>`).
-fn target_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("path of the test binary");
-    exe.ancestors()
-        .nth(3)
-        .expect("the test binary lives in <target>/debug/deps")
-        .to_path_buf()
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
 fn run(command: &mut Command, what: &str) -> Output {
     let output = command
         .output()
@@ -93,115 +61,8 @@ fn run(command: &mut Command, what: &str) -> Output {
     output
 }
 
-fn modified(path: &Path) -> Option<SystemTime> {
-    fs::metadata(path).and_then(|m| m.modified()).ok()
-}
-
-/// The newest modification time among the files the .deb is made of.
-fn newest_input(release: &Path) -> SystemTime {
-    let repo = repo();
-    let mut inputs: Vec<PathBuf> = [
-        "install.sh",
-        "logrotate/mysql-snapshot",
-        "freeze/Cargo.toml",
-        "packaging/build.sh",
-    ]
-    .iter()
-    .map(|p| repo.join(p))
-    .collect();
-    for dir in ["hooks", "packaging/man", "packaging/debian"] {
-        for entry in fs::read_dir(repo.join(dir)).unwrap() {
-            inputs.push(entry.unwrap().path());
-        }
-    }
-    inputs.extend(BINARIES.iter().map(|b| release.join(b)));
-    inputs
-        .iter()
-        .map(|p| modified(p).unwrap_or_else(|| panic!("{} is missing", p.display())))
-        .max()
-        .unwrap()
-}
-
-fn find_deb(dir: &Path) -> Option<PathBuf> {
-    let version = env!("CARGO_PKG_VERSION");
-    fs::read_dir(dir).ok()?.find_map(|e| {
-        let path = e.ok()?.path();
-        let name = path.file_name()?.to_str()?.to_string();
-        (name.starts_with(&format!("mysql-snapshot_{version}-")) && name.ends_with(".deb"))
-            .then_some(path)
-    })
-}
-
-/// Builds the .deb (or reuses a fresh one) and returns a private copy of it.
-fn build_deb() -> Result<PathBuf, String> {
-    let target = target_dir();
-    let release = target.join("release");
-    let out = target.join("packages");
-    let have_binaries = BINARIES.iter().all(|b| release.join(b).is_file());
-    let fresh = have_binaries
-        && find_deb(&out)
-            .and_then(|deb| modified(&deb))
-            .is_some_and(|built| built > newest_input(&release));
-    if fresh {
-        eprintln!("packages: reusing the .deb in {}", out.display());
-    } else {
-        let mut command = Command::new(repo().join("packaging/build.sh"));
-        command.arg("--deb-only").env("CARGO_TARGET_DIR", &target);
-        if have_binaries {
-            eprintln!(
-                "packages: building the .deb from the release binaries in {} (--no-build)",
-                release.display()
-            );
-            command.arg("--no-build");
-        } else {
-            eprintln!("packages: no release binaries yet: build.sh builds them (a few minutes)");
-        }
-        let started = std::time::Instant::now();
-        let output = command
-            .output()
-            .map_err(|e| format!("cannot run packaging/build.sh: {e}"))?;
-        if !output.status.success() {
-            return Err(format!(
-                "packaging/build.sh --deb-only failed (if cargo-deb could not be installed, \
-                 crates.io must be reachable or cargo-deb installed beforehand): {}",
-                text(&output)
-            ));
-        }
-        eprintln!(
-            "packages: build.sh took {:.1} s",
-            started.elapsed().as_secs_f64()
-        );
-    }
-    let deb = find_deb(&out).ok_or_else(|| format!("no .deb in {}", out.display()))?;
-    // A private copy, as a concurrent build may replace the shared one. Copies of test runs
-    // that have ended are removed here, since nothing runs after the last test.
-    for entry in fs::read_dir(&out).map_err(|e| format!("read {}: {e}", out.display()))? {
-        let path = entry.map_err(|e| e.to_string())?.path();
-        let name = path
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned();
-        if let Some(pid) = name
-            .strip_prefix(".test-")
-            .and_then(|rest| rest.strip_suffix(".deb"))
-        {
-            if !Path::new("/proc").join(pid).exists() {
-                let _ = fs::remove_file(&path);
-            }
-        }
-    }
-    let copy = out.join(format!(".test-{}.deb", std::process::id()));
-    fs::copy(&deb, &copy).map_err(|e| format!("copy {}: {e}", deb.display()))?;
-    Ok(copy)
-}
-
 fn deb() -> &'static Path {
-    static DEB: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    match DEB.get_or_init(build_deb) {
-        Ok(path) => path,
-        Err(message) => panic!("{message}"),
-    }
+    harness::package::deb()
 }
 
 /// `dpkg-deb -x` of the package into a fresh throwaway root.
