@@ -13,6 +13,9 @@ have my_print_defaults || need="$need mariadb-client"
 have qemu-ga || need="$need qemu-guest-agent"
 have debootstrap || need="$need debootstrap"
 have sysbench || need="$need sysbench"
+# The VM tests: a Debian guest under QEMU (TCG), its disks handled with qemu-img.
+have qemu-system-x86_64 || need="$need qemu-system-x86"
+have qemu-img || need="$need qemu-utils"
 if [ -n "$need" ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "tests/run.sh: missing packages:$need; install them (as root: apt-get install -y$need) and run again" >&2

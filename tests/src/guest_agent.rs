@@ -75,7 +75,7 @@ impl ServerSetup {
 }
 
 /// The tables the load writes: InnoDB and MyISAM, inserts and updates of existing rows.
-fn schema() -> String {
+pub fn schema() -> String {
     let counters: Vec<String> = (1..=20).map(|id| format!("({id}, 0)")).collect();
     let padded: Vec<String> = (1..=20).map(|id| format!("({id}, 0, '')")).collect();
     format!(
@@ -349,6 +349,13 @@ pub struct LoadReport {
 
 impl WriteLoad {
     fn start(server: &Server) -> WriteLoad {
+        WriteLoad::start_with(|| server.conn())
+    }
+
+    /// The load on connections made by `connect` (one per writer thread), on `schema()`'s tables:
+    /// two InnoDB inserters, an InnoDB hot-row updater, a MyISAM inserter and a MyISAM hot-row
+    /// updater.
+    pub fn start_with(connect: impl Fn() -> mysql::Conn) -> WriteLoad {
         let mut load = WriteLoad {
             stop: Arc::new(AtomicBool::new(false)),
             writes: Arc::new(AtomicU64::new(0)),
@@ -356,8 +363,9 @@ impl WriteLoad {
             longest: Arc::new(Mutex::new(Duration::ZERO)),
             threads: Vec::new(),
         };
-        let statements: [fn(u64) -> String; 4] = [
+        let statements: [fn(u64) -> String; 5] = [
             |n| format!("INSERT INTO snap.inno (v) VALUES ({n})"),
+            |n| format!("INSERT INTO snap.inno (v) VALUES (-{n})"),
             |n| {
                 format!(
                     "UPDATE snap.inno_counter SET v = v + 1 WHERE id = {}",
@@ -379,7 +387,7 @@ impl WriteLoad {
             },
         ];
         for statement in statements {
-            let mut conn = server.conn();
+            let mut conn = connect();
             let (stop, writes, errors, longest) = (
                 load.stop.clone(),
                 load.writes.clone(),
@@ -424,12 +432,22 @@ impl WriteLoad {
         load
     }
 
-    fn writes(&self) -> u64 {
+    pub fn writes(&self) -> u64 {
         self.writes.load(Ordering::SeqCst)
     }
 
+    /// The longest write since the last call (or the start), and starts measuring anew.
+    pub fn take_longest(&self) -> Duration {
+        std::mem::take(&mut *self.longest.lock().unwrap())
+    }
+
+    /// Every write error so far.
+    pub fn errors(&self) -> Vec<String> {
+        self.errors.lock().unwrap().clone()
+    }
+
     /// True once `more` writes have succeeded since the call, within `limit`.
-    fn makes_progress(&self, more: u64, limit: Duration) -> bool {
+    pub fn makes_progress(&self, more: u64, limit: Duration) -> bool {
         let from = self.writes();
         wait_until(limit, || self.writes() >= from + more)
     }
@@ -891,7 +909,7 @@ fn allocated_mib(path: &Path) -> u64 {
 
 /// The last binlog named in `datadir`'s binlog.index (bare, or `./binlog.000002` as MySQL writes
 /// it) and its size: where the binlog of a copy ends, read before any server runs on it.
-fn binlog_end(datadir: &Path) -> Result<(String, u64), String> {
+pub(crate) fn binlog_end(datadir: &Path) -> Result<(String, u64), String> {
     let index = fs::read_to_string(datadir.join("binlog.index"))
         .map_err(|e| format!("binlog.index unreadable in the copy: {e}"))?;
     let last = index

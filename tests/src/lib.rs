@@ -11,6 +11,8 @@ pub mod faults;
 pub mod guest_agent;
 pub mod loopfs;
 pub mod matrix;
+pub mod package;
+pub mod vm;
 
 pub use matrix::Flavour;
 

@@ -106,10 +106,22 @@ impl LoopMount {
 
     /// Attaches an existing image (e.g. a copy) to a free loop device and mounts it read-write.
     pub fn attach(image: &Path, mountpoint: &Path) -> LoopMount {
+        LoopMount::attach_with(image, mountpoint, "rw")
+    }
+
+    /// Attaches an image read-only and mounts it without replaying its journal (`ro,noload`): what
+    /// a copy holds, exactly as the hypervisor made it, before anything has booted on it.
+    pub fn attach_untouched(image: &Path, mountpoint: &Path) -> LoopMount {
+        LoopMount::attach_with(image, mountpoint, "ro,noload")
+    }
+
+    fn attach_with(image: &Path, mountpoint: &Path, options: &str) -> LoopMount {
         fs::create_dir_all(mountpoint).unwrap();
-        let device = run(Command::new(tool("losetup"))
-            .args(["--find", "--show"])
-            .arg(image));
+        let mut losetup = Command::new(tool("losetup"));
+        if options.starts_with("ro") {
+            losetup.arg("--read-only");
+        }
+        let device = run(losetup.args(["--find", "--show"]).arg(image));
         assert!(
             device.starts_with("/dev/loop"),
             "losetup attached {} as `{device}`",
@@ -122,7 +134,7 @@ impl LoopMount {
             mounted: false,
         };
         run(Command::new(tool("mount"))
-            .args(["-t", "ext4"])
+            .args(["-t", "ext4", "-o", options])
             .arg(&mount.device)
             .arg(mountpoint));
         mount.mounted = true;

@@ -195,7 +195,7 @@ pub fn require(flavour: Flavour) -> bool {
 }
 
 /// The cache directory (`MYSQL_SNAPSHOT_CHROOT_CACHE` overrides the default).
-fn cache_root() -> PathBuf {
+pub(crate) fn cache_root() -> PathBuf {
     std::env::var_os("MYSQL_SNAPSHOT_CHROOT_CACHE")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(DEFAULT_CACHE))
@@ -209,13 +209,8 @@ fn ensure_chroot(flavour: Flavour) -> Result<PathBuf, String> {
     if done.join(".complete").is_file() {
         return Ok(done);
     }
-    fs::create_dir_all(&root).map_err(|e| format!("cannot create {}: {e}", root.display()))?;
     // One builder at a time across every test binary; the others wait here, then reuse.
-    let lock_path = root.join(format!("{name}.lock"));
-    let lock = File::create(&lock_path)
-        .map_err(|e| format!("cannot create {}: {e}", lock_path.display()))?;
-    lock.lock()
-        .map_err(|e| format!("cannot lock {}: {e}", lock_path.display()))?;
+    let _lock = build_lock(&root, &name)?;
     if done.join(".complete").is_file() {
         return Ok(done);
     }
@@ -279,6 +274,17 @@ fn ensure_chroot(flavour: Flavour) -> Result<PathBuf, String> {
             ))
         }
     }
+}
+
+/// Holds `<root>/<name>.lock` (made with `root` if missing) until dropped: one builder of a cached
+/// tree at a time, across test binaries.
+pub(crate) fn build_lock(root: &Path, name: &str) -> Result<File, String> {
+    fs::create_dir_all(root).map_err(|e| format!("cannot create {}: {e}", root.display()))?;
+    let path = root.join(format!("{name}.lock"));
+    let lock = File::create(&path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    lock.lock()
+        .map_err(|e| format!("cannot lock {}: {e}", path.display()))?;
+    Ok(lock)
 }
 
 /// debootstrap, the packages, and an initialised template datadir, all inside `dir`.
@@ -392,7 +398,12 @@ fn build_chroot(flavour: Flavour, dir: &Path, log_path: &Path) -> Result<(), Str
 }
 
 /// Runs `command` with its output appended to `log`, killing its process group after `limit`.
-fn run(command: &mut Command, log: &File, limit: Duration, what: &str) -> Result<(), String> {
+pub(crate) fn run(
+    command: &mut Command,
+    log: &File,
+    limit: Duration,
+    what: &str,
+) -> Result<(), String> {
     let out = log.try_clone().map_err(|e| e.to_string())?;
     let err = log.try_clone().map_err(|e| e.to_string())?;
     let mut child = command
@@ -449,7 +460,7 @@ pub fn debian_mirror() -> String {
         .unwrap_or_else(|| "http://deb.debian.org/debian".into())
 }
 
-fn find_tool(name: &str) -> Option<PathBuf> {
+pub(crate) fn find_tool(name: &str) -> Option<PathBuf> {
     ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
         .iter()
         .map(|dir| Path::new(dir).join(name))
@@ -505,7 +516,7 @@ fn unmount_below(dir: &Path) -> Result<(), String> {
 }
 
 /// A process whose root directory lies in `dir` or whose command line names it.
-fn process_using(dir: &Path) -> Option<u32> {
+pub(crate) fn process_using(dir: &Path) -> Option<u32> {
     let needle = dir.to_string_lossy().into_owned();
     fs::read_dir("/proc")
         .ok()?
@@ -522,7 +533,7 @@ fn process_using(dir: &Path) -> Option<u32> {
 
 /// Deletes `dir`, but only once nothing is mounted below it (a bind-mounted /dev must never be
 /// emptied by a recursive delete).
-fn remove_tree(dir: &Path) -> Result<(), String> {
+pub(crate) fn remove_tree(dir: &Path) -> Result<(), String> {
     if !dir.exists() {
         return Ok(());
     }
@@ -531,7 +542,7 @@ fn remove_tree(dir: &Path) -> Result<(), String> {
 }
 
 /// The last `lines` lines of a log file.
-fn tail(path: &Path, lines: usize) -> String {
+pub(crate) fn tail(path: &Path, lines: usize) -> String {
     let mut bytes = Vec::new();
     if let Ok(mut file) = File::open(path) {
         let len = file.metadata().map(|m| m.len()).unwrap_or(0);

@@ -1,0 +1,250 @@
+//! The two ways Proxmox VE snapshots a running VM through the guest agent, on QEMU's own
+//! interfaces: a backup (freeze, start a `blockdev-backup` job — the copy is the disk as it was
+//! when the job started —, thaw, wait for the job) and a snapshot (freeze,
+//! `blockdev-snapshot-internal-sync`, thaw, export the snapshot with `qemu-img convert`). Between
+//! freeze and thaw the agent refuses most commands, so what the live server shows is read through
+//! the forwarded port. Like Proxmox, a failed freeze is followed by a thaw all the same.
+
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use mysql::prelude::Queryable;
+use serde_json::{json, Value};
+
+use super::guest::SourceGuest;
+use super::machine::qemu_img;
+
+/// How long freeze may take through the agent (the hook may wait for a quiet moment).
+const FREEZE_LIMIT: Duration = Duration::from_secs(300);
+/// How long a thaw or a block job may take.
+const JOB_LIMIT: Duration = Duration::from_secs(300);
+/// How long the live server gets to answer while frozen (a query stuck behind a writer that
+/// waits on the frozen disk must not keep the guest frozen).
+const LIVE_READ_LIMIT: Duration = Duration::from_secs(5);
+
+/// Which of Proxmox's paths.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SnapshotPath {
+    /// vzdump in snapshot mode: a backup job started while frozen.
+    Backup,
+    /// `qm snapshot` without RAM: an internal qcow2 snapshot taken while frozen.
+    Snapshot,
+}
+
+impl SnapshotPath {
+    pub fn name(self) -> &'static str {
+        match self {
+            SnapshotPath::Backup => "backup",
+            SnapshotPath::Snapshot => "snapshot",
+        }
+    }
+}
+
+/// What the live server showed while the guest was frozen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveRows {
+    pub innodb: u64,
+    pub myisam: u64,
+    pub binlog_file: String,
+    pub binlog_position: u64,
+    pub gtid_binlog_pos: String,
+}
+
+/// A snapshot the agent froze for.
+#[derive(Debug)]
+pub struct Taken {
+    /// The copy: a standalone qcow2 in the guest's directory.
+    pub copy: PathBuf,
+    /// The live server while frozen (`None`: it did not answer within `LIVE_READ_LIMIT`).
+    pub live: Option<LiveRows>,
+    /// From the freeze request to the thaw's answer.
+    pub frozen_for: Duration,
+    /// How long the agent's freeze (the hook, then FIFREEZE) took.
+    pub freeze_took: Duration,
+    /// The thaw's answer: the number of filesystems thawed, or the hook's failure.
+    pub thaw: Result<Value, String>,
+    /// How many filesystems the agent froze.
+    pub frozen: Value,
+}
+
+/// What the hypervisor got.
+#[derive(Debug)]
+pub enum Outcome {
+    Taken(Taken),
+    /// The agent's freeze failed with this error; `thaw` is the answer to the thaw sent anyway.
+    Refused {
+        error: String,
+        thaw: Result<Value, String>,
+    },
+}
+
+impl SourceGuest {
+    /// Takes a snapshot by `path`, thawing right after the copy is secured.
+    pub fn take(&mut self, path: SnapshotPath) -> Outcome {
+        self.take_as(path, Duration::ZERO, true)
+    }
+
+    /// Takes a snapshot by `path` and sends the thaw no sooner than `hold` after the freeze
+    /// answered (a hypervisor that is late to thaw).
+    pub fn take_thawing_after(&mut self, path: SnapshotPath, hold: Duration) -> Outcome {
+        self.take_as(path, hold, true)
+    }
+
+    /// Takes a snapshot by `path` without reading the live server while frozen: with no lock,
+    /// a read may queue behind a MyISAM writer that waits on the frozen disk, and lengthen the
+    /// frozen window it would measure.
+    pub fn take_without_looking(&mut self, path: SnapshotPath) -> Outcome {
+        self.take_as(path, Duration::ZERO, false)
+    }
+
+    /// The guest is never left frozen: the thaw is sent on every path out of here that does not
+    /// panic, and the VM dies with the test otherwise.
+    fn take_as(&mut self, path: SnapshotPath, hold: Duration, look: bool) -> Outcome {
+        static COUNT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let copy = self.dir.path().join(format!("{}-{n}.qcow2", path.name()));
+        let node = format!("bk{n}");
+        if path == SnapshotPath::Backup {
+            qemu_img(&[
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                copy.to_str().unwrap(),
+                &self.image.size.to_string(),
+            ]);
+            self.qmp_must(
+                "blockdev-add",
+                json!({"driver": "qcow2", "node-name": node,
+                       "file": {"driver": "file", "filename": copy}}),
+            );
+        }
+        let asked = Instant::now();
+        let frozen = self
+            .vm
+            .agent
+            .execute("guest-fsfreeze-freeze", None, FREEZE_LIMIT);
+        let freeze_took = asked.elapsed();
+        let frozen = match frozen {
+            Ok(count) => count,
+            Err(error) => {
+                let thaw = self
+                    .vm
+                    .agent
+                    .execute("guest-fsfreeze-thaw", None, JOB_LIMIT);
+                if path == SnapshotPath::Backup {
+                    self.qmp_must("blockdev-del", json!({ "node-name": node }));
+                }
+                eprintln!(
+                    "vm {}: the agent refused the freeze after {freeze_took:?}: {error}; thaw sent anyway: {thaw:?}",
+                    path.name()
+                );
+                return Outcome::Refused { error, thaw };
+            }
+        };
+        let secured = match path {
+            SnapshotPath::Backup => self.vm.qmp.execute(
+                "blockdev-backup",
+                Some(json!({"job-id": node, "device": "d0", "target": node, "sync": "full"})),
+                JOB_LIMIT,
+            ),
+            SnapshotPath::Snapshot => self.vm.qmp.execute(
+                "blockdev-snapshot-internal-sync",
+                Some(json!({"device": "d0", "name": format!("s{n}")})),
+                JOB_LIMIT,
+            ),
+        };
+        let live = if look { self.read_live() } else { None };
+        let hold_until = asked + freeze_took + hold;
+        std::thread::sleep(hold_until.saturating_duration_since(Instant::now()));
+        let thaw = self
+            .vm
+            .agent
+            .execute("guest-fsfreeze-thaw", None, JOB_LIMIT);
+        let frozen_for = asked.elapsed();
+        if let Err(e) = secured {
+            panic!("vm {}: securing the copy failed: {e}", path.name());
+        }
+        match path {
+            SnapshotPath::Backup => {
+                let done = self.vm.qmp.wait_event("BLOCK_JOB_COMPLETED", JOB_LIMIT);
+                let done = done.unwrap_or_else(|e| panic!("the backup job: {e}"));
+                assert!(
+                    done["data"].get("error").is_none(),
+                    "the backup job failed: {done}"
+                );
+                self.qmp_must("blockdev-del", json!({ "node-name": node }));
+            }
+            SnapshotPath::Snapshot => {
+                // The snapshot lives inside the running VM's overlay: read it out with -U, as
+                // Proxmox's export does while the VM runs.
+                qemu_img(&[
+                    "convert",
+                    "-U",
+                    "-O",
+                    "qcow2",
+                    "-l",
+                    &format!("snapshot.name=s{n}"),
+                    self.vm.disk.to_str().unwrap(),
+                    copy.to_str().unwrap(),
+                ]);
+            }
+        }
+        eprintln!(
+            "vm {}: froze {frozen} filesystem(s); freeze answered in {freeze_took:?}, thaw answered \
+             {frozen_for:?} after the freeze request: {thaw:?}",
+            path.name()
+        );
+        Outcome::Taken(Taken {
+            copy,
+            live,
+            frozen_for,
+            freeze_took,
+            thaw,
+            frozen,
+        })
+    }
+
+    /// The live server's row counts and binlog end, read over the forwarded port by a thread that
+    /// is abandoned past `LIVE_READ_LIMIT`.
+    fn read_live(&self) -> Option<LiveRows> {
+        let mut conn = self.conn();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut read = || -> Result<LiveRows, mysql::Error> {
+                let (innodb, myisam): (u64, u64) = conn
+                    .query_first(
+                        "SELECT (SELECT COUNT(*) FROM snap.inno), (SELECT COUNT(*) FROM snap.my_log)",
+                    )?
+                    .unwrap_or_default();
+                let status: mysql::Row = conn
+                    .query_first("SHOW BINLOG STATUS")?
+                    .expect("SHOW BINLOG STATUS has a row with the binary log on");
+                let gtid: String = conn
+                    .query_first("SELECT @@gtid_binlog_pos")?
+                    .unwrap_or_default();
+                Ok(LiveRows {
+                    innodb,
+                    myisam,
+                    binlog_file: status.get("File").unwrap_or_default(),
+                    binlog_position: status.get("Position").unwrap_or_default(),
+                    gtid_binlog_pos: gtid,
+                })
+            };
+            let _ = tx.send(read());
+        });
+        match rx.recv_timeout(LIVE_READ_LIMIT) {
+            Ok(Ok(rows)) => Some(rows),
+            Ok(Err(e)) => panic!("reading the live server while frozen: {e}"),
+            Err(_) => None,
+        }
+    }
+
+    fn qmp_must(&mut self, command: &str, arguments: Value) {
+        self.vm
+            .qmp
+            .execute(command, Some(arguments), JOB_LIMIT)
+            .unwrap_or_else(|e| panic!("QMP {command}: {e}"));
+    }
+}

@@ -1,0 +1,103 @@
+#!/bin/sh
+# Builds the Debian 12 guest image the VM tests boot: one ext4 root filesystem (no partition
+# table) made with debootstrap from the machine's own Debian mirror, holding MariaDB, qemu-ga and
+# systemd, plus the kernel and initrd copied out of it for direct boot.
+#
+#   tests/vm/build-guest.sh MIRROR OUTDIR
+#
+# Writes OUTDIR/root.qcow2, OUTDIR/vmlinuz, OUTDIR/initrd.img and OUTDIR/versions.txt. OUTDIR must
+# not exist yet; on failure it is left for the caller to remove. The harness (tests/src/vm.rs)
+# calls it under a lock and caches the result; it never starts a service on this machine (the
+# packages are installed in a chroot with a policy-rc.d that forbids it) and leaves no mount
+# behind (a trap unmounts on every way out).
+#
+# What the tests set per VM (the project's .deb, qemu-ga.conf, the tool's config, the writers'
+# account) is not here: only the environment a user's VM would already have.
+set -eu
+
+MIRROR=$1
+OUT=$2
+SIZE=3G
+
+mkdir "$OUT"
+mnt=$OUT/mnt
+mkdir "$mnt"
+img=$OUT/root.raw
+
+cleanup() {
+	for m in "$mnt/dev/pts" "$mnt/dev" "$mnt/proc" "$mnt/sys" "$mnt"; do
+		if mountpoint -q "$m" 2>/dev/null; then umount -l "$m" || true; fi
+	done
+}
+trap cleanup EXIT INT TERM
+
+truncate -s "$SIZE" "$img"
+mkfs.ext4 -q -L root "$img"
+mount -o loop "$img" "$mnt"
+
+debootstrap --variant=minbase --include=systemd-sysv,udev,iproute2 bookworm "$mnt" "$MIRROR"
+
+# Nothing may start a service while the packages are installed (mariadb-server would start a
+# server inside the chroot).
+printf '#!/bin/sh\nexit 101\n' >"$mnt/usr/sbin/policy-rc.d"
+chmod 755 "$mnt/usr/sbin/policy-rc.d"
+mount --bind /dev "$mnt/dev"
+mount -t devpts devpts "$mnt/dev/pts"
+mount -t proc proc "$mnt/proc"
+mount -t sysfs sysfs "$mnt/sys"
+DEBIAN_FRONTEND=noninteractive chroot "$mnt" apt-get -o Acquire::Check-Valid-Until=false \
+	install -y --no-install-recommends \
+	linux-image-cloud-amd64 initramfs-tools mariadb-server mariadb-client qemu-guest-agent
+chroot "$mnt" apt-get clean
+rm -f "$mnt/usr/sbin/policy-rc.d"
+
+# The root filesystem by label; the console on the serial port; the agent's port driver at boot.
+echo 'LABEL=root / ext4 rw 0 1' >"$mnt/etc/fstab"
+echo guest >"$mnt/etc/hostname"
+printf '127.0.0.1 localhost\n127.0.1.1 guest\n' >"$mnt/etc/hosts"
+echo virtio_console >>"$mnt/etc/modules"
+# A persistent journal, as most servers have: /var/log is then on the frozen root filesystem.
+mkdir -p "$mnt/var/log/journal"
+# Timers that would write at random moments of a test.
+for unit in apt-daily.timer apt-daily-upgrade.timer fstrim.timer e2scrub_all.timer \
+	man-db.timer dpkg-db-backup.timer systemd-tmpfiles-clean.timer; do
+	ln -sf /dev/null "$mnt/etc/systemd/system/$unit"
+done
+# The network the tests forward a port to: QEMU's user-mode NIC, address fixed, no DHCP.
+mkdir -p "$mnt/etc/systemd/network"
+cat >"$mnt/etc/systemd/network/10-qemu-user.network" <<'EOF'
+[Match]
+Name=en* eth*
+
+[Network]
+Address=10.0.2.15/24
+LinkLocalAddressing=no
+IPv6AcceptRA=no
+EOF
+ln -sf /lib/systemd/system/systemd-networkd.service \
+	"$mnt/etc/systemd/system/multi-user.target.wants/systemd-networkd.service"
+# The guest's MariaDB as a replication source would run it: the binary log named relative to
+# the datadir (so a copy reads its own), every commit synced, reachable from the forwarded port.
+# No MyISAM repair on open: a copy booted from this image must show a broken table to CHECK
+# TABLE, not mend it first.
+cat >"$mnt/etc/mysql/mariadb.conf.d/90-snapshot-tests.cnf" <<'EOF'
+[mariadbd]
+bind-address = 0.0.0.0
+server-id = 1
+log-bin = binlog
+sync-binlog = 1
+innodb-buffer-pool-size = 64M
+myisam-recover-options = OFF
+EOF
+
+cp "$mnt/boot/vmlinuz-"* "$OUT/vmlinuz"
+cp "$mnt/boot/initrd.img-"* "$OUT/initrd.img"
+chroot "$mnt" dpkg-query -W linux-image-cloud-amd64 mariadb-server qemu-guest-agent systemd \
+	>"$OUT/versions.txt"
+
+umount "$mnt/dev/pts" "$mnt/dev" "$mnt/proc" "$mnt/sys"
+umount "$mnt"
+rmdir "$mnt"
+qemu-img convert -O qcow2 "$img" "$OUT/root.qcow2"
+rm -f "$img"
+trap - EXIT INT TERM
