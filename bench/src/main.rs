@@ -14,6 +14,7 @@ mod product;
 mod profile;
 mod report;
 mod stats;
+mod vm;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -26,7 +27,7 @@ use crate::figures::Bench;
 use crate::flavour::Flavour;
 use crate::report::Report;
 
-const FIGURES: [&str; 8] = [
+const FIGURES: [&str; 9] = [
     "latency",
     "footprint",
     "release",
@@ -35,6 +36,7 @@ const FIGURES: [&str; 8] = [
     "scaling",
     "preflush",
     "profile",
+    "vm",
 ];
 
 #[derive(FromArgs)]
@@ -47,7 +49,8 @@ struct Args {
     #[argh(option, default = "2")]
     warmup: usize,
     /// figures to run, comma-separated: latency (1), footprint (5), release (2), stall (3),
-    /// failed (4), scaling (6), preflush, profile (default: all)
+    /// failed (4), scaling (6), preflush, profile, vm (issue 10: stall and release in a TCG
+    /// guest; once, not per server) (default: all)
     #[argh(option, default = "String::from(\"all\")")]
     only: String,
     /// idle-connection levels of the scaling figure (default 0,100,1000,5000)
@@ -60,6 +63,9 @@ struct Args {
     /// mariadb-11.8 is also known)
     #[argh(option, default = "String::from(\"mariadb-10.11,mysql-9.7\")")]
     servers: String,
+    /// backups per guest in the vm figure (default 10)
+    #[argh(option, default = "10")]
+    vm_runs: usize,
     /// where results go (default: bench/results in the source tree)
     #[argh(option)]
     results_dir: Option<PathBuf>,
@@ -298,7 +304,17 @@ fn main() -> ExitCode {
 
     let mut servers = Vec::new();
     let mut ok = true;
-    for name in args.servers.split(',').map(str::trim) {
+    let per_server = wanted.iter().any(|w| w != "vm");
+    let server_names = if per_server {
+        args.servers.as_str()
+    } else {
+        ""
+    };
+    for name in server_names
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+    {
         let Some((_, flavour)) = Flavour::ALL.iter().find(|(n, _)| *n == name) else {
             report.note(format!("unknown server `{name}` in --servers"));
             ok = false;
@@ -312,6 +328,19 @@ fn main() -> ExitCode {
                 ok = false;
             }
         }
+    }
+
+    if wanted.iter().any(|w| w == "vm" || w == "all") {
+        let started = Instant::now();
+        eprintln!("== vm (load {})", load_average());
+        if let Err(why) = vm::figures(&mut report, args.vm_runs.max(1)) {
+            report.note(format!("figure `vm` FAILED: {why}"));
+            ok = false;
+        }
+        report.fact(
+            "vm figure: seconds",
+            format!("{:.0}", started.elapsed().as_secs_f64()),
+        );
     }
 
     let markdown = report.markdown();
