@@ -176,6 +176,13 @@ fn settle(config: &Config, state_file: &StateFile, state: &State) -> Result<Outc
     match state.status {
         Status::Acquired if state.locker_running() => {}
         Status::Acquired => {
+            // The locker may have released (on another thaw's request) and exited between our
+            // read and this check: judge what it recorded last, if it recorded anything since.
+            if let Found::State(now) = state_file.peek()? {
+                if now.started_at_ms == state.started_at_ms && now.status != Status::Acquired {
+                    return settle(config, state_file, &now);
+                }
+            }
             return Ok(Outcome::Lost(format!(
                 "the locker (PID {locker_pid}) died while holding the lock taken at {held_since}; the server dropped the lock when its connection closed"
             )))
