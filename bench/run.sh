@@ -11,6 +11,10 @@ missing=()
 [ -x /usr/sbin/mariadbd ] || missing+=(mariadb-server mariadb-client)
 [ -x /usr/bin/strace ] || missing+=(strace)
 [ -x /usr/bin/time ] || missing+=(time)
+# The vm figure: a Debian guest under QEMU, its image built with debootstrap on first use.
+[ -x /usr/bin/qemu-system-x86_64 ] || missing+=(qemu-system-x86)
+[ -x /usr/bin/qemu-img ] || missing+=(qemu-utils)
+[ -x /usr/sbin/debootstrap ] || missing+=(debootstrap)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "bench/run.sh: missing packages: ${missing[*]} (run as root, or install them)" >&2

@@ -24,12 +24,16 @@ pub fn repo() -> PathBuf {
         .to_path_buf()
 }
 
-/// The cargo target directory this test binary was built into (`<target>/debug/deps/<exe>`).
+/// The cargo target directory the running program was built into: `<target>/debug/deps/<test>`
+/// for a test binary, `<target>/release/<bin>` for the benchmark.
 fn target_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("path of the test binary");
-    exe.ancestors()
-        .nth(3)
-        .expect("the test binary lives in <target>/debug/deps")
+    let exe = std::env::current_exe().expect("path of the running program");
+    let mut dir = exe.parent().expect("the program lives in a directory");
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir = dir.parent().expect("deps lives in a profile directory");
+    }
+    dir.parent()
+        .expect("the profile directory lives in the target directory")
         .to_path_buf()
 }
 
