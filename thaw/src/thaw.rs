@@ -185,10 +185,12 @@ fn settle(config: &Config, state_file: &StateFile, state: &State) -> Result<Outc
             }
             return Ok(Outcome::Lost(format!(
                 "the locker (PID {locker_pid}) died while holding the lock taken at {held_since}; the server dropped the lock when its connection closed"
-            )))
+            )));
         }
         Status::Released if state.reason.as_deref() == Some("thaw") => {
-            return Ok(Outcome::HeldUntilThaw("the lock was already released on thaw's request".into()))
+            return Ok(Outcome::HeldUntilThaw(
+                "the lock was already released on thaw's request".into(),
+            ))
         }
         Status::Released | Status::Lost => {
             return Ok(Outcome::Lost(format!(
