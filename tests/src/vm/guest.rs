@@ -49,7 +49,6 @@ pub struct SourceGuest {
     pub image: &'static GuestImage,
     port: u16,
     _slot: Slot,
-    started: Instant,
 }
 
 impl SourceGuest {
@@ -104,7 +103,6 @@ impl SourceGuest {
             image,
             port,
             _slot: slot,
-            started,
         }
     }
 
@@ -132,11 +130,6 @@ impl SourceGuest {
     /// A new connection to the guest's MariaDB as the test account (never the tool's).
     pub fn conn(&self) -> Conn {
         connect(self.port).unwrap_or_else(|e| panic!("the forwarded port: {e}"))
-    }
-
-    /// Seconds since `start` began.
-    pub fn age(&self) -> Duration {
-        self.started.elapsed()
     }
 
     /// True if a write is blocked right now (it fails at once instead of queueing).

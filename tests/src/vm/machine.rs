@@ -255,14 +255,9 @@ impl Vm {
             .unwrap_or_else(|e| panic!("{}: {command}: {e}", self.name))
     }
 
-    /// The last `bytes` of the serial console, for failure messages.
+    /// The end of the serial console, for failure messages.
     pub fn console(&self) -> String {
         tail(&self.dir.path().join("serial.log"), 3000)
-    }
-
-    /// True while the QEMU process runs.
-    pub fn running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
     }
 }
 
@@ -384,12 +379,5 @@ mod base64_lite {
                 assert_eq!(super::decode(&super::encode(&bytes)), bytes);
             }
         }
-    }
-}
-
-/// The directory a VM's files live in (for a scenario's diagnostics).
-impl Vm {
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
     }
 }
