@@ -308,19 +308,31 @@ fn configure_agent_hook(vm: &mut Vm) {
     let main_pid = "systemctl show -p MainPID --value qemu-guest-agent";
     let old = vm.must(main_pid).trim().to_string();
     vm.must("systemd-run --quiet --on-active=1 systemctl restart qemu-guest-agent");
-    let restarted = wait_until(Duration::from_secs(60), || {
-        if vm.agent.sync(Duration::from_secs(5)).is_err() {
+    // Short steps: a request that reaches the old agent as it goes, or no agent at all, is never
+    // answered, and must cost seconds, not the whole wait.
+    let mut seen = String::from("nothing yet");
+    let restarted = wait_until(Duration::from_secs(90), || {
+        if let Err(e) = vm.agent.sync(Duration::from_secs(3)) {
+            seen = e;
             return false;
         }
         // The old agent may still answer, or go away in the middle of this command.
-        let Ok(now) = vm.try_exec(&["/bin/sh", "-c", main_pid], Duration::from_secs(10)) else {
-            return false;
-        };
-        now.success() && !["", "0", old.as_str()].contains(&now.stdout.trim())
+        match vm.try_exec(&["/bin/sh", "-c", main_pid], Duration::from_secs(3)) {
+            Ok(now) => {
+                seen = format!("MainPID `{}`", now.stdout.trim());
+                now.success() && !["", "0", old.as_str()].contains(&now.stdout.trim())
+            }
+            Err(e) => {
+                seen = e;
+                false
+            }
+        }
     });
     assert!(
         restarted,
-        "qemu-ga did not come back after its restart (old PID {old})"
+        "qemu-ga did not come back after its restart (old PID {old}; last seen: {seen})\n\
+         console:\n{}",
+        vm.console()
     );
     let effective = vm.must("qemu-ga -D");
     assert!(

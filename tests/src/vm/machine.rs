@@ -162,14 +162,17 @@ impl Vm {
     }
 
     /// `exec`, with the agent's refusals (it may be restarting, or the guest frozen) as errors.
+    /// No request waits longer than `limit` for its answer (one sent to an agent that is going
+    /// away gets none).
     pub fn try_exec(&mut self, argv: &[&str], limit: Duration) -> Result<Exec, String> {
         let (path, args) = argv.split_first().expect("a program to run");
+        let answer_limit = limit.min(Duration::from_secs(30));
         let started = self
             .agent
             .execute(
                 "guest-exec",
                 Some(json!({"path": path, "arg": args, "capture-output": true})),
-                Duration::from_secs(30),
+                answer_limit,
             )
             .map_err(|e| format!("guest-exec: {e}"))?;
         let pid = started["pid"].clone();
@@ -180,7 +183,7 @@ impl Vm {
                 .execute(
                     "guest-exec-status",
                     Some(json!({ "pid": pid })),
-                    Duration::from_secs(30),
+                    answer_limit,
                 )
                 .map_err(|e| format!("guest-exec-status: {e}"))?;
             if status["exited"] == json!(true) {
