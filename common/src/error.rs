@@ -7,7 +7,7 @@
 //!
 //! | code | meaning |
 //! |---|---|
-//! | 0 | success: freeze holds a verified lock / thaw found the lock held until it was released |
+//! | 0 | success: freeze holds a verified lock / thaw found the lock held until it was released, or nothing to release (no snapshot, already thawed, a freeze that never took the lock, `freezeFail`) |
 //! | `error-exit-code` (default 1) | any failure of freeze or thaw once the configuration is read: no lock taken, lock lost, server unreachable, bad state |
 //! | 1 | a failure before the configuration could be read (bad or unreadable config file) |
 //! | 2 | bad command-line arguments |

@@ -387,6 +387,42 @@ fn sigterm_to_freeze_waiting_for_a_quiet_moment_exits_nonzero_at_once() {
     assert_nothing_left(&server, &sandbox, Duration::from_secs(5));
 }
 
+/// A thaw (or freezeFail) that comes while freeze still waits for a quiet moment stops freeze, and
+/// no lock is ever taken. thaw fails — whatever was snapshotted had no lock — and says so without
+/// `event=lost` (no lock was lost); freezeFail exits 0, the snapshot being abandoned anyway.
+fn a_thaw_during_freeze_stops_it(phase: &str, expected: i32, says: &str) {
+    let server = Server::start();
+    let mut sandbox = Sandbox::new(&server, "long-query-threshold = 0");
+    let long = Writer::start(&server, "UPDATE snap.my SET v = v + 1 WHERE SLEEP(20) = 0");
+    assert!(wait_until(Duration::from_secs(5), || !server
+        .statements_like("SLEEP(20)")
+        .is_empty()));
+    let mut freeze = sandbox.command("freeze").spawn().unwrap();
+    assert!(wait_until(Duration::from_secs(10), || sandbox.status() == "starting"));
+    let out = sandbox.thaw(phase);
+    assert_eq!(out.status.code(), Some(expected), "{}", text(&out));
+    assert!(text(&out).contains(says), "{}", text(&out));
+    let status = freeze.wait().unwrap();
+    assert!(!status.success(), "the stopped freeze must not exit 0");
+    let log = sandbox.log();
+    assert!(!log.contains("event=lost"), "no lock was held, none lost:\n{log}");
+    for id in server.statements_like("SLEEP(20)") {
+        let _ = server.conn().query_drop(format!("KILL QUERY {id}"));
+    }
+    long.handle.join().unwrap();
+    assert_nothing_left(&server, &sandbox, Duration::from_secs(5));
+}
+
+#[test]
+fn a_thaw_while_freeze_waits_stops_freeze_and_fails_without_calling_a_lock_lost() {
+    a_thaw_during_freeze_stops_it("thaw", 1, "event=refused");
+}
+
+#[test]
+fn a_freeze_fail_while_freeze_waits_stops_freeze_and_exits_0() {
+    a_thaw_during_freeze_stops_it("freezeFail", 0, "event=freeze-fail");
+}
+
 #[test]
 fn a_wrong_password_is_refused_with_a_clear_error_within_10_s() {
     let server = Server::start();

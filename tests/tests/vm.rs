@@ -60,10 +60,14 @@ fn a_clean_snapshot(guest: &mut SourceGuest, path: SnapshotPath) -> (Taken, f64)
     guest.load.take_longest();
     let outcome = guest.take(path);
     let taken = taken(outcome, guest);
-    assert!(
-        taken.frozen.as_u64().is_some_and(|n| n >= 1),
-        "the agent froze {} filesystems",
-        taken.frozen
+    // Every filesystem on a block device, as qemu-ga counts them (it skips virtual ones).
+    let block_mounts = guest.vm.must(
+        "awk '{ split($3, dev, \":\"); if (dev[1] != 0 && !seen[$5]++) n++ } END { print n }' /proc/self/mountinfo",
+    );
+    assert_eq!(
+        taken.frozen.as_u64(),
+        block_mounts.trim().parse::<u64>().ok(),
+        "the agent must freeze every block-device filesystem of the guest"
     );
     assert_eq!(
         taken.thaw,
@@ -315,6 +319,12 @@ fn with_every_log_on_the_frozen_filesystem_the_release_follows_the_thaw_hook_at_
         SourceGuest::start(AgentHook::Package, "log-file = /var/log/mysql-snapshot.log");
     for path in [SnapshotPath::Backup, SnapshotPath::Snapshot] {
         let cursor = guest.journal_cursor();
+        let logged_before: usize = guest
+            .vm
+            .must("cat /var/log/mysql-snapshot.log 2>/dev/null | wc -l")
+            .trim()
+            .parse()
+            .unwrap();
         a_clean_snapshot(&mut guest, path);
         let timing = guest.thaw_timing(&cursor);
         assert!(
@@ -323,10 +333,17 @@ fn with_every_log_on_the_frozen_filesystem_the_release_follows_the_thaw_hook_at_
             path.name(),
             timing.to_release
         );
-        let log = guest.vm.must("cat /var/log/mysql-snapshot.log");
+        // This snapshot's lines: those appended since it began.
+        let log = guest.vm.must(&format!(
+            "tail -n +{} /var/log/mysql-snapshot.log",
+            logged_before + 1
+        ));
         assert!(
-            log.contains("event=locked") && log.contains("event=thawed"),
-            "the log file lacks the snapshot's lines:\n{log}"
+            log.contains("locker: event=locked")
+                && log.contains("locker: event=released reason=thaw")
+                && log.contains("thaw: event=thawed"),
+            "{}: the log file lacks this snapshot's lines:\n{log}",
+            path.name()
         );
     }
 }

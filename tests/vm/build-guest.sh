@@ -6,10 +6,12 @@
 #   tests/vm/build-guest.sh MIRROR OUTDIR
 #
 # Writes OUTDIR/root.qcow2, OUTDIR/vmlinuz, OUTDIR/initrd.img and OUTDIR/versions.txt. OUTDIR must
-# not exist yet; on failure it is left for the caller to remove. The harness (tests/src/vm.rs)
-# calls it under a lock and caches the result; it never starts a service on this machine (the
-# packages are installed in a chroot with a policy-rc.d that forbids it) and leaves no mount
-# behind (a trap unmounts on every way out).
+# not exist yet; on failure it is left for the caller to remove. The harness (tests/src/vm/image.rs)
+# calls it under a lock, in a private mount namespace of its own (`unshare --mount --propagation
+# private`), and caches the result. It never starts a service on this machine (the packages are
+# installed in a chroot with a policy-rc.d that forbids it), no mount it makes can reach the
+# machine's own mount table, and a trap unmounts on every way out. The filesystem label is the
+# project's own, never a name the machine's disks may use.
 #
 # What the tests set per VM (the project's .deb, qemu-ga.conf, the tool's config, the writers'
 # account) is not here: only the environment a user's VM would already have.
@@ -24,15 +26,24 @@ mnt=$OUT/mnt
 mkdir "$mnt"
 img=$OUT/root.raw
 
+LABEL=mss-guest-root
+
 cleanup() {
-	for m in "$mnt/dev/pts" "$mnt/dev" "$mnt/proc" "$mnt/sys" "$mnt"; do
+	for m in "$mnt/dev" "$mnt/proc" "$mnt/sys" "$mnt"; do
 		if mountpoint -q "$m" 2>/dev/null; then umount -l "$m" || true; fi
 	done
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'cleanup; exit 1' INT TERM
+
+# Belt and braces for a caller that did not give us a private mount namespace: stop here.
+if [ "$(findmnt -n -o PROPAGATION /)" = shared ]; then
+	echo "build-guest.sh: run me in a private mount namespace (unshare --mount --propagation private)" >&2
+	exit 1
+fi
 
 truncate -s "$SIZE" "$img"
-mkfs.ext4 -q -L root "$img"
+mkfs.ext4 -q -L "$LABEL" "$img"
 mount -o loop "$img" "$mnt"
 
 debootstrap --variant=minbase --include=systemd-sysv,udev,iproute2 bookworm "$mnt" "$MIRROR"
@@ -42,7 +53,6 @@ debootstrap --variant=minbase --include=systemd-sysv,udev,iproute2 bookworm "$mn
 printf '#!/bin/sh\nexit 101\n' >"$mnt/usr/sbin/policy-rc.d"
 chmod 755 "$mnt/usr/sbin/policy-rc.d"
 mount --bind /dev "$mnt/dev"
-mount -t devpts devpts "$mnt/dev/pts"
 mount -t proc proc "$mnt/proc"
 mount -t sysfs sysfs "$mnt/sys"
 DEBIAN_FRONTEND=noninteractive chroot "$mnt" apt-get -o Acquire::Check-Valid-Until=false \
@@ -52,7 +62,7 @@ chroot "$mnt" apt-get clean
 rm -f "$mnt/usr/sbin/policy-rc.d"
 
 # The root filesystem by label; the console on the serial port; the agent's port driver at boot.
-echo 'LABEL=root / ext4 rw 0 1' >"$mnt/etc/fstab"
+echo "LABEL=$LABEL / ext4 rw 0 1" >"$mnt/etc/fstab"
 echo guest >"$mnt/etc/hostname"
 printf '127.0.0.1 localhost\n127.0.1.1 guest\n' >"$mnt/etc/hosts"
 echo virtio_console >>"$mnt/etc/modules"
@@ -95,7 +105,7 @@ cp "$mnt/boot/initrd.img-"* "$OUT/initrd.img"
 chroot "$mnt" dpkg-query -W linux-image-cloud-amd64 mariadb-server qemu-guest-agent systemd \
 	>"$OUT/versions.txt"
 
-umount "$mnt/dev/pts" "$mnt/dev" "$mnt/proc" "$mnt/sys"
+umount "$mnt/dev" "$mnt/proc" "$mnt/sys"
 umount "$mnt"
 rmdir "$mnt"
 qemu-img convert -O qcow2 "$img" "$OUT/root.qcow2"

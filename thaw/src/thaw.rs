@@ -152,6 +152,11 @@ fn thaw(config: &Config, phase: Phase) -> Result<()> {
             log::info!("event=idle nothing to thaw: {text}");
             Ok(())
         }
+        // freezeFail: the snapshot was abandoned anyway; stopping its freeze is the cleanup.
+        Outcome::Interrupted(text) if phase == Phase::FreezeFail => {
+            log::warn!("event=freeze-fail {text}");
+            Ok(())
+        }
         Outcome::Interrupted(text) => Err(Error::NotLocked {
             message: format!(
                 "{text}: the snapshot was taken without the lock and is NOT application-consistent"
@@ -200,6 +205,12 @@ fn settle(config: &Config, state_file: &StateFile, state: &State) -> Result<Outc
             )))
         }
         Status::TimedOut | Status::Failed | Status::Starting | Status::Waiting => {
+            // freeze may have taken the lock since our read: judge what it recorded last.
+            if let Found::State(now) = state_file.peek()? {
+                if now.started_at_ms == state.started_at_ms && now.status == Status::Acquired {
+                    return settle(config, state_file, &now);
+                }
+            }
             return Ok(unlocked_freeze(state));
         }
     }

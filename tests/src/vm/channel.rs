@@ -91,6 +91,9 @@ impl Channel {
                     self.what
                 ));
             }
+            if attempt.is_err() {
+                std::thread::sleep(Duration::from_millis(100));
+            }
         }
     }
 

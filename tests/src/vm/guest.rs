@@ -251,7 +251,7 @@ impl SourceGuest {
             .iter()
             .rfind(|e| message(e).contains("executing fsfreeze hook with arg 'thaw'"))
             .unwrap_or_else(|| panic!("qemu-ga did not log the thaw hook: {entries:#?}"));
-        let hook_ms = received_ms(hook).expect("a journal entry has __REALTIME_TIMESTAMP");
+        let hook_ms = sent_ms(hook).expect("a journal entry has __REALTIME_TIMESTAMP");
         let state = self.state();
         let at = |key: &str| {
             state[key]
@@ -291,12 +291,13 @@ pub fn message(entry: &Value) -> String {
     }
 }
 
-/// When journald received an entry, in milliseconds since the epoch (guest clock).
-pub fn received_ms(entry: &Value) -> Option<f64> {
-    entry["__REALTIME_TIMESTAMP"]
-        .as_str()?
-        .parse::<f64>()
-        .ok()
+/// When an entry was sent, in milliseconds since the epoch (guest clock): the kernel's arrival
+/// time of its syslog datagram (`_SOURCE_REALTIME_TIMESTAMP`), not when journald got round to it
+/// (`__REALTIME_TIMESTAMP`, the fallback), which can be late right after a thaw.
+pub fn sent_ms(entry: &Value) -> Option<f64> {
+    ["_SOURCE_REALTIME_TIMESTAMP", "__REALTIME_TIMESTAMP"]
+        .iter()
+        .find_map(|key| entry[key].as_str()?.parse::<f64>().ok())
         .map(|us| us / 1000.0)
 }
 

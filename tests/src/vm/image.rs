@@ -61,8 +61,11 @@ fn ensure() -> Result<GuestImage, String> {
     );
     let started = Instant::now();
     let mirror = matrix::debian_mirror();
+    // A private mount namespace: the build's loop, bind and proc mounts never reach this
+    // machine's mount table, and vanish with the script however it ends.
     let built = matrix::run(
-        std::process::Command::new("sh")
+        std::process::Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh"])
             .arg(script())
             .arg(&mirror)
             .arg(&build),

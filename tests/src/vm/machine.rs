@@ -72,8 +72,12 @@ impl Vm {
         let qga = dir.path().join("qga.sock");
         let qmp = dir.path().join("qmp.sock");
         let accel = std::env::var("MYSQL_SNAPSHOT_VM_ACCEL").unwrap_or(DEFAULT_ACCEL.into());
-        let mut command = Command::new("qemu-system-x86_64");
+        // setpriv execs QEMU (same PID) with a parent-death signal: a test process killed
+        // outright (CI's time limit, SIGKILL) takes its VMs with it instead of leaving them
+        // spinning. The signal follows the thread that started the VM, which owns the `Vm`.
+        let mut command = Command::new("setpriv");
         command
+            .args(["--pdeathsig", "KILL", "--", "qemu-system-x86_64"])
             .args(["-accel", &accel, "-m", "1536", "-smp", "2", "-nodefaults"])
             .args(["-display", "none", "-no-reboot"])
             .arg("-kernel")
@@ -120,7 +124,7 @@ impl Vm {
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start qemu-system-x86_64: {e}"));
+            .unwrap_or_else(|e| panic!("cannot start setpriv … qemu-system-x86_64: {e}"));
         let started = Instant::now();
         // Until both channels answer, a failure stops this QEMU before it is reported.
         let mut child = child;

@@ -15,8 +15,10 @@ use serde_json::{json, Value};
 use super::guest::SourceGuest;
 use super::machine::qemu_img;
 
-/// How long freeze may take through the agent (the hook may wait for a quiet moment).
-const FREEZE_LIMIT: Duration = Duration::from_secs(300);
+/// How long freeze may take through the agent: the hook may wait for a quiet moment up to the
+/// tool's default `snapshot-timeout` (600 s); an answer must never be awaited for less, or the
+/// late answer would be read as the next command's.
+const FREEZE_LIMIT: Duration = Duration::from_secs(660);
 /// How long a thaw or a block job may take.
 const JOB_LIMIT: Duration = Duration::from_secs(300);
 /// How long the live server gets to answer while frozen (a query stuck behind a writer that
@@ -212,17 +214,21 @@ impl SourceGuest {
         let mut conn = self.conn();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
-            let mut read = || -> Result<LiveRows, mysql::Error> {
+            let mut read = || -> Result<LiveRows, String> {
+                let e = |e: mysql::Error| e.to_string();
                 let (innodb, myisam): (u64, u64) = conn
                     .query_first(
                         "SELECT (SELECT COUNT(*) FROM snap.inno), (SELECT COUNT(*) FROM snap.my_log)",
-                    )?
+                    )
+                    .map_err(e)?
                     .unwrap_or_default();
                 let status: mysql::Row = conn
-                    .query_first("SHOW BINLOG STATUS")?
-                    .expect("SHOW BINLOG STATUS has a row with the binary log on");
+                    .query_first("SHOW BINLOG STATUS")
+                    .map_err(e)?
+                    .ok_or("SHOW BINLOG STATUS returned no row: is the binary log off?")?;
                 let gtid: String = conn
-                    .query_first("SELECT @@gtid_binlog_pos")?
+                    .query_first("SELECT @@gtid_binlog_pos")
+                    .map_err(e)?
                     .unwrap_or_default();
                 Ok(LiveRows {
                     innodb,
