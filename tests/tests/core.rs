@@ -405,7 +405,10 @@ fn a_thaw_during_freeze_stops_it(phase: &str, expected: i32, says: &str) {
     let status = freeze.wait().unwrap();
     assert!(!status.success(), "the stopped freeze must not exit 0");
     let log = sandbox.log();
-    assert!(!log.contains("event=lost"), "no lock was held, none lost:\n{log}");
+    assert!(
+        !log.contains("event=lost"),
+        "no lock was held, none lost:\n{log}"
+    );
     for id in server.statements_like("SLEEP(20)") {
         let _ = server.conn().query_drop(format!("KILL QUERY {id}"));
     }

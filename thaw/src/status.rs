@@ -69,6 +69,18 @@ pub(crate) fn run(config: &Config, as_json: bool) -> ExitCode {
     ExitCode::from(level as u8)
 }
 
+/// How long a locker may still run after recording its release: it writes the log lines it kept
+/// while holding, then exits. A locker seen alive in that window is ending, not left over.
+const EXIT_GRACE_MS: u64 = 10_000;
+
+/// True if the locker recorded the end of its lock less than `EXIT_GRACE_MS` ago.
+fn just_ended(state: &State, now_ms: u64) -> bool {
+    matches!(state.status, Status::Released | Status::Lost)
+        && state
+            .released_at_ms
+            .is_some_and(|at| now_ms.saturating_sub(at) < EXIT_GRACE_MS)
+}
+
 /// The level and one-line summary for `state` at `now_ms`.
 fn judge(config: &Config, state: &State, now_ms: u64) -> (Level, String) {
     let max_ms = config.max_lock_time.saturating_mul(1000);
@@ -107,7 +119,7 @@ fn judge(config: &Config, state: &State, now_ms: u64) -> (Level, String) {
                 state.attempt
             ),
         ),
-        _ if state.locker_running() => (
+        _ if state.locker_running() && !just_ended(state, now_ms) => (
             Level::Critical,
             format!(
                 "a locker (PID {locker}) is left over in state `{}`",
@@ -145,5 +157,36 @@ fn judge(config: &Config, state: &State, now_ms: u64) -> (Level, String) {
                 state.reason.as_deref().unwrap_or("no reason recorded")
             ),
         ),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use common::process::Identity;
+
+    /// A state whose locker is this (running) test process and whose lock ended at `released`.
+    fn released_at(released: u64) -> State {
+        let me = Identity::current().unwrap();
+        let mut state = State::starting(me.clone());
+        state.status = Status::Released;
+        state.locker = Some(me);
+        state.acquired_at_ms = Some(released - 1_000);
+        state.released_at_ms = Some(released);
+        state.reason = Some("max-lock-time (1 s) reached before thaw".into());
+        state
+    }
+
+    #[test]
+    fn a_locker_still_exiting_just_after_its_release_is_not_called_left_over() {
+        let config = Config::defaults("/nonexistent.cnf".into());
+        let now = 1_800_000_000_000;
+        let (level, text) = judge(&config, &released_at(now - 50), now);
+        assert_eq!(level as u8, Level::Warning as u8, "{text}");
+        assert!(text.contains("lost its lock"), "{text}");
+        let (level, text) = judge(&config, &released_at(now - 20_000), now);
+        assert_eq!(level as u8, Level::Critical as u8, "{text}");
+        assert!(text.contains("left over"), "{text}");
     }
 }
