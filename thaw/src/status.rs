@@ -8,7 +8,7 @@
 //! |---|---|
 //! | 0 OK | idle, waiting, or locked within limits; the last snapshot held its lock until thaw |
 //! | 1 WARNING | the last snapshot lost its lock before thaw, or held it for more than 80 % of max-lock-time |
-//! | 2 CRITICAL | a lock held longer than max-lock-time, or a locker left over after thaw |
+//! | 2 CRITICAL | a lock held longer than max-lock-time, or a locker left over (still running 10 s after its recorded release) |
 //! | 3 UNKNOWN | the state cannot be read |
 use std::process::ExitCode;
 
