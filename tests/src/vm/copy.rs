@@ -127,17 +127,11 @@ fn compare_offline(offline: &Offline) -> Vec<String> {
 fn compare_live(offline: &Offline, live: &LiveRows) -> Vec<String> {
     let mut found = Vec::new();
     if let Ok((file, size, gtid)) = &offline.binlog_end {
-        if (file, *size, gtid)
-            != (
-                &live.binlog_file,
-                live.binlog_position,
-                &live.gtid_binlog_pos,
-            )
-        {
+        if *gtid != live.gtid_binlog_pos {
             found.push(format!(
-                "the copy's binlog ends at {file}:{size} (GTID {gtid}), the live server showed \
-                 {}:{} (GTID {}) while frozen",
-                live.binlog_file, live.binlog_position, live.gtid_binlog_pos
+                "the copy's binlog ends at {file}:{size} with GTID {gtid}, the live server showed \
+                 gtid_binlog_pos {} while frozen",
+                live.gtid_binlog_pos
             ));
         }
     }

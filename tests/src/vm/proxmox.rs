@@ -23,7 +23,7 @@ const FREEZE_LIMIT: Duration = Duration::from_secs(660);
 const JOB_LIMIT: Duration = Duration::from_secs(300);
 /// How long the live server gets to answer while frozen (a query stuck behind a writer that
 /// waits on the frozen disk must not keep the guest frozen).
-const LIVE_READ_LIMIT: Duration = Duration::from_secs(5);
+const LIVE_READ_LIMIT: Duration = Duration::from_secs(15);
 
 /// Which of Proxmox's paths.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,13 +43,14 @@ impl SnapshotPath {
     }
 }
 
-/// What the live server showed while the guest was frozen.
+/// What the live server showed while the guest was frozen. Not its binlog file and position:
+/// `SHOW BINLOG STATUS` takes the binlog's mutex, which a binlog write caught by the freeze would
+/// hold until the thaw (the suspect in one CI run whose live read never answered);
+/// `@@gtid_binlog_pos` does not take it. The copy's binlog end is compared with the info file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LiveRows {
     pub innodb: u64,
     pub myisam: u64,
-    pub binlog_file: String,
-    pub binlog_position: u64,
     pub gtid_binlog_pos: String,
 }
 
@@ -122,6 +123,8 @@ impl SourceGuest {
                        "file": {"driver": "file", "filename": copy}}),
             );
         }
+        // Connected before the freeze: nothing about logging in can wait on the frozen disk.
+        let readers = look.then(|| (self.conn(), self.conn()));
         let asked = Instant::now();
         let frozen = self
             .vm
@@ -157,7 +160,7 @@ impl SourceGuest {
                 JOB_LIMIT,
             ),
         };
-        let live = if look { self.read_live() } else { None };
+        let live = readers.and_then(|(reader, watcher)| read_live(reader, watcher));
         let hold_until = asked + freeze_took + hold;
         std::thread::sleep(hold_until.saturating_duration_since(Instant::now()));
         let thaw = self
@@ -208,49 +211,70 @@ impl SourceGuest {
         })
     }
 
-    /// The live server's row counts and binlog end, read over the forwarded port by a thread that
-    /// is abandoned past `LIVE_READ_LIMIT`.
-    fn read_live(&self) -> Option<LiveRows> {
-        let mut conn = self.conn();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut read = || -> Result<LiveRows, String> {
-                let e = |e: mysql::Error| e.to_string();
-                let (innodb, myisam): (u64, u64) = conn
-                    .query_first(
-                        "SELECT (SELECT COUNT(*) FROM snap.inno), (SELECT COUNT(*) FROM snap.my_log)",
-                    )
-                    .map_err(e)?
-                    .unwrap_or_default();
-                let status: mysql::Row = conn
-                    .query_first("SHOW BINLOG STATUS")
-                    .map_err(e)?
-                    .ok_or("SHOW BINLOG STATUS returned no row: is the binary log off?")?;
-                let gtid: String = conn
-                    .query_first("SELECT @@gtid_binlog_pos")
-                    .map_err(e)?
-                    .unwrap_or_default();
-                Ok(LiveRows {
-                    innodb,
-                    myisam,
-                    binlog_file: status.get("File").unwrap_or_default(),
-                    binlog_position: status.get("Position").unwrap_or_default(),
-                    gtid_binlog_pos: gtid,
-                })
-            };
-            let _ = tx.send(read());
-        });
-        match rx.recv_timeout(LIVE_READ_LIMIT) {
-            Ok(Ok(rows)) => Some(rows),
-            Ok(Err(e)) => panic!("reading the live server while frozen: {e}"),
-            Err(_) => None,
-        }
-    }
-
     fn qmp_must(&mut self, command: &str, arguments: Value) {
         self.vm
             .qmp
             .execute(command, Some(arguments), JOB_LIMIT)
             .unwrap_or_else(|e| panic!("QMP {command}: {e}"));
     }
+}
+
+/// The live server's row counts and GTID position, read on `conn` by a thread that is abandoned past
+/// `LIVE_READ_LIMIT`; if it does not answer, what `watcher` sees in the processlist is printed.
+fn read_live(mut conn: mysql::Conn, watcher: mysql::Conn) -> Option<LiveRows> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut read = || -> Result<LiveRows, String> {
+            let e = |e: mysql::Error| e.to_string();
+            let (innodb, myisam): (u64, u64) = conn
+                .query_first(
+                    "SELECT (SELECT COUNT(*) FROM snap.inno), (SELECT COUNT(*) FROM snap.my_log)",
+                )
+                .map_err(e)?
+                .unwrap_or_default();
+            let gtid: String = conn
+                .query_first("SELECT @@gtid_binlog_pos")
+                .map_err(e)?
+                .unwrap_or_default();
+            Ok(LiveRows {
+                innodb,
+                myisam,
+                gtid_binlog_pos: gtid,
+            })
+        };
+        let _ = tx.send(read());
+    });
+    match rx.recv_timeout(LIVE_READ_LIMIT) {
+        Ok(Ok(rows)) => Some(rows),
+        Ok(Err(e)) => panic!("reading the live server while frozen: {e}"),
+        Err(_) => {
+            eprintln!(
+                    "the live server did not answer within {LIVE_READ_LIMIT:?} while frozen; its processlist:\n{}",
+                    processlist(watcher)
+                );
+            None
+        }
+    }
+}
+
+/// `SHOW FULL PROCESSLIST` on `conn`, one line a thread, given 5 s.
+fn processlist(mut conn: mysql::Conn) -> String {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let rows: Result<Vec<mysql::Row>, _> = conn.query("SHOW FULL PROCESSLIST");
+        let text = match rows {
+            Ok(rows) => rows
+                .iter()
+                .map(|row| {
+                    let cell = |i: usize| row.as_ref(i).map(|v| v.as_sql(true)).unwrap_or_default();
+                    (0..row.len()).map(cell).collect::<Vec<_>>().join(" | ")
+                })
+                .collect::<Vec<_>>()
+                .join("\n"),
+            Err(e) => format!("(SHOW FULL PROCESSLIST failed: {e})"),
+        };
+        let _ = tx.send(text);
+    });
+    rx.recv_timeout(Duration::from_secs(5))
+        .unwrap_or_else(|_| "(SHOW FULL PROCESSLIST did not answer either)".into())
 }
