@@ -99,6 +99,17 @@ enum Outcome {
     Interrupted(String),
 }
 
+impl Outcome {
+    fn text(&self) -> &str {
+        match self {
+            Outcome::HeldUntilThaw(text)
+            | Outcome::Lost(text)
+            | Outcome::NeverLocked(text)
+            | Outcome::Interrupted(text) => text,
+        }
+    }
+}
+
 fn thaw(config: &Config, phase: Phase) -> Result<()> {
     let state_file = StateFile::open(&config.run_dir, false)?;
     let found = state_file.peek()?;
@@ -126,12 +137,7 @@ fn thaw(config: &Config, phase: Phase) -> Result<()> {
         return Ok(());
     }
     let outcome = settle(config, &state_file, &state)?;
-    let summary = match &outcome {
-        Outcome::HeldUntilThaw(text)
-        | Outcome::Lost(text)
-        | Outcome::NeverLocked(text)
-        | Outcome::Interrupted(text) => text.clone(),
-    };
+    let summary = outcome.text().to_string();
     let guard = state_file.lock()?;
     if let Found::State(mut now) = guard.read() {
         if now.started_at_ms == state.started_at_ms {
@@ -183,10 +189,8 @@ fn settle(config: &Config, state_file: &StateFile, state: &State) -> Result<Outc
         Status::Acquired => {
             // The locker may have released (on another thaw's request) and exited between our
             // read and this check: judge what it recorded last, if it recorded anything since.
-            if let Found::State(now) = state_file.peek()? {
-                if now.started_at_ms == state.started_at_ms && now.status != Status::Acquired {
-                    return settle(config, state_file, &now);
-                }
+            if let Some(now) = recorded_since(state_file, state, |s| s != Status::Acquired)? {
+                return settle(config, state_file, &now);
             }
             return Ok(Outcome::Lost(format!(
                 "the locker (PID {locker_pid}) died while holding the lock taken at {held_since}; the server dropped the lock when its connection closed"
@@ -206,10 +210,8 @@ fn settle(config: &Config, state_file: &StateFile, state: &State) -> Result<Outc
         }
         Status::TimedOut | Status::Failed | Status::Starting | Status::Waiting => {
             // freeze may have taken the lock since our read: judge what it recorded last.
-            if let Found::State(now) = state_file.peek()? {
-                if now.started_at_ms == state.started_at_ms && now.status == Status::Acquired {
-                    return settle(config, state_file, &now);
-                }
+            if let Some(now) = recorded_since(state_file, state, |s| s == Status::Acquired)? {
+                return settle(config, state_file, &now);
             }
             return Ok(unlocked_freeze(state));
         }
@@ -272,6 +274,22 @@ fn settle(config: &Config, state_file: &StateFile, state: &State) -> Result<Outc
         (Outcome::Lost(_), Some(late)) => Ok(late),
         _ => Ok(outcome),
     }
+}
+
+/// The state file now, if it still describes the snapshot of `state` and its status has become
+/// one that `moved` accepts (each caller asks for a status other than the one it was judging,
+/// so judging the new record again ends).
+fn recorded_since(
+    state_file: &StateFile,
+    state: &State,
+    moved: impl Fn(Status) -> bool,
+) -> Result<Option<State>> {
+    Ok(match state_file.peek()? {
+        Found::State(now) if now.started_at_ms == state.started_at_ms && moved(now.status) => {
+            Some(*now)
+        }
+        _ => None,
+    })
 }
 
 /// The outcome for a snapshot whose freeze has not recorded a lock: still trying (stop it, and
