@@ -711,6 +711,43 @@ fn open_idle(socket: &Path, count: usize) -> Result<Vec<Conn>, String> {
 }
 
 /// Freeze latency with the floor next to it, for each mode, on `target`.
+/// Freeze latency on an idle server with `sync-filesystems = on` (what Google, AWS and Azure
+/// without fsfreeze pay), against the same freeze with it off as the floor column.
+pub(crate) fn sync_latency(b: &mut Bench, target: &dyn Target) -> Outcome {
+    for &mode in b.flavour.modes() {
+        let off = Product::new(&b.bin_dir, target, "sync-filesystems = off");
+        let on = Product::new(&b.bin_dir, target, "sync-filesystems = on");
+        let (mut without, mut with) = (Samples::default(), Samples::default());
+        for (measured, off_first) in b.iterations() {
+            let (a, c) = if off_first {
+                let a = cycle(&off, target, mode, false, Duration::ZERO)?;
+                (a, cycle(&on, target, mode, false, Duration::ZERO)?)
+            } else {
+                let c = cycle(&on, target, mode, false, Duration::ZERO)?;
+                (cycle(&off, target, mode, false, Duration::ZERO)?, c)
+            };
+            if measured {
+                without.push_ms(a.freeze.elapsed);
+                with.push_ms(c.freeze.elapsed);
+            }
+        }
+        let extra = with.median() - without.median();
+        let row = Row::new(
+            "freeze latency, sync-filesystems = on (floor: off)",
+            mode.name(),
+            "ms",
+            with,
+        )
+        .floor(without);
+        let row = Row {
+            target: format!("— (+{extra:.1} ms for the syncs)"),
+            ..row
+        };
+        b.row(row);
+    }
+    Ok(())
+}
+
 fn latency_rows(b: &mut Bench, target: &dyn Target, figure: &str, case: &str) -> Outcome {
     for &mode in b.flavour.modes() {
         let product = Product::new(&b.bin_dir, target, "");

@@ -27,7 +27,7 @@ use crate::figures::Bench;
 use crate::flavour::Flavour;
 use crate::report::Report;
 
-const FIGURES: [&str; 9] = [
+const FIGURES: [&str; 10] = [
     "latency",
     "footprint",
     "release",
@@ -37,6 +37,7 @@ const FIGURES: [&str; 9] = [
     "preflush",
     "profile",
     "vm",
+    "sync",
 ];
 
 #[derive(FromArgs)]
@@ -49,8 +50,8 @@ struct Args {
     #[argh(option, default = "2")]
     warmup: usize,
     /// figures to run, comma-separated: latency (1), footprint (5), release (2), stall (3),
-    /// failed (4), scaling (6), preflush, profile, vm (issue 10: stall and release in a TCG
-    /// guest; once, not per server) (default: all)
+    /// failed (4), scaling (6), preflush, profile, vm (stall and release in a TCG guest; once,
+    /// not per server), sync (freeze latency with sync-filesystems on) (default: all)
     #[argh(option, default = "String::from(\"all\")")]
     only: String,
     /// idle-connection levels of the scaling figure (default 0,100,1000,5000)
@@ -210,6 +211,10 @@ fn run_flavour(
         (
             "profile",
             Box::new(|b: &mut Bench| profile::profile(b, t, "")),
+        ),
+        (
+            "sync",
+            Box::new(|b: &mut Bench| figures::sync_latency(b, t)),
         ),
         (
             "scaling",

@@ -75,3 +75,15 @@ pub fn finish(result: Result<(), Error>, config: &Config) -> ExitCode {
         }
     }
 }
+
+/// `text` on one line with no double quotes, for a `key="value"` log field.
+pub fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '\n' | '\r' | '"' => ' ',
+            c if c.is_control() => ' ',
+            c => c,
+        })
+        .take(200)
+        .collect()
+}

@@ -70,6 +70,41 @@ pub struct Config {
     pub kill_long_queries: KillLongQueries,
     /// Seconds a lock attempt waits before blocking statements are killed.
     pub kill_long_queries_timeout: u64,
+    /// Whether freeze syncs the server's filesystems once the lock is held (see [`SyncFilesystems`]).
+    pub sync_filesystems: SyncFilesystems,
+    /// How long the syncs may take before the freeze fails and the lock is released.
+    pub sync_timeout: Duration,
+}
+
+/// `sync-filesystems`: whether freeze `syncfs(2)`s every filesystem holding server files after
+/// the lock is held and the info file is written, before it reports success. Needed where the
+/// platform copies the disk without freezing the filesystems (Google, AWS DLM, Azure with
+/// `fsFreezeEnabled: false`); harmless but not needed where the agent freezes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncFilesystems {
+    /// On when the hook says its platform does not freeze (`freeze --sync-filesystems`).
+    Auto,
+    On,
+    Off,
+}
+
+impl SyncFilesystems {
+    pub fn name(self) -> &'static str {
+        match self {
+            SyncFilesystems::Auto => "auto",
+            SyncFilesystems::On => "on",
+            SyncFilesystems::Off => "off",
+        }
+    }
+
+    /// Whether to sync, given whether the caller said it does not freeze the filesystems.
+    pub fn resolve(self, caller_does_not_freeze: bool) -> bool {
+        match self {
+            SyncFilesystems::Auto => caller_does_not_freeze,
+            SyncFilesystems::On => true,
+            SyncFilesystems::Off => false,
+        }
+    }
 }
 
 /// Which statements that hold up a lock attempt may be killed (`KILL QUERY`).
@@ -128,6 +163,8 @@ impl Config {
             pre_flush: true,
             kill_long_queries: KillLongQueries::Off,
             kill_long_queries_timeout: 1,
+            sync_filesystems: SyncFilesystems::Auto,
+            sync_timeout: Duration::from_secs(30),
         }
     }
 
@@ -255,6 +292,15 @@ impl Config {
                 }
             }
             "kill-long-queries-timeout" => self.kill_long_queries_timeout = number(entry, 0, 3600)?,
+            "sync-filesystems" => {
+                self.sync_filesystems = match required_value(entry)?.trim().to_ascii_lowercase().as_str() {
+                    "auto" => SyncFilesystems::Auto,
+                    "on" | "1" | "yes" | "true" => SyncFilesystems::On,
+                    "off" | "0" | "no" | "false" => SyncFilesystems::Off,
+                    _ => return Err(bad_value(entry, "expected auto, on or off")),
+                }
+            }
+            "sync-timeout" => self.sync_timeout = Duration::from_secs(number(entry, 1, 3600)?),
             "lock-mode" => {
                 self.lock_mode = LockMode::parse(required_value(entry)?)
                     .ok_or_else(|| bad_value(entry, LockMode::EXPECTED))?

@@ -146,6 +146,16 @@ pub struct InfoFile {
     pub seed_replica_sql: Option<SeedSql>,
     /// Statements that make a sibling replica of this server's sources from the snapshot.
     pub clone_replica_sql: Option<Vec<String>>,
+    /// Where the server's files live, as far as this snapshot needed to know.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<StorageSection>,
+}
+
+/// The info file's `storage`: with `sync-filesystems` on, the filesystems synced (each once, all
+/// before the info file's freeze reported success).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StorageSection {
+    pub synced: Vec<crate::storage::Filesystem>,
 }
 
 impl InfoFile {
@@ -177,6 +187,7 @@ impl InfoFile {
             binlog: coordinates.binlog.clone(),
             gtid: coordinates.gtid.clone(),
             replicas: coordinates.replicas.clone(),
+            storage: None,
         }
     }
 }

@@ -62,6 +62,8 @@ pub enum Error {
     Busy { message: String },
     /// No quiet moment came, or every lock attempt timed out, within `snapshot-timeout`.
     NotLocked { message: String },
+    /// The locker could not reach the server (it reported so through its pipe to freeze).
+    Unreachable { message: String },
     /// The lock was lost (or never verifiably held) before it should have been released.
     LockLost { message: String },
     /// freeze or the locker was stopped by a signal before it finished.
@@ -87,6 +89,7 @@ impl Error {
                 "config-error"
             }
             Error::LockLost { .. } => "lost",
+            Error::Connect { .. } | Error::Unreachable { .. } => "unreachable",
             Error::Busy { .. } => "busy",
             Error::Interrupted { .. } => "aborted",
             _ => "refused",
@@ -150,7 +153,9 @@ impl fmt::Display for Error {
                 fix,
             } => write!(f, "the account {account} lacks {missing}. Fix: {fix}"),
             Error::Busy { message } => write!(f, "{message}"),
-            Error::NotLocked { message } => write!(f, "no lock taken: {message}"),
+            Error::NotLocked { message } | Error::Unreachable { message } => {
+                write!(f, "no lock taken: {message}")
+            }
             Error::LockLost { message } => write!(f, "{message}"),
             Error::Interrupted { signal } => write!(f, "stopped by {signal}"),
             Error::State { path, message } => write!(f, "{}: {message}", path.display()),

@@ -20,6 +20,7 @@ pub mod quiet;
 pub mod replication;
 pub mod server;
 pub mod state;
+pub mod storage;
 pub mod time;
 
 pub use config::Config;

@@ -90,6 +90,9 @@ pub struct State {
     /// Replication coordinates read while the lock was held.
     #[serde(default)]
     pub coordinates: Option<serde_json::Value>,
+    /// The filesystems synced while the lock was held (`sync-filesystems`), with how long each took.
+    #[serde(default)]
+    pub synced: Option<Vec<crate::storage::Synced>>,
     pub updated_at: String,
 }
 
@@ -114,6 +117,7 @@ impl State {
             thawed_at_ms: None,
             reason: None,
             coordinates: None,
+            synced: None,
             updated_at: crate::time::now_rfc3339(),
         }
     }

@@ -7,10 +7,12 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use common::config::SyncFilesystems;
 use common::coordinates;
 use common::grants;
 use common::lock::Attempt;
 use common::server;
+use common::storage;
 use common::Config;
 use mysql::prelude::Queryable;
 use serde_json::{json, Value};
@@ -23,8 +25,9 @@ struct Item {
 }
 
 /// Runs the rehearsal, prints the report (human or JSON) and returns whether a freeze would work.
-pub(crate) fn run(config: &Config, as_json: bool) -> bool {
-    let items = rehearse(config);
+/// `caller_does_not_freeze` is `--sync-filesystems`.
+pub(crate) fn run(config: &Config, as_json: bool, caller_does_not_freeze: bool) -> bool {
+    let items = rehearse(config, caller_does_not_freeze);
     let ok = items.iter().all(|i| i.ok);
     if as_json {
         let checks: Vec<Value> = items
@@ -47,7 +50,7 @@ pub(crate) fn run(config: &Config, as_json: bool) -> bool {
     ok
 }
 
-fn rehearse(config: &Config) -> Vec<Item> {
+fn rehearse(config: &Config, caller_does_not_freeze: bool) -> Vec<Item> {
     let mut items = Vec::new();
     let item = |name, ok, text: String| Item { name, ok, text };
     items.push(item(
@@ -63,10 +66,21 @@ fn rehearse(config: &Config) -> Vec<Item> {
     let info_dir = config.info_file.parent().unwrap_or(Path::new("/"));
     items.push(writable_dir("info-file", info_dir, false));
     items.extend(agents());
+    items.extend(
+        crate::clouds::report(Path::new("/"))
+            .into_iter()
+            .map(|(name, text)| Item {
+                name,
+                ok: true,
+                text,
+            }),
+    );
 
     let mut session = match server::connect(&config.client, Duration::from_secs(10)) {
         Ok(session) => session,
         Err(err) => {
+            // Logged as well: callers that map outcomes (the AWS document's 206) read the event.
+            log::error!("event={} {err}", err.event());
             items.push(item("server", false, err.to_string()));
             return items;
         }
@@ -115,6 +129,11 @@ fn rehearse(config: &Config) -> Vec<Item> {
     if let Some(note) = system_user_note(config, &mut session) {
         items.push(item("kill", true, note));
     }
+    items.push(sync_rehearsal(
+        config,
+        caller_does_not_freeze,
+        &mut session.conn,
+    ));
 
     // The rehearsal: take and release the lock once, capped like a real attempt.
     let setup = format!(
@@ -155,6 +174,65 @@ fn rehearse(config: &Config) -> Vec<Item> {
     };
     items.push(outcome);
     items
+}
+
+/// What `sync-filesystems` does for this run; when on, the filesystems a freeze would sync, synced
+/// once now (outside any lock) to time them.
+fn sync_rehearsal(config: &Config, caller_does_not_freeze: bool, conn: &mut mysql::Conn) -> Item {
+    let setting = config.sync_filesystems;
+    if !setting.resolve(caller_does_not_freeze) {
+        let text = match setting {
+            SyncFilesystems::Off if caller_does_not_freeze => "off (sync-filesystems = off) although the caller does not freeze the filesystems: a disk copy may miss what the server wrote".to_string(),
+            SyncFilesystems::Off => "off (sync-filesystems = off)".to_string(),
+            _ => "off for hooks whose platform freezes the filesystems (sync-filesystems = auto; the Google, Azure-without-fsfreeze and AWS hooks pass --sync-filesystems; rehearse theirs with --check --sync-filesystems)".to_string(),
+        };
+        return Item {
+            name: "sync",
+            ok: !(caller_does_not_freeze && setting == SyncFilesystems::Off),
+            text,
+        };
+    }
+    let found = storage::check_sync_program()
+        .and_then(|()| storage::server_paths(conn))
+        .and_then(|mut paths| {
+            if let Some(dir) = config.info_file.parent() {
+                paths.push(("info-file".into(), dir.to_path_buf()));
+            }
+            storage::filesystems_here(&paths)
+        })
+        .and_then(|filesystems| storage::sync_all(&filesystems, config.sync_timeout));
+    match found {
+        Ok(synced) => {
+            let each: Vec<String> = synced
+                .iter()
+                .map(|s| {
+                    format!(
+                        "{} ({} on {}: {}) in {} ms",
+                        s.mount_point.display(),
+                        s.fstype,
+                        s.device,
+                        s.roles.join(", "),
+                        s.sync_ms
+                    )
+                })
+                .collect();
+            Item {
+                name: "sync",
+                ok: true,
+                text: format!(
+                    "on (sync-filesystems = {}): a freeze syncs {} filesystem(s); synced now: {}",
+                    setting.name(),
+                    synced.len(),
+                    each.join("; ")
+                ),
+            }
+        }
+        Err(err) => Item {
+            name: "sync",
+            ok: false,
+            text: err.to_string(),
+        },
+    }
 }
 
 /// Whether we could create a file in `dir` (or create `dir` itself when `may_create`).

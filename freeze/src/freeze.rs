@@ -17,7 +17,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
 use argh::FromArgs;
-use common::config::KillLongQueries;
+use common::config::{KillLongQueries, SyncFilesystems};
 use common::coordinates::Coordinates;
 use common::lock::LockMode;
 use common::phase::Phase;
@@ -44,6 +44,17 @@ struct Args {
     /// lock mode for this run: auto, ftwrl or backup-stage (overrides the config)
     #[argh(option)]
     lock_mode: Option<String>,
+    /// the caller does not freeze the filesystems (Google, AWS DLM, Azure without
+    /// fsFreezeEnabled): sync every filesystem holding server files once the lock is held,
+    /// unless the config says sync-filesystems = off
+    #[argh(switch)]
+    sync_filesystems: bool,
+    /// seconds this freeze may take in all (overrides the config's snapshot-timeout)
+    #[argh(option)]
+    snapshot_timeout: Option<u64>,
+    /// who calls and what it passed, written into the log (free text, one line)
+    #[argh(option)]
+    caller: Option<String>,
     /// rehearse instead of freezing: check connection, privileges, directories and hooks, then
     /// take and release the lock once; exit 0 only if a real freeze would work
     #[argh(switch)]
@@ -84,14 +95,41 @@ pub(crate) fn main() -> ExitCode {
             }
         }
     }
+    if let Some(seconds) = args.snapshot_timeout {
+        if !(1..=86_400).contains(&seconds) {
+            eprintln!(
+                "mysql-snapshot-freeze: --snapshot-timeout {seconds}: expected a whole number of seconds from 1 to 86400"
+            );
+            return ExitCode::from(common::error::EXIT_USAGE);
+        }
+        config.snapshot_timeout = Duration::from_secs(seconds);
+    }
+    if let Some(caller) = &args.caller {
+        log::info!("event=called by=\"{}\"", cli::one_line(caller));
+    }
     if args.check {
-        return match crate::check::run(&config, args.json) {
+        return match crate::check::run(&config, args.json, args.sync_filesystems) {
             true => ExitCode::SUCCESS,
             false => ExitCode::from(config.error_exit_code),
         };
     }
+    resolve_sync(&mut config, args.sync_filesystems);
     let result = Freeze::new(config.clone()).and_then(|mut freeze| freeze.run());
     cli::finish(result, &config)
+}
+
+/// Settles `sync-filesystems` for this run to on or off: `auto` follows the caller's
+/// `--sync-filesystems` (its platform does not freeze the filesystems).
+fn resolve_sync(config: &mut Config, caller_does_not_freeze: bool) {
+    if caller_does_not_freeze && config.sync_filesystems == SyncFilesystems::Off {
+        log::warn!(
+            "event=warning the caller does not freeze the filesystems, but sync-filesystems = off: what the server wrote and the kernel has not flushed may be missing from the snapshot"
+        );
+    }
+    config.sync_filesystems = match config.sync_filesystems.resolve(caller_does_not_freeze) {
+        true => SyncFilesystems::On,
+        false => SyncFilesystems::Off,
+    };
 }
 
 /// What freeze waits on.
@@ -259,6 +297,16 @@ impl Freeze {
             .and_then(|c| serde_json::from_value(c).ok())
             .unwrap_or_default();
         let acquired_at_ms = state.acquired_at_ms.unwrap_or_else(time::now_unix_ms);
+        for fs in state.synced.iter().flatten() {
+            log::info!(
+                "event=synced mount={} fstype={} device={} roles={} sync_ms={}",
+                fs.mount_point.display(),
+                fs.fstype,
+                fs.device,
+                fs.roles.join(","),
+                fs.sync_ms
+            );
+        }
         log::info!(
             "event=locked mode={} attempts={attempt} waited_ms={} total_ms={} locker_pid={} binlog={}:{} gtid_binlog_pos={} info_file={}",
             state.lock_mode.as_deref().unwrap_or("-"),
@@ -382,6 +430,12 @@ impl Freeze {
                     self.reap_locker();
                     return Err(Error::NotLocked {
                         message: line["failed ".len()..].to_string(),
+                    });
+                }
+                Ok(Event::Locker(_, line)) if line.starts_with("unreachable ") => {
+                    self.reap_locker();
+                    return Err(Error::Unreachable {
+                        message: line["unreachable ".len()..].to_string(),
                     });
                 }
                 Ok(Event::Locker(..)) | Ok(Event::LockerClosed(_)) => {
@@ -617,6 +671,9 @@ fn start_locker(
         .arg("--lock-mode")
         .arg(config.lock_mode.name())
         .current_dir("/");
+    if config.sync_filesystems == SyncFilesystems::On {
+        command.arg("--sync-filesystems");
+    }
     // An absent default config means built-in defaults, for the locker as for freeze.
     if config.path.exists() {
         command.arg("--config").arg(&config.path);

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod check;
+mod clouds;
 mod freeze;
 mod qemu_ga;
 

@@ -27,12 +27,13 @@ use std::time::{Duration, Instant};
 
 use crate::info_writer::InfoWriter;
 use argh::FromArgs;
-use common::coordinates::{self, InfoFile, LockSection, PendingInfoFile};
+use common::coordinates::{self, InfoFile, LockSection, PendingInfoFile, StorageSection};
 use common::grants;
 use common::lock::{Attempt, LockMode};
 use common::process::Identity;
 use common::quiet::QuietWindow;
 use common::state::{Found, State, StateFile, Status};
+use common::storage;
 use common::{cli, logging, server, time, Config, Error, Result};
 use mysql::prelude::Queryable;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -43,6 +44,14 @@ fn describe(stop: &Stop) -> String {
         Stop::FreezeGone => "freeze ended without reporting success".to_string(),
         Stop::Go | Stop::Committed => "freeze's word".to_string(),
         Stop::InfoFile(_) => "the info file's writer".to_string(),
+        Stop::Synced(_) => "the filesystem sync".to_string(),
+    }
+}
+
+/// A helper's report that arrived when another was awaited (cannot happen: each reports once).
+fn out_of_turn(stop: &Stop) -> Error {
+    Error::NotLocked {
+        message: format!("{} reported out of turn", describe(stop)),
     }
 }
 
@@ -67,6 +76,10 @@ struct Args {
     /// the lock mode freeze resolved for this server (required)
     #[argh(option)]
     lock_mode: Option<String>,
+    /// syncfs every filesystem holding server files once the lock is held (freeze resolved
+    /// `sync-filesystems` to on)
+    #[argh(switch)]
+    sync_filesystems: bool,
     /// print the version and exit
     #[argh(switch)]
     version: bool,
@@ -113,13 +126,18 @@ pub(crate) fn main() -> ExitCode {
         signals,
         events,
         ours: false,
+        sync: args.sync_filesystems,
     };
     match locker.run() {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
             log::error!("event={} {err}", err.event());
             let why = err.to_string();
-            locker.notify(&format!("failed {}", one_line(&why)));
+            let word = match err {
+                Error::Connect { .. } => "unreachable",
+                _ => "failed",
+            };
+            locker.notify(&format!("{word} {}", one_line(&why)));
             if locker.ours {
                 locker.record_end(Status::Failed, &why);
             }
@@ -139,6 +157,8 @@ enum Stop {
     FreezeGone,
     /// The info file's writer is done (or failed).
     InfoFile(Result<()>),
+    /// The syncs of the server's filesystems are done (or failed).
+    Synced(Result<Vec<storage::Synced>>),
 }
 
 /// SIGTERM and SIGINT arrive on the returned channel (SIGHUP is swallowed), and so do freeze's
@@ -189,6 +209,8 @@ struct Locker {
     events: Sender<Stop>,
     /// freeze said `go`: the state file is this snapshot's.
     ours: bool,
+    /// `--sync-filesystems`: sync the server's filesystems before saying `acquired`.
+    sync: bool,
 }
 
 impl Locker {
@@ -219,6 +241,12 @@ impl Locker {
             .conn
             .query_drop(&setup)
             .map_err(|e| Error::server(&setup, &e))?;
+        // Where the server's files live is found now, before any lock: a path that cannot be
+        // resolved fails the freeze while nothing is held.
+        let to_sync = match self.sync {
+            true => Some(self.filesystems_to_sync(&mut session.conn)?),
+            false => None,
+        };
         // Connected and ready: freeze decides when (it claims the run meanwhile). Until `go` the
         // state file may not be ours yet: touch nothing.
         let me = Identity::current();
@@ -294,6 +322,7 @@ impl Locker {
         let recorded = self.record_acquired(
             &mut session,
             &mut writer,
+            to_sync.as_deref(),
             LockSection {
                 mode: mode.name().into(),
                 acquired_at: time::rfc3339(acquired_at_ms),
@@ -320,7 +349,7 @@ impl Locker {
         let cause = loop {
             let left = max.saturating_sub(acquired.elapsed());
             match self.signals.recv_timeout(left) {
-                Ok(Stop::Go | Stop::Committed | Stop::InfoFile(_)) => {}
+                Ok(Stop::Go | Stop::Committed | Stop::InfoFile(_) | Stop::Synced(_)) => {}
                 Ok(stop) => break Some(stop),
                 Err(RecvTimeoutError::Timeout) => break None,
                 Err(RecvTimeoutError::Disconnected) => std::thread::sleep(left),
@@ -360,35 +389,44 @@ impl Locker {
         Ok(0)
     }
 
-    /// Reads the coordinates, writes the info file, checks that the connection (and with it the
-    /// lock) is still there, and records `acquired` with the coordinates.
+    /// Reads the coordinates, writes the info file, syncs the server's filesystems (`to_sync`,
+    /// with `sync-filesystems` on), checks that the connection (and with it the lock) is still
+    /// there, and records `acquired` with the coordinates.
     fn record_acquired(
         &mut self,
         session: &mut server::Session,
         writer: &mut InfoWriter,
+        to_sync: Option<&[storage::Filesystem]>,
         lock: LockSection,
         acquired_at_ms: u64,
     ) -> Result<()> {
         let coordinates = coordinates::read(&mut session.conn, &session.info)?;
-        writer.write(InfoFile::new(&session.info, &coordinates, lock));
+        let mut info = InfoFile::new(&session.info, &coordinates, lock);
+        info.storage = to_sync.map(|synced| StorageSection {
+            synced: synced.to_vec(),
+        });
+        writer.write(info);
         // Wait for the write, but never past a stop: the caller then releases at once, even if
         // the write hangs on a frozen filesystem.
-        loop {
-            match self.signals.recv() {
-                Ok(Stop::InfoFile(written)) => break written?,
-                Ok(Stop::Go | Stop::Committed) => {}
-                Ok(stop) => {
-                    return Err(Error::NotLocked {
-                        message: format!("{} while the info file was written", describe(&stop)),
-                    })
-                }
-                Err(_) => {
-                    return Err(Error::NotLocked {
-                        message: "lost the info file's writer".into(),
-                    })
+        match self.wait_for("the info file was being written")? {
+            Stop::InfoFile(written) => written?,
+            other => return Err(out_of_turn(&other)),
+        }
+        // After the info file, so that it is synced too.
+        let synced = match to_sync {
+            Some(filesystems) => {
+                let (filesystems, limit) = (filesystems.to_vec(), self.config.sync_timeout);
+                let done = self.events.clone();
+                std::thread::spawn(move || {
+                    let _ = done.send(Stop::Synced(storage::sync_all(&filesystems, limit)));
+                });
+                match self.wait_for("the filesystems were being synced")? {
+                    Stop::Synced(synced) => Some(synced?),
+                    other => return Err(out_of_turn(&other)),
                 }
             }
-        }
+            None => None,
+        };
         // The info file took a disk write: the lock lives as long as this connection.
         let check = "DO 0";
         session.conn.query_drop(check).map_err(|e| Error::LockLost {
@@ -402,7 +440,39 @@ impl Locker {
             s.status = Status::Acquired;
             s.acquired_at_ms = Some(acquired_at_ms);
             s.coordinates = coordinates_json;
+            s.synced = synced;
         })
+    }
+
+    /// Waits for the info file's writer or the syncs to report, but never past a stop (a signal,
+    /// freeze gone): that is an error, and the caller releases at once. `what` names the step.
+    fn wait_for(&self, what: &str) -> Result<Stop> {
+        loop {
+            match self.signals.recv() {
+                Ok(done @ (Stop::InfoFile(_) | Stop::Synced(_))) => return Ok(done),
+                Ok(Stop::Go | Stop::Committed) => {}
+                Ok(stop) => {
+                    return Err(Error::NotLocked {
+                        message: format!("{} while {what}", describe(&stop)),
+                    })
+                }
+                Err(_) => {
+                    return Err(Error::NotLocked {
+                        message: format!("lost the helper thread while {what}"),
+                    })
+                }
+            }
+        }
+    }
+
+    /// The filesystems that hold the server's files and the info file, each once.
+    fn filesystems_to_sync(&self, conn: &mut mysql::Conn) -> Result<Vec<storage::Filesystem>> {
+        storage::check_sync_program()?;
+        let mut paths = storage::server_paths(conn)?;
+        if let Some(dir) = self.config.info_file.parent() {
+            paths.push(("info-file".into(), dir.to_path_buf()));
+        }
+        storage::filesystems_here(&paths)
     }
 
     /// Waits until no statement that would hold up the lock has run past `long-query-threshold`,

@@ -103,7 +103,7 @@ pub struct MountDir {
 }
 
 impl MountDir {
-    fn new(parent: &Path) -> MountDir {
+    pub fn new(parent: &Path) -> MountDir {
         // qemu-ga matches the mountpoints it is given against the mount table's real paths.
         assert_eq!(
             fs::canonicalize(parent).expect("the mountpoints' parent exists"),
@@ -742,138 +742,7 @@ impl Rig {
     /// what it finds with the info file the copy carries. Every discrepancy found; empty =
     /// consistent.
     pub fn discrepancies(&self, copy: &Path) -> Vec<String> {
-        let mut found = Vec::new();
-        let mount = LoopMount::attach(copy, &self.mounts.path().join("copy-mnt"));
-        let datadir = mount.mountpoint.join("data");
-
-        let info: Option<Value> = match fs::read_to_string(mount.mountpoint.join(INFO_NAME)) {
-            Ok(text) => match serde_json::from_str(&text) {
-                Ok(info) => Some(info),
-                Err(e) => {
-                    found.push(format!(
-                        "the info file in the copy is not JSON ({e}): {text}"
-                    ));
-                    None
-                }
-            },
-            Err(e) => {
-                found.push(format!("the info file is not inside the copy: {e}"));
-                None
-            }
-        };
-        let end = binlog_end(&datadir);
-        if let Err(why) = &end {
-            found.push(why.clone());
-        }
-
-        // The copy may need InnoDB crash recovery: that is expected of a frozen image.
-        let booting = Instant::now();
-        let server = match Server::try_start_flavour_on(
-            self.setup.flavour,
-            &datadir,
-            self.setup.copy_args,
-            Duration::from_secs(240),
-        ) {
-            Ok(server) => server,
-            Err(log) => {
-                found.push(format!("the copy did not start: {log}"));
-                return found;
-            }
-        };
-        let log = server.error_log();
-        eprintln!(
-            "copy booted in {:?}{}",
-            booting.elapsed(),
-            if log.contains("crash recovery") || log.contains("not shut down normally") {
-                " (with crash recovery)"
-            } else {
-                ""
-            }
-        );
-        let mut conn = server.conn();
-        let (variable, key) = self.setup.gtid_state();
-        let gtid: String = conn
-            .query_first(format!("SELECT {variable}"))
-            .unwrap()
-            .unwrap_or_default();
-        let gtid = gtid.replace(['\n', '\r'], "");
-
-        eprintln!(
-            "copy: binlog ends at {end:?}, {variable} `{gtid}`; info file records binlog {}:{}, \
-             gtid `{}`",
-            info.as_ref()
-                .map_or(Value::Null, |i| i["binlog"]["file"].clone()),
-            info.as_ref()
-                .map_or(Value::Null, |i| i["binlog"]["position"].clone()),
-            info.as_ref()
-                .map_or(Value::Null, |i| i["gtid"][key].clone()),
-        );
-        if let (Some(info), Ok((file, size))) = (&info, &end) {
-            let recorded_file = info["binlog"]["file"].as_str().unwrap_or("(none)");
-            let recorded_position = info["binlog"]["position"].as_u64();
-            if recorded_file != file || recorded_position != Some(*size) {
-                found.push(format!(
-                    "binlog end in the copy is {file}:{size}, the info file records {recorded_file}:{}",
-                    recorded_position.map_or("(none)".to_string(), |p| p.to_string())
-                ));
-            }
-        }
-        if let Some(info) = &info {
-            let recorded = info["gtid"][key].as_str().unwrap_or("(none)");
-            if normalized_gtid_set(recorded) != normalized_gtid_set(&gtid) {
-                found.push(format!(
-                    "{variable} of the copy is `{gtid}`, the info file records `{recorded}`"
-                ));
-            }
-            if self.setup.flavour.is_mysql() {
-                let uuid: String = conn
-                    .query_first("SELECT @@GLOBAL.server_uuid")
-                    .unwrap()
-                    .unwrap_or_default();
-                let recorded_uuid = info["server"]["server_uuid"].as_str().unwrap_or("(none)");
-                if recorded_uuid != uuid {
-                    found.push(format!(
-                        "@@server_uuid of the copy is `{uuid}`, the info file records `{recorded_uuid}`"
-                    ));
-                }
-            }
-        }
-
-        let tables: Vec<(String, String)> = conn
-            .query(
-                "SELECT TABLE_NAME, ENGINE FROM information_schema.TABLES
-                 WHERE TABLE_SCHEMA = 'snap' ORDER BY TABLE_NAME",
-            )
-            .unwrap();
-        let myisam = tables
-            .iter()
-            .filter(|(_, engine)| engine == "MyISAM")
-            .count();
-        if myisam < 3 {
-            found.push(format!(
-                "the copy lacks MyISAM tables of the load: {tables:?}"
-            ));
-        }
-        for (table, engine) in &tables {
-            let rows: Vec<(String, String, String, String)> =
-                match conn.query(format!("CHECK TABLE snap.`{table}`")) {
-                    Ok(rows) => rows,
-                    Err(e) => {
-                        found.push(format!("CHECK TABLE snap.{table} ({engine}) failed: {e}"));
-                        continue;
-                    }
-                };
-            let status_ok = rows
-                .last()
-                .is_some_and(|(_, _, kind, message)| kind == "status" && message == "OK");
-            let errors = rows.iter().any(|(_, _, kind, _)| kind == "error");
-            if !status_ok || errors {
-                found.push(format!("CHECK TABLE snap.{table} ({engine}) says {rows:?}"));
-            } else if rows.len() > 1 {
-                eprintln!("CHECK TABLE snap.{table} ({engine}): OK with {rows:?}");
-            }
-        }
-        found
+        copy_discrepancies(self.setup, &self.mounts, copy, |_, _| {})
     }
 
     /// Everything that helps explain a failure.
@@ -899,6 +768,150 @@ impl Drop for Rig {
             let _ = self.sandbox.thaw("thaw");
         }
     }
+}
+
+/// Mounts `copy` (in `mounts`), reads where its binlog ends, boots a server of `setup` on it and
+/// compares what it finds with the info file the copy carries; `more` may add its own findings
+/// from a connection to the booted copy. Every discrepancy found; empty = consistent.
+pub fn copy_discrepancies(
+    setup: ServerSetup,
+    mounts: &MountDir,
+    copy: &Path,
+    more: impl FnOnce(&mut mysql::Conn, &mut Vec<String>),
+) -> Vec<String> {
+    let mut found = Vec::new();
+    let mount = LoopMount::attach(copy, &mounts.path().join("copy-mnt"));
+    let datadir = mount.mountpoint.join("data");
+
+    let info: Option<Value> = match fs::read_to_string(mount.mountpoint.join(INFO_NAME)) {
+        Ok(text) => match serde_json::from_str(&text) {
+            Ok(info) => Some(info),
+            Err(e) => {
+                found.push(format!(
+                    "the info file in the copy is not JSON ({e}): {text}"
+                ));
+                None
+            }
+        },
+        Err(e) => {
+            found.push(format!("the info file is not inside the copy: {e}"));
+            None
+        }
+    };
+    let end = binlog_end(&datadir);
+    if let Err(why) = &end {
+        found.push(why.clone());
+    }
+
+    // The copy may need InnoDB crash recovery: that is expected of a frozen image.
+    let booting = Instant::now();
+    let server = match Server::try_start_flavour_on(
+        setup.flavour,
+        &datadir,
+        setup.copy_args,
+        Duration::from_secs(240),
+    ) {
+        Ok(server) => server,
+        Err(log) => {
+            found.push(format!("the copy did not start: {log}"));
+            return found;
+        }
+    };
+    let log = server.error_log();
+    eprintln!(
+        "copy booted in {:?}{}",
+        booting.elapsed(),
+        if log.contains("crash recovery") || log.contains("not shut down normally") {
+            " (with crash recovery)"
+        } else {
+            ""
+        }
+    );
+    let mut conn = server.conn();
+    let (variable, key) = setup.gtid_state();
+    let gtid: String = conn
+        .query_first(format!("SELECT {variable}"))
+        .unwrap()
+        .unwrap_or_default();
+    let gtid = gtid.replace(['\n', '\r'], "");
+
+    eprintln!(
+        "copy: binlog ends at {end:?}, {variable} `{gtid}`; info file records binlog {}:{}, \
+             gtid `{}`",
+        info.as_ref()
+            .map_or(Value::Null, |i| i["binlog"]["file"].clone()),
+        info.as_ref()
+            .map_or(Value::Null, |i| i["binlog"]["position"].clone()),
+        info.as_ref()
+            .map_or(Value::Null, |i| i["gtid"][key].clone()),
+    );
+    if let (Some(info), Ok((file, size))) = (&info, &end) {
+        let recorded_file = info["binlog"]["file"].as_str().unwrap_or("(none)");
+        let recorded_position = info["binlog"]["position"].as_u64();
+        if recorded_file != file || recorded_position != Some(*size) {
+            found.push(format!(
+                "binlog end in the copy is {file}:{size}, the info file records {recorded_file}:{}",
+                recorded_position.map_or("(none)".to_string(), |p| p.to_string())
+            ));
+        }
+    }
+    if let Some(info) = &info {
+        let recorded = info["gtid"][key].as_str().unwrap_or("(none)");
+        if normalized_gtid_set(recorded) != normalized_gtid_set(&gtid) {
+            found.push(format!(
+                "{variable} of the copy is `{gtid}`, the info file records `{recorded}`"
+            ));
+        }
+        if setup.flavour.is_mysql() {
+            let uuid: String = conn
+                .query_first("SELECT @@GLOBAL.server_uuid")
+                .unwrap()
+                .unwrap_or_default();
+            let recorded_uuid = info["server"]["server_uuid"].as_str().unwrap_or("(none)");
+            if recorded_uuid != uuid {
+                found.push(format!(
+                        "@@server_uuid of the copy is `{uuid}`, the info file records `{recorded_uuid}`"
+                    ));
+            }
+        }
+    }
+
+    let tables: Vec<(String, String)> = conn
+        .query(
+            "SELECT TABLE_NAME, ENGINE FROM information_schema.TABLES
+                 WHERE TABLE_SCHEMA = 'snap' ORDER BY TABLE_NAME",
+        )
+        .unwrap();
+    let myisam = tables
+        .iter()
+        .filter(|(_, engine)| engine == "MyISAM")
+        .count();
+    if myisam < 3 {
+        found.push(format!(
+            "the copy lacks MyISAM tables of the load: {tables:?}"
+        ));
+    }
+    for (table, engine) in &tables {
+        let rows: Vec<(String, String, String, String)> =
+            match conn.query(format!("CHECK TABLE snap.`{table}`")) {
+                Ok(rows) => rows,
+                Err(e) => {
+                    found.push(format!("CHECK TABLE snap.{table} ({engine}) failed: {e}"));
+                    continue;
+                }
+            };
+        let status_ok = rows
+            .last()
+            .is_some_and(|(_, _, kind, message)| kind == "status" && message == "OK");
+        let errors = rows.iter().any(|(_, _, kind, _)| kind == "error");
+        if !status_ok || errors {
+            found.push(format!("CHECK TABLE snap.{table} ({engine}) says {rows:?}"));
+        } else if rows.len() > 1 {
+            eprintln!("CHECK TABLE snap.{table} ({engine}): OK with {rows:?}");
+        }
+    }
+    more(&mut conn, &mut found);
+    found
 }
 
 fn allocated_mib(path: &Path) -> u64 {

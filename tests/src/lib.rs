@@ -11,6 +11,7 @@ pub mod faults;
 pub mod guest_agent;
 pub mod loopfs;
 pub mod matrix;
+pub mod no_freeze;
 pub mod package;
 pub mod vm;
 

@@ -77,6 +77,62 @@ fn check_passes_on_a_good_setup_and_takes_and_releases_the_lock_once() {
 }
 
 #[test]
+fn check_says_whether_a_freeze_syncs_and_rehearses_the_sync_for_a_caller_that_does_not_freeze() {
+    let server = Server::start();
+    let sandbox = Sandbox::new(&server, "");
+    let out = check(&sandbox, false);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("sync        off for hooks whose platform freezes the filesystems"),
+        "{stdout}"
+    );
+    for cloud in ["google", "azure", "aws-ssm"] {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with(&format!("ok   {cloud}"))),
+            "no {cloud} line: {stdout}"
+        );
+    }
+    let out = sandbox
+        .command("freeze")
+        .args(["--check", "--sync-filesystems"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .find(|l| l.contains(" sync "))
+        .unwrap_or_default();
+    assert!(
+        line.contains("on (sync-filesystems = auto): a freeze syncs 1 filesystem(s)")
+            && line.contains("datadir")
+            && line.contains("info-file")
+            && line.contains(" ms"),
+        "{stdout}"
+    );
+    // An explicit off where the caller does not freeze is a failed check: say it before a
+    // snapshot loses data.
+    let off = Sandbox::new(&server, "sync-filesystems = off");
+    let out = off
+        .command("freeze")
+        .args(["--check", "--sync-filesystems"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(
+            "FAIL sync        off (sync-filesystems = off) although the caller does not freeze"
+        ),
+        "{}",
+        text(&out)
+    );
+    assert!(!server.writes_blocked());
+}
+
+#[test]
 fn check_names_a_missing_grant_with_the_grant_that_fixes_it() {
     let server = Server::start();
     server

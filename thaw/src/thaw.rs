@@ -38,6 +38,9 @@ struct Args {
     /// with --status: print JSON
     #[argh(switch)]
     json: bool,
+    /// who calls and what it passed, written into the log (free text, one line)
+    #[argh(option)]
+    caller: Option<String>,
     /// print the version and exit
     #[argh(switch)]
     version: bool,
@@ -73,6 +76,9 @@ pub(crate) fn main() -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
+    if let Some(caller) = &args.caller {
+        log::info!("event=called by=\"{}\"", cli::one_line(caller));
+    }
     let result = thaw(&config, phase);
     let result = match (phase, result) {
         (Phase::FreezeFail, Err(err @ Error::LockLost { .. })) => {

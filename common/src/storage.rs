@@ -1,0 +1,457 @@
+//! Where the server's files live, and making them durable where the platform does not freeze.
+//!
+//! Owns asking the server for every directory it writes recovery-relevant files to, resolving each
+//! to the filesystem holding it through `/proc/self/mountinfo`, and `syncfs(2)` of each of those
+//! filesystems once, with a deadline. Google Compute Engine, AWS DLM and Azure with
+//! `fsFreezeEnabled: false` copy the disk without FIFREEZE: what the server wrote but the kernel
+//! has not flushed (MyISAM pages after FLUSH TABLES, binlog with `sync_binlog=0`, redo with
+//! `innodb_flush_log_at_trx_commit=2`, the info file) would be missing from the copy.
+//!
+//! Each sync runs in a `sync --file-system` child process, never in a thread of ours: a sync that
+//! hangs (a dead disk, a hard NFS mount) keeps only that child in the kernel, while the locker
+//! releases, reports and exits. The children get null stdio and no descriptor of ours (std opens
+//! everything close-on-exec), so they hold neither an agent's pipes nor the server connection.
+//! This module never touches the server's files themselves and never syncs while no lock is held.
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mysql::prelude::Queryable;
+use mysql::Conn;
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// The server variables naming a place the server writes files needed to recover the copy,
+/// with the role each plays. Relative values are relative to `datadir`.
+const PATH_VARIABLES: [(&str, &str); 8] = [
+    ("datadir", "datadir"),
+    ("innodb_data_home_dir", "innodb-data"),
+    ("innodb_log_group_home_dir", "innodb-redo"),
+    ("innodb_undo_directory", "innodb-undo"),
+    ("log_bin_basename", "binlog"),
+    ("relay_log_basename", "relay-log"),
+    ("aria_log_dir_path", "aria-log"),
+    ("log_bin_index", "binlog-index"),
+];
+
+/// How often the syncs are looked at while they run.
+const SYNC_POLL: Duration = Duration::from_millis(1);
+
+/// The places to sync: (role, absolute path as the server names it).
+pub fn server_paths(conn: &mut Conn) -> Result<Vec<(String, PathBuf)>> {
+    let names: Vec<String> = PATH_VARIABLES
+        .iter()
+        .map(|(name, _)| format!("'{name}'"))
+        .collect();
+    let statement = format!(
+        "SHOW GLOBAL VARIABLES WHERE Variable_name IN ({})",
+        names.join(", ")
+    );
+    let rows: Vec<(String, Option<String>)> = conn
+        .query(&statement)
+        .map_err(|e| Error::server(&statement, &e))?;
+    Ok(paths_from_variables(&rows))
+}
+
+/// The roles and absolute paths named by `SHOW GLOBAL VARIABLES` rows; unset ones are skipped.
+pub fn paths_from_variables(rows: &[(String, Option<String>)]) -> Vec<(String, PathBuf)> {
+    let value = |name: &str| {
+        rows.iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .and_then(|(_, v)| v.as_deref())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    let Some(datadir) = value("datadir").map(PathBuf::from) else {
+        return Vec::new();
+    };
+    let mut paths = Vec::new();
+    for (name, role) in PATH_VARIABLES {
+        let Some(raw) = value(name) else { continue };
+        // innodb_temp_data_file_path-style lists never appear here; a path is one path.
+        let path = Path::new(raw);
+        let absolute = if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            datadir.join(path)
+        };
+        paths.push((role.to_string(), absolute));
+    }
+    paths
+}
+
+/// One mounted filesystem, from a line of `/proc/self/mountinfo`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    /// `major:minor` of the filesystem's device (what `stat` reports as `st_dev`).
+    pub device_number: (u64, u64),
+    pub mount_point: PathBuf,
+    pub fstype: String,
+    /// The mount source: a device path, a server:share, or a name like `tmpfs`.
+    pub source: String,
+}
+
+/// The mounts listed in `text` (the format of `/proc/self/mountinfo`); malformed lines are
+/// skipped.
+pub fn parse_mountinfo(text: &str) -> Vec<Mount> {
+    text.lines().filter_map(parse_mountinfo_line).collect()
+}
+
+fn parse_mountinfo_line(line: &str) -> Option<Mount> {
+    // id parent major:minor root mount-point options [optional fields...] - fstype source super
+    let (left, right) = line.split_once(" - ")?;
+    let fields: Vec<&str> = left.split(' ').collect();
+    let (major, minor) = fields.get(2)?.split_once(':')?;
+    let mount_point = unescape(fields.get(4)?);
+    let mut rest = right.split(' ');
+    let fstype = rest.next()?.to_string();
+    let source = unescape(rest.next().unwrap_or(""));
+    Some(Mount {
+        device_number: (major.parse().ok()?, minor.parse().ok()?),
+        mount_point: PathBuf::from(mount_point),
+        fstype,
+        source,
+    })
+}
+
+/// mountinfo writes space, tab, newline and backslash as `\040`, `\011`, `\012`, `\134`.
+fn unescape(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes.get(i + 1..i + 4).filter(|_| bytes[i] == b'\\');
+        let byte = octal
+            .and_then(|o| std::str::from_utf8(o).ok())
+            .and_then(|o| u8::from_str_radix(o, 8).ok());
+        match byte {
+            Some(byte) => {
+                out.push(byte);
+                i += 4;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A filesystem that holds server files, and the roles of the paths on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Filesystem {
+    pub mount_point: PathBuf,
+    pub fstype: String,
+    pub device: String,
+    /// The roles (`datadir`, `binlog`, `info-file`…) of the paths on this filesystem.
+    pub roles: Vec<String>,
+    /// A path on this filesystem that exists (what the sync opens).
+    #[serde(skip)]
+    pub sync_path: PathBuf,
+}
+
+/// The filesystems holding `paths` (role, path), each once, in the order first met. A path that
+/// does not exist yet (a binlog basename) counts by its nearest existing ancestor. A path whose
+/// filesystem cannot be found is an error naming it: syncing "everything but that" would be a
+/// silent gap.
+pub fn filesystems_of(paths: &[(String, PathBuf)], mounts: &[Mount]) -> Result<Vec<Filesystem>> {
+    let mut found: Vec<Filesystem> = Vec::new();
+    for (role, path) in paths {
+        let existing = nearest_existing(path).ok_or_else(|| Error::Io {
+            what: format!("find the filesystem of the server's {role} path"),
+            path: path.clone(),
+            source: std::io::ErrorKind::NotFound.into(),
+        })?;
+        let resolved = std::fs::canonicalize(&existing).unwrap_or(existing.clone());
+        let dev = std::fs::metadata(&resolved)
+            .map_err(|e| Error::io(format!("stat the server's {role} path"), &resolved, e))?
+            .dev();
+        let number = (dev_major(dev), dev_minor(dev));
+        let mount = longest_prefix(mounts, &resolved, Some(number))
+            .or_else(|| longest_prefix(mounts, &resolved, None))
+            .ok_or_else(|| Error::Io {
+                what: format!(
+                    "find in /proc/self/mountinfo the filesystem of the server's {role} path"
+                ),
+                path: resolved.clone(),
+                source: std::io::ErrorKind::NotFound.into(),
+            })?;
+        match found
+            .iter_mut()
+            .find(|f| f.mount_point == mount.mount_point && f.device == mount.source)
+        {
+            Some(fs) => {
+                if !fs.roles.contains(role) {
+                    fs.roles.push(role.clone());
+                }
+            }
+            None => found.push(Filesystem {
+                mount_point: mount.mount_point.clone(),
+                fstype: mount.fstype.clone(),
+                device: mount.source.clone(),
+                roles: vec![role.clone()],
+                sync_path: resolved,
+            }),
+        }
+    }
+    Ok(found)
+}
+
+/// The filesystems of `paths` on this machine (reads `/proc/self/mountinfo`).
+pub fn filesystems_here(paths: &[(String, PathBuf)]) -> Result<Vec<Filesystem>> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| Error::io("read", "/proc/self/mountinfo", e))?;
+    filesystems_of(paths, &parse_mountinfo(&text))
+}
+
+fn nearest_existing(path: &Path) -> Option<PathBuf> {
+    let mut at = Some(path);
+    while let Some(p) = at {
+        if p.exists() {
+            return Some(p.to_path_buf());
+        }
+        at = p.parent();
+    }
+    None
+}
+
+/// The mount whose mount point is the longest prefix of `path` (the last such line wins: a later
+/// mount on the same point covers an earlier one), among those with `number` if given.
+fn longest_prefix<'a>(
+    mounts: &'a [Mount],
+    path: &Path,
+    number: Option<(u64, u64)>,
+) -> Option<&'a Mount> {
+    let mut best: Option<&Mount> = None;
+    for mount in mounts {
+        if number.is_some_and(|n| n != mount.device_number) || !path.starts_with(&mount.mount_point)
+        {
+            continue;
+        }
+        if best.is_none_or(|b| {
+            mount.mount_point.components().count() >= b.mount_point.components().count()
+        }) {
+            best = Some(mount);
+        }
+    }
+    best
+}
+
+/// glibc's `major()` of a `dev_t`.
+fn dev_major(dev: u64) -> u64 {
+    ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff)
+}
+
+/// glibc's `minor()` of a `dev_t`.
+fn dev_minor(dev: u64) -> u64 {
+    (dev & 0xff) | ((dev >> 12) & !0xff)
+}
+
+/// How one filesystem's sync went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Synced {
+    pub mount_point: PathBuf,
+    pub fstype: String,
+    pub device: String,
+    pub roles: Vec<String>,
+    pub sync_ms: u64,
+}
+
+/// The `sync` program (coreutils; `--file-system` is `syncfs(2)`).
+fn sync_program() -> Option<PathBuf> {
+    ["/usr/bin/sync", "/bin/sync"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+}
+
+/// Fails unless the sync program exists (checked before any lock is taken).
+pub fn check_sync_program() -> Result<()> {
+    match sync_program() {
+        Some(_) => Ok(()),
+        None => Err(Error::io(
+            "find the sync program (coreutils) needed by sync-filesystems at",
+            "/usr/bin/sync",
+            std::io::ErrorKind::NotFound.into(),
+        )),
+    }
+}
+
+/// Syncs every filesystem in `filesystems` at once, each in its own `sync --file-system` child,
+/// and waits for all of them until `limit`. A sync that fails or has not returned by then is an
+/// error naming the filesystem; an unfinished child is left to finish in the kernel.
+pub fn sync_all(filesystems: &[Filesystem], limit: Duration) -> Result<Vec<Synced>> {
+    let program = sync_program().ok_or_else(|| {
+        Error::io(
+            "find the sync program (coreutils) at",
+            "/usr/bin/sync",
+            std::io::ErrorKind::NotFound.into(),
+        )
+    })?;
+    let started = Instant::now();
+    let deadline = started + limit;
+    let mut running: Vec<(usize, Child)> = Vec::new();
+    let mut done: Vec<Option<Synced>> = vec![None; filesystems.len()];
+    for (i, fs) in filesystems.iter().enumerate() {
+        let child = Command::new(&program)
+            .arg("--file-system")
+            .arg(&fs.sync_path)
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| Error::io("start", &program, e))?;
+        running.push((i, child));
+    }
+    while !running.is_empty() {
+        let mut still = Vec::new();
+        for (i, mut child) in running {
+            let fs = &filesystems[i];
+            match child.try_wait() {
+                Ok(Some(status)) if status.success() => {
+                    done[i] = Some(Synced {
+                        mount_point: fs.mount_point.clone(),
+                        fstype: fs.fstype.clone(),
+                        device: fs.device.clone(),
+                        roles: fs.roles.clone(),
+                        sync_ms: started.elapsed().as_millis() as u64,
+                    });
+                }
+                Ok(Some(status)) => {
+                    return Err(Error::NotLocked {
+                        message: format!(
+                            "syncfs of {} ({} on {}) failed ({status}); a disk copy would miss what the server wrote, so the lock was released",
+                            fs.mount_point.display(),
+                            fs.fstype,
+                            fs.device
+                        ),
+                    })
+                }
+                Ok(None) => still.push((i, child)),
+                Err(e) => return Err(Error::io("wait for the sync of", &fs.mount_point, e)),
+            }
+        }
+        running = still;
+        if running.is_empty() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            let stuck: Vec<String> = running
+                .iter()
+                .map(|(i, _)| filesystems[*i].mount_point.display().to_string())
+                .collect();
+            return Err(Error::NotLocked {
+                message: format!(
+                    "syncfs of {} did not return within sync-timeout ({} s); a disk copy would miss what the server wrote, so the lock was released. Check that filesystem's device",
+                    stuck.join(", "),
+                    limit.as_secs()
+                ),
+            });
+        }
+        std::thread::sleep(SYNC_POLL);
+    }
+    Ok(done.into_iter().flatten().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MOUNTINFO: &str = "\
+22 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw
+25 22 0:21 / /run rw,nosuid,nodev shared:5 - tmpfs tmpfs rw,size=1000k
+30 22 7:3 / /var/lib/mysql rw,relatime shared:9 - xfs /dev/loop3 rw
+31 22 0:44 / /mnt/my\\040disk rw - nfs4 server:/export rw
+32 30 7:4 / /var/lib/mysql/binlogs rw - ext4 /dev/loop4 rw
+33 22 7:5 / /var/lib/mysql rw - ext4 /dev/loop5 rw
+";
+
+    #[test]
+    fn mountinfo_lines_give_device_number_mount_point_type_and_source() {
+        let mounts = parse_mountinfo(MOUNTINFO);
+        assert_eq!(mounts.len(), 6);
+        assert_eq!(mounts[0].device_number, (254, 0));
+        assert_eq!(mounts[2].fstype, "xfs");
+        assert_eq!(mounts[3].mount_point, PathBuf::from("/mnt/my disk"));
+        assert_eq!(mounts[3].source, "server:/export");
+        assert!(parse_mountinfo("garbage\n\n1 2 3").is_empty());
+    }
+
+    #[test]
+    fn the_longest_mount_prefix_wins_and_a_later_mount_on_the_same_point_covers_an_earlier() {
+        let mounts = parse_mountinfo(MOUNTINFO);
+        let binlogs = Path::new("/var/lib/mysql/binlogs/binlog");
+        assert_eq!(
+            longest_prefix(&mounts, binlogs, None).map(|m| m.source.as_str()),
+            Some("/dev/loop4")
+        );
+        let data = Path::new("/var/lib/mysql/ibdata1");
+        assert_eq!(
+            longest_prefix(&mounts, data, None).map(|m| m.source.as_str()),
+            Some("/dev/loop5")
+        );
+        assert_eq!(
+            longest_prefix(&mounts, data, Some((7, 3))).map(|m| m.source.as_str()),
+            Some("/dev/loop3"),
+            "the device number picks the covered mount when it is the one in use"
+        );
+        assert_eq!(
+            longest_prefix(&mounts, Path::new("/var/lib/mysqlx"), None)
+                .map(|m| m.mount_point.clone()),
+            Some(PathBuf::from("/")),
+            "a prefix is a whole path component"
+        );
+    }
+
+    #[test]
+    fn relative_server_paths_are_relative_to_the_datadir_and_unset_ones_are_skipped() {
+        let rows = vec![
+            ("datadir".to_string(), Some("/var/lib/mysql/".to_string())),
+            (
+                "innodb_log_group_home_dir".to_string(),
+                Some("./".to_string()),
+            ),
+            ("innodb_data_home_dir".to_string(), Some(String::new())),
+            ("log_bin_basename".to_string(), None),
+            (
+                "relay_log_basename".to_string(),
+                Some("/srv/relay/host-relay-bin".to_string()),
+            ),
+        ];
+        let paths = paths_from_variables(&rows);
+        assert_eq!(
+            paths,
+            vec![
+                ("datadir".to_string(), PathBuf::from("/var/lib/mysql/")),
+                (
+                    "innodb-redo".to_string(),
+                    PathBuf::from("/var/lib/mysql/./")
+                ),
+                (
+                    "relay-log".to_string(),
+                    PathBuf::from("/srv/relay/host-relay-bin")
+                ),
+            ]
+        );
+        assert!(paths_from_variables(&[]).is_empty());
+    }
+
+    #[test]
+    fn paths_on_one_filesystem_are_synced_once_with_all_their_roles() {
+        let here = std::env::temp_dir();
+        let paths = vec![
+            ("datadir".to_string(), here.clone()),
+            ("binlog".to_string(), here.join("no-such-binlog-basename")),
+        ];
+        let found = filesystems_here(&paths).expect("the temp dir has a filesystem");
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].roles, vec!["datadir", "binlog"]);
+        let synced = sync_all(&found, Duration::from_secs(30)).expect("syncfs of the temp dir");
+        assert_eq!(synced.len(), 1);
+        assert_eq!(synced[0].mount_point, found[0].mount_point);
+    }
+}
