@@ -1,7 +1,8 @@
 #!/bin/sh
 # Install (or uninstall) mysql-snapshot: the three binaries, the hypervisor hooks (VMware Tools
-# backupScripts.d or legacy scripts, QEMU guest agent, Nutanix Guest Tools), a config template,
-# the info-file directory and a logrotate snippet. Run ./install.sh --help for usage.
+# backupScripts.d or legacy scripts, QEMU guest agent, Nutanix Guest Tools, Google Compute
+# Engine, Azure Backup), a config template, the info-file directory and a logrotate snippet.
+# Run ./install.sh --help for usage.
 # It never overwrites a file it did not install, and uninstall removes only what it recorded.
 set -eu
 
@@ -15,6 +16,14 @@ LEGACY_FREEZE=/usr/sbin/pre-freeze-script
 LEGACY_THAW=/usr/sbin/post-thaw-script
 NUTANIX_FREEZE=/usr/local/sbin/pre_freeze
 NUTANIX_THAW=/usr/local/sbin/post_thaw
+GCP_DIR=/etc/google/snapshots
+GCP_PRE=$GCP_DIR/pre.sh
+GCP_POST=$GCP_DIR/post.sh
+GCP_AGENT_CONFIG=/etc/default/instance_configs.cfg
+AZURE_DIR=/etc/azure
+AZURE_PRE=$AZURE_DIR/mysql-snapshot-pre.sh
+AZURE_POST=$AZURE_DIR/mysql-snapshot-post.sh
+AZURE_CONFIG=$AZURE_DIR/VMSnapshotScriptPluginConfig.json
 CONFIG=/etc/mysql-snapshot.cnf
 STATE_DIR=/var/lib/mysql-snapshot
 MANIFEST=$STATE_DIR/install-manifest
@@ -55,7 +64,22 @@ Hook flags:
                   for qemu-ga -F, which passes a failed freeze on so the snapshot fails
   --nutanix       Nutanix Guest Tools: $NUTANIX_FREEZE and $NUTANIX_THAW
                   (root-owned, 0700; fixed paths, not under \$PREFIX)
-  --all           --vmware --qemu-direct --nutanix (with --legacy: legacy instead of --vmware)
+  --gcp           Google Compute Engine guest-flush snapshots (google-guest-agent):
+                  $GCP_PRE and $GCP_POST
+                  (root-owned, 0700; the directory is created 0700 if absent). Google does
+                  not freeze the filesystems: the hooks make freeze sync them once the lock
+                  is held. The agent runs them only with [Snapshots] enabled = true in
+                  $GCP_AGENT_CONFIG (install.sh never edits that file).
+  --azure         Azure Backup (VMSnapshot ScriptRunner plugin): $AZURE_PRE
+                  and $AZURE_POST (root-owned, 0700), and
+                  $AZURE_CONFIG (0600) naming them, written only if
+                  absent (an existing one is never changed: point its preScriptLocation and
+                  postScriptLocation at the two scripts yourself)
+  --aws           AWS Data Lifecycle Manager: no hook on the machine (DLM runs an SSM document
+                  you register); installs the binaries and the document, pointed at
+                  \$PREFIX/sbin, as \$PREFIX/share/mysql-snapshot/aws/mysql-snapshot-ssm-document.yaml
+  --all           --vmware --qemu-direct --nutanix --gcp --azure --aws
+                  (with --legacy: legacy instead of --vmware)
 
 Options:
   --no-build      do not run 'cargo build --release --locked' first
@@ -96,6 +120,9 @@ LEGACY=0
 QEMU=0
 QEMU_DIRECT=0
 NUTANIX=0
+GCP=0
+AZURE=0
+AWS=0
 ALL=0
 while [ $# -gt 0 ]; do
 	case $1 in
@@ -112,6 +139,9 @@ while [ $# -gt 0 ]; do
 		QEMU_DIRECT=1
 		;;
 	--nutanix) NUTANIX=1 ;;
+	--gcp) GCP=1 ;;
+	--azure) AZURE=1 ;;
+	--aws) AWS=1 ;;
 	--all) ALL=1 ;;
 	--bin-dir)
 		if [ $# -lt 2 ] || [ -z "$2" ]; then bad_usage "--bin-dir needs a directory argument"; fi
@@ -138,13 +168,16 @@ if [ "$ALL" -eq 1 ]; then
 	QEMU=1
 	QEMU_DIRECT=1
 	NUTANIX=1
+	GCP=1
+	AZURE=1
+	AWS=1
 	[ "$LEGACY" -eq 1 ] || VMWARE=1
 fi
 [ "$VMWARE_FLAG" -eq 1 ] && VMWARE=1
-if [ "$VMWARE" -eq 0 ] && [ "$LEGACY" -eq 0 ] && [ "$QEMU" -eq 0 ] && [ "$NUTANIX" -eq 0 ]; then
+if [ $((VMWARE + LEGACY + QEMU + NUTANIX + GCP + AZURE + AWS)) -eq 0 ]; then
 	VMWARE=1
 fi
-if [ "$ACTION" = uninstall ] && [ $((VMWARE_FLAG + LEGACY + QEMU + NUTANIX + ALL)) -gt 0 ]; then
+if [ "$ACTION" = uninstall ] && [ $((VMWARE_FLAG + LEGACY + QEMU + NUTANIX + GCP + AZURE + AWS + ALL)) -gt 0 ]; then
 	bad_usage "uninstall takes no hook flags: it removes everything the install manifest lists"
 fi
 
@@ -162,6 +195,7 @@ case $PREFIX in
 esac
 SBIN=$PREFIX/sbin
 QEMU_DIRECT_HOOK=$SBIN/mysql-snapshot-qemu-hook
+AWS_DOCUMENT=$PREFIX/share/mysql-snapshot/aws/mysql-snapshot-ssm-document.yaml
 
 # Resolve relative paths against the caller's directory before changing directory.
 case $DESTDIR in
@@ -228,10 +262,15 @@ record() { printf '%s\n' "$*" >>"$NEW_ENTRIES"; }
 # forget KIND PATH: drop an item this run removed from the manifest.
 forget() { printf '%s %s\n' "$1" "$2" >>"$FORGET"; }
 
-# make_dir PATH MODE: create $DESTDIR$PATH and its parents, recording each one we create.
+# make_dir PATH MODE [keep]: create $DESTDIR$PATH and its parents, recording each one we create.
+# With keep, a PATH that already existed keeps its mode and owner (it belongs to someone else).
 make_dir() {
 	md_path=$1
 	md_mode=$2
+	md_keep=${3-}
+	if [ -n "$md_keep" ] && [ -d "$DESTDIR$md_path" ]; then
+		return 0
+	fi
 	md_sofar=
 	md_rest=${md_path#/}
 	while [ -n "$md_rest" ]; do
@@ -385,6 +424,11 @@ hook_template() {
 # install_hook NAME PATH MODE: install hooks/NAME as $DESTDIR$PATH.
 install_hook() {
 	make_dir "$(dirname "$2")" 0755
+	install_hook_file "$@"
+}
+
+# install_hook_file NAME PATH MODE: install_hook into a directory that already exists.
+install_hook_file() {
 	hook_template "$1" "$TMPDIR_OWN/hook"
 	inst -m "$3" "$TMPDIR_OWN/hook" "$DESTDIR$2"
 	record hook "$2"
@@ -419,6 +463,8 @@ write_config_template() {
 # log-file =                   # optional log file in addition to syslog
 # syslog-facility = daemon
 # syslog-socket = /dev/log
+# sync-filesystems = auto      # auto, on or off: syncfs the server's filesystems once locked (auto: when the hook says its platform does not freeze)
+# sync-timeout = 30            # seconds the syncs may take before the freeze fails and releases
 EOF
 }
 
@@ -515,6 +561,54 @@ qemu_notes() {
 	say "  This replaces the stock dispatcher: other fsfreeze-hook.d scripts no longer run."
 }
 
+gcp_notes() {
+	say ""
+	say "Google Compute Engine: google-guest-agent runs $GCP_PRE and"
+	say "  $GCP_POST for guest-flush snapshots only when told to. install.sh never"
+	say "  edits $GCP_AGENT_CONFIG: put these lines in it (or add them to its"
+	say "  existing [Snapshots] section)"
+	say "      [Snapshots]"
+	say "      enabled = true"
+	say "      timeout_in_seconds = 60"
+	say "  then: systemctl restart google-guest-agent"
+	say "  and take snapshots with guest flush (gcloud compute disks snapshot ... --guest-flush)."
+	say "  At timeout_in_seconds (default 60) the agent kills pre.sh and the snapshot fails: keep"
+	say "  snapshot-timeout in $CONFIG below it (the built-in default is 600)."
+}
+
+azure_notes() {
+	say ""
+	if [ "$AZURE_CONFIG_KEPT" -eq 1 ]; then
+		if tr -d '[:space:]' 2>/dev/null <"$DESTDIR$AZURE_CONFIG" |
+			grep -qF "\"preScriptLocation\":\"$AZURE_PRE\"" &&
+			tr -d '[:space:]' 2>/dev/null <"$DESTDIR$AZURE_CONFIG" |
+			grep -qF "\"postScriptLocation\":\"$AZURE_POST\""; then
+			say "Azure Backup: the existing $AZURE_CONFIG already names mysql-snapshot's scripts."
+		else
+			say "Azure Backup: $DESTDIR$AZURE_CONFIG already exists and was left unchanged."
+			say "  For Azure Backup to run mysql-snapshot, set these two keys in it:"
+			say "      \"preScriptLocation\": \"$AZURE_PRE\","
+			say "      \"postScriptLocation\": \"$AZURE_POST\","
+			say "  (with \"pluginName\": \"ScriptRunner\"; the file must stay root-owned, mode 0600)."
+		fi
+	else
+		say "Azure Backup: $AZURE_CONFIG names mysql-snapshot's"
+		say "  scripts; the VMSnapshot extension runs them at the next application-consistent backup."
+	fi
+	say "  With \"fsFreezeEnabled\": false the pre-script makes freeze sync the filesystems itself."
+	say "  timeoutInSeconds (60 in our template) should exceed snapshot-timeout in $CONFIG"
+	say "  (the built-in default is 600)."
+}
+
+aws_notes() {
+	say ""
+	say "AWS Data Lifecycle Manager: register the SSM document (once per region) and name it in"
+	say "  the DLM policy's pre/post scripts (see the comments at the top of the document):"
+	say "      aws ssm create-document --name mysql-snapshot --document-type Command \\"
+	say "          --document-format YAML --content file://$AWS_DOCUMENT"
+	say "  EBS does not freeze the filesystems: the document runs freeze with --sync-filesystems."
+}
+
 do_install() {
 	# 1. Build and find the binaries.
 	if [ -z "$BIN_DIR" ]; then
@@ -553,6 +647,14 @@ do_install() {
 		check_not_foreign "$NUTANIX_FREEZE"
 		check_not_foreign "$NUTANIX_THAW"
 	fi
+	if [ "$GCP" -eq 1 ]; then
+		check_not_foreign "$GCP_PRE"
+		check_not_foreign "$GCP_POST"
+	fi
+	if [ "$AZURE" -eq 1 ]; then
+		check_not_foreign "$AZURE_PRE"
+		check_not_foreign "$AZURE_POST"
+	fi
 
 	# 3. Install. The state directory comes first: it holds the manifest.
 	make_dir "$STATE_DIR" 0700
@@ -588,6 +690,41 @@ do_install() {
 		install_hook nutanix-post_thaw "$NUTANIX_THAW" 0700
 	fi
 
+	if [ "$AWS" -eq 1 ]; then
+		make_dir "$(dirname "$AWS_DOCUMENT")" 0755
+		aws_source=$SCRIPT_DIR/packaging/aws/mysql-snapshot-ssm-document.yaml
+		[ -f "$aws_source" ] || die "$aws_source is missing: install.sh needs the packaging/ directory next to it"
+		# The document finds the binaries where this install puts them.
+		sed "s|:-/usr/local/sbin}|:-$SBIN}|g; s|looked for in /usr/local/sbin|looked for in $SBIN|" \
+			"$aws_source" >"$TMPDIR_OWN/aws-document"
+		inst -m 0644 "$TMPDIR_OWN/aws-document" "$DESTDIR$AWS_DOCUMENT"
+		record file "$AWS_DOCUMENT"
+		say "installed $DESTDIR$AWS_DOCUMENT"
+	fi
+
+	if [ "$GCP" -eq 1 ]; then
+		# google-guest-agent wants the directory 0700; one that exists is left as it is.
+		make_dir "$GCP_DIR" 0700 keep
+		install_hook_file gcp-pre.sh "$GCP_PRE" 0700
+		install_hook_file gcp-post.sh "$GCP_POST" 0700
+	fi
+
+	AZURE_CONFIG_KEPT=0
+	if [ "$AZURE" -eq 1 ]; then
+		make_dir "$AZURE_DIR" 0755 keep
+		install_hook_file azure-pre.sh "$AZURE_PRE" 0700
+		install_hook_file azure-post.sh "$AZURE_POST" 0700
+		if present "$DESTDIR$AZURE_CONFIG"; then
+			say "kept existing $DESTDIR$AZURE_CONFIG"
+			AZURE_CONFIG_KEPT=1
+		else
+			cp "$SCRIPT_DIR/hooks/azure-VMSnapshotScriptPluginConfig.json" "$TMPDIR_OWN/azure-config"
+			inst -m 0600 "$TMPDIR_OWN/azure-config" "$DESTDIR$AZURE_CONFIG"
+			record config "$AZURE_CONFIG" "$(checksum "$TMPDIR_OWN/azure-config")"
+			say "installed $DESTDIR$AZURE_CONFIG"
+		fi
+	fi
+
 	make_dir "$(dirname "$CONFIG")" 0755
 	if present "$DESTDIR$CONFIG"; then
 		say "kept existing $DESTDIR$CONFIG"
@@ -607,6 +744,9 @@ do_install() {
 	say "installed $DESTDIR$MANIFEST"
 
 	[ "$QEMU" -eq 0 ] || qemu_notes
+	[ "$GCP" -eq 0 ] || gcp_notes
+	[ "$AZURE" -eq 0 ] || azure_notes
+	[ "$AWS" -eq 0 ] || aws_notes
 }
 
 case $ACTION in

@@ -1,11 +1,11 @@
 //! Tests of `install.sh`: what it lays out where, the hypervisor hooks it writes (VMware Tools,
-//! legacy scripts, QEMU guest agent, Nutanix), and an uninstall that removes exactly what was
-//! installed.
+//! legacy scripts, QEMU guest agent, Nutanix, Google Compute Engine, Azure Backup), and an
+//! uninstall that removes exactly what was installed.
 //!
 //! No database and no release build is needed: a fake bin directory holds three tiny shell
 //! scripts named like the binaries, which append their name and arguments to a log file (and
-//! their PID to another, and exit with `$FAKE_EXIT`), and every run uses `DESTDIR` inside a
-//! private temporary directory.
+//! each argument bracketed to another, their PID to a third, and exit with `$FAKE_EXIT`), and
+//! every run uses `DESTDIR` inside a private temporary directory.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -30,6 +30,14 @@ const QEMU_HOOK: &str = "etc/qemu/fsfreeze-hook.d/mysql-snapshot";
 const QEMU_DIRECT: &str = "usr/local/sbin/mysql-snapshot-qemu-hook";
 const NUTANIX_FREEZE: &str = "usr/local/sbin/pre_freeze";
 const NUTANIX_THAW: &str = "usr/local/sbin/post_thaw";
+const GCP_DIR: &str = "etc/google/snapshots";
+const GCP_PRE: &str = "etc/google/snapshots/pre.sh";
+const GCP_POST: &str = "etc/google/snapshots/post.sh";
+const GCP_AGENT_CONFIG: &str = "etc/default/instance_configs.cfg";
+const AZURE_PRE: &str = "etc/azure/mysql-snapshot-pre.sh";
+const AZURE_POST: &str = "etc/azure/mysql-snapshot-post.sh";
+const AZURE_CONFIG: &str = "etc/azure/VMSnapshotScriptPluginConfig.json";
+const AWS_DOCUMENT: &str = "usr/local/share/mysql-snapshot/aws/mysql-snapshot-ssm-document.yaml";
 const MARKER: &str = "# installed by mysql-snapshot install.sh";
 
 fn install_sh() -> PathBuf {
@@ -59,10 +67,12 @@ impl Fixture {
         let fixture = Fixture { dir };
         for name in BINARIES {
             let script = format!(
-                "#!/bin/sh\nprintf '%s %s\\n' '{}' \"$*\" >> '{}'\necho $$ >> '{}'\nexit ${{FAKE_EXIT:-0}}\n",
-                name,
-                fixture.calls_log().display(),
-                fixture.pids_log().display()
+                "#!/bin/sh\nprintf '%s %s\\n' '{name}' \"$*\" >> '{calls}'\n\
+                 {{ printf '%s' '{name}'; printf ' [%s]' \"$@\"; echo; }} >> '{argv}'\n\
+                 echo $$ >> '{pids}'\nexit ${{FAKE_EXIT:-0}}\n",
+                calls = fixture.calls_log().display(),
+                argv = fixture.argv_log().display(),
+                pids = fixture.pids_log().display()
             );
             let path = fixture.bin_dir().join(name);
             fs::write(&path, script).expect("write a fake binary");
@@ -82,6 +92,12 @@ impl Fixture {
 
     fn pids_log(&self) -> PathBuf {
         self.dir.join("pids.log")
+    }
+
+    /// Each call's binary name and every argument in brackets, one call per line: shows where
+    /// one argument ends and the next begins (`--caller "a b"` is one argument).
+    fn argv_log(&self) -> PathBuf {
+        self.dir.join("argv.log")
     }
 
     fn root(&self) -> PathBuf {
@@ -132,6 +148,10 @@ impl Fixture {
 
     fn calls(&self) -> String {
         fs::read_to_string(self.calls_log()).unwrap_or_default()
+    }
+
+    fn argv(&self) -> String {
+        fs::read_to_string(self.argv_log()).unwrap_or_default()
     }
 }
 
@@ -468,6 +488,11 @@ fn uninstall_removes_exactly_what_install_installed() {
         QEMU_DIRECT,
         NUTANIX_FREEZE,
         NUTANIX_THAW,
+        GCP_PRE,
+        GCP_POST,
+        AZURE_PRE,
+        AZURE_POST,
+        AZURE_CONFIG,
         LOGROTATE,
         MANIFEST,
     ] {
@@ -491,6 +516,8 @@ fn uninstall_removes_exactly_what_install_installed() {
     );
     assert!(!exists(&fixture.at("etc/logrotate.d")));
     assert!(!exists(&fixture.at("etc/qemu")));
+    assert!(!exists(&fixture.at("etc/google")));
+    assert!(!exists(&fixture.at("etc/azure")));
 
     // A second uninstall finds no manifest: it says so, succeeds and removes nothing.
     let output = fixture.uninstall();
@@ -562,6 +589,8 @@ fn bad_arguments_exit_2_with_a_message() {
         &["uninstall", "--force"][..],
         &["--vmware", "--legacy"][..],
         &["uninstall", "--qemu"][..],
+        &["uninstall", "--gcp"][..],
+        &["uninstall", "--azure"][..],
     ] {
         let output = fixture.run(args);
         assert_eq!(
@@ -595,6 +624,9 @@ fn bad_arguments_exit_2_with_a_message() {
     assert_success(&output, "install.sh --help");
     assert!(stdout(&output).contains("Usage"), "{}", stdout(&output));
     assert!(stdout(&output).contains("DESTDIR"), "{}", stdout(&output));
+    for flag in ["--gcp", "--azure"] {
+        assert!(stdout(&output).contains(flag), "{}", stdout(&output));
+    }
 }
 
 #[test]
@@ -653,6 +685,18 @@ fn running_as_root() -> bool {
         .unwrap_or(false)
 }
 
+/// When the tests run as root (as install.sh does for real), `paths` are owned by root:root.
+fn assert_root_owned(fixture: &Fixture, paths: &[&str]) {
+    if !running_as_root() {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    for path in paths {
+        let meta = fs::metadata(fixture.at(path)).unwrap_or_else(|e| panic!("stat {path}: {e}"));
+        assert_eq!((meta.uid(), meta.gid()), (0, 0), "{path} is root-owned");
+    }
+}
+
 fn assert_is_our_hook(fixture: &Fixture, path: &str, sbin: &str) {
     let text = read(&fixture.at(path));
     assert!(text.starts_with("#!/bin/sh\n"), "{path}:\n{text}");
@@ -685,18 +729,31 @@ fn install_all_lays_out_every_hook_with_its_mode() {
         (QEMU_DIRECT, 0o755),
         (NUTANIX_FREEZE, 0o700),
         (NUTANIX_THAW, 0o700),
+        (GCP_PRE, 0o700),
+        (GCP_POST, 0o700),
+        (AZURE_PRE, 0o700),
+        (AZURE_POST, 0o700),
     ];
     for (path, expected) in hooks {
         assert_mode(&fixture.at(path), expected);
         assert_is_our_hook(&fixture, path, "/usr/local/sbin");
     }
-    if running_as_root() {
-        use std::os::unix::fs::MetadataExt;
-        for path in [NUTANIX_FREEZE, NUTANIX_THAW] {
-            let meta = fs::metadata(fixture.at(path)).expect("stat a Nutanix script");
-            assert_eq!((meta.uid(), meta.gid()), (0, 0), "{path} is root-owned");
-        }
-    }
+    assert_mode(&fixture.at(GCP_DIR), 0o700);
+    assert_mode(&fixture.at(AZURE_CONFIG), 0o600);
+    assert_mode(&fixture.at(AWS_DOCUMENT), 0o644);
+    assert_root_owned(
+        &fixture,
+        &[
+            NUTANIX_FREEZE,
+            NUTANIX_THAW,
+            GCP_DIR,
+            GCP_PRE,
+            GCP_POST,
+            AZURE_PRE,
+            AZURE_POST,
+            AZURE_CONFIG,
+        ],
+    );
     for name in BINARIES {
         assert_mode(&fixture.at(SBIN).join(name), 0o755);
     }
@@ -725,6 +782,10 @@ fn install_all_lays_out_every_hook_with_its_mode() {
         out.contains("fsfreeze-hook=/usr/local/sbin/mysql-snapshot-qemu-hook")
             && out.contains("/etc/qemu/qemu-ga.conf"),
         "the output says how to point qemu-ga at the direct dispatcher:\n{out}"
+    );
+    assert!(
+        out.contains("[Snapshots]") && out.contains("enabled = true"),
+        "the output says how to enable Google's snapshot scripts:\n{out}"
     );
 }
 
@@ -1000,4 +1061,522 @@ fn the_qemu_hook_follows_the_rhel_layout_and_qemu_hook_dir() {
     );
     assert_mode(&custom.at("opt/agent/hooks.d/mysql-snapshot"), 0o755);
     assert!(!exists(&custom.at(QEMU_HOOK)));
+}
+
+/// The plugin config install.sh writes for Azure Backup, key for key.
+fn our_azure_config() -> serde_json::Value {
+    serde_json::json!({
+        "pluginName": "ScriptRunner",
+        "preScriptLocation": "/etc/azure/mysql-snapshot-pre.sh",
+        "postScriptLocation": "/etc/azure/mysql-snapshot-post.sh",
+        "preScriptParams": [],
+        "postScriptParams": [],
+        "preScriptNoOfRetries": 0,
+        "postScriptNoOfRetries": 0,
+        "timeoutInSeconds": 60,
+        "continueBackupOnFailure": false,
+        "fsFreezeEnabled": true
+    })
+}
+
+/// Installs with the fake binaries and the extra `args`, and returns the failing output
+/// (`install` requires success).
+fn install_expecting_failure(fixture: &Fixture, args: &[&str]) -> Output {
+    let bin_dir = fixture.bin_dir();
+    let mut all = vec![
+        "--no-build",
+        "--bin-dir",
+        bin_dir.to_str().expect("UTF-8 path"),
+    ];
+    all.extend_from_slice(args);
+    let output = fixture.run(&all);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "install.sh {args:?} fails\nstdout:\n{}\nstderr:\n{}",
+        stdout(&output),
+        stderr(&output)
+    );
+    output
+}
+
+/// Runs an Azure script exactly as the VMSnapshot ScriptRunner does: `dash <script> <params...>`
+/// (`sh` on Debian is dash; the shebang is ignored), reading the plugin config at `config`.
+fn run_azure_script(
+    fixture: &Fixture,
+    path: &str,
+    params: &[&str],
+    config: &Path,
+    fake_exit: u8,
+) -> HookRun {
+    let _ = fs::remove_file(fixture.calls_log());
+    let _ = fs::remove_file(fixture.argv_log());
+    let _ = fs::remove_file(fixture.pids_log());
+    let child = Command::new("dash")
+        .arg(fixture.at(path))
+        .args(params)
+        .env("MYSQL_SNAPSHOT_SBIN", fixture.at(SBIN))
+        .env("MYSQL_SNAPSHOT_AZURE_CONFIG", config)
+        .env("FAKE_EXIT", fake_exit.to_string())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("run dash {path}: {e}"));
+    let pid = child.id();
+    let output = child.wait_with_output().expect("wait for the script");
+    let pids = fs::read_to_string(fixture.pids_log()).unwrap_or_default();
+    HookRun {
+        output,
+        calls: fixture.argv(),
+        exec: pids.trim() == pid.to_string(),
+    }
+}
+
+#[test]
+fn gcp_installs_pre_and_post_root_owned_0700_in_a_0700_directory_and_says_how_to_enable_them() {
+    let fixture = Fixture::new("gcp");
+    let output = fixture.install(&["--gcp"]);
+
+    for path in [GCP_PRE, GCP_POST] {
+        assert_mode(&fixture.at(path), 0o700);
+        assert_is_our_hook(&fixture, path, "/usr/local/sbin");
+    }
+    assert!(fixture.at(GCP_DIR).is_dir());
+    assert_mode(&fixture.at(GCP_DIR), 0o700);
+    assert_root_owned(&fixture, &[GCP_DIR, GCP_PRE, GCP_POST]);
+    assert!(
+        !exists(&fixture.at(HOOK)),
+        "a hook flag replaces the --vmware default"
+    );
+    assert!(
+        !exists(&fixture.at(GCP_AGENT_CONFIG)) && !exists(&fixture.at("etc/default")),
+        "install.sh never touches the agent's instance_configs.cfg"
+    );
+
+    let manifest = read(&fixture.at(MANIFEST));
+    for entry in [
+        format!("hook /{GCP_PRE}"),
+        format!("hook /{GCP_POST}"),
+        format!("dir /{GCP_DIR}"),
+        "dir /etc/google".to_string(),
+    ] {
+        assert!(
+            manifest.lines().any(|l| l == entry),
+            "the manifest lists {entry}:\n{manifest}"
+        );
+    }
+
+    let out = stdout(&output);
+    for words in [
+        "/etc/default/instance_configs.cfg",
+        "[Snapshots]",
+        "enabled = true",
+        "timeout_in_seconds",
+        "restart google-guest-agent",
+    ] {
+        assert!(out.contains(words), "the output mentions {words:?}:\n{out}");
+    }
+}
+
+#[test]
+fn gcp_keeps_an_existing_snapshots_directory_as_it_is_and_leaves_it_at_uninstall() {
+    let fixture = Fixture::new("gcp-dir");
+    let dir = fixture.at(GCP_DIR);
+    fs::create_dir_all(&dir).expect("create etc/google/snapshots");
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o750)).expect("chmod the directory");
+    fs::write(dir.join("notes.txt"), "the site's\n").expect("write a file of the site's");
+
+    fixture.install(&["--gcp"]);
+    assert_mode(&dir, 0o750);
+    assert_mode(&fixture.at(GCP_PRE), 0o700);
+    let manifest = read(&fixture.at(MANIFEST));
+    assert!(
+        !manifest.lines().any(|l| l.starts_with("dir /etc/google")),
+        "a directory install.sh did not create is not in the manifest:\n{manifest}"
+    );
+
+    fixture.uninstall();
+    assert!(!exists(&fixture.at(GCP_PRE)) && !exists(&fixture.at(GCP_POST)));
+    assert!(dir.is_dir(), "the directory that was there before stays");
+    assert_eq!(read(&dir.join("notes.txt")), "the site's\n");
+}
+
+#[test]
+fn azure_installs_two_scripts_and_a_plugin_config_that_names_them() {
+    let fixture = Fixture::new("azure");
+    let output = fixture.install(&["--azure"]);
+
+    for path in [AZURE_PRE, AZURE_POST] {
+        assert_mode(&fixture.at(path), 0o700);
+        assert_is_our_hook(&fixture, path, "/usr/local/sbin");
+    }
+    let config = fixture.at(AZURE_CONFIG);
+    assert_mode(&config, 0o600);
+    assert_root_owned(&fixture, &[AZURE_PRE, AZURE_POST, AZURE_CONFIG]);
+    let parsed: serde_json::Value =
+        serde_json::from_str(&read(&config)).expect("the plugin config is valid JSON");
+    assert_eq!(parsed, our_azure_config(), "exactly these keys and values");
+    assert!(
+        !exists(&fixture.at(HOOK)),
+        "a hook flag replaces the --vmware default"
+    );
+
+    let manifest = read(&fixture.at(MANIFEST));
+    assert!(
+        manifest
+            .lines()
+            .any(|l| l.starts_with(&format!("config /{AZURE_CONFIG} "))),
+        "the plugin config is recorded with its checksum:\n{manifest}"
+    );
+    for path in [AZURE_PRE, AZURE_POST] {
+        assert!(
+            manifest.lines().any(|l| l == format!("hook /{path}")),
+            "{manifest}"
+        );
+    }
+    let out = stdout(&output);
+    assert!(
+        out.contains(&format!("installed {}", config.display())),
+        "{out}"
+    );
+
+    // A second install keeps the config it wrote and still removes it at uninstall.
+    let output = fixture.install(&["--azure"]);
+    assert!(
+        stdout(&output).contains(&format!("kept existing {}", config.display())),
+        "{}",
+        stdout(&output)
+    );
+    assert_eq!(read(&fixture.at(MANIFEST)), manifest);
+    fixture.uninstall();
+    assert!(!exists(&config));
+    assert!(!exists(&fixture.at("etc/azure")));
+}
+
+#[test]
+fn an_existing_azure_plugin_config_is_never_overwritten_and_the_output_names_the_two_keys() {
+    let fixture = Fixture::new("azure-foreign-config");
+    let config = fixture.at(AZURE_CONFIG);
+    fs::create_dir_all(config.parent().expect("parent dir")).expect("create etc/azure");
+    let theirs = "{\n  \"pluginName\": \"ScriptRunner\",\n  \"preScriptLocation\": \"/opt/site/pre.sh\",\n  \"postScriptLocation\": \"/opt/site/post.sh\",\n  \"timeoutInSeconds\": 30\n}\n";
+    fs::write(&config, theirs).expect("write the site's plugin config");
+    fs::set_permissions(&config, fs::Permissions::from_mode(0o600)).expect("chmod");
+
+    let output = fixture.install(&["--azure"]);
+
+    assert_eq!(read(&config), theirs, "the site's config is untouched");
+    assert_mode(&config, 0o600);
+    assert_mode(&fixture.at(AZURE_PRE), 0o700);
+    assert_mode(&fixture.at(AZURE_POST), 0o700);
+    let out = stdout(&output);
+    for words in [
+        "preScriptLocation",
+        "postScriptLocation",
+        "/etc/azure/mysql-snapshot-pre.sh",
+        "/etc/azure/mysql-snapshot-post.sh",
+    ] {
+        assert!(out.contains(words), "the note names {words}:\n{out}");
+    }
+    let manifest = read(&fixture.at(MANIFEST));
+    assert!(
+        !manifest.contains("VMSnapshotScriptPluginConfig.json"),
+        "a config install.sh did not write is not in the manifest:\n{manifest}"
+    );
+    assert!(
+        !manifest.lines().any(|l| l == "dir /etc/azure"),
+        "{manifest}"
+    );
+
+    fixture.uninstall();
+    assert_eq!(read(&config), theirs, "uninstall leaves the site's config");
+    assert!(!exists(&fixture.at(AZURE_PRE)) && !exists(&fixture.at(AZURE_POST)));
+}
+
+#[test]
+fn uninstall_keeps_an_edited_azure_plugin_config_and_removes_the_scripts() {
+    let fixture = Fixture::new("azure-edited");
+    fixture.install(&["--azure"]);
+    let config = fixture.at(AZURE_CONFIG);
+    let edited = read(&config).replace("\"timeoutInSeconds\": 60", "\"timeoutInSeconds\": 120");
+    assert_ne!(edited, read(&config), "the edit changes the file");
+    fs::write(&config, &edited).expect("edit the plugin config");
+
+    let output = fixture.uninstall();
+
+    assert_eq!(read(&config), edited, "an edited plugin config survives");
+    let out = stdout(&output);
+    assert!(out.contains(&format!("kept {}", config.display())), "{out}");
+    for path in [AZURE_PRE, AZURE_POST] {
+        assert!(!exists(&fixture.at(path)), "{path} removed");
+        assert!(
+            out.contains(&format!("removed {}", fixture.at(path).display())),
+            "{out}"
+        );
+    }
+}
+
+#[test]
+fn foreign_google_and_azure_scripts_are_never_overwritten() {
+    let cases = [
+        ("--gcp", GCP_PRE, GCP_POST),
+        ("--gcp", GCP_POST, GCP_PRE),
+        ("--azure", AZURE_PRE, AZURE_POST),
+        ("--azure", AZURE_POST, AZURE_PRE),
+        ("--all", GCP_PRE, GCP_POST),
+    ];
+    for (flag, theirs_path, other) in cases {
+        let fixture = Fixture::new("cloud-foreign");
+        let script = fixture.at(theirs_path);
+        fs::create_dir_all(script.parent().expect("parent dir")).expect("create the directory");
+        let theirs = "#!/bin/sh\n# the site's own snapshot script\nfsfreeze -f /srv\n";
+        fs::write(&script, theirs).expect("write a foreign script");
+        fs::set_permissions(&script, fs::Permissions::from_mode(0o700)).expect("chmod");
+
+        let output = install_expecting_failure(&fixture, &[flag]);
+
+        let err = stderr(&output);
+        assert!(err.contains(&script.display().to_string()), "{flag}: {err}");
+        assert!(err.contains("Nothing was installed"), "{flag}: {err}");
+        assert_eq!(
+            read(&script),
+            theirs,
+            "{flag}: the foreign script is untouched"
+        );
+        assert_mode(&script, 0o700);
+        assert!(!exists(&fixture.at(other)), "{flag}: {other} not installed");
+        assert!(
+            !exists(&fixture.at(SBIN).join("mysql-snapshot-freeze")),
+            "{flag}: nothing is installed"
+        );
+        assert!(!exists(&fixture.at(AZURE_CONFIG)), "{flag}");
+        assert!(!exists(&fixture.at(MANIFEST)), "{flag}");
+    }
+}
+
+#[test]
+fn the_google_hooks_exec_freeze_and_thaw_with_sync_and_the_disk_list_as_caller() {
+    let fixture = Fixture::new("gcp-dispatch");
+    fixture.install(&["--gcp"]);
+    let disks = "persistent-disk-0,disk-1";
+    let cases: &[(&str, &[&str], &str)] = &[
+        (
+            GCP_PRE,
+            &[disks],
+            "mysql-snapshot-freeze [--sync-filesystems] [--caller] \
+             [google-guest-agent disks=persistent-disk-0,disk-1] [freeze]",
+        ),
+        (
+            GCP_PRE,
+            &[],
+            "mysql-snapshot-freeze [--sync-filesystems] [--caller] [google-guest-agent disks=] [freeze]",
+        ),
+        (
+            GCP_PRE,
+            &["disk with space", "extra"],
+            "mysql-snapshot-freeze [--sync-filesystems] [--caller] \
+             [google-guest-agent disks=disk with space] [freeze]",
+        ),
+        (
+            GCP_POST,
+            &[disks],
+            "mysql-snapshot-thaw [--caller] [google-guest-agent disks=persistent-disk-0,disk-1] [thaw]",
+        ),
+        (
+            GCP_POST,
+            &[],
+            "mysql-snapshot-thaw [--caller] [google-guest-agent disks=] [thaw]",
+        ),
+    ];
+    for (path, args, expected) in cases {
+        let _ = fs::remove_file(fixture.argv_log());
+        // Directly, as google-guest-agent does (shebang and exec bit).
+        let run = run_script(&fixture, path, args, 0);
+        assert_success(&run.output, &format!("{path} {args:?}"));
+        assert_eq!(
+            fixture.argv(),
+            format!("{expected}\n"),
+            "{path} {args:?} runs exactly one binary with exactly these arguments"
+        );
+        assert!(
+            run.exec,
+            "{path} {args:?} execs the binary: no shell stays behind holding the pipes the \
+             agent reads to EOF"
+        );
+        assert!(
+            run.output.stdout.is_empty() && run.output.stderr.is_empty(),
+            "{path} adds no output of its own"
+        );
+    }
+    for path in [GCP_PRE, GCP_POST] {
+        for code in [1u8, 5] {
+            let run = run_script(&fixture, path, &[disks], code);
+            assert_eq!(
+                run.output.status.code(),
+                Some(i32::from(code)),
+                "{path} exits with the binary's status, so a refused lock fails the snapshot"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_azure_scripts_run_by_sh_exec_freeze_and_thaw_and_sync_only_when_fsfreeze_is_off() {
+    let fixture = Fixture::new("azure-dispatch");
+    fixture.install(&["--azure"]);
+    let installed = fixture.at(AZURE_CONFIG);
+    let configs = fixture.dir.join("configs");
+    fs::create_dir_all(&configs).expect("create the configs dir");
+    let variant = |name: &str, text: &str| {
+        let path = configs.join(name);
+        fs::write(&path, text).expect("write a plugin config variant");
+        path
+    };
+    let ours = read(&installed);
+    let off_spaced = variant(
+        "off-spaced.json",
+        &ours.replace("\"fsFreezeEnabled\": true", "\"fsFreezeEnabled\" :  false"),
+    );
+    let off_compact = variant(
+        "off-compact.json",
+        "{\"pluginName\":\"ScriptRunner\",\"fsFreezeEnabled\":false,\"timeoutInSeconds\":60}",
+    );
+    let off_wrapped = variant(
+        "off-wrapped.json",
+        "{\n\t\"fsFreezeEnabled\":\n\t\tfalse\n}\n",
+    );
+    let on_compact = variant("on-compact.json", "{\"fsFreezeEnabled\":true}");
+    let absent_key = variant("no-key.json", "{\"pluginName\": \"ScriptRunner\"}");
+    let missing = configs.join("missing.json");
+
+    let freeze = "mysql-snapshot-freeze [--caller] [azure-vmsnapshot] [freeze]";
+    let freeze_sync =
+        "mysql-snapshot-freeze [--sync-filesystems] [--caller] [azure-vmsnapshot] [freeze]";
+    let thaw = "mysql-snapshot-thaw [--caller] [azure-vmsnapshot] [thaw]";
+    let cases: Vec<(&str, &[&str], &Path, &str)> = vec![
+        // The plugin freezes by default: no sync needed.
+        (AZURE_PRE, &[], &installed, freeze),
+        (AZURE_PRE, &["param1", "param 2"], &installed, freeze),
+        (AZURE_PRE, &[], &on_compact, freeze),
+        (AZURE_PRE, &[], &absent_key, freeze),
+        (AZURE_PRE, &[], &missing, freeze),
+        // fsFreezeEnabled false: nobody freezes, so freeze syncs the filesystems.
+        (AZURE_PRE, &[], &off_spaced, freeze_sync),
+        (AZURE_PRE, &[], &off_compact, freeze_sync),
+        (AZURE_PRE, &["p"], &off_wrapped, freeze_sync),
+        (AZURE_POST, &[], &installed, thaw),
+        (AZURE_POST, &["param1"], &off_spaced, thaw),
+    ];
+    for (path, params, config, expected) in cases {
+        let run = run_azure_script(&fixture, path, params, config, 0);
+        let what = format!("dash {path} {params:?} with {}", config.display());
+        assert_success(&run.output, &what);
+        assert_eq!(
+            run.calls,
+            format!("{expected}\n"),
+            "{what} runs exactly one binary with exactly these arguments"
+        );
+        assert!(run.exec, "{what} execs the binary");
+        assert!(
+            run.output.stdout.is_empty() && run.output.stderr.is_empty(),
+            "{what} adds no output of its own (the plugin never reads its pipes): {}",
+            stderr(&run.output)
+        );
+    }
+    for path in [AZURE_PRE, AZURE_POST] {
+        for code in [1u8, 5] {
+            let run = run_azure_script(&fixture, path, &[], &installed, code);
+            assert_eq!(
+                run.output.status.code(),
+                Some(i32::from(code)),
+                "dash {path} exits with the binary's status"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_hook_template_is_posix_sh_with_the_marker_line() {
+    let hooks = Path::new(env!("CARGO_MANIFEST_DIR")).join("../hooks");
+    let mut checked = 0;
+    for entry in fs::read_dir(&hooks).expect("read hooks/") {
+        let path = entry.expect("dir entry").path();
+        if path.extension().is_some_and(|e| e == "json") {
+            let text = read(&path);
+            serde_json::from_str::<serde_json::Value>(&text)
+                .unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()));
+            continue;
+        }
+        let text = read(&path);
+        assert!(text.starts_with("#!/bin/sh\n"), "{}", path.display());
+        assert!(
+            text.lines().any(|l| l == MARKER),
+            "{} carries the marker",
+            path.display()
+        );
+        for shell in ["sh", "dash"] {
+            let output = Command::new(shell)
+                .arg("-n")
+                .arg(&path)
+                .output()
+                .unwrap_or_else(|e| panic!("run {shell} -n: {e}"));
+            assert_success(&output, &format!("{shell} -n {}", path.display()));
+        }
+        checked += 1;
+    }
+    assert!(checked >= 9, "found only {checked} hook templates");
+}
+
+#[test]
+fn an_existing_azure_plugin_config_that_already_names_our_scripts_is_kept_without_edit_advice() {
+    let fixture = Fixture::new("azure-own-config");
+    let config = fixture.at(AZURE_CONFIG);
+    fs::create_dir_all(config.parent().expect("parent dir")).expect("create etc/azure");
+    // The site's own file, written by hand or by configuration management, compact JSON.
+    let theirs = "{\"pluginName\":\"ScriptRunner\",\"preScriptLocation\":\"/etc/azure/mysql-snapshot-pre.sh\",\
+                  \"postScriptLocation\":\"/etc/azure/mysql-snapshot-post.sh\",\"timeoutInSeconds\":120}\n";
+    fs::write(&config, theirs).expect("write the plugin config");
+
+    let output = fixture.install(&["--azure"]);
+
+    assert_eq!(read(&config), theirs);
+    let out = stdout(&output);
+    assert!(out.contains("already names"), "{out}");
+    assert!(
+        !out.contains("set these two keys"),
+        "no advice to edit what is already right:\n{out}"
+    );
+}
+
+#[test]
+fn aws_installs_the_ssm_document_pointed_at_the_installed_binaries_and_no_hypervisor_hook() {
+    for (prefix, sbin) in [("/usr/local", "/usr/local/sbin"), ("/usr", "/usr/sbin")] {
+        let fixture = Fixture::new("aws");
+        let bin_dir = fixture.bin_dir();
+        let args = [
+            "--no-build",
+            "--bin-dir",
+            bin_dir.to_str().expect("temp dir path is UTF-8"),
+            "--aws",
+        ];
+        let output = fixture.run_with(&args, &[("PREFIX", prefix)]);
+        assert_success(&output, "install --aws");
+        let document = format!(
+            "{}/share/mysql-snapshot/aws/mysql-snapshot-ssm-document.yaml",
+            prefix.trim_start_matches('/')
+        );
+        let path = fixture.at(&document);
+        assert_mode(&path, 0o644);
+        let text = read(&path);
+        assert!(
+            text.contains(&format!("SBIN=${{MYSQL_SNAPSHOT_SBIN:-{sbin}}}")),
+            "the document must call the binaries in {sbin}:\n{text}"
+        );
+        assert!(
+            !exists(&fixture.at(HOOK)),
+            "--aws alone installs no VMware hook"
+        );
+        assert!(stdout(&output).contains("aws ssm create-document"));
+        fixture.uninstall();
+        assert!(!exists(&path), "uninstall removes the document");
+    }
 }
