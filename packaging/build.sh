@@ -23,6 +23,10 @@ target/packages/mysql-snapshot-<version>-1.<arch>.rpm:
   /etc/mysql-snapshot.cnf                                  0600  conffile
   /etc/logrotate.d/mysql-snapshot                          0644  conffile
   /usr/share/mysql-snapshot/nutanix/{pre_freeze,post_thaw} 0644  (copy to /usr/local/sbin, 0700)
+  /usr/share/mysql-snapshot/gcp/{pre,post}.sh              0644  (copy to /etc/google/snapshots, 0700)
+  /usr/share/mysql-snapshot/azure/mysql-snapshot-{pre,post}.sh, VMSnapshotScriptPluginConfig.json
+                                                           0644  (copy to /etc/azure: 0700, 0600)
+  /usr/share/mysql-snapshot/aws/mysql-snapshot-ssm-document.yaml  0644  (register with aws ssm)
   /usr/share/man/man8/mysql-snapshot-{freeze,thaw,locker}.8.gz, man5/mysql-snapshot.cnf.5.gz
   /var/lib/mysql-snapshot                                  0700  (made by postinst / %post)
 

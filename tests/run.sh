@@ -16,6 +16,8 @@ have sysbench || need="$need sysbench"
 # The VM tests: a Debian guest under QEMU (TCG), its disks handled with qemu-img.
 have qemu-system-x86_64 || need="$need qemu-system-x86"
 have qemu-img || need="$need qemu-utils"
+# The AWS test reads the SSM document (YAML) with python3's yaml module: a package, not a program.
+python3 -c 'import yaml' 2>/dev/null || need="$need python3-yaml"
 if [ -n "$need" ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "tests/run.sh: missing packages:$need; install them (as root: apt-get install -y$need) and run again" >&2

@@ -19,7 +19,7 @@ use harness::package::{repo, text};
 use harness::TempDir;
 
 /// Every file the .deb installs, with its mode. Directories are all 0755 and not listed.
-const FILES: [(&str, u32); 15] = [
+const FILES: [(&str, u32); 21] = [
     ("usr/sbin/mysql-snapshot-freeze", 0o755),
     ("usr/sbin/mysql-snapshot-thaw", 0o755),
     ("usr/sbin/mysql-snapshot-locker", 0o755),
@@ -30,6 +30,24 @@ const FILES: [(&str, u32); 15] = [
     ("etc/logrotate.d/mysql-snapshot", 0o644),
     ("usr/share/mysql-snapshot/nutanix/pre_freeze", 0o644),
     ("usr/share/mysql-snapshot/nutanix/post_thaw", 0o644),
+    ("usr/share/mysql-snapshot/gcp/pre.sh", 0o644),
+    ("usr/share/mysql-snapshot/gcp/post.sh", 0o644),
+    (
+        "usr/share/mysql-snapshot/azure/mysql-snapshot-pre.sh",
+        0o644,
+    ),
+    (
+        "usr/share/mysql-snapshot/azure/mysql-snapshot-post.sh",
+        0o644,
+    ),
+    (
+        "usr/share/mysql-snapshot/azure/VMSnapshotScriptPluginConfig.json",
+        0o644,
+    ),
+    (
+        "usr/share/mysql-snapshot/aws/mysql-snapshot-ssm-document.yaml",
+        0o644,
+    ),
     ("usr/share/man/man8/mysql-snapshot-freeze.8.gz", 0o644),
     ("usr/share/man/man8/mysql-snapshot-thaw.8.gz", 0o644),
     ("usr/share/man/man8/mysql-snapshot-locker.8.gz", 0o644),
@@ -45,12 +63,16 @@ const CONFFILES: [&str; 4] = [
     "/etc/logrotate.d/mysql-snapshot",
 ];
 
-const HOOKS: [&str; 5] = [
+const HOOKS: [&str; 9] = [
     "usr/sbin/mysql-snapshot-qemu-hook",
     "etc/vmware-tools/backupScripts.d/50-mysql-snapshot",
     "etc/qemu/fsfreeze-hook.d/mysql-snapshot",
     "usr/share/mysql-snapshot/nutanix/pre_freeze",
     "usr/share/mysql-snapshot/nutanix/post_thaw",
+    "usr/share/mysql-snapshot/gcp/pre.sh",
+    "usr/share/mysql-snapshot/gcp/post.sh",
+    "usr/share/mysql-snapshot/azure/mysql-snapshot-pre.sh",
+    "usr/share/mysql-snapshot/azure/mysql-snapshot-post.sh",
 ];
 
 fn run(command: &mut Command, what: &str) -> Output {
@@ -151,6 +173,16 @@ fn the_packaged_hooks_point_at_usr_sbin_and_the_binaries_run() {
             "{hook} carries no staging path or placeholder:\n{text}"
         );
     }
+
+    let document = fs::read_to_string(
+        root.path()
+            .join("usr/share/mysql-snapshot/aws/mysql-snapshot-ssm-document.yaml"),
+    )
+    .unwrap();
+    assert!(
+        document.contains("SBIN=${MYSQL_SNAPSHOT_SBIN:-/usr/sbin}"),
+        "the packaged SSM document runs the packaged binaries in /usr/sbin:\n{document}"
+    );
 
     // The packaged binaries are real, runnable builds of this version.
     let sbin = root.path().join("usr/sbin");
