@@ -13,9 +13,11 @@
 # and MYSQL_SNAPSHOT_AZURE_CONFIG the plugin config read here (default
 # /etc/azure/VMSnapshotScriptPluginConfig.json); both exist for tests of a staged install, the
 # plugin sets neither.
+# --snapshot-timeout 50: the plugin never kills a pre-script that outlives its timeoutInSeconds
+# (60 in install.sh's config) but goes on without it; freeze gives up before that.
 SBIN=${MYSQL_SNAPSHOT_SBIN:-@SBIN@}
 AZURE_CONFIG=${MYSQL_SNAPSHOT_AZURE_CONFIG:-/etc/azure/VMSnapshotScriptPluginConfig.json}
 if tr -d '[:space:]' 2>/dev/null <"$AZURE_CONFIG" | grep -q '"fsFreezeEnabled":false'; then
-	exec "$SBIN/mysql-snapshot-freeze" --sync-filesystems --caller "azure-vmsnapshot" freeze
+	exec "$SBIN/mysql-snapshot-freeze" --sync-filesystems --snapshot-timeout 50 --caller "azure-vmsnapshot" freeze
 fi
-exec "$SBIN/mysql-snapshot-freeze" --caller "azure-vmsnapshot" freeze
+exec "$SBIN/mysql-snapshot-freeze" --snapshot-timeout 50 --caller "azure-vmsnapshot" freeze

@@ -7,9 +7,11 @@
 # Google does not freeze the filesystems: --sync-filesystems makes freeze syncfs() every
 # filesystem holding server files once the lock is held, so that what the server wrote is on
 # the disks the snapshot copies.
+# --snapshot-timeout 50: freeze gives up (and releases) before the agent's default
+# timeout_in_seconds of 60 kills it, so a refusal is reported as one (event=refused).
 # exec: the agent reads the script's stdout/stderr until EOF, so no shell may stay behind
 # holding them (the binaries detach their locker with stdio on /dev/null).
 # MYSQL_SNAPSHOT_SBIN overrides the directory of the binaries (default fixed at install time);
 # it exists for tests of a staged install, google-guest-agent does not set it.
 SBIN=${MYSQL_SNAPSHOT_SBIN:-@SBIN@}
-exec "$SBIN/mysql-snapshot-freeze" --sync-filesystems --caller "google-guest-agent disks=${1-}" freeze
+exec "$SBIN/mysql-snapshot-freeze" --sync-filesystems --snapshot-timeout 50 --caller "google-guest-agent disks=${1-}" freeze

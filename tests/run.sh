@@ -16,6 +16,9 @@ have sysbench || need="$need sysbench"
 # The VM tests: a Debian guest under QEMU (TCG), its disks handled with qemu-img.
 have qemu-system-x86_64 || need="$need qemu-system-x86"
 have qemu-img || need="$need qemu-utils"
+# The Galera tests: a 2-node cluster (the provider is a library, not a program) joined by rsync SST.
+[ -f /usr/lib/galera/libgalera_smm.so ] || need="$need galera-4"
+have rsync || need="$need rsync"
 # The AWS test reads the SSM document (YAML) with python3's yaml module: a package, not a program.
 python3 -c 'import yaml' 2>/dev/null || need="$need python3-yaml"
 if [ -n "$need" ]; then

@@ -146,16 +146,26 @@ pub struct InfoFile {
     pub seed_replica_sql: Option<SeedSql>,
     /// Statements that make a sibling replica of this server's sources from the snapshot.
     pub clone_replica_sql: Option<Vec<String>>,
-    /// Where the server's files live, as far as this snapshot needed to know.
+    /// Where the server's files live, and (with `sync-filesystems`) what was synced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<StorageSection>,
+    /// The durability settings and non-transactional tables, read before the lock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub durability: Option<crate::durability::Durability>,
+    /// On a Galera node: the cluster, and the node's exact position while locked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub galera: Option<crate::galera::Galera>,
 }
 
-/// The info file's `storage`: with `sync-filesystems` on, the filesystems synced (each once, all
-/// before the info file's freeze reported success).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// The info file's `storage`: every server path with its mount point, type and device, the
+/// flags about them, and with `sync-filesystems` on the filesystems synced (each once, all before
+/// freeze reported success).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct StorageSection {
-    pub synced: Vec<crate::storage::Filesystem>,
+    pub paths: std::collections::BTreeMap<String, crate::storage::PathEntry>,
+    pub flags: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synced: Option<Vec<crate::storage::Filesystem>>,
 }
 
 impl InfoFile {
@@ -188,6 +198,8 @@ impl InfoFile {
             gtid: coordinates.gtid.clone(),
             replicas: coordinates.replicas.clone(),
             storage: None,
+            durability: None,
+            galera: None,
         }
     }
 }

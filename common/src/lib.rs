@@ -9,7 +9,9 @@
 pub mod cli;
 pub mod config;
 pub mod coordinates;
+pub mod durability;
 pub mod error;
+pub mod galera;
 pub mod grants;
 pub mod lock;
 pub mod logging;
@@ -21,6 +23,7 @@ pub mod replication;
 pub mod server;
 pub mod state;
 pub mod storage;
+pub mod surroundings;
 pub mod time;
 
 pub use config::Config;

@@ -93,6 +93,12 @@ pub struct State {
     /// The filesystems synced while the lock was held (`sync-filesystems`), with how long each took.
     #[serde(default)]
     pub synced: Option<Vec<crate::storage::Synced>>,
+    /// What the locker found about the surroundings before the lock that freeze must log: the
+    /// storage flags (`event=storage`) and hard durability warnings (`event=durability`).
+    #[serde(default)]
+    pub storage_flags: Option<Vec<String>>,
+    #[serde(default)]
+    pub durability_warnings: Option<Vec<String>>,
     pub updated_at: String,
 }
 
@@ -118,6 +124,8 @@ impl State {
             reason: None,
             coordinates: None,
             synced: None,
+            storage_flags: None,
+            durability_warnings: None,
             updated_at: crate::time::now_rfc3339(),
         }
     }

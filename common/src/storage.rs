@@ -36,23 +36,260 @@ const PATH_VARIABLES: [(&str, &str); 8] = [
     ("log_bin_index", "binlog-index"),
 ];
 
+/// Places the server writes that a restore does not need: mapped and shown, never flagged.
+pub const INFORMATIONAL_VARIABLES: [(&str, &str); 2] = [
+    ("tmpdir", "tmpdir"),
+    ("secure_file_priv", "secure-file-priv"),
+];
+
+/// Every variable [`paths_from_variables`] and [`informational_paths`] read.
+pub fn variable_names() -> Vec<&'static str> {
+    PATH_VARIABLES
+        .iter()
+        .chain(INFORMATIONAL_VARIABLES.iter())
+        .map(|(name, _)| *name)
+        .collect()
+}
+
+/// The informational paths (`tmpdir`, which may list several directories, and
+/// `secure_file_priv`) named by `SHOW GLOBAL VARIABLES` rows.
+pub fn informational_paths(rows: &[(String, Option<String>)]) -> Vec<(String, PathBuf)> {
+    let mut paths = Vec::new();
+    for (name, role) in INFORMATIONAL_VARIABLES {
+        let Some(raw) = rows
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .and_then(|(_, v)| v.as_deref())
+        else {
+            continue;
+        };
+        // tmpdir may be a ':'-separated list; secure_file_priv NULL or empty means none.
+        for (i, part) in raw
+            .split(':')
+            .map(str::trim)
+            .filter(|p| p.starts_with('/'))
+            .enumerate()
+        {
+            let role = if i == 0 {
+                role.to_string()
+            } else {
+                format!("{role}-{}", i + 1)
+            };
+            paths.push((role, PathBuf::from(part)));
+        }
+    }
+    paths
+}
+
+/// Where one path lives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PathEntry {
+    pub path: PathBuf,
+    pub mount_point: PathBuf,
+    pub fstype: String,
+    pub device: String,
+}
+
+/// Every server path resolved to its filesystem, and what about them a DBA must know.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StorageMap {
+    /// One entry per role (`datadir`, `binlog`, `innodb-redo`, …, `info-file`, `tmpdir`).
+    pub paths: std::collections::BTreeMap<String, PathEntry>,
+    /// One line per flagged path (memory or network filesystem, excluded by VMware Tools, spread
+    /// over several devices); empty when nothing is flagged.
+    pub flags: Vec<String>,
+}
+
+/// Filesystem types whose content is in no disk snapshot.
+const MEMORY_FS: [&str; 2] = ["tmpfs", "ramfs"];
+/// Filesystem types no hypervisor agent freezes (vmtoolsd skips them) and no VM disk holds.
+const NETWORK_FS: [&str; 9] = [
+    "nfs",
+    "nfs4",
+    "cifs",
+    "smb3",
+    "smbfs",
+    "ceph",
+    "glusterfs",
+    "9p",
+    "lustre",
+];
+
+fn is_network(fstype: &str) -> bool {
+    NETWORK_FS.contains(&fstype) || fstype == "fuse" || fstype.starts_with("fuse.")
+}
+
+/// Maps `recovery` paths (needed to restore the copy: flagged when at risk) and `informational`
+/// ones (shown only) onto `mounts`; `excluded` are VMware Tools' `excludedFileSystems` patterns.
+/// A path that cannot be resolved is a flag, not an error.
+pub fn map(
+    recovery: &[(String, PathBuf)],
+    informational: &[(String, PathBuf)],
+    mounts: &[Mount],
+    excluded: &[String],
+) -> StorageMap {
+    let mut storage = StorageMap::default();
+    let mut devices: Vec<String> = Vec::new();
+    for (role, path, needed) in recovery
+        .iter()
+        .map(|(r, p)| (r, p, true))
+        .chain(informational.iter().map(|(r, p)| (r, p, false)))
+    {
+        let Some((mount, _)) = resolve(path, mounts) else {
+            if needed {
+                storage.flags.push(format!(
+                    "the {role} path {} cannot be found on this machine",
+                    path.display()
+                ));
+            }
+            continue;
+        };
+        storage.paths.insert(
+            role.clone(),
+            PathEntry {
+                path: path.clone(),
+                mount_point: mount.mount_point.clone(),
+                fstype: mount.fstype.clone(),
+                device: mount.source.clone(),
+            },
+        );
+        if !needed {
+            continue;
+        }
+        let at = format!(
+            "the {role} ({}) is on {} {} ({})",
+            path.display(),
+            mount.fstype,
+            mount.mount_point.display(),
+            mount.source
+        );
+        if MEMORY_FS.contains(&mount.fstype.as_str()) {
+            storage.flags.push(format!(
+                "{at}: memory, in no snapshot — a restored copy lacks it; move it to a disk"
+            ));
+        } else if is_network(&mount.fstype) {
+            storage.flags.push(format!(
+                "{at}: a network filesystem, never frozen by the hypervisor's agent and not in the VM's disk snapshot; move it to a local disk"
+            ));
+        } else if let Some(pattern) = excluded
+            .iter()
+            .find(|p| glob(p, &mount.mount_point.to_string_lossy()))
+        {
+            storage.flags.push(format!(
+                "{at}: excluded from the freeze by VMware Tools ([vmbackup] excludedFileSystems = {pattern}); remove it from that list"
+            ));
+        }
+        if !MEMORY_FS.contains(&mount.fstype.as_str())
+            && !is_network(&mount.fstype)
+            && !devices.contains(&mount.source)
+        {
+            devices.push(mount.source.clone());
+        }
+    }
+    if devices.len() > 1 {
+        storage.flags.push(format!(
+            "note: the server's files span {} devices ({}): the hypervisor must snapshot all of them together (one consistency group)",
+            devices.len(),
+            devices.join(", ")
+        ));
+    }
+    storage
+}
+
+/// The storage map of this machine: `/proc/self/mountinfo` and VMware Tools' tools.conf.
+pub fn map_here(recovery: &[(String, PathBuf)], informational: &[(String, PathBuf)]) -> StorageMap {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo")
+        .map(|t| parse_mountinfo(&t))
+        .unwrap_or_default();
+    let excluded = std::fs::read_to_string("/etc/vmware-tools/tools.conf")
+        .map(|t| vmware_excluded(&t))
+        .unwrap_or_default();
+    map(recovery, informational, &mounts, &excluded)
+}
+
+/// `[vmbackup] excludedFileSystems` of a tools.conf: comma-separated mount-point patterns.
+pub fn vmware_excluded(tools_conf: &str) -> Vec<String> {
+    let mut in_section = false;
+    let mut found = Vec::new();
+    for line in tools_conf.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_section = line.eq_ignore_ascii_case("[vmbackup]");
+        } else if let Some((key, value)) = line.split_once('=') {
+            if in_section && key.trim() == "excludedFileSystems" {
+                found = value
+                    .split(',')
+                    .map(|p| p.trim().to_string())
+                    .filter(|p| !p.is_empty())
+                    .collect();
+            }
+        }
+    }
+    found
+}
+
+/// `*` and `?` wildcards, as VMware Tools matches excludedFileSystems.
+fn glob(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
+}
+
+/// The mount holding `path` (its nearest existing ancestor, symlinks resolved) and that path.
+fn resolve<'a>(path: &Path, mounts: &'a [Mount]) -> Option<(&'a Mount, PathBuf)> {
+    let existing = nearest_existing(path)?;
+    let resolved = std::fs::canonicalize(&existing).unwrap_or(existing);
+    let number = std::fs::metadata(&resolved)
+        .ok()
+        .map(|m| (dev_major(m.dev()), dev_minor(m.dev())));
+    let mount = number
+        .and_then(|n| longest_prefix(mounts, &resolved, Some(n)))
+        .or_else(|| longest_prefix(mounts, &resolved, None))?;
+    Some((mount, resolved))
+}
+
 /// How often the syncs are looked at while they run.
 const SYNC_POLL: Duration = Duration::from_millis(1);
 
 /// The places to sync: (role, absolute path as the server names it).
 pub fn server_paths(conn: &mut Conn) -> Result<Vec<(String, PathBuf)>> {
-    let names: Vec<String> = PATH_VARIABLES
-        .iter()
-        .map(|(name, _)| format!("'{name}'"))
-        .collect();
+    let names: Vec<&str> = PATH_VARIABLES.iter().map(|(name, _)| *name).collect();
+    Ok(paths_from_variables(&show_variables(conn, &names)?))
+}
+
+/// `SHOW GLOBAL VARIABLES` for `names` (absent ones are simply not in the result).
+pub fn show_variables(conn: &mut Conn, names: &[&str]) -> Result<Vec<(String, Option<String>)>> {
+    show_global(conn, "VARIABLES", names)
+}
+
+/// `SHOW GLOBAL <what>` (`VARIABLES` or `STATUS`) for `names`.
+pub fn show_global(
+    conn: &mut Conn,
+    what: &str,
+    names: &[&str],
+) -> Result<Vec<(String, Option<String>)>> {
+    let quoted: Vec<String> = names.iter().map(|name| format!("'{name}'")).collect();
     let statement = format!(
-        "SHOW GLOBAL VARIABLES WHERE Variable_name IN ({})",
-        names.join(", ")
+        "SHOW GLOBAL {what} WHERE Variable_name IN ({})",
+        quoted.join(", ")
     );
-    let rows: Vec<(String, Option<String>)> = conn
-        .query(&statement)
-        .map_err(|e| Error::server(&statement, &e))?;
-    Ok(paths_from_variables(&rows))
+    conn.query(&statement)
+        .map_err(|e| Error::server(&statement, &e))
 }
 
 /// The roles and absolute paths named by `SHOW GLOBAL VARIABLES` rows; unset ones are skipped.
@@ -158,27 +395,21 @@ pub struct Filesystem {
 /// filesystem cannot be found is an error naming it: syncing "everything but that" would be a
 /// silent gap.
 pub fn filesystems_of(paths: &[(String, PathBuf)], mounts: &[Mount]) -> Result<Vec<Filesystem>> {
+    if !paths.iter().any(|(role, _)| role == "datadir") {
+        return Err(Error::Server {
+            statement: "SHOW GLOBAL VARIABLES LIKE 'datadir'".into(),
+            message: "the server named no datadir: there is nothing to sync".into(),
+        });
+    }
     let mut found: Vec<Filesystem> = Vec::new();
     for (role, path) in paths {
-        let existing = nearest_existing(path).ok_or_else(|| Error::Io {
-            what: format!("find the filesystem of the server's {role} path"),
+        let (mount, resolved) = resolve(path, mounts).ok_or_else(|| Error::Io {
+            what: format!(
+                "find (here, where the hook runs: a server in a container needs the hook inside it) the filesystem of the server's {role} path"
+            ),
             path: path.clone(),
             source: std::io::ErrorKind::NotFound.into(),
         })?;
-        let resolved = std::fs::canonicalize(&existing).unwrap_or(existing.clone());
-        let dev = std::fs::metadata(&resolved)
-            .map_err(|e| Error::io(format!("stat the server's {role} path"), &resolved, e))?
-            .dev();
-        let number = (dev_major(dev), dev_minor(dev));
-        let mount = longest_prefix(mounts, &resolved, Some(number))
-            .or_else(|| longest_prefix(mounts, &resolved, None))
-            .ok_or_else(|| Error::Io {
-                what: format!(
-                    "find in /proc/self/mountinfo the filesystem of the server's {role} path"
-                ),
-                path: resolved.clone(),
-                source: std::io::ErrorKind::NotFound.into(),
-            })?;
         match found
             .iter_mut()
             .find(|f| f.mount_point == mount.mount_point && f.device == mount.source)
@@ -207,15 +438,18 @@ pub fn filesystems_here(paths: &[(String, PathBuf)]) -> Result<Vec<Filesystem>> 
     filesystems_of(paths, &parse_mountinfo(&text))
 }
 
+/// `path` itself, or (for a basename such as a binlog's, whose files may not exist yet) its
+/// directory; nothing further up. A server whose paths do not exist here (it runs in a container
+/// or another mount namespace) must not be mapped to whatever ancestor happens to exist.
 fn nearest_existing(path: &Path) -> Option<PathBuf> {
-    let mut at = Some(path);
-    while let Some(p) = at {
-        if p.exists() {
-            return Some(p.to_path_buf());
-        }
-        at = p.parent();
+    if std::fs::metadata(path).is_ok() {
+        return Some(path.to_path_buf());
     }
-    None
+    let parent = path.parent()?;
+    std::fs::metadata(parent)
+        .ok()
+        .filter(std::fs::Metadata::is_dir)
+        .map(|_| parent.to_path_buf())
 }
 
 /// The mount whose mount point is the longest prefix of `path` (the last such line wins: a later
@@ -438,6 +672,81 @@ mod tests {
             ]
         );
         assert!(paths_from_variables(&[]).is_empty());
+    }
+
+    #[test]
+    fn tmpfs_network_and_vmware_excluded_paths_are_flagged_and_two_devices_noted() {
+        let mounts = parse_mountinfo(MOUNTINFO);
+        let at = |role: &str, path: &str| (role.to_string(), PathBuf::from(path));
+        // Paths that do not exist here resolve through their nearest existing ancestor, `/`;
+        // so the map is tested on the mount table alone through `longest_prefix`.
+        let map = map(&[at("datadir", "/")], &[at("tmpdir", "/")], &mounts, &[]);
+        assert_eq!(map.paths.len(), 2);
+        assert!(map.flags.is_empty(), "{:?}", map.flags);
+        assert!(is_network("nfs4") && is_network("fuse.sshfs") && !is_network("ext4"));
+        assert!(glob("/mnt/*", "/mnt/data") && glob("/var/lib/my?ql", "/var/lib/mysql"));
+        assert!(!glob("/mnt/*/x", "/mnt/data") && !glob("/data", "/data2"));
+        assert_eq!(
+            vmware_excluded("[vmbackup]\nexcludedFileSystems = /mnt/nfs, /scratch/*\n[other]\nexcludedFileSystems=/x\n"),
+            vec!["/mnt/nfs", "/scratch/*"]
+        );
+    }
+
+    #[test]
+    fn the_storage_map_of_real_paths_flags_a_tmpfs_redo_log_and_a_second_device() {
+        // /dev/shm is tmpfs on every Linux this runs on; the temp dir is on a disk.
+        let shm = Path::new("/dev/shm");
+        if !shm.is_dir() {
+            return;
+        }
+        let data = std::env::temp_dir();
+        let map = map_here(
+            &[
+                ("datadir".into(), data.clone()),
+                ("innodb-redo".into(), shm.to_path_buf()),
+            ],
+            &[("tmpdir".into(), shm.to_path_buf())],
+        );
+        assert_eq!(map.paths["innodb-redo"].fstype, "tmpfs", "{map:?}");
+        let redo: Vec<&String> = map
+            .flags
+            .iter()
+            .filter(|f| f.contains("innodb-redo"))
+            .collect();
+        assert_eq!(redo.len(), 1, "{:?}", map.flags);
+        assert!(redo[0].contains("in no snapshot"), "{redo:?}");
+        assert!(
+            !map.flags.iter().any(|f| f.contains("tmpdir")),
+            "informational paths are never flagged: {:?}",
+            map.flags
+        );
+    }
+
+    #[test]
+    fn informational_paths_split_a_tmpdir_list_and_skip_an_empty_secure_file_priv() {
+        let rows = vec![
+            ("tmpdir".to_string(), Some("/tmp:/var/tmp".to_string())),
+            ("secure_file_priv".to_string(), Some(String::new())),
+        ];
+        assert_eq!(
+            informational_paths(&rows),
+            vec![
+                ("tmpdir".to_string(), PathBuf::from("/tmp")),
+                ("tmpdir-2".to_string(), PathBuf::from("/var/tmp")),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_datadir_that_does_not_exist_here_is_an_error_not_an_ancestor() {
+        let paths = vec![(
+            "datadir".to_string(),
+            PathBuf::from("/nonexistent-mss/var/lib/mysql"),
+        )];
+        let err = filesystems_here(&paths).expect_err("never synced through an ancestor");
+        assert!(err.to_string().contains("where the hook runs"), "{err}");
+        let no_datadir = vec![("binlog".to_string(), std::env::temp_dir().join("b"))];
+        assert!(filesystems_here(&no_datadir).is_err());
     }
 
     #[test]

@@ -13,6 +13,7 @@ use common::grants;
 use common::lock::Attempt;
 use common::server;
 use common::storage;
+use common::surroundings;
 use common::Config;
 use mysql::prelude::Queryable;
 use serde_json::{json, Value};
@@ -134,6 +135,7 @@ fn rehearse(config: &Config, caller_does_not_freeze: bool) -> Vec<Item> {
         caller_does_not_freeze,
         &mut session.conn,
     ));
+    items.extend(surroundings_items(config, &mut session));
 
     // The rehearsal: take and release the lock once, capped like a real attempt.
     let setup = format!(
@@ -173,6 +175,76 @@ fn rehearse(config: &Config, caller_does_not_freeze: bool) -> Vec<Item> {
         Err(err) => item("rehearsal", false, err.to_string()),
     };
     items.push(outcome);
+    items
+}
+
+/// The storage map's flags, each risky durability setting with its fix, and the Galera node's
+/// state (a node that is not Synced fails the check: freeze refuses it).
+fn surroundings_items(config: &Config, session: &mut server::Session) -> Vec<Item> {
+    let item = |name, ok, text: String| Item { name, ok, text };
+    let replica = common::replication::read_replicas(&mut session.conn, &session.info)
+        .map(|r| !r.is_empty())
+        .unwrap_or(false);
+    let around = match surroundings::read(&mut session.conn, &session.info, &config.info_file) {
+        Ok(mut around) => {
+            around.durability.replica = replica;
+            around
+        }
+        Err(err) => return vec![item("storage", false, err.to_string())],
+    };
+    let mut items = Vec::new();
+    if around.storage.flags.is_empty() {
+        let mut mounts: Vec<String> = around
+            .storage
+            .paths
+            .values()
+            .map(|p| format!("{} ({})", p.mount_point.display(), p.fstype))
+            .collect();
+        mounts.sort();
+        mounts.dedup();
+        items.push(item(
+            "storage",
+            true,
+            format!(
+                "{} server paths, on {}; nothing flagged",
+                around.storage.paths.len(),
+                mounts.join(", ")
+            ),
+        ));
+    }
+    for flag in around.storage.flags {
+        items.push(item("storage", true, format!("WARNING: {flag}")));
+    }
+    let risks = around.durability.risks();
+    if risks.is_empty() {
+        items.push(item(
+            "durability",
+            true,
+            "innodb_flush_log_at_trx_commit, sync_binlog, innodb_doublewrite and the tables' engines make a restored copy safe".into(),
+        ));
+    }
+    for risk in risks {
+        let mark = if risk.hard { "WARNING" } else { "note" };
+        items.push(item("durability", true, format!("{mark}: {}", risk.text)));
+    }
+    for note in around.durability.notes {
+        items.push(item("durability", true, format!("note: {note}")));
+    }
+    if let Some(node) = around.galera {
+        items.push(match node.check_synced() {
+            Ok(()) => item(
+                "galera",
+                true,
+                format!(
+                    "node {} of cluster {} ({} nodes), Synced; lock-mode auto uses backup-stage on MariaDB, which stalls the other nodes least",
+                    node.node_name.as_deref().unwrap_or("?"),
+                    node.cluster_uuid,
+                    node.cluster_size.map_or("?".into(), |n| n.to_string())
+                ),
+            ),
+            Err(err) => item("galera", false, err.to_string()),
+        });
+    }
     items
 }
 

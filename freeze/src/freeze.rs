@@ -49,7 +49,8 @@ struct Args {
     /// unless the config says sync-filesystems = off
     #[argh(switch)]
     sync_filesystems: bool,
-    /// seconds this freeze may take in all (overrides the config's snapshot-timeout)
+    /// seconds this freeze may take at most (the caller's own limit; the lower of this and the
+    /// config's snapshot-timeout applies)
     #[argh(option)]
     snapshot_timeout: Option<u64>,
     /// who calls and what it passed, written into the log (free text, one line)
@@ -102,7 +103,7 @@ pub(crate) fn main() -> ExitCode {
             );
             return ExitCode::from(common::error::EXIT_USAGE);
         }
-        config.snapshot_timeout = Duration::from_secs(seconds);
+        config.snapshot_timeout = config.snapshot_timeout.min(Duration::from_secs(seconds));
     }
     if let Some(caller) = &args.caller {
         log::info!("event=called by=\"{}\"", cli::one_line(caller));
@@ -297,6 +298,12 @@ impl Freeze {
             .and_then(|c| serde_json::from_value(c).ok())
             .unwrap_or_default();
         let acquired_at_ms = state.acquired_at_ms.unwrap_or_else(time::now_unix_ms);
+        if let Some(flags) = state.storage_flags.as_ref().filter(|f| !f.is_empty()) {
+            log::warn!("event=storage {}", flags.join("; "));
+        }
+        for warning in state.durability_warnings.iter().flatten() {
+            log::warn!("event=durability {warning}");
+        }
         for fs in state.synced.iter().flatten() {
             log::info!(
                 "event=synced mount={} fstype={} device={} roles={} sync_ms={}",
@@ -428,8 +435,12 @@ impl Freeze {
                 }
                 Ok(Event::Locker(_, line)) if line.starts_with("failed ") => {
                     self.reap_locker();
+                    let why = &line["failed ".len()..];
                     return Err(Error::NotLocked {
-                        message: line["failed ".len()..].to_string(),
+                        message: why
+                            .strip_prefix("no lock taken: ")
+                            .unwrap_or(why)
+                            .to_string(),
                     });
                 }
                 Ok(Event::Locker(_, line)) if line.starts_with("unreachable ") => {

@@ -34,6 +34,7 @@ use common::process::Identity;
 use common::quiet::QuietWindow;
 use common::state::{Found, State, StateFile, Status};
 use common::storage;
+use common::surroundings::{self, Surroundings};
 use common::{cli, logging, server, time, Config, Error, Result};
 use mysql::prelude::Queryable;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -64,6 +65,11 @@ fn one_line(text: &str) -> String {
 
 /// Exit status when the server capped the lock attempt.
 const EXIT_TIMED_OUT: u8 = 3;
+/// The least of max-lock-time that must be left when freeze is told `acquired`: a quarter of
+/// it, at most a second.
+fn hold_margin(max_lock_time: u64) -> Duration {
+    Duration::from_millis((max_lock_time * 250).min(1000))
+}
 /// Extra seconds of `wait_timeout` beyond `max-lock-time`: the server's own dead-man switch.
 const WAIT_TIMEOUT_MARGIN: u64 = 10;
 
@@ -247,6 +253,12 @@ impl Locker {
             true => Some(self.filesystems_to_sync(&mut session.conn)?),
             false => None,
         };
+        // The rest of what the snapshot is taken in (storage map, durability, cluster), read
+        // before the lock too; a Galera node that is not Synced is refused here.
+        let around = surroundings::read(&mut session.conn, &session.info, &self.config.info_file)?;
+        if let Some(node) = &around.galera {
+            node.check_synced()?;
+        }
         // Connected and ready: freeze decides when (it claims the run meanwhile). Until `go` the
         // state file may not be ours yet: touch nothing.
         let me = Identity::current();
@@ -323,13 +335,14 @@ impl Locker {
             &mut session,
             &mut writer,
             to_sync.as_deref(),
+            around,
             LockSection {
                 mode: mode.name().into(),
                 acquired_at: time::rfc3339(acquired_at_ms),
                 waited_ms: acquired_at_ms.saturating_sub(started_at_ms),
                 locker_pid: std::process::id(),
             },
-            acquired_at_ms,
+            (acquired, acquired_at_ms),
         );
         if let Err(err) = recorded {
             let _ = mode.release(&mut session.conn);
@@ -397,14 +410,35 @@ impl Locker {
         session: &mut server::Session,
         writer: &mut InfoWriter,
         to_sync: Option<&[storage::Filesystem]>,
+        around: Surroundings,
         lock: LockSection,
-        acquired_at_ms: u64,
+        (acquired, acquired_at_ms): (Instant, u64),
     ) -> Result<()> {
         let coordinates = coordinates::read(&mut session.conn, &session.info)?;
+        // Whether it replicates is known from the coordinates (read anyway): no query before the lock.
+        let mut around = around;
+        around.durability.replica = !coordinates.replicas.is_empty();
+        let mut galera = around.galera;
+        if let Some(node) = galera.as_mut() {
+            // Commits are blocked: this is the node's exact position.
+            node.set_position(common::galera::last_committed(&mut session.conn)?);
+        }
         let mut info = InfoFile::new(&session.info, &coordinates, lock);
-        info.storage = to_sync.map(|synced| StorageSection {
-            synced: synced.to_vec(),
+        let storage_flags = around.storage.flags.clone();
+        let durability_warnings: Vec<String> = around
+            .durability
+            .risks()
+            .into_iter()
+            .filter(|r| r.hard)
+            .map(|r| r.text)
+            .collect();
+        info.storage = Some(StorageSection {
+            paths: around.storage.paths,
+            flags: around.storage.flags,
+            synced: to_sync.map(<[storage::Filesystem]>::to_vec),
         });
+        info.durability = Some(around.durability);
+        info.galera = galera;
         writer.write(info);
         // Wait for the write, but never past a stop: the caller then releases at once, even if
         // the write hangs on a frozen filesystem.
@@ -415,7 +449,12 @@ impl Locker {
         // After the info file, so that it is synced too.
         let synced = match to_sync {
             Some(filesystems) => {
-                let (filesystems, limit) = (filesystems.to_vec(), self.config.sync_timeout);
+                // The syncs must end while the lock still has time left to be of use.
+                let limit = self.config.sync_timeout.min(
+                    self.time_left(acquired)
+                        .saturating_sub(hold_margin(self.config.max_lock_time)),
+                );
+                let filesystems = filesystems.to_vec();
                 let done = self.events.clone();
                 std::thread::spawn(move || {
                     let _ = done.send(Stop::Synced(storage::sync_all(&filesystems, limit)));
@@ -427,6 +466,17 @@ impl Locker {
             }
             None => None,
         };
+        // Saying `acquired` with max-lock-time (nearly) spent would hand freeze a lock that ends
+        // at once: refuse instead, and release.
+        if self.time_left(acquired) <= hold_margin(self.config.max_lock_time) {
+            return Err(Error::NotLocked {
+                message: format!(
+                    "the steps after the lock (coordinates, info file, syncs) took {} ms of max-lock-time ({} s); the lock was released. Raise max-lock-time",
+                    acquired.elapsed().as_millis(),
+                    self.config.max_lock_time
+                ),
+            });
+        }
         // The info file took a disk write: the lock lives as long as this connection.
         let check = "DO 0";
         session.conn.query_drop(check).map_err(|e| Error::LockLost {
@@ -441,7 +491,14 @@ impl Locker {
             s.acquired_at_ms = Some(acquired_at_ms);
             s.coordinates = coordinates_json;
             s.synced = synced;
+            s.storage_flags = Some(storage_flags).filter(|f| !f.is_empty());
+            s.durability_warnings = Some(durability_warnings).filter(|w| !w.is_empty());
         })
+    }
+
+    /// What is left of max-lock-time for a lock taken at `acquired`.
+    fn time_left(&self, acquired: Instant) -> Duration {
+        Duration::from_secs(self.config.max_lock_time).saturating_sub(acquired.elapsed())
     }
 
     /// Waits for the info file's writer or the syncs to report, but never past a stop (a signal,

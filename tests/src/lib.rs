@@ -8,6 +8,7 @@
 
 pub mod accounts;
 pub mod faults;
+pub mod galera;
 pub mod guest_agent;
 pub mod loopfs;
 pub mod matrix;
@@ -105,8 +106,8 @@ fn tool(name: &str) -> PathBuf {
     panic!("{name} is not installed: run README's test command (it installs mariadb-server)");
 }
 
-/// An initialised datadir shared by all servers of this process (copied per server).
-fn template() -> &'static Path {
+/// An initialised datadir shared by all servers of this process (copied per server; never write to it).
+pub fn template() -> &'static Path {
     static TEMPLATE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     TEMPLATE.get_or_init(|| {
         // Shared by every test binary of this user; built once under a file lock.

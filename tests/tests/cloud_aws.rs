@@ -335,7 +335,7 @@ impl Fakes {
 
 fn freeze_call(id: &str) -> String {
     format!(
-        "mysql-snapshot-freeze [--sync-filesystems] [--snapshot-timeout] [6] [--caller] [aws-dlm executionId={id}] [freeze]"
+        "mysql-snapshot-freeze [--sync-filesystems] [--snapshot-timeout] [5] [--caller] [aws-dlm executionId={id}] [freeze]"
     )
 }
 

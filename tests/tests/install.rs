@@ -1362,18 +1362,18 @@ fn the_google_hooks_exec_freeze_and_thaw_with_sync_and_the_disk_list_as_caller()
         (
             GCP_PRE,
             &[disks],
-            "mysql-snapshot-freeze [--sync-filesystems] [--caller] \
+            "mysql-snapshot-freeze [--sync-filesystems] [--snapshot-timeout] [50] [--caller] \
              [google-guest-agent disks=persistent-disk-0,disk-1] [freeze]",
         ),
         (
             GCP_PRE,
             &[],
-            "mysql-snapshot-freeze [--sync-filesystems] [--caller] [google-guest-agent disks=] [freeze]",
+            "mysql-snapshot-freeze [--sync-filesystems] [--snapshot-timeout] [50] [--caller] [google-guest-agent disks=] [freeze]",
         ),
         (
             GCP_PRE,
             &["disk with space", "extra"],
-            "mysql-snapshot-freeze [--sync-filesystems] [--caller] \
+            "mysql-snapshot-freeze [--sync-filesystems] [--snapshot-timeout] [50] [--caller] \
              [google-guest-agent disks=disk with space] [freeze]",
         ),
         (
@@ -1448,9 +1448,10 @@ fn the_azure_scripts_run_by_sh_exec_freeze_and_thaw_and_sync_only_when_fsfreeze_
     let absent_key = variant("no-key.json", "{\"pluginName\": \"ScriptRunner\"}");
     let missing = configs.join("missing.json");
 
-    let freeze = "mysql-snapshot-freeze [--caller] [azure-vmsnapshot] [freeze]";
+    let freeze =
+        "mysql-snapshot-freeze [--snapshot-timeout] [50] [--caller] [azure-vmsnapshot] [freeze]";
     let freeze_sync =
-        "mysql-snapshot-freeze [--sync-filesystems] [--caller] [azure-vmsnapshot] [freeze]";
+        "mysql-snapshot-freeze [--sync-filesystems] [--snapshot-timeout] [50] [--caller] [azure-vmsnapshot] [freeze]";
     let thaw = "mysql-snapshot-thaw [--caller] [azure-vmsnapshot] [thaw]";
     let cases: Vec<(&str, &[&str], &Path, &str)> = vec![
         // The plugin freezes by default: no sync needed.

@@ -95,7 +95,11 @@ fn auto_syncs_only_for_a_caller_that_does_not_freeze_and_off_overrides_it_with_a
             warns,
             "{settings}: {log}"
         );
-        assert_eq!(info(&sandbox)["storage"].is_object(), syncs, "{settings}");
+        assert_eq!(
+            info(&sandbox)["storage"]["synced"].is_array(),
+            syncs,
+            "{settings}"
+        );
         assert!(sandbox.thaw("thaw").status.success());
         assert_nothing_left(&server, &sandbox, Duration::from_secs(10));
     }
@@ -141,8 +145,9 @@ fn a_sync_that_does_not_return_within_sync_timeout_fails_the_freeze_and_releases
         let took = started.elapsed();
         // While the filesystem is still frozen: no lock, no locker.
         assert!(!out.status.success(), "{}", text(&out));
+        eprintln!("freeze with a stuck sync and sync-timeout = 2 failed after {took:?}");
         assert!(
-            took < Duration::from_secs(10),
+            took < Duration::from_secs(6),
             "freeze took {took:?} with sync-timeout = 2"
         );
         assert_nothing_left(&server, &sandbox, Duration::from_secs(5));

@@ -1,0 +1,342 @@
+//! Whether the server's settings make a snapshot safe to restore: the durability settings and
+//! non-transactional user tables, read before the lock and recorded in the info file.
+//!
+//! Owns the list of settings that matter, reading them (from rows the caller fetched, so the
+//! rules are testable on the exact result shapes), and one line per risky value saying what can
+//! go wrong on restore and the setting that fixes it. Only `innodb_flush_log_at_trx_commit = 0`
+//! with the binary log on is a hard warning; the rest are notes. It never changes a setting.
+use std::time::Duration;
+
+use mysql::prelude::Queryable;
+use mysql::Conn;
+use serde::{Deserialize, Serialize};
+
+use crate::server::{Flavor, ServerInfo};
+
+/// The server variables this module reads (a missing one is simply absent from the result).
+pub const VARIABLES: [&str; 9] = [
+    "innodb_flush_log_at_trx_commit",
+    "sync_binlog",
+    "innodb_doublewrite",
+    "log_bin",
+    "binlog_format",
+    "delay_key_write",
+    "gtid_mode",
+    "relay_log_info_repository",
+    "relay_log_recovery",
+];
+
+/// How long the query for non-transactional tables may run before it is skipped with a note.
+pub const TABLES_QUERY_LIMIT: Duration = Duration::from_secs(2);
+
+/// Schemas whose tables are the server's own.
+const SYSTEM_SCHEMAS: &str = "'mysql', 'sys', 'performance_schema', 'information_schema'";
+
+/// The durability-relevant settings as the server reported them (strings as shown by
+/// `SHOW GLOBAL VARIABLES`), and what was found about non-transactional tables.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Durability {
+    pub innodb_flush_log_at_trx_commit: Option<String>,
+    pub sync_binlog: Option<String>,
+    pub innodb_doublewrite: Option<String>,
+    pub log_bin: Option<String>,
+    pub binlog_format: Option<String>,
+    pub delay_key_write: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gtid_mode: Option<String>,
+    /// MariaDB: the engine of `mysql.gtid_slave_pos` (InnoDB keeps a replica's position crash-safe).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gtid_slave_pos_engine: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relay_log_info_repository: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relay_log_recovery: Option<String>,
+    /// Non-transactional user tables (`schema.table engine`), at most 10 named.
+    pub non_transactional_tables: Vec<String>,
+    /// How many there are in all; `None` when the query was skipped (see `notes`).
+    pub non_transactional_count: Option<u64>,
+    /// The server replicates from a source (the relay-log settings then matter).
+    pub replica: bool,
+    /// Why something could not be read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+/// One risky value: what can go wrong on restore, and the fix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Risk {
+    /// A hard warning (committed transactions can be lost from the copy), not a note.
+    pub hard: bool,
+    pub text: String,
+}
+
+impl Durability {
+    /// The settings from `SHOW GLOBAL VARIABLES` rows (name, value).
+    pub fn from_variables(rows: &[(String, Option<String>)]) -> Durability {
+        let get = |name: &str| {
+            rows.iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .and_then(|(_, v)| v.clone())
+        };
+        Durability {
+            innodb_flush_log_at_trx_commit: get("innodb_flush_log_at_trx_commit"),
+            sync_binlog: get("sync_binlog"),
+            innodb_doublewrite: get("innodb_doublewrite"),
+            log_bin: get("log_bin"),
+            binlog_format: get("binlog_format"),
+            delay_key_write: get("delay_key_write"),
+            gtid_mode: get("gtid_mode"),
+            relay_log_info_repository: get("relay_log_info_repository"),
+            relay_log_recovery: get("relay_log_recovery"),
+            ..Durability::default()
+        }
+    }
+
+    fn binlog_on(&self) -> bool {
+        is_on(self.log_bin.as_deref())
+    }
+
+    /// Every risky value, one line each: what can go wrong on restore and the setting that fixes it.
+    pub fn risks(&self) -> Vec<Risk> {
+        let mut risks = Vec::new();
+        let note = |text: String| Risk { hard: false, text };
+        match self.innodb_flush_log_at_trx_commit.as_deref() {
+            Some("0") if self.binlog_on() => risks.push(Risk {
+                hard: true,
+                text: "innodb_flush_log_at_trx_commit = 0 with the binary log on: transactions in the binlog (and on its replicas) may be missing from InnoDB in a restored copy. Set innodb_flush_log_at_trx_commit = 1".into(),
+            }),
+            Some("0") => risks.push(note(
+                "innodb_flush_log_at_trx_commit = 0: up to a second of commits lives only in memory; the lock keeps it consistent, but a crash-consistent copy would lose them. Set it to 1 (or 2)".into(),
+            )),
+            Some("2") => risks.push(note(
+                "innodb_flush_log_at_trx_commit = 2: commits reach the redo log in the page cache only; fine where the platform freezes or syncs the filesystems (sync-filesystems), lost in a crash-consistent copy. Set it to 1 for full durability".into(),
+            )),
+            _ => {}
+        }
+        if self.binlog_on() && self.sync_binlog.as_deref() == Some("0") {
+            risks.push(note(
+                "sync_binlog = 0: the binary log is flushed by the kernel when it likes; fine where the filesystems are frozen or synced, but a crash-consistent copy can end its binlog before its InnoDB state. Set sync_binlog = 1".into(),
+            ));
+        }
+        if matches!(self.innodb_doublewrite.as_deref(), Some(v) if !is_on(Some(v)) && !v.eq_ignore_ascii_case("fast"))
+        {
+            risks.push(note(
+                "innodb_doublewrite is off: a page torn by the copy (or a crash) cannot be repaired by InnoDB. Set innodb_doublewrite = ON unless the storage writes 16 KiB pages atomically".into(),
+            ));
+        }
+        if self.binlog_on()
+            && self
+                .binlog_format
+                .as_deref()
+                .is_some_and(|f| f.eq_ignore_ascii_case("STATEMENT"))
+        {
+            risks.push(note(
+                "binlog_format = STATEMENT: a replica seeded from the copy may diverge on non-deterministic statements. Set binlog_format = ROW (or MIXED)".into(),
+            ));
+        }
+        if self
+            .delay_key_write
+            .as_deref()
+            .is_some_and(|v| v.eq_ignore_ascii_case("ALL"))
+        {
+            risks.push(note(
+                "delay_key_write = ALL: MyISAM index blocks stay in memory past FLUSH TABLES on some paths; a copy may need REPAIR TABLE. Set delay_key_write = ON (or OFF)".into(),
+            ));
+        }
+        if let Some(engine) = &self.gtid_slave_pos_engine {
+            if !engine.eq_ignore_ascii_case("InnoDB") {
+                risks.push(note(format!(
+                    "mysql.gtid_slave_pos uses {engine}: a replica restored from the copy may not know its exact position. ALTER TABLE mysql.gtid_slave_pos ENGINE = InnoDB"
+                )));
+            }
+        }
+        if self.replica
+            && self
+                .relay_log_info_repository
+                .as_deref()
+                .is_some_and(|r| r.eq_ignore_ascii_case("FILE"))
+        {
+            risks.push(note(
+                "relay_log_info_repository = FILE: a replica restored from the copy may re-apply or skip events. Set relay_log_info_repository = TABLE".into(),
+            ));
+        }
+        if self.replica
+            && self
+                .relay_log_recovery
+                .as_deref()
+                .is_some_and(|v| !is_on(Some(v)))
+        {
+            risks.push(note(
+                "relay_log_recovery is off: a replica restored from the copy trusts relay logs that may be torn. Set relay_log_recovery = ON on replicas".into(),
+            ));
+        }
+        if let Some(count) = self.non_transactional_count.filter(|c| *c > 0) {
+            let more = count.saturating_sub(self.non_transactional_tables.len() as u64);
+            risks.push(note(format!(
+                "{count} non-transactional user table(s) visible to this account ({}{}): they are consistent only because the lock flushes and blocks them; they cannot be recovered from a copy taken without it. Convert them to InnoDB where you can",
+                self.non_transactional_tables.join(", "),
+                if more > 0 { format!(" and {more} more") } else { String::new() }
+            )));
+        }
+        risks
+    }
+}
+
+fn is_on(value: Option<&str>) -> bool {
+    matches!(
+        value.map(str::to_ascii_uppercase).as_deref(),
+        Some("ON" | "1" | "YES" | "TRUE")
+    )
+}
+
+/// Engines that keep no crash-safe transaction log.
+const NON_TRANSACTIONAL: &str =
+    "'MyISAM', 'Aria', 'MEMORY', 'CSV', 'ARCHIVE', 'MRG_MyISAM', 'MRG_MYISAM', 'BLACKHOLE'";
+
+/// The statement listing non-transactional user tables, capped on the server side.
+pub fn tables_statement(info: &ServerInfo) -> String {
+    // MariaDB: the same scan also brings the engine of mysql.gtid_slave_pos (one round trip).
+    let gtid_slave_pos = match info.flavor {
+        Flavor::MariaDb => " OR (TABLE_SCHEMA = 'mysql' AND TABLE_NAME = 'gtid_slave_pos')",
+        Flavor::MySql => "",
+    };
+    let select = format!(
+        "SELECT CONCAT(TABLE_SCHEMA, '.', TABLE_NAME, ' ', ENGINE) FROM information_schema.TABLES \
+         WHERE TABLE_TYPE = 'BASE TABLE' AND (ENGINE IN ({NON_TRANSACTIONAL}) \
+         AND TABLE_SCHEMA NOT IN ({SYSTEM_SCHEMAS}){gtid_slave_pos}) ORDER BY TABLE_SCHEMA, TABLE_NAME"
+    );
+    let seconds = TABLES_QUERY_LIMIT.as_secs();
+    match info.flavor {
+        Flavor::MariaDb => format!("SET STATEMENT max_statement_time = {seconds} FOR {select}"),
+        Flavor::MySql => select.replacen(
+            "SELECT",
+            &format!("SELECT /*+ MAX_EXECUTION_TIME({}) */", seconds * 1000),
+            1,
+        ),
+    }
+}
+
+/// Reads the settings (`rows` are the caller's `SHOW GLOBAL VARIABLES` rows, which include
+/// [`VARIABLES`]) and the non-transactional tables; a query that fails or runs past its cap
+/// becomes a note, never an error.
+pub fn read(conn: &mut Conn, info: &ServerInfo, rows: &[(String, Option<String>)]) -> Durability {
+    let mut durability = Durability::from_variables(rows);
+    let statement = tables_statement(info);
+    match conn.query::<String, _>(&statement) {
+        Ok(mut tables) => {
+            if let Some(i) = tables
+                .iter()
+                .position(|t| t.starts_with("mysql.gtid_slave_pos "))
+            {
+                let row = tables.remove(i);
+                durability.gtid_slave_pos_engine = row.rsplit(' ').next().map(str::to_string);
+            }
+            durability.non_transactional_count = Some(tables.len() as u64);
+            durability.non_transactional_tables = tables.into_iter().take(10).collect();
+        }
+        Err(e) => durability.notes.push(format!(
+            "non-transactional tables not checked (the query was stopped after {} s or failed: {}); servers with very many tables exist",
+            TABLES_QUERY_LIMIT.as_secs(),
+            crate::server::describe(&e)
+        )),
+    }
+    durability
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(list: &[(&str, &str)]) -> Vec<(String, Option<String>)> {
+        list.iter()
+            .map(|(n, v)| (n.to_string(), Some(v.to_string())))
+            .collect()
+    }
+
+    #[test]
+    fn flush_log_0_with_the_binlog_is_the_one_hard_warning() {
+        let d = Durability::from_variables(&rows(&[
+            ("innodb_flush_log_at_trx_commit", "0"),
+            ("log_bin", "ON"),
+            ("sync_binlog", "1"),
+            ("innodb_doublewrite", "ON"),
+        ]));
+        let risks = d.risks();
+        assert_eq!(risks.len(), 1, "{risks:?}");
+        assert!(risks[0].hard);
+        assert!(risks[0]
+            .text
+            .contains("Set innodb_flush_log_at_trx_commit = 1"));
+        let without_binlog = Durability::from_variables(&rows(&[
+            ("innodb_flush_log_at_trx_commit", "0"),
+            ("log_bin", "OFF"),
+        ]));
+        assert!(without_binlog.risks().iter().all(|r| !r.hard));
+    }
+
+    #[test]
+    fn a_durable_server_has_no_risk_and_each_risky_value_is_named_with_its_fix() {
+        let durable = Durability::from_variables(&rows(&[
+            ("innodb_flush_log_at_trx_commit", "1"),
+            ("log_bin", "ON"),
+            ("sync_binlog", "1"),
+            ("innodb_doublewrite", "ON"),
+            ("binlog_format", "ROW"),
+            ("delay_key_write", "ON"),
+        ]));
+        assert!(durable.risks().is_empty(), "{:?}", durable.risks());
+        let primary = Durability::from_variables(&rows(&[("relay_log_recovery", "OFF")]));
+        assert!(
+            primary.risks().is_empty(),
+            "relay-log settings matter on replicas only"
+        );
+        let mut risky = Durability::from_variables(&rows(&[
+            ("innodb_flush_log_at_trx_commit", "2"),
+            ("log_bin", "ON"),
+            ("sync_binlog", "0"),
+            ("innodb_doublewrite", "OFF"),
+            ("binlog_format", "STATEMENT"),
+            ("delay_key_write", "ALL"),
+            ("relay_log_info_repository", "FILE"),
+            ("relay_log_recovery", "OFF"),
+        ]));
+        risky.gtid_slave_pos_engine = Some("Aria".into());
+        risky.replica = true;
+        risky.non_transactional_count = Some(12);
+        risky.non_transactional_tables = (1..=10).map(|i| format!("app.t{i} MyISAM")).collect();
+        let texts: Vec<String> = risky.risks().into_iter().map(|r| r.text).collect();
+        for fix in [
+            "Set it to 1 for full durability",
+            "Set sync_binlog = 1",
+            "Set innodb_doublewrite = ON",
+            "Set binlog_format = ROW",
+            "Set delay_key_write = ON",
+            "ENGINE = InnoDB",
+            "Set relay_log_info_repository = TABLE",
+            "Set relay_log_recovery = ON",
+            "and 2 more",
+        ] {
+            assert!(
+                texts.iter().any(|t| t.contains(fix)),
+                "no `{fix}` in {texts:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_tables_query_is_capped_on_each_server_and_leaves_the_system_schemas_out() {
+        let maria = ServerInfo::new("10.11.6-MariaDB".into(), 1);
+        let q = tables_statement(&maria);
+        assert!(
+            q.starts_with("SET STATEMENT max_statement_time = 2 FOR SELECT"),
+            "{q}"
+        );
+        let mysql = ServerInfo::new("8.0.36".into(), 1);
+        let q = tables_statement(&mysql);
+        assert!(
+            q.starts_with("SELECT /*+ MAX_EXECUTION_TIME(2000) */"),
+            "{q}"
+        );
+        assert!(q.contains("NOT IN ('mysql', 'sys', 'performance_schema', 'information_schema')"));
+    }
+}
