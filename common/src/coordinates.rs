@@ -155,6 +155,9 @@ pub struct InfoFile {
     /// On a Galera node: the cluster, and the node's exact position while locked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub galera: Option<crate::galera::Galera>,
+    /// On a Group Replication member: its group, role and state before the lock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_replication: Option<crate::group_replication::Member>,
 }
 
 /// The info file's `storage`: every server path with its mount point, type and device, the
@@ -200,6 +203,7 @@ impl InfoFile {
             storage: None,
             durability: None,
             galera: None,
+            group_replication: None,
         }
     }
 }

@@ -57,6 +57,10 @@ pub struct Durability {
     pub non_transactional_count: Option<u64>,
     /// The server replicates from a source (the relay-log settings then matter).
     pub replica: bool,
+    /// On a replica: temporary tables its SQL thread held open while the lock was held
+    /// (`Slave_open_temp_tables` / `Replica_open_temp_tables`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_open_temp_tables: Option<u64>,
     /// Why something could not be read.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
@@ -170,6 +174,14 @@ impl Durability {
                 "relay_log_recovery is off: a replica restored from the copy trusts relay logs that may be torn. Set relay_log_recovery = ON on replicas".into(),
             ));
         }
+        if let Some(open) = self.replica_open_temp_tables.filter(|n| *n > 0) {
+            risks.push(Risk {
+                hard: true,
+                text: format!(
+                    "the replica's SQL thread held {open} temporary table(s) open (statement-based events): a replica cloned from this copy lacks them and can break or diverge. Snapshot when Slave_open_temp_tables is 0, or use binlog_format = ROW on its source"
+                ),
+            });
+        }
         if let Some(count) = self.non_transactional_count.filter(|c| *c > 0) {
             let more = count.saturating_sub(self.non_transactional_tables.len() as u64);
             risks.push(note(format!(
@@ -180,6 +192,19 @@ impl Durability {
         }
         risks
     }
+}
+
+/// On a replica, read while the lock is held: the temporary tables its SQL thread keeps open.
+pub fn replica_open_temp_tables(conn: &mut Conn) -> Result<Option<u64>, crate::Error> {
+    let rows = crate::storage::show_global(
+        conn,
+        "STATUS",
+        &["Slave_open_temp_tables", "Replica_open_temp_tables"],
+    )?;
+    Ok(rows
+        .iter()
+        .filter_map(|(_, v)| v.as_deref().and_then(|v| v.parse::<u64>().ok()))
+        .max())
 }
 
 fn is_on(value: Option<&str>) -> bool {
@@ -301,6 +326,7 @@ mod tests {
             ("relay_log_recovery", "OFF"),
         ]));
         risky.gtid_slave_pos_engine = Some("Aria".into());
+        risky.replica_open_temp_tables = Some(2);
         risky.replica = true;
         risky.non_transactional_count = Some(12);
         risky.non_transactional_tables = (1..=10).map(|i| format!("app.t{i} MyISAM")).collect();
@@ -315,6 +341,7 @@ mod tests {
             "Set relay_log_info_repository = TABLE",
             "Set relay_log_recovery = ON",
             "and 2 more",
+            "held 2 temporary table(s) open",
         ] {
             assert!(
                 texts.iter().any(|t| t.contains(fix)),

@@ -13,6 +13,7 @@ pub mod durability;
 pub mod error;
 pub mod galera;
 pub mod grants;
+pub mod group_replication;
 pub mod lock;
 pub mod logging;
 pub mod optfile;

@@ -13,6 +13,7 @@ use mysql::Conn;
 
 use crate::durability::{self, Durability};
 use crate::galera::{self, Galera};
+use crate::group_replication::{self, Member};
 use crate::server::ServerInfo;
 use crate::storage::{self, StorageMap};
 use crate::Result;
@@ -24,6 +25,8 @@ pub struct Surroundings {
     pub durability: Durability,
     /// Present on a Galera node (the caller refuses one that is not `Synced`).
     pub galera: Option<Galera>,
+    /// Present on a Group Replication member (MySQL; the caller refuses a long applier queue).
+    pub group_replication: Option<Member>,
 }
 
 /// Reads the surroundings of a freeze; `info_file` joins the storage map. Whether the server is a
@@ -41,10 +44,15 @@ pub fn read(conn: &mut Conn, info: &ServerInfo, info_file: &Path) -> Result<Surr
     if let Some(dir) = info_file.parent() {
         recovery.push(("info-file".into(), dir.to_path_buf()));
     }
+    let group_replication = match info.flavor {
+        crate::server::Flavor::MySql => group_replication::read(conn)?,
+        crate::server::Flavor::MariaDb => None,
+    };
     Ok(Surroundings {
         storage: storage::map_here(&recovery, &storage::informational_paths(&rows)),
         durability: durability::read(conn, info, &rows),
         galera,
+        group_replication,
     })
 }
 

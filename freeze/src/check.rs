@@ -230,6 +230,22 @@ fn surroundings_items(config: &Config, session: &mut server::Session) -> Vec<Ite
     for note in around.durability.notes {
         items.push(item("durability", true, format!("note: {note}")));
     }
+    if let Some(member) = around.group_replication {
+        items.push(match member.check_queue() {
+            Ok(()) => item(
+                "group-repl",
+                true,
+                format!(
+                    "{} member ({}) of group {}; {} transactions in its applier queue. Snapshot a secondary: FTWRL blocks the member's applier",
+                    member.member_role.as_deref().unwrap_or("a"),
+                    member.member_state,
+                    member.group_name.as_deref().unwrap_or("?"),
+                    member.transactions_in_queue.map_or("?".into(), |q| q.to_string())
+                ),
+            ),
+            Err(err) => item("group-repl", false, err.to_string()),
+        });
+    }
     if let Some(node) = around.galera {
         items.push(match node.check_synced() {
             Ok(()) => item(

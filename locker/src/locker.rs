@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use crate::info_writer::InfoWriter;
 use argh::FromArgs;
 use common::coordinates::{self, InfoFile, LockSection, PendingInfoFile, StorageSection};
+use common::durability;
 use common::grants;
 use common::lock::{Attempt, LockMode};
 use common::process::Identity;
@@ -223,6 +224,15 @@ impl Locker {
     fn run(&mut self) -> Result<u8> {
         let read_timeout = Duration::from_secs(self.config.lock_wait_timeout + 10);
         let mut session = server::connect(&self.config.client, read_timeout)?;
+        if session.info.flavor == server::Flavor::MySql {
+            // Before anything else: on a Group Replication member our reads must not wait for
+            // the group. Without the plugin the variable is unknown (1193): nothing to do.
+            if let Err(e) = session.conn.query_drop(common::group_replication::EVENTUAL) {
+                if server::error_code(&e) != Some(1193) {
+                    return Err(Error::server(common::group_replication::EVENTUAL, &e));
+                }
+            }
+        }
         let mode = self.mode.resolve(&session.info)?;
         let needed = grants::needed(&session.info, &self.config);
         let grants = grants::check(&mut session.conn, &needed)?;
@@ -258,6 +268,9 @@ impl Locker {
         let around = surroundings::read(&mut session.conn, &session.info, &self.config.info_file)?;
         if let Some(node) = &around.galera {
             node.check_synced()?;
+        }
+        if let Some(member) = &around.group_replication {
+            member.check_queue()?;
         }
         // Connected and ready: freeze decides when (it claims the run meanwhile). Until `go` the
         // state file may not be ours yet: touch nothing.
@@ -418,6 +431,11 @@ impl Locker {
         // Whether it replicates is known from the coordinates (read anyway): no query before the lock.
         let mut around = around;
         around.durability.replica = !coordinates.replicas.is_empty();
+        if around.durability.replica {
+            // While the SQL thread is held by the lock: what a clone would miss.
+            around.durability.replica_open_temp_tables =
+                durability::replica_open_temp_tables(&mut session.conn)?;
+        }
         let mut galera = around.galera;
         if let Some(node) = galera.as_mut() {
             // Commits are blocked: this is the node's exact position.
@@ -439,6 +457,7 @@ impl Locker {
         });
         info.durability = Some(around.durability);
         info.galera = galera;
+        info.group_replication = around.group_replication;
         writer.write(info);
         // Wait for the write, but never past a stop: the caller then releases at once, even if
         // the write hangs on a frozen filesystem.

@@ -114,6 +114,10 @@ fn a_replica_snapshot_records_executed_coordinates_and_clones_a_sibling_that_cat
     let info: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&sandbox.info_file).unwrap()).unwrap();
     let recorded = &info["replicas"][0];
+    // A replica's durability record says what a clone of it would miss: its SQL thread's open
+    // temporary tables, read while the lock held it (none here: the load is row-based inserts).
+    assert_eq!(info["durability"]["replica"], true, "{info}");
+    assert_eq!(info["durability"]["replica_open_temp_tables"], 0, "{info}");
     assert_eq!(
         recorded["executed"]["file"].as_str(),
         status.get::<String, _>("Relay_Master_Log_File").as_deref(),
