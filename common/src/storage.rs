@@ -266,12 +266,6 @@ fn resolve<'a>(path: &Path, mounts: &'a [Mount]) -> Option<(&'a Mount, PathBuf)>
 /// How often the syncs are looked at while they run.
 const SYNC_POLL: Duration = Duration::from_millis(1);
 
-/// The places to sync: (role, absolute path as the server names it).
-pub fn server_paths(conn: &mut Conn) -> Result<Vec<(String, PathBuf)>> {
-    let names: Vec<&str> = PATH_VARIABLES.iter().map(|(name, _)| *name).collect();
-    Ok(paths_from_variables(&show_variables(conn, &names)?))
-}
-
 /// `SHOW GLOBAL VARIABLES` for `names` (absent ones are simply not in the result).
 pub fn show_variables(conn: &mut Conn, names: &[&str]) -> Result<Vec<(String, Option<String>)>> {
     show_global(conn, "VARIABLES", names)

@@ -27,6 +27,17 @@ pub struct Surroundings {
     pub galera: Option<Galera>,
     /// Present on a Group Replication member (MySQL; the caller refuses a long applier queue).
     pub group_replication: Option<Member>,
+    /// The paths a restore needs (role, path), the info file's directory included.
+    pub recovery_paths: Vec<(String, std::path::PathBuf)>,
+}
+
+impl Surroundings {
+    /// The filesystems `sync-filesystems` must sync: those holding the recovery paths, each once.
+    /// Unlike the storage map, a path that cannot be resolved is an error here.
+    pub fn filesystems_to_sync(&self) -> Result<Vec<storage::Filesystem>> {
+        storage::check_sync_program()?;
+        storage::filesystems_here(&self.recovery_paths)
+    }
 }
 
 /// Reads the surroundings of a freeze; `info_file` joins the storage map. Whether the server is a
@@ -53,6 +64,7 @@ pub fn read(conn: &mut Conn, info: &ServerInfo, info_file: &Path) -> Result<Surr
         durability: durability::read(conn, info, &rows),
         galera,
         group_replication,
+        recovery_paths: recovery,
     })
 }
 

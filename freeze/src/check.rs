@@ -13,7 +13,7 @@ use common::grants;
 use common::lock::Attempt;
 use common::server;
 use common::storage;
-use common::surroundings;
+use common::surroundings::{self, Surroundings};
 use common::Config;
 use mysql::prelude::Queryable;
 use serde_json::{json, Value};
@@ -130,12 +130,18 @@ fn rehearse(config: &Config, caller_does_not_freeze: bool) -> Vec<Item> {
     if let Some(note) = system_user_note(config, &mut session) {
         items.push(item("kill", true, note));
     }
-    items.push(sync_rehearsal(
-        config,
-        caller_does_not_freeze,
-        &mut session.conn,
-    ));
-    items.extend(surroundings_items(config, &mut session));
+    // Read once, as a freeze does, for both the sync rehearsal and the surroundings' lines.
+    let replica = common::replication::read_replicas(&mut session.conn, &session.info)
+        .map(|r| !r.is_empty())
+        .unwrap_or(false);
+    let around = surroundings::read(&mut session.conn, &session.info, &config.info_file)
+        .map(|mut around| {
+            around.durability.replica = replica;
+            around
+        })
+        .map_err(|err| err.to_string());
+    items.push(sync_rehearsal(config, caller_does_not_freeze, &around));
+    items.extend(surroundings_items(around));
 
     // The rehearsal: take and release the lock once, capped like a real attempt.
     let setup = format!(
@@ -180,17 +186,11 @@ fn rehearse(config: &Config, caller_does_not_freeze: bool) -> Vec<Item> {
 
 /// The storage map's flags, each risky durability setting with its fix, and the Galera node's
 /// state (a node that is not Synced fails the check: freeze refuses it).
-fn surroundings_items(config: &Config, session: &mut server::Session) -> Vec<Item> {
+fn surroundings_items(around: std::result::Result<Surroundings, String>) -> Vec<Item> {
     let item = |name, ok, text: String| Item { name, ok, text };
-    let replica = common::replication::read_replicas(&mut session.conn, &session.info)
-        .map(|r| !r.is_empty())
-        .unwrap_or(false);
-    let around = match surroundings::read(&mut session.conn, &session.info, &config.info_file) {
-        Ok(mut around) => {
-            around.durability.replica = replica;
-            around
-        }
-        Err(err) => return vec![item("storage", false, err.to_string())],
+    let around = match around {
+        Ok(around) => around,
+        Err(err) => return vec![item("storage", false, err)],
     };
     let mut items = Vec::new();
     if around.storage.flags.is_empty() {
@@ -266,7 +266,11 @@ fn surroundings_items(config: &Config, session: &mut server::Session) -> Vec<Ite
 
 /// What `sync-filesystems` does for this run; when on, the filesystems a freeze would sync, synced
 /// once now (outside any lock) to time them.
-fn sync_rehearsal(config: &Config, caller_does_not_freeze: bool, conn: &mut mysql::Conn) -> Item {
+fn sync_rehearsal(
+    config: &Config,
+    caller_does_not_freeze: bool,
+    around: &std::result::Result<Surroundings, String>,
+) -> Item {
     let setting = config.sync_filesystems;
     if !setting.resolve(caller_does_not_freeze) {
         let text = match setting {
@@ -280,15 +284,12 @@ fn sync_rehearsal(config: &Config, caller_does_not_freeze: bool, conn: &mut mysq
             text,
         };
     }
-    let found = storage::check_sync_program()
-        .and_then(|()| storage::server_paths(conn))
-        .and_then(|mut paths| {
-            if let Some(dir) = config.info_file.parent() {
-                paths.push(("info-file".into(), dir.to_path_buf()));
-            }
-            storage::filesystems_here(&paths)
-        })
-        .and_then(|filesystems| storage::sync_all(&filesystems, config.sync_timeout));
+    let found = around.as_ref().map_err(String::clone).and_then(|around| {
+        around
+            .filesystems_to_sync()
+            .and_then(|filesystems| storage::sync_all(&filesystems, config.sync_timeout))
+            .map_err(|err| err.to_string())
+    });
     match found {
         Ok(synced) => {
             let each: Vec<String> = synced
@@ -315,10 +316,10 @@ fn sync_rehearsal(config: &Config, caller_does_not_freeze: bool, conn: &mut mysq
                 ),
             }
         }
-        Err(err) => Item {
+        Err(text) => Item {
             name: "sync",
             ok: false,
-            text: err.to_string(),
+            text,
         },
     }
 }

@@ -257,15 +257,14 @@ impl Locker {
             .conn
             .query_drop(&setup)
             .map_err(|e| Error::server(&setup, &e))?;
-        // Where the server's files live is found now, before any lock: a path that cannot be
-        // resolved fails the freeze while nothing is held.
+        // What the snapshot is taken in (storage map, durability, cluster) is read before the
+        // lock; a Galera node that is not Synced is refused here, and so is a server path the
+        // sync cannot resolve, while nothing is held.
+        let around = surroundings::read(&mut session.conn, &session.info, &self.config.info_file)?;
         let to_sync = match self.sync {
-            true => Some(self.filesystems_to_sync(&mut session.conn)?),
+            true => Some(around.filesystems_to_sync()?),
             false => None,
         };
-        // The rest of what the snapshot is taken in (storage map, durability, cluster), read
-        // before the lock too; a Galera node that is not Synced is refused here.
-        let around = surroundings::read(&mut session.conn, &session.info, &self.config.info_file)?;
         if let Some(node) = &around.galera {
             node.check_synced()?;
         }
@@ -539,16 +538,6 @@ impl Locker {
                 }
             }
         }
-    }
-
-    /// The filesystems that hold the server's files and the info file, each once.
-    fn filesystems_to_sync(&self, conn: &mut mysql::Conn) -> Result<Vec<storage::Filesystem>> {
-        storage::check_sync_program()?;
-        let mut paths = storage::server_paths(conn)?;
-        if let Some(dir) = self.config.info_file.parent() {
-            paths.push(("info-file".into(), dir.to_path_buf()));
-        }
-        storage::filesystems_here(&paths)
     }
 
     /// Waits until no statement that would hold up the lock has run past `long-query-threshold`,
