@@ -74,6 +74,9 @@ pub struct Config {
     pub sync_filesystems: SyncFilesystems,
     /// How long the syncs may take before the freeze fails and the lock is released.
     pub sync_timeout: Duration,
+    /// `replica-safe`: on a replica, stop its SQL threads at a moment with no open temporary
+    /// tables before the lock, and start them again at release (see `replica_safe`).
+    pub replica_safe: bool,
 }
 
 /// `sync-filesystems`: whether freeze `syncfs(2)`s every filesystem holding server files after
@@ -165,6 +168,7 @@ impl Config {
             kill_long_queries_timeout: 1,
             sync_filesystems: SyncFilesystems::Auto,
             sync_timeout: Duration::from_secs(30),
+            replica_safe: false,
         }
     }
 
@@ -301,6 +305,7 @@ impl Config {
                 }
             }
             "sync-timeout" => self.sync_timeout = Duration::from_secs(number(entry, 1, 3600)?),
+            "replica-safe" => self.replica_safe = boolean(entry)?,
             "lock-mode" => {
                 self.lock_mode = LockMode::parse(required_value(entry)?)
                     .ok_or_else(|| bad_value(entry, LockMode::EXPECTED))?

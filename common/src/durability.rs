@@ -61,6 +61,10 @@ pub struct Durability {
     /// (`Slave_open_temp_tables` / `Replica_open_temp_tables`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replica_open_temp_tables: Option<u64>,
+    /// `replica-safe`: the connections whose SQL thread was stopped, with no temporary table
+    /// open, for the length of the lock (started again at release).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replica_sql_stopped: Vec<String>,
     /// Why something could not be read.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
@@ -178,7 +182,7 @@ impl Durability {
             risks.push(Risk {
                 hard: true,
                 text: format!(
-                    "the replica's SQL thread held {open} temporary table(s) open (statement-based events): a replica cloned from this copy lacks them and can break or diverge. Snapshot when Slave_open_temp_tables is 0, or use binlog_format = ROW on its source"
+                    "the replica's SQL thread held {open} temporary table(s) open (statement-based events): a replica cloned from this copy lacks them and can break or diverge. Set replica-safe = on (the SQL thread is then stopped at a moment with none open), or use binlog_format = ROW on its source"
                 ),
             });
         }
@@ -241,30 +245,47 @@ pub fn tables_statement(info: &ServerInfo) -> String {
     }
 }
 
-/// Reads the settings (`rows` are the caller's `SHOW GLOBAL VARIABLES` rows, which include
-/// [`VARIABLES`]) and the non-transactional tables; a query that fails or runs past its cap
-/// becomes a note, never an error.
-pub fn read(conn: &mut Conn, info: &ServerInfo, rows: &[(String, Option<String>)]) -> Durability {
-    let mut durability = Durability::from_variables(rows);
-    let statement = tables_statement(info);
-    match conn.query::<String, _>(&statement) {
-        Ok(mut tables) => {
-            if let Some(i) = tables
-                .iter()
-                .position(|t| t.starts_with("mysql.gtid_slave_pos "))
-            {
-                let row = tables.remove(i);
-                durability.gtid_slave_pos_engine = row.rsplit(' ').next().map(str::to_string);
-            }
-            durability.non_transactional_count = Some(tables.len() as u64);
-            durability.non_transactional_tables = tables.into_iter().take(10).collect();
-        }
-        Err(e) => durability.notes.push(format!(
+/// What the scan for non-transactional tables found: the tables (`schema.table engine`, the
+/// MariaDB `mysql.gtid_slave_pos` row among them), or why it was skipped.
+pub type TablesScan = std::result::Result<Vec<String>, String>;
+
+/// Runs the scan for non-transactional tables; a query that fails or runs past its cap becomes
+/// the note of an `Err`, never an error. It may run on a connection of its own.
+pub fn scan_tables(conn: &mut Conn, info: &ServerInfo) -> TablesScan {
+    conn.query::<String, _>(tables_statement(info)).map_err(|e| {
+        format!(
             "non-transactional tables not checked (the query was stopped after {} s or failed: {}); servers with very many tables exist",
             TABLES_QUERY_LIMIT.as_secs(),
             crate::server::describe(&e)
-        )),
+        )
+    })
+}
+
+impl Durability {
+    /// Records what [`scan_tables`] found.
+    pub fn apply(&mut self, scan: TablesScan) {
+        match scan {
+            Ok(mut tables) => {
+                if let Some(i) = tables
+                    .iter()
+                    .position(|t| t.starts_with("mysql.gtid_slave_pos "))
+                {
+                    let row = tables.remove(i);
+                    self.gtid_slave_pos_engine = row.rsplit(' ').next().map(str::to_string);
+                }
+                self.non_transactional_count = Some(tables.len() as u64);
+                self.non_transactional_tables = tables.into_iter().take(10).collect();
+            }
+            Err(note) => self.notes.push(note),
+        }
     }
+}
+
+/// Reads the settings (`rows` are the caller's variable rows, which include [`VARIABLES`]) and
+/// scans for non-transactional tables on the same connection.
+pub fn read(conn: &mut Conn, info: &ServerInfo, rows: &[(String, Option<String>)]) -> Durability {
+    let mut durability = Durability::from_variables(rows);
+    durability.apply(scan_tables(conn, info));
     durability
 }
 

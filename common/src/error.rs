@@ -70,6 +70,9 @@ pub enum Error {
     Interrupted { signal: String },
     /// The state file or run directory is unsafe or unusable.
     State { path: PathBuf, message: String },
+    /// `replica-safe` could not make (or leave) the replica safe: open temporary tables that
+    /// cannot clear, or SQL threads it stopped that it cannot start again.
+    Replication { message: String },
 }
 
 impl Error {
@@ -92,6 +95,7 @@ impl Error {
             Error::Connect { .. } | Error::Unreachable { .. } => "unreachable",
             Error::Busy { .. } => "busy",
             Error::Interrupted { .. } => "aborted",
+            Error::Replication { .. } => "replica",
             _ => "refused",
         }
     }
@@ -156,7 +160,7 @@ impl fmt::Display for Error {
             Error::NotLocked { message } | Error::Unreachable { message } => {
                 write!(f, "no lock taken: {message}")
             }
-            Error::LockLost { message } => write!(f, "{message}"),
+            Error::LockLost { message } | Error::Replication { message } => write!(f, "{message}"),
             Error::Interrupted { signal } => write!(f, "stopped by {signal}"),
             Error::State { path, message } => write!(f, "{}: {message}", path.display()),
         }

@@ -104,6 +104,18 @@ pub fn needed(info: &ServerInfo, config: &Config) -> Vec<Needed> {
             why: "to kill other accounts' statements (kill-long-queries)",
         });
     }
+    if config.replica_safe {
+        let (name, also): (&'static str, &'static [&'static str]) = match info.flavor {
+            Flavor::MariaDb if info.at_least(10, 5, 2) => ("REPLICATION SLAVE ADMIN", &["SUPER"]),
+            Flavor::MariaDb => ("SUPER", &[]),
+            Flavor::MySql => ("REPLICATION_SLAVE_ADMIN", &["SUPER"]),
+        };
+        list.push(Needed {
+            name,
+            also,
+            why: "to stop and start a replica's SQL thread (replica-safe)",
+        });
+    }
     list
 }
 

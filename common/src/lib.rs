@@ -20,6 +20,7 @@ pub mod optfile;
 pub mod phase;
 pub mod process;
 pub mod quiet;
+pub mod replica_safe;
 pub mod replication;
 pub mod server;
 pub mod state;

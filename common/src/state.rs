@@ -99,6 +99,11 @@ pub struct State {
     pub storage_flags: Option<Vec<String>>,
     #[serde(default)]
     pub durability_warnings: Option<Vec<String>>,
+    /// `replica-safe`: the replica connections whose SQL thread this snapshot stopped and has not
+    /// started again. Written before the STOP and cleared after the START, so that whoever finds
+    /// the locker dead (thaw, freeze, the next freeze) starts exactly these.
+    #[serde(default)]
+    pub replica_sql_stopped: Option<Vec<String>>,
     pub updated_at: String,
 }
 
@@ -126,6 +131,7 @@ impl State {
             synced: None,
             storage_flags: None,
             durability_warnings: None,
+            replica_sql_stopped: None,
             updated_at: crate::time::now_rfc3339(),
         }
     }
@@ -133,6 +139,14 @@ impl State {
     /// True if a process of this snapshot (freeze or locker) is still running.
     pub fn in_progress(&self) -> bool {
         self.freeze.is_running() || self.locker_running()
+    }
+
+    /// The SQL threads replica-safe stopped and nobody started again, once no process of this
+    /// snapshot is left to start them (`None` while one still runs, or when none are stopped).
+    pub fn replica_sql_left(&self) -> Option<&[String]> {
+        self.replica_sql_stopped
+            .as_deref()
+            .filter(|names| !names.is_empty() && !self.in_progress())
     }
 
     /// True if the recorded locker is still the same running process.

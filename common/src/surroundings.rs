@@ -40,9 +40,23 @@ impl Surroundings {
     }
 }
 
+/// Where the scan for non-transactional tables (the slowest read, on MySQL above all) runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tables {
+    /// On this connection, now.
+    Here,
+    /// On another connection, by the caller, who then `apply`s it to `durability`.
+    Elsewhere,
+}
+
 /// Reads the surroundings of a freeze; `info_file` joins the storage map. Whether the server is a
 /// replica (`durability.replica`) is left to the caller, who knows it from the coordinates.
-pub fn read(conn: &mut Conn, info: &ServerInfo, info_file: &Path) -> Result<Surroundings> {
+pub fn read(
+    conn: &mut Conn,
+    info: &ServerInfo,
+    info_file: &Path,
+    tables: Tables,
+) -> Result<Surroundings> {
     let mut names = storage::variable_names();
     names.extend(durability::VARIABLES);
     names.extend(["wsrep_on", "wsrep_node_name"]);
@@ -61,54 +75,85 @@ pub fn read(conn: &mut Conn, info: &ServerInfo, info_file: &Path) -> Result<Surr
     };
     Ok(Surroundings {
         storage: storage::map_here(&recovery, &storage::informational_paths(&rows)),
-        durability: durability::read(conn, info, &rows),
+        durability: match tables {
+            Tables::Here => durability::read(conn, info, &rows),
+            Tables::Elsewhere => Durability::from_variables(&rows),
+        },
         galera,
         group_replication,
         recovery_paths: recovery,
     })
 }
 
-/// Variables that exist on every MariaDB (≥ 10.4) or every MySQL (≥ 8.0) server: those are read
-/// with one `SELECT @@GLOBAL.…` (about a tenth of the cost of `SHOW GLOBAL VARIABLES WHERE …`,
-/// which evaluates every variable); the rest, and a server that lacks one of them, go through
-/// `SHOW GLOBAL VARIABLES`.
-fn everywhere(info: &ServerInfo, name: &str) -> bool {
-    const MYSQL_ONLY: [&str; 2] = ["gtid_mode", "relay_log_info_repository"];
-    const MARIADB_ONLY: [&str; 3] = ["aria_log_dir_path", "wsrep_on", "wsrep_node_name"];
+/// Variables that never exist on this server: not asked for. Every other one is read with one
+/// `SELECT @@GLOBAL.…` (about a tenth of the cost of `SHOW GLOBAL VARIABLES WHERE …` or of
+/// `performance_schema.global_variables`, which evaluate every variable).
+fn never(info: &ServerInfo, name: &str) -> bool {
     match info.flavor {
-        crate::server::Flavor::MariaDb => !MYSQL_ONLY.contains(&name),
-        // relay_log_info_repository is gone from newer MySQL: never on the fast path.
+        crate::server::Flavor::MariaDb => {
+            ["gtid_mode", "relay_log_info_repository"].contains(&name)
+        }
         crate::server::Flavor::MySql => {
-            !MARIADB_ONLY.contains(&name) && !MYSQL_ONLY.contains(&name)
+            name == "aria_log_dir_path"
+                // Removed in MySQL 8.3.
+                || (name == "relay_log_info_repository" && info.at_least(8, 3, 0))
         }
     }
 }
 
-/// `names` with their values (absent ones are not in the result).
+/// The variable an "Unknown system variable 'x'" error (1193) names.
+fn unknown_variable(err: &mysql::Error) -> Option<String> {
+    match err {
+        mysql::Error::MySqlError(e) if e.code == 1193 => {
+            e.message.split('\'').nth(1).map(str::to_ascii_lowercase)
+        }
+        _ => None,
+    }
+}
+
+/// `names` without `missing`; a missing `wsrep_` variable means no Galera provider settings at
+/// all (MySQL without Percona XtraDB Cluster): every `wsrep_` name goes with it.
+fn without<'a>(names: &[&'a str], missing: &str) -> Vec<&'a str> {
+    let wsrep = missing.starts_with("wsrep_");
+    names
+        .iter()
+        .copied()
+        .filter(|n| *n != missing && !(wsrep && n.starts_with("wsrep_")))
+        .collect()
+}
+
+/// `names` with their values (absent ones are not in the result). A variable the server does
+/// not know is dropped and the `SELECT` asked again (a few round trips of a tenth of a
+/// millisecond at most: `wsrep_*` on MySQL, `relay_log_info_repository` before 8.3 where absent).
 fn read_variables(
     conn: &mut Conn,
     info: &ServerInfo,
     names: &[&str],
 ) -> Result<Vec<(String, Option<String>)>> {
-    let (fast, slow): (Vec<&str>, Vec<&str>) =
-        names.iter().partition(|name| everywhere(info, name));
-    let select = format!(
-        "SELECT {}",
-        fast.iter()
-            .map(|name| format!("@@GLOBAL.{name}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    let row = match conn.query_first::<mysql::Row, _>(&select) {
-        Ok(row) => row,
-        // Unknown system variable (an older or unusual build): ask for all of them the slow way.
-        Err(e) if crate::server::error_code(&e) == Some(1193) => {
-            return storage::show_variables(conn, names)
+    let mut asked: Vec<&str> = names.iter().copied().filter(|n| !never(info, n)).collect();
+    let row = loop {
+        let select = format!(
+            "SELECT {}",
+            asked
+                .iter()
+                .map(|name| format!("@@GLOBAL.{name}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        match conn.query_first::<mysql::Row, _>(&select) {
+            Ok(row) => break row,
+            Err(e) => match unknown_variable(&e) {
+                Some(missing) if asked.len() > 1 && asked.contains(&missing.as_str()) => {
+                    asked = without(&asked, &missing);
+                }
+                // Not one of ours (an unusual build): ask for all of them the slow way.
+                Some(_) => return storage::show_variables(conn, names),
+                None => return Err(crate::Error::server(&select, &e)),
+            },
         }
-        Err(e) => return Err(crate::Error::server(&select, &e)),
     };
-    let mut rows: Vec<(String, Option<String>)> = match row {
-        Some(row) => fast
+    Ok(match row {
+        Some(row) => asked
             .iter()
             .enumerate()
             .map(|(i, name)| {
@@ -121,11 +166,7 @@ fn read_variables(
             })
             .collect(),
         None => Vec::new(),
-    };
-    if !slow.is_empty() {
-        rows.extend(storage::show_variables(conn, &slow)?);
-    }
-    Ok(rows)
+    })
 }
 
 /// `SELECT @@x` gives a boolean as `1`/`0`; the info file records it as `SHOW VARIABLES` does.
@@ -148,16 +189,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn flavour_specific_variables_leave_the_fast_path_and_booleans_read_as_shown() {
+    fn variables_a_flavour_never_has_are_not_asked_and_a_missing_wsrep_one_takes_all_wsrep_with_it()
+    {
         let maria = ServerInfo::new("10.11.6-MariaDB".into(), 1);
-        let mysql = ServerInfo::new("8.0.36".into(), 1);
-        assert!(
-            everywhere(&maria, "aria_log_dir_path") && !everywhere(&mysql, "aria_log_dir_path")
+        let mysql_80 = ServerInfo::new("8.0.36".into(), 1);
+        let mysql_97 = ServerInfo::new("9.7.4".into(), 1);
+        assert!(!never(&maria, "aria_log_dir_path") && never(&mysql_80, "aria_log_dir_path"));
+        assert!(never(&maria, "gtid_mode") && !never(&mysql_80, "gtid_mode"));
+        assert!(!never(&mysql_80, "relay_log_info_repository"));
+        assert!(never(&mysql_97, "relay_log_info_repository"));
+        assert!(!never(&mysql_97, "wsrep_on") && !never(&maria, "wsrep_on"));
+        assert_eq!(
+            without(
+                &["datadir", "wsrep_on", "wsrep_node_name", "sync_binlog"],
+                "wsrep_on"
+            ),
+            vec!["datadir", "sync_binlog"]
         );
-        assert!(
-            !everywhere(&maria, "gtid_mode") && !everywhere(&mysql, "relay_log_info_repository")
+        assert_eq!(
+            without(
+                &["datadir", "relay_log_info_repository"],
+                "relay_log_info_repository"
+            ),
+            vec!["datadir"]
         );
-        assert!(everywhere(&mysql, "datadir") && everywhere(&maria, "wsrep_on"));
         assert_eq!(as_shown("log_bin", "1".into()), "ON");
         assert_eq!(as_shown("innodb_doublewrite", "0".into()), "OFF");
         assert_eq!(as_shown("sync_binlog", "1".into()), "1");

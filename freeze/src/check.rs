@@ -131,15 +131,23 @@ fn rehearse(config: &Config, caller_does_not_freeze: bool) -> Vec<Item> {
         items.push(item("kill", true, note));
     }
     // Read once, as a freeze does, for both the sync rehearsal and the surroundings' lines.
-    let replica = common::replication::read_replicas(&mut session.conn, &session.info)
-        .map(|r| !r.is_empty())
-        .unwrap_or(false);
-    let around = surroundings::read(&mut session.conn, &session.info, &config.info_file)
-        .map(|mut around| {
-            around.durability.replica = replica;
-            around
-        })
-        .map_err(|err| err.to_string());
+    let replicas =
+        common::replication::read_replicas(&mut session.conn, &session.info).unwrap_or_default();
+    let replica = !replicas.is_empty();
+    if replica {
+        items.push(replica_item(config, &mut session.conn, &replicas));
+    }
+    let around = surroundings::read(
+        &mut session.conn,
+        &session.info,
+        &config.info_file,
+        surroundings::Tables::Here,
+    )
+    .map(|mut around| {
+        around.durability.replica = replica;
+        around
+    })
+    .map_err(|err| err.to_string());
     items.push(sync_rehearsal(config, caller_does_not_freeze, &around));
     items.extend(surroundings_items(around));
 
@@ -182,6 +190,48 @@ fn rehearse(config: &Config, caller_does_not_freeze: bool) -> Vec<Item> {
     };
     items.push(outcome);
     items
+}
+
+/// On a replica: its SQL threads, the temporary tables they hold open now, and what
+/// `replica-safe` will do about them (a FAIL when it could never proceed).
+fn replica_item(
+    config: &Config,
+    conn: &mut mysql::Conn,
+    replicas: &[common::replication::Replica],
+) -> Item {
+    use common::replica_safe::{self, Moment};
+    let running = replica_safe::running(replicas);
+    let open = match common::durability::replica_open_temp_tables(conn) {
+        Ok(open) => open.unwrap_or(0),
+        Err(err) => {
+            return Item {
+                name: "replica",
+                ok: false,
+                text: err.to_string(),
+            }
+        }
+    };
+    let threads = format!(
+        "{} replication connection(s), SQL thread running on {}",
+        replicas.len(),
+        if running.is_empty() {
+            "none".to_string()
+        } else {
+            replica_safe::list(&running)
+        }
+    );
+    let (ok, what) = match (config.replica_safe, replica_safe::moment(open, &running)) {
+        (true, Moment::Stuck { open }) => (false, replica_safe::stuck_error(open).to_string()),
+        (true, Moment::Wait { open }) => (true, format!("{open} temporary table(s) open now: replica-safe = on waits until none is, then stops the SQL thread(s) for the lock")),
+        (true, Moment::Clear) => (true, "no temporary table open; replica-safe = on stops the SQL thread(s) for the lock and starts them at release".to_string()),
+        (false, Moment::Clear) => (true, "no temporary table open now (replica-safe = off)".to_string()),
+        (false, Moment::Wait { open } | Moment::Stuck { open }) => (true, format!("WARNING: {open} temporary table(s) open now: a replica cloned from a snapshot taken now would lack them. Set replica-safe = on, or binlog_format = ROW on the source")),
+    };
+    Item {
+        name: "replica",
+        ok,
+        text: format!("{threads}; {what}"),
+    }
 }
 
 /// The storage map's flags, each risky durability setting with its fix, and the Galera node's

@@ -262,6 +262,12 @@ impl Freeze {
             }
             _ => {}
         }
+        if let Found::State(previous) = guard.read() {
+            // A previous snapshot's locker died with SQL threads stopped, and no thaw came.
+            if let Some(names) = previous.replica_sql_left() {
+                restart_left(&self.config, names, "a previous snapshot's locker died");
+            }
+        }
         let mut state = State::starting(me);
         state.attempt = 1;
         guard.write(&state)
@@ -594,8 +600,20 @@ impl Freeze {
         if self.locker.is_some() {
             self.stop_locker();
         }
+        // A locker that had to be killed could not start the SQL threads it stopped.
+        let left = match self.state.peek() {
+            Ok(Found::State(s)) if !s.locker_running() => {
+                s.replica_sql_stopped.filter(|n| !n.is_empty())
+            }
+            _ => None,
+        };
+        let restarted =
+            left.is_some_and(|names| restart_left(&self.config, &names, "the locker was killed"));
         let reason = err.to_string();
         let _ = self.update(|s| {
+            if restarted {
+                s.replica_sql_stopped = None;
+            }
             if !matches!(s.status, Status::Released | Status::Lost) {
                 s.status = Status::Failed;
             }
@@ -649,6 +667,24 @@ impl Freeze {
             }
         }
         log::info!("event=aborted stopped the locker (PID {pid}); no lock remains");
+    }
+}
+
+/// Starts SQL threads replica-safe stopped and a dead locker (`why`) left stopped; logs either
+/// way, true when they run again.
+fn restart_left(config: &Config, names: &[String], why: &str) -> bool {
+    match common::replica_safe::restart_left(&config.client, names) {
+        Ok(()) => {
+            log::warn!(
+                "event=replica-restarted {why} with the SQL thread(s) {} stopped by replica-safe; started them again",
+                common::replica_safe::list(names)
+            );
+            true
+        }
+        Err(err) => {
+            log::error!("event=replica {err}");
+            false
+        }
     }
 }
 

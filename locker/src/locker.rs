@@ -33,6 +33,8 @@ use common::grants;
 use common::lock::{Attempt, LockMode};
 use common::process::Identity;
 use common::quiet::QuietWindow;
+use common::replica_safe::{self, Moment};
+use common::replication;
 use common::state::{Found, State, StateFile, Status};
 use common::storage;
 use common::surroundings::{self, Surroundings};
@@ -134,6 +136,7 @@ pub(crate) fn main() -> ExitCode {
         events,
         ours: false,
         sync: args.sync_filesystems,
+        replica: None,
     };
     match locker.run() {
         Ok(code) => ExitCode::from(code),
@@ -145,12 +148,31 @@ pub(crate) fn main() -> ExitCode {
                 _ => "failed",
             };
             locker.notify(&format!("{word} {}", one_line(&why)));
-            if locker.ours {
+            if locker.ours || locker.replica.is_some() {
                 locker.record_end(Status::Failed, &why);
             }
             ExitCode::from(1)
         }
     }
+}
+
+/// Starts the scan for non-transactional tables (the slowest read before the lock: a millisecond
+/// and more on MySQL's data dictionary) on a connection of its own, so that it overlaps the
+/// locker's checks and quiet-moment wait instead of adding to them. `None` from the thread when that
+/// connection cannot be had (`max_connections`, say): the locker then scans on its own.
+fn scan_tables_aside(
+    client: &common::config::Client,
+    read_timeout: Duration,
+) -> std::thread::JoinHandle<Option<durability::TablesScan>> {
+    let client = client.clone();
+    std::thread::spawn(move || {
+        let mut session = server::connect(&client, read_timeout).ok()?;
+        if session.info.flavor == server::Flavor::MySql {
+            // As on the locker's own connection: never wait on a Group Replication group.
+            let _ = session.conn.query_drop(common::group_replication::EVENTUAL);
+        }
+        Some(durability::scan_tables(&mut session.conn, &session.info))
+    })
 }
 
 /// What reaches the locker from outside: signals, and freeze's words on the commit pipe.
@@ -218,12 +240,34 @@ struct Locker {
     ours: bool,
     /// `--sync-filesystems`: sync the server's filesystems before saying `acquired`.
     sync: bool,
+    /// `replica-safe`: the SQL threads this locker stopped (started again in `record_end`).
+    replica: Option<StoppedSql>,
+}
+
+/// Replica SQL threads stopped for the lock, and the connection of our own that stopped them
+/// (the lock's connection may be gone when they must start again).
+struct StoppedSql {
+    session: server::Session,
+    names: Vec<String>,
+}
+
+impl StoppedSql {
+    /// Starts the threads again: on our connection, or on a fresh one if that is gone.
+    fn start(mut self, client: &common::config::Client) -> Result<()> {
+        match replica_safe::start(&mut self.session.conn, &self.session.info, &self.names) {
+            Ok(()) => Ok(()),
+            Err(_) => replica_safe::restart_left(client, &self.names),
+        }
+    }
 }
 
 impl Locker {
     fn run(&mut self) -> Result<u8> {
         let read_timeout = Duration::from_secs(self.config.lock_wait_timeout + 10);
         let mut session = server::connect(&self.config.client, read_timeout)?;
+        // Only once the locker's own connection is had: the lock must never lose the last free
+        // connection slot to the scan.
+        let tables = scan_tables_aside(&self.config.client, read_timeout);
         if session.info.flavor == server::Flavor::MySql {
             // Before anything else: on a Group Replication member our reads must not wait for
             // the group. Without the plugin the variable is unknown (1193): nothing to do.
@@ -260,7 +304,12 @@ impl Locker {
         // What the snapshot is taken in (storage map, durability, cluster) is read before the
         // lock; a Galera node that is not Synced is refused here, and so is a server path the
         // sync cannot resolve, while nothing is held.
-        let around = surroundings::read(&mut session.conn, &session.info, &self.config.info_file)?;
+        let mut around = surroundings::read(
+            &mut session.conn,
+            &session.info,
+            &self.config.info_file,
+            surroundings::Tables::Elsewhere,
+        )?;
         let to_sync = match self.sync {
             true => Some(around.filesystems_to_sync()?),
             false => None,
@@ -287,12 +336,29 @@ impl Locker {
         // Its writer thread starts now, off the path from lock to `acquired`.
         let pending = PendingInfoFile::create(&self.config.info_file)?;
         let mut writer = InfoWriter::start(pending, self.events.clone(), Stop::InfoFile);
+        if let Some(stop) = self.make_replica_safe(&mut session)? {
+            self.record_end(
+                Status::Failed,
+                &format!(
+                    "{} while replica-safe waited for the replica's temporary tables",
+                    describe(&stop)
+                ),
+            );
+            return Ok(1);
+        }
         let quiet = QuietWindow {
             config: &self.config,
             mode,
             flavor: session.info.flavor,
         };
-        if let Some(stop) = self.wait_for_quiet_moment(&quiet, &mut session.conn)? {
+        let stopped = self.wait_for_quiet_moment(&quiet, &mut session.conn)?;
+        // The scan aside has had the connect, the privilege check and the quiet moment to run
+        // in; it is capped on the server side. Without it (no second connection, say), here.
+        let scan = tables.join().ok().flatten();
+        around.durability.apply(
+            scan.unwrap_or_else(|| durability::scan_tables(&mut session.conn, &session.info)),
+        );
+        if let Some(stop) = stopped {
             self.record_end(
                 Status::Failed,
                 &format!("{} while waiting for a quiet moment", describe(&stop)),
@@ -430,8 +496,11 @@ impl Locker {
         // Whether it replicates is known from the coordinates (read anyway): no query before the lock.
         let mut around = around;
         around.durability.replica = !coordinates.replicas.is_empty();
+        if let Some(stopped) = &self.replica {
+            around.durability.replica_sql_stopped = stopped.names.clone();
+        }
         if around.durability.replica {
-            // While the SQL thread is held by the lock: what a clone would miss.
+            // While the SQL thread is held by the lock (or stopped): what a clone would miss.
             around.durability.replica_open_temp_tables =
                 durability::replica_open_temp_tables(&mut session.conn)?;
         }
@@ -540,6 +609,100 @@ impl Locker {
         }
     }
 
+    /// `replica-safe`: on a replica, waits for a moment when its SQL threads hold no temporary
+    /// table open and stops them then (recorded in the state file before the STOP), telling
+    /// freeze while it waits. `Some(stop)` when told to stop meanwhile. Off, or not a replica:
+    /// nothing. Stopped threads start again in `record_end`, on every way out.
+    fn make_replica_safe(&mut self, session: &mut server::Session) -> Result<Option<Stop>> {
+        if !self.config.replica_safe {
+            return Ok(None);
+        }
+        let read_timeout = Duration::from_secs(self.config.lock_wait_timeout + 10);
+        let mut reported = None;
+        loop {
+            let replicas = replication::read_replicas(&mut session.conn, &session.info)?;
+            if replicas.is_empty() {
+                return Ok(None);
+            }
+            let running = replica_safe::running(&replicas);
+            let open = durability::replica_open_temp_tables(&mut session.conn)?.unwrap_or(0);
+            match replica_safe::moment(open, &running) {
+                Moment::Clear if running.is_empty() => return Ok(None),
+                Moment::Clear => {
+                    if let Some(open) = self.stop_sql_threads(session, running, read_timeout)? {
+                        reported = self.tell_waiting(open, reported);
+                    } else {
+                        return Ok(None);
+                    }
+                }
+                Moment::Stuck { open } => return Err(replica_safe::stuck_error(open)),
+                Moment::Wait { open } => reported = self.tell_waiting(open, reported),
+            }
+            match self.signals.recv_timeout(QUIET_POLL) {
+                Ok(Stop::Go | Stop::Committed) | Err(RecvTimeoutError::Timeout) => {}
+                Ok(stop) => return Ok(Some(stop)),
+                Err(RecvTimeoutError::Disconnected) => std::thread::sleep(QUIET_POLL),
+            }
+        }
+    }
+
+    /// Stops the SQL threads `names` and reads the open temporary tables again, now stable.
+    /// `None`: none open, the threads stay stopped. `Some(open)`: one was opened in between; the
+    /// threads were started again.
+    fn stop_sql_threads(
+        &mut self,
+        session: &mut server::Session,
+        names: Vec<String>,
+        read_timeout: Duration,
+    ) -> Result<Option<u64>> {
+        let mut own = match self.replica.take() {
+            Some(stopped) => stopped.session,
+            None => server::connect(&self.config.client, read_timeout)?,
+        };
+        let recorded = names.clone();
+        self.update(|s| s.replica_sql_stopped = Some(recorded))?;
+        if let Err(err) = replica_safe::stop(&mut own.conn, &own.info, &names) {
+            // stop() started again what it had stopped.
+            let _ = self.update(|s| s.replica_sql_stopped = None);
+            return Err(err);
+        }
+        self.replica = Some(StoppedSql {
+            session: own,
+            names,
+        });
+        let open = durability::replica_open_temp_tables(&mut session.conn)?.unwrap_or(0);
+        if open == 0 {
+            log::info!(
+                "event=replica-safe stopped the SQL thread(s) {} with no temporary table open",
+                replica_safe::list(
+                    &self
+                        .replica
+                        .as_ref()
+                        .map_or(Vec::new(), |r| r.names.clone())
+                )
+            );
+            return Ok(None);
+        }
+        if let Some(stopped) = self.replica.as_mut() {
+            replica_safe::start(
+                &mut stopped.session.conn,
+                &stopped.session.info,
+                &stopped.names,
+            )?;
+            stopped.names.clear();
+        }
+        self.update(|s| s.replica_sql_stopped = None)?;
+        Ok(Some(open))
+    }
+
+    /// Tells freeze that replica-safe waits (once per count), returning what was told.
+    fn tell_waiting(&self, open: u64, reported: Option<u64>) -> Option<u64> {
+        if reported != Some(open) {
+            self.notify(&format!("busy {}", replica_safe::waiting_text(open)));
+        }
+        Some(open)
+    }
+
     /// Waits until no statement that would hold up the lock has run past `long-query-threshold`,
     /// telling freeze about each one in the way. `Some(stop)` when told to stop meanwhile.
     fn wait_for_quiet_moment(
@@ -586,9 +749,22 @@ impl Locker {
         }
     }
 
-    /// Records how this locker ended; failures to record are logged, never fatal.
-    fn record_end(&self, status: Status, reason: &str) {
+    /// Records how this locker ended; failures to record are logged, never fatal. SQL threads
+    /// replica-safe stopped are started again first (the lock is gone by now), so that a thaw that
+    /// sees the end recorded also finds replication running; if they cannot be, their names stay
+    /// in the state for thaw.
+    fn record_end(&mut self, status: Status, reason: &str) {
+        let restarted = self.replica.take().map(|stopped| {
+            let started = stopped.start(&self.config.client);
+            if let Err(err) = &started {
+                log::error!("event=replica {err}");
+            }
+            started.is_ok()
+        });
         let result = self.update(|s| {
+            if restarted == Some(true) {
+                s.replica_sql_stopped = None;
+            }
             s.status = status;
             s.reason = Some(reason.to_string());
             if matches!(status, Status::Released | Status::Lost) {

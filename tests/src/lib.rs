@@ -14,6 +14,7 @@ pub mod loopfs;
 pub mod matrix;
 pub mod no_freeze;
 pub mod package;
+pub mod replication;
 pub mod vm;
 
 pub use matrix::Flavour;

@@ -13,15 +13,7 @@ use harness::loopfs::{self, LoopMount};
 use harness::{text, wait_until, Sandbox, Server, TempDir};
 use mysql::prelude::Queryable;
 
-const REPL_PASSWORD: &str = "repl-pw-5e6";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use harness::replication::{Source, REPL_PASSWORD};
 
 fn count(server: &Server) -> u64 {
     server
@@ -46,22 +38,8 @@ fn a_replica_snapshot_records_executed_coordinates_and_clones_a_sibling_that_cat
         return;
     }
     // The source listens on loopback only: replication needs a TCP port.
-    let port = free_port();
-    let source = Server::start_with(&[
-        "--log-bin=binlog",
-        "--server-id=1",
-        "--skip-networking=0",
-        "--bind-address=127.0.0.1",
-        &format!("--port={port}"),
-    ]);
-    source
-        .conn()
-        .query_drop(format!(
-            "CREATE USER 'repl'@'127.0.0.1' IDENTIFIED BY '{REPL_PASSWORD}';
-             GRANT REPLICATION SLAVE ON *.* TO 'repl'@'127.0.0.1';
-             CREATE TABLE snap.feed (id INT AUTO_INCREMENT PRIMARY KEY, v INT) ENGINE=InnoDB;"
-        ))
-        .unwrap();
+    let upstream = Source::start(&[]);
+    let (source, port) = (&upstream.server, upstream.port);
 
     // The replica's datadir lives on a loop mount, so that its disk can be copied while frozen.
     let dir = TempDir::new("replica");
@@ -79,13 +57,7 @@ fn a_replica_snapshot_records_executed_coordinates_and_clones_a_sibling_that_cat
         "--relay-log=relay",
     ];
     let replica = Server::start_on(&data, &replica_args);
-    replica
-        .conn()
-        .query_drop(format!(
-            "CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={port}, MASTER_USER='repl',
-             MASTER_PASSWORD='{REPL_PASSWORD}', MASTER_USE_GTID=slave_pos; START SLAVE;"
-        ))
-        .unwrap();
+    upstream.attach(&replica);
 
     // A steady write load on the source.
     let stop = Arc::new(AtomicBool::new(false));
@@ -182,7 +154,7 @@ fn a_replica_snapshot_records_executed_coordinates_and_clones_a_sibling_that_cat
 
     stop.store(true, Ordering::SeqCst);
     loader.join().unwrap();
-    let total = count(&source);
+    let total = count(source);
     let caught_up = wait_until(Duration::from_secs(120), || count(&clone) == total);
     let status = slave_status(&clone);
     assert!(

@@ -8,7 +8,7 @@
 //! |---|---|
 //! | 0 OK | idle, waiting, or locked within limits; the last snapshot held its lock until thaw |
 //! | 1 WARNING | the last snapshot lost its lock before thaw, or held it for more than 80 % of max-lock-time |
-//! | 2 CRITICAL | a lock held longer than max-lock-time, or a locker left over (still running 10 s after its recorded release) |
+//! | 2 CRITICAL | a lock held longer than max-lock-time, a locker left over (still running 10 s after its recorded release), or replica SQL threads that replica-safe stopped and nobody started again |
 //! | 3 UNKNOWN | the state cannot be read |
 use std::process::ExitCode;
 
@@ -126,6 +126,14 @@ fn judge(config: &Config, state: &State, now_ms: u64) -> (Level, String) {
                 state.status.name()
             ),
         ),
+        _ if state.replica_sql_left().is_some() => (
+            Level::Critical,
+            format!(
+                "replica-safe stopped the SQL thread(s) {} for the snapshot at {} and they were not started again: replication is stopped. Run mysql-snapshot-thaw (it starts them) or START SLAVE SQL_THREAD",
+                common::replica_safe::list(state.replica_sql_left().unwrap_or_default()),
+                when(Some(state.started_at_ms))
+            ),
+        ),
         Status::Released if state.reason.as_deref() == Some("thaw") => {
             let held = state.released_at_ms.map_or(0, held_ms);
             let text = format!(
@@ -188,5 +196,22 @@ mod tests {
         let (level, text) = judge(&config, &released_at(now - 20_000), now);
         assert_eq!(level as u8, Level::Critical as u8, "{text}");
         assert!(text.contains("left over"), "{text}");
+    }
+
+    #[test]
+    fn sql_threads_left_stopped_by_a_dead_locker_are_critical_and_named() {
+        let config = Config::defaults("/nonexistent.cnf".into());
+        let now = 1_800_000_000_000;
+        let mut state = released_at(now - 50_000);
+        state.locker = None;
+        // A freeze long gone: same PID, another start time.
+        state.freeze.start_time += 1;
+        state.replica_sql_stopped = Some(vec![String::new(), "east".into()]);
+        let (level, text) = judge(&config, &state, now);
+        assert_eq!(level as u8, Level::Critical as u8, "{text}");
+        assert!(text.contains("'', 'east'"), "{text}");
+        state.replica_sql_stopped = Some(Vec::new());
+        let (level, _) = judge(&config, &state, now);
+        assert_eq!(level as u8, Level::Warning as u8);
     }
 }

@@ -155,6 +155,23 @@ fn thaw(config: &Config, phase: Phase) -> Result<()> {
         }
     }
     drop(guard);
+    // A locker that died (or was killed above) could not start the SQL threads it stopped.
+    let replica = restart_replicas(config, &state_file);
+    let outcome = match (replica, outcome) {
+        (Err(err), Outcome::HeldUntilThaw(text)) => {
+            log::info!("event=thawed {text}");
+            return Err(err);
+        }
+        (Err(err), Outcome::NeverLocked(text)) => {
+            log::info!("event=idle nothing to thaw: {text}");
+            return Err(err);
+        }
+        (Err(err), outcome) => {
+            log::error!("event={} {err}", err.event());
+            outcome
+        }
+        (Ok(()), outcome) => outcome,
+    };
     match outcome {
         Outcome::HeldUntilThaw(text) => {
             log::info!("event=thawed {text}");
@@ -184,6 +201,29 @@ fn thaw(config: &Config, phase: Phase) -> Result<()> {
             })
         }
     }
+}
+
+/// Starts the replica SQL threads that replica-safe stopped, if no process of the snapshot is
+/// left to do it, and clears their record. An error names the threads and the fix.
+fn restart_replicas(config: &Config, state_file: &StateFile) -> Result<()> {
+    let names = match state_file.peek()? {
+        Found::State(state) => match state.replica_sql_left() {
+            Some(names) => names.to_vec(),
+            None => return Ok(()),
+        },
+        _ => return Ok(()),
+    };
+    common::replica_safe::restart_left(&config.client, &names)?;
+    log::warn!(
+        "event=replica-restarted the locker ended with the SQL thread(s) {} stopped by replica-safe; started them again",
+        common::replica_safe::list(&names)
+    );
+    let guard = state_file.lock()?;
+    if let Found::State(mut now) = guard.read() {
+        now.replica_sql_stopped = None;
+        guard.write(&now)?;
+    }
+    Ok(())
 }
 
 /// Ends the snapshot described by `state` and says what happened to its lock.
