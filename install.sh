@@ -465,6 +465,7 @@ write_config_template() {
 # syslog-socket = /dev/log
 # sync-filesystems = auto      # auto, on or off: syncfs the server's filesystems once locked (auto: when the hook says its platform does not freeze)
 # sync-timeout = 30            # seconds the syncs may take before the freeze fails and releases
+# metrics-file =               # Prometheus textfile, e.g. /var/lib/prometheus/node-exporter/mysql_snapshot.prom
 # replica-safe = off           # on a replica: stop its SQL threads while none holds a temporary table, restart them at release
 EOF
 }

@@ -19,6 +19,9 @@ have qemu-img || need="$need qemu-utils"
 # The Galera tests: a 2-node cluster (the provider is a library, not a program) joined by rsync SST.
 [ -f /usr/lib/galera/libgalera_smm.so ] || need="$need galera-4"
 have rsync || need="$need rsync"
+# The metrics tests: promtool checks what the tool writes; a real node_exporter serves it.
+have promtool || need="$need prometheus"
+have prometheus-node-exporter || need="$need prometheus-node-exporter"
 # The AWS test reads the SSM document (YAML) with python3's yaml module: a package, not a program.
 python3 -c 'import yaml' 2>/dev/null || need="$need python3-yaml"
 if [ -n "$need" ]; then

@@ -77,6 +77,8 @@ pub struct Config {
     /// `replica-safe`: on a replica, stop its SQL threads at a moment with no open temporary
     /// tables before the lock, and start them again at release (see `replica_safe`).
     pub replica_safe: bool,
+    /// `metrics-file`: the Prometheus textfile freeze and thaw keep up to date (empty: none).
+    pub metrics_file: Option<PathBuf>,
 }
 
 /// `sync-filesystems`: whether freeze `syncfs(2)`s every filesystem holding server files after
@@ -169,6 +171,7 @@ impl Config {
             sync_filesystems: SyncFilesystems::Auto,
             sync_timeout: Duration::from_secs(30),
             replica_safe: false,
+            metrics_file: None,
         }
     }
 
@@ -306,6 +309,12 @@ impl Config {
             }
             "sync-timeout" => self.sync_timeout = Duration::from_secs(number(entry, 1, 3600)?),
             "replica-safe" => self.replica_safe = boolean(entry)?,
+            "metrics-file" => {
+                self.metrics_file = match entry.value.as_deref().map(str::trim) {
+                    None | Some("") => None,
+                    Some(_) => Some(absolute_path(entry)?),
+                }
+            }
             "lock-mode" => {
                 self.lock_mode = LockMode::parse(required_value(entry)?)
                     .ok_or_else(|| bad_value(entry, LockMode::EXPECTED))?

@@ -16,6 +16,7 @@ pub mod grants;
 pub mod group_replication;
 pub mod lock;
 pub mod logging;
+pub mod metrics;
 pub mod optfile;
 pub mod phase;
 pub mod process;

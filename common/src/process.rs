@@ -110,6 +110,20 @@ pub fn spawn_detached(command: &mut Command, pass: &[i32]) -> std::io::Result<Ch
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
+    detach(command, pass)
+}
+
+/// As [`spawn_detached`], with nothing passed but a pipe on the child's stdin (the metrics
+/// writer reads its update there; the pipe is ours alone, no agent waits on it).
+pub fn spawn_detached_with_stdin(command: &mut Command) -> std::io::Result<Child> {
+    command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    detach(command, &[])
+}
+
+fn detach(command: &mut Command, pass: &[i32]) -> std::io::Result<Child> {
     let pass: Vec<i32> = pass.to_vec();
     // SAFETY: the closure runs between fork and exec in the child and calls only async-signal-safe
     // functions (setsid, fcntl, dup2); it allocates nothing (`pass` was built before the fork).

@@ -104,6 +104,9 @@ pub struct State {
     /// the locker dead (thaw, freeze, the next freeze) starts exactly these.
     #[serde(default)]
     pub replica_sql_stopped: Option<Vec<String>>,
+    /// Statements freeze killed for this snapshot (`kill-long-queries`).
+    #[serde(default)]
+    pub killed_queries: u64,
     pub updated_at: String,
 }
 
@@ -132,6 +135,7 @@ impl State {
             storage_flags: None,
             durability_warnings: None,
             replica_sql_stopped: None,
+            killed_queries: 0,
             updated_at: crate::time::now_rfc3339(),
         }
     }

@@ -66,6 +66,19 @@ fn rehearse(config: &Config, caller_does_not_freeze: bool) -> Vec<Item> {
     items.push(writable_dir("run-dir", &config.run_dir, true));
     let info_dir = config.info_file.parent().unwrap_or(Path::new("/"));
     items.push(writable_dir("info-file", info_dir, false));
+    if let Some(metrics) = &config.metrics_file {
+        // A FAIL here never fails a freeze: the metrics are never in its way.
+        let dir = metrics.parent().unwrap_or(Path::new("/"));
+        let mut item = writable_dir("metrics-file", dir, false);
+        if !item.ok {
+            item.ok = true;
+            item.text = format!(
+                "WARNING: {} (freeze and thaw still work; only the metrics are lost)",
+                item.text
+            );
+        }
+        items.push(item);
+    }
     items.extend(agents());
     items.extend(
         crate::clouds::report(Path::new("/"))

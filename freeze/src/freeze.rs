@@ -20,6 +20,7 @@ use argh::FromArgs;
 use common::config::{KillLongQueries, SyncFilesystems};
 use common::coordinates::Coordinates;
 use common::lock::LockMode;
+use common::metrics::{self, Outcome, Update};
 use common::phase::Phase;
 use common::process::{self, Identity};
 use common::quiet::QuietWindow;
@@ -116,7 +117,25 @@ pub(crate) fn main() -> ExitCode {
     }
     resolve_sync(&mut config, args.sync_filesystems);
     let result = Freeze::new(config.clone()).and_then(|mut freeze| freeze.run());
-    cli::finish(result, &config)
+    let outcome = result.as_ref().err().map(Outcome::of_freeze_error);
+    let code = cli::finish(result, &config);
+    // After success is reported (or the failure logged), bounded: never on the path to the lock.
+    if config.metrics_file.is_some() {
+        // A busy freeze's state file is the other snapshot's: none of its facts are ours.
+        let state = match outcome {
+            Some(Outcome::Busy) => None,
+            _ => StateFile::open(&config.run_dir, false)
+                .and_then(|s| s.peek())
+                .ok()
+                .and_then(|found| match found {
+                    Found::State(state) => Some(state),
+                    _ => None,
+                }),
+        };
+        let update = Update::of_freeze(state.as_deref(), outcome, time::now_unix_ms());
+        metrics::publish(&config, &update);
+    }
+    code
 }
 
 /// Settles `sync-filesystems` for this run to on or off: `auto` follows the caller's
@@ -490,7 +509,10 @@ impl Freeze {
             flavor: session.info.flavor,
         };
         let seconds = self.config.kill_long_queries_timeout;
-        quiet.kill_blockers(&mut session.conn, seconds, locker_connection)?;
+        let killed = quiet.kill_blockers(&mut session.conn, seconds, locker_connection)?;
+        if killed > 0 {
+            self.update(|s| s.killed_queries += killed as u64)?;
+        }
         Ok(())
     }
 

@@ -89,6 +89,10 @@ struct Args {
     /// `sync-filesystems` to on)
     #[argh(switch)]
     sync_filesystems: bool,
+    /// write the metrics file from the update on stdin (started by freeze and thaw, detached,
+    /// when `metrics-file` is set)
+    #[argh(switch)]
+    write_metrics: bool,
     /// print the version and exit
     #[argh(switch)]
     version: bool,
@@ -101,6 +105,9 @@ pub(crate) fn main() -> ExitCode {
     };
     if args.version {
         return cli::print_version("locker");
+    }
+    if args.write_metrics {
+        return write_metrics(args.config.as_deref());
     }
     let Some(lock_mode) = args.lock_mode else {
         eprintln!("mysql-snapshot-locker: --lock-mode is required; the locker is started by mysql-snapshot-freeze, not by hand");
@@ -173,6 +180,46 @@ fn scan_tables_aside(
         }
         Some(durability::scan_tables(&mut session.conn, &session.info))
     })
+}
+
+/// `--write-metrics`: applies the update freeze or thaw wrote on stdin to `metrics-file`. Run
+/// detached, so that a write stuck on a frozen filesystem holds up nobody.
+fn write_metrics(config: Option<&std::path::Path>) -> ExitCode {
+    let config = match cli::start("locker", config, false) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let Some(path) = config.metrics_file.clone() else {
+        return ExitCode::SUCCESS;
+    };
+    let mut input = String::new();
+    let update = std::io::Read::read_to_string(&mut std::io::stdin(), &mut input)
+        .map_err(|e| e.to_string())
+        .and_then(|_| {
+            serde_json::from_str::<common::metrics::Update>(&input).map_err(|e| e.to_string())
+        });
+    let update = match update {
+        Ok(update) => update,
+        Err(err) => {
+            log::error!("event=metrics unreadable update on stdin: {err}");
+            return ExitCode::from(1);
+        }
+    };
+    match common::metrics::write(&path, &config.run_dir, &update) {
+        Ok(warning) => {
+            if let Some(warning) = warning {
+                log::warn!("event=metrics {warning}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            log::error!(
+                "event=metrics cannot write {}: {err}. Check that its directory exists and is writable (node_exporter's textfile directory)",
+                path.display()
+            );
+            ExitCode::from(1)
+        }
+    }
 }
 
 /// What reaches the locker from outside: signals, and freeze's words on the commit pipe.

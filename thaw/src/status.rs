@@ -12,6 +12,7 @@
 //! | 3 UNKNOWN | the state cannot be read |
 use std::process::ExitCode;
 
+use common::metrics::Metrics;
 use common::state::{Found, State, StateFile, Status};
 use common::{time, Config};
 use serde_json::json;
@@ -35,7 +36,7 @@ impl Level {
     }
 }
 
-pub(crate) fn run(config: &Config, as_json: bool) -> ExitCode {
+pub(crate) fn run(config: &Config, as_json: bool, as_prometheus: bool) -> ExitCode {
     let found = StateFile::open(&config.run_dir, false).and_then(|s| s.peek());
     let (level, summary, state) = match found {
         Err(err) => (
@@ -50,7 +51,16 @@ pub(crate) fn run(config: &Config, as_json: bool) -> ExitCode {
             (level, summary, Some(state))
         }
     };
-    if as_json {
+    if as_prometheus {
+        let (mut metrics, _) = match &config.metrics_file {
+            Some(path) => Metrics::load(path),
+            None => (Metrics::default(), None),
+        };
+        if let Some(state) = &state {
+            metrics.overlay_state(state);
+        }
+        print!("{}", metrics.render(time::now_unix_ms() as f64 / 1000.0));
+    } else if as_json {
         let doc = json!({
             "status": level.name(),
             "code": level as u8,

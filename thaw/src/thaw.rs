@@ -38,6 +38,10 @@ struct Args {
     /// with --status: print JSON
     #[argh(switch)]
     json: bool,
+    /// with --status: print the Prometheus text of `metrics-file`, with the state's current
+    /// numbers (for a cron job or a node_exporter wrapper)
+    #[argh(switch)]
+    prometheus: bool,
     /// who calls and what it passed, written into the log (free text, one line)
     #[argh(option)]
     caller: Option<String>,
@@ -65,7 +69,7 @@ pub(crate) fn main() -> ExitCode {
     if args.status {
         // Monitoring must not fill syslog: no logger, and config errors are UNKNOWN (3).
         return match Config::load(args.config.as_deref()) {
-            Ok(config) => crate::status::run(&config, args.json),
+            Ok(config) => crate::status::run(&config, args.json, args.prometheus),
             Err(err) => {
                 println!("MYSQL-SNAPSHOT UNKNOWN - {err}");
                 ExitCode::from(3)
@@ -155,6 +159,7 @@ fn thaw(config: &Config, phase: Phase) -> Result<()> {
         }
     }
     drop(guard);
+    publish_metrics(config, &state_file, &outcome, phase);
     // A locker that died (or was killed above) could not start the SQL threads it stopped.
     let replica = restart_replicas(config, &state_file);
     let outcome = match (replica, outcome) {
@@ -201,6 +206,28 @@ fn thaw(config: &Config, phase: Phase) -> Result<()> {
             })
         }
     }
+}
+
+/// Tells the metrics how the snapshot ended (a freeze that never locked, or one thaw stopped,
+/// was counted by freeze). Bounded, and never a failure.
+fn publish_metrics(config: &Config, state_file: &StateFile, outcome: &Outcome, phase: Phase) {
+    use common::metrics::{self, Outcome as Counted, Update};
+    if config.metrics_file.is_none() {
+        return;
+    }
+    let counted = match (outcome, phase) {
+        (Outcome::NeverLocked(_), _) => return,
+        (_, Phase::FreezeFail) => Counted::FreezeFail,
+        (Outcome::Interrupted(_), _) => return,
+        (Outcome::HeldUntilThaw(_), _) => Counted::Thawed,
+        (Outcome::Lost(_), _) => Counted::Lost,
+    };
+    let state = match state_file.peek() {
+        Ok(Found::State(state)) => Some(state),
+        _ => None,
+    };
+    let update = Update::of_thaw(state.as_deref(), Some(counted), time::now_unix_ms());
+    metrics::publish(config, &update);
 }
 
 /// Starts the replica SQL threads that replica-safe stopped, if no process of the snapshot is
