@@ -22,6 +22,10 @@ if [ ${#missing[@]} -gt 0 ]; then
     fi
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    # Debian's qemu-system-x86 breaks a newer qemu-utils (a backport some images carry) and apt
+    # removes it: install the matching one then.
+    [ -x /usr/bin/qemu-img ] ||
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-utils
 fi
 
 echo "load before the build: $(cut -d' ' -f1-3 /proc/loadavg)" >&2

@@ -40,6 +40,9 @@ if [ -n "$need" ]; then
     apt-get update -qq
     # shellcheck disable=SC2086
     apt-get install -y -qq --no-install-recommends $need >/dev/null
+    # Debian's qemu-system-x86 breaks a newer qemu-utils (a backport some images carry) and apt
+    # removes it: install the matching one then.
+    have qemu-img || apt-get install -y -qq --no-install-recommends qemu-utils >/dev/null
     [ -n "$created_policy" ] && rm -f "$policy"
 fi
 

@@ -17,35 +17,38 @@ use std::path::Path;
 pub use guest::{AgentHook, SourceGuest};
 pub use proxmox::{Outcome, SnapshotPath, Taken};
 
-/// Why this machine cannot run the VM tests (no QEMU, no loop device to read a copy with), or
-/// `None` when it can. A missing image is not such a reason: it is built, and a failed build fails.
-pub fn vms_unavailable() -> Option<String> {
-    let qemu = ["/usr/bin/qemu-system-x86_64", "/usr/bin/qemu-img"]
-        .iter()
-        .find(|tool| !Path::new(tool).is_file());
-    if let Some(tool) = qemu {
-        return Some(format!(
-            "{tool} is missing (tests/run.sh installs qemu-system-x86 and qemu-utils)"
-        ));
-    }
-    crate::loopfs::loop_devices_missing()
+/// A QEMU program the VM tests need that is not installed, or `None`.
+fn missing_qemu_tool() -> Option<&'static str> {
+    ["/usr/bin/qemu-system-x86_64", "/usr/bin/qemu-img"]
+        .into_iter()
+        .find(|tool| !Path::new(tool).is_file())
 }
 
-/// True (after one loud line, past the test harness's capture) when this machine cannot run VMs:
-/// the test then returns at once, having asserted nothing. The guest image is built here if it
-/// is not cached; a failed build fails the test, unless `MYSQL_SNAPSHOT_SKIP_MATRIX=1` says the
-/// Debian mirror is out of reach (as for the server matrix's chroots).
+/// True (after one loud line, past the test harness's capture) when this machine cannot run VMs
+/// (no loop device to read a copy with): the test then returns at once, having asserted nothing.
+/// A missing QEMU program is not such a limit: tests/run.sh installs it, so its absence fails the
+/// test, and so does a guest image that cannot be built — unless `MYSQL_SNAPSHOT_SKIP_MATRIX=1`
+/// says the Debian mirror is out of reach (as for the server matrix's chroots).
 pub fn machine_cannot_run_vms(test: &str) -> bool {
-    let why = vms_unavailable().or_else(|| match image::guest_image() {
-        Ok(_) => None,
-        Err(e) if std::env::var("MYSQL_SNAPSHOT_SKIP_MATRIX").as_deref() == Ok("1") => {
-            Some(format!("the guest image could not be built: {e}"))
-        }
-        Err(e) => panic!(
-            "the guest image could not be built: {e}\n(set MYSQL_SNAPSHOT_SKIP_MATRIX=1 to skip \
-             loudly where the Debian mirror is out of reach)"
-        ),
-    });
+    let skip_allowed = std::env::var("MYSQL_SNAPSHOT_SKIP_MATRIX").as_deref() == Ok("1");
+    let why = crate::loopfs::loop_devices_missing()
+        .or_else(|| match missing_qemu_tool() {
+            None => None,
+            Some(tool) if skip_allowed => Some(format!("{tool} is missing")),
+            Some(tool) => panic!(
+                "{tool} is missing: tests/run.sh installs qemu-system-x86 and qemu-utils; run it \
+                 (or set MYSQL_SNAPSHOT_SKIP_MATRIX=1 to skip loudly where the Debian mirror is \
+                 out of reach)"
+            ),
+        })
+        .or_else(|| match image::guest_image() {
+            Ok(_) => None,
+            Err(e) if skip_allowed => Some(format!("the guest image could not be built: {e}")),
+            Err(e) => panic!(
+                "the guest image could not be built: {e}\n(set MYSQL_SNAPSHOT_SKIP_MATRIX=1 to \
+                 skip loudly where the Debian mirror is out of reach)"
+            ),
+        });
     let Some(why) = why else { return false };
     let _ = writeln!(
         std::io::stderr().lock(),
