@@ -14,6 +14,7 @@ use mysql::prelude::Queryable;
 use mysql::Conn;
 use serde::{Deserialize, Serialize};
 
+use crate::lock::LockMode;
 use crate::replication::{self, Replica, SeedSql};
 use crate::server::{self, Flavor, ServerInfo};
 use crate::{Error, Result};
@@ -23,6 +24,11 @@ use crate::{Error, Result};
 pub struct Binlog {
     pub file: Option<String>,
     pub position: Option<u64>,
+    /// `true`: read while commits were blocked, the snapshot's exact position. `false`
+    /// (`lock-mode = backup-lock`): a lower bound; the exact one is what the restored copy
+    /// recovers. Absent where it does not apply (a replica's row, older files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact: Option<bool>,
 }
 
 /// GTID state (MariaDB's three positions, or MySQL's executed set).
@@ -32,6 +38,9 @@ pub struct Gtid {
     pub current_pos: Option<String>,
     pub slave_pos: Option<String>,
     pub executed: Option<String>,
+    /// As `Binlog::exact`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact: Option<bool>,
 }
 
 /// Everything read from the server while the lock was held.
@@ -46,10 +55,159 @@ pub struct Coordinates {
     pub port: Option<u64>,
     #[serde(default)]
     pub replicas: Vec<Replica>,
+    /// `lock-mode = backup-lock`: what `performance_schema.log_status` adds (InnoDB's LSN, the
+    /// relay logs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_status: Option<LogStatus>,
 }
 
-/// Reads the coordinates on the connection that holds the lock.
-pub fn read(conn: &mut Conn, info: &ServerInfo) -> Result<Coordinates> {
+/// What one read of MySQL's `performance_schema.log_status` gives beyond the binlog and GTIDs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogStatus {
+    /// InnoDB's log sequence number and its last checkpoint, at the read.
+    pub innodb_lsn: Option<u64>,
+    pub innodb_lsn_checkpoint: Option<u64>,
+    /// Each replication channel's relay log, at the read.
+    pub channels: Vec<RelayLog>,
+}
+
+/// One replication channel's relay log position in `log_status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayLog {
+    pub channel_name: String,
+    pub relay_log_file: Option<String>,
+    pub relay_log_position: Option<u64>,
+}
+
+/// Reads the coordinates on the connection that holds the lock: exact under a lock that blocks
+/// commits; under `backup-lock` one read of `performance_schema.log_status`, a lower bound.
+pub fn read(conn: &mut Conn, info: &ServerInfo, mode: LockMode) -> Result<Coordinates> {
+    if !mode.blocks_commits() {
+        return read_log_status(conn, info);
+    }
+    let mut coordinates = read_exact(conn, info)?;
+    coordinates.binlog.exact = Some(true);
+    coordinates.gtid.exact = Some(true);
+    Ok(coordinates)
+}
+
+/// The statement `read_log_status` runs: `log_status`'s row and the two settings the seeding
+/// statements need, in one round trip.
+const LOG_STATUS: &str = "SELECT SERVER_UUID, LOCAL, REPLICATION, STORAGE_ENGINES, @@GLOBAL.server_id, @@GLOBAL.port FROM performance_schema.log_status";
+
+/// `lock-mode = backup-lock`: binlog file and position, `gtid_executed`, the relay logs and
+/// InnoDB's LSN from one read of `performance_schema.log_status` (it blocks commits for the
+/// instant of the read, so they agree with each other), then the replicas' rows when there are
+/// channels. Every position is a lower bound: commits go on until the filesystems freeze.
+fn read_log_status(conn: &mut Conn, info: &ServerInfo) -> Result<Coordinates> {
+    type Row = (
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<u64>,
+        Option<u64>,
+    );
+    let row: Option<Row> = conn
+        .query_first(LOG_STATUS)
+        .map_err(|e| Error::server(LOG_STATUS, &e))?;
+    let Some((uuid, local, replication, engines, server_id, port)) = row else {
+        return Err(Error::Server {
+            statement: LOG_STATUS.into(),
+            message: "performance_schema.log_status returned no row; is performance_schema on (performance_schema = ON)?".into(),
+        });
+    };
+    let mut coordinates = from_log_status(
+        uuid,
+        local.as_deref().unwrap_or("{}"),
+        replication.as_deref().unwrap_or("{}"),
+        engines.as_deref().unwrap_or("{}"),
+    )
+    .map_err(|message| Error::Server {
+        statement: LOG_STATUS.into(),
+        message,
+    })?;
+    coordinates.server_id = server_id;
+    coordinates.port = port;
+    let has_channels = coordinates
+        .log_status
+        .as_ref()
+        .is_some_and(|l| !l.channels.is_empty());
+    if has_channels {
+        coordinates.replicas = replication::read_replicas(conn, info)?;
+        for replica in &mut coordinates.replicas {
+            replica.executed.exact = Some(false);
+        }
+    }
+    Ok(coordinates)
+}
+
+/// The coordinates in `log_status`'s JSON columns, as MySQL 8.0 to 9.x write them:
+/// `LOCAL` `{"gtid_executed": "…", "binary_log_file": "…", "binary_log_position": N}` (the binlog
+/// keys absent when the binary log is off), `REPLICATION` `{"channels": [{"channel_name": "…",
+/// "relay_log_file": "…", "relay_log_position": N}]}`, `STORAGE_ENGINES` `{"InnoDB": {"LSN": N,
+/// "LSN_checkpoint": N}}`. Binlog and GTID are marked lower bounds. An unreadable column is an
+/// error naming it.
+pub fn from_log_status(
+    server_uuid: Option<String>,
+    local: &str,
+    replication: &str,
+    engines: &str,
+) -> std::result::Result<Coordinates, String> {
+    let parse = |column: &str, text: &str| {
+        serde_json::from_str::<serde_json::Value>(text)
+            .ok()
+            .filter(serde_json::Value::is_object)
+            .ok_or_else(|| format!("log_status.{column} is not a JSON object: `{text}`"))
+    };
+    let (local, replication, engines) = (
+        parse("LOCAL", local)?,
+        parse("REPLICATION", replication)?,
+        parse("STORAGE_ENGINES", engines)?,
+    );
+    let text = |v: &serde_json::Value| v.as_str().map(str::to_string).filter(|s| !s.is_empty());
+    let channels = match &replication["channels"] {
+        serde_json::Value::Array(list) => list
+            .iter()
+            .map(|c| RelayLog {
+                channel_name: text(&c["channel_name"]).unwrap_or_default(),
+                relay_log_file: text(&c["relay_log_file"]),
+                // The manual names the key `relay_log_pos`; servers write `relay_log_position`.
+                relay_log_position: c["relay_log_position"]
+                    .as_u64()
+                    .or_else(|| c["relay_log_pos"].as_u64()),
+            })
+            .collect(),
+        serde_json::Value::Null => Vec::new(),
+        other => {
+            return Err(format!(
+                "log_status.REPLICATION.channels is not a list: `{other}`"
+            ))
+        }
+    };
+    Ok(Coordinates {
+        binlog: Binlog {
+            file: text(&local["binary_log_file"]),
+            position: local["binary_log_position"].as_u64(),
+            exact: Some(false),
+        },
+        gtid: Gtid {
+            executed: text(&local["gtid_executed"]).map(|s| strip_newlines(&s)),
+            exact: Some(false),
+            ..Gtid::default()
+        },
+        server_uuid,
+        log_status: Some(LogStatus {
+            innodb_lsn: engines["InnoDB"]["LSN"].as_u64(),
+            innodb_lsn_checkpoint: engines["InnoDB"]["LSN_checkpoint"].as_u64(),
+            channels,
+        }),
+        ..Coordinates::default()
+    })
+}
+
+/// Reads the coordinates while commits are blocked.
+fn read_exact(conn: &mut Conn, info: &ServerInfo) -> Result<Coordinates> {
     let mut coordinates = Coordinates {
         binlog: read_binlog(conn, info)?,
         ..Coordinates::default()
@@ -71,7 +229,7 @@ pub fn read(conn: &mut Conn, info: &ServerInfo) -> Result<Coordinates> {
                     binlog_pos,
                     current_pos,
                     slave_pos,
-                    executed: None,
+                    ..Gtid::default()
                 };
                 coordinates.server_id = server_id;
             }
@@ -122,6 +280,7 @@ pub fn binlog_from_row(row: &mysql::Row) -> Binlog {
     Binlog {
         file: row.get_opt::<String, _>("File").and_then(|r| r.ok()),
         position: row.get_opt::<u64, _>("Position").and_then(|r| r.ok()),
+        exact: None,
     }
 }
 
@@ -158,6 +317,9 @@ pub struct InfoFile {
     /// On a Group Replication member: its group, role and state before the lock.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group_replication: Option<crate::group_replication::Member>,
+    /// `lock-mode = backup-lock`: InnoDB's LSN and the relay logs at the `log_status` read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_status: Option<LogStatus>,
 }
 
 /// The info file's `storage`: every server path with its mount point, type and device, the
@@ -204,6 +366,7 @@ impl InfoFile {
             durability: None,
             galera: None,
             group_replication: None,
+            log_status: coordinates.log_status.clone(),
         }
     }
 }
@@ -222,6 +385,9 @@ pub struct LockSection {
     pub acquired_at: String,
     pub waited_ms: u64,
     pub locker_pid: u32,
+    /// `lock-mode = backup-lock`: the preconditions checked before the lock, each found holding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preconditions: Option<Vec<String>>,
 }
 
 /// The machine's host name.
@@ -316,5 +482,81 @@ mod tests {
         assert_eq!(binlog_statements(&mysql97)[0], "SHOW BINARY LOG STATUS");
         let mysql80 = ServerInfo::new("8.0.36".into(), 1);
         assert_eq!(binlog_statements(&mysql80), &["SHOW MASTER STATUS"]);
+    }
+
+    /// `LOCAL` as MySQL 8.0.x and 8.4 write it (the manual: "a single JSON object with the
+    /// following keys: binary_log_file, binary_log_position, gtid_executed"; the GTID set wraps
+    /// after each comma like `@@gtid_executed`), `REPLICATION` with the default channel (the
+    /// manual spells its position key `relay_log_pos`; servers `relay_log_position`) and
+    /// `STORAGE_ENGINES` with InnoDB's two LSNs.
+    #[test]
+    fn log_status_rows_of_mysql_8_0_and_8_4_give_lower_bound_coordinates() {
+        let uuid = "3e11fa47-71ca-11e1-9e33-c80aa9429562";
+        let local = r#"{"gtid_executed": "3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5,\n4e11fa47-71ca-11e1-9e33-c80aa9429562:1-2", "binary_log_file": "binlog.000002", "binary_log_position": 1307}"#;
+        for (replication, position_key) in [
+            (
+                r#"{"channels": [{"channel_name": "", "relay_log_file": "relay.000004", "relay_log_position": 1723}]}"#,
+                "relay_log_position",
+            ),
+            (
+                r#"{"channels": [{"channel_name": "", "relay_log_file": "relay.000004", "relay_log_pos": 1723}]}"#,
+                "relay_log_pos",
+            ),
+        ] {
+            let c = from_log_status(
+                Some(uuid.into()),
+                local,
+                replication,
+                r#"{"InnoDB": {"LSN": 19054346, "LSN_checkpoint": 19054301}}"#,
+            )
+            .expect("the manual's shape reads");
+            assert_eq!(c.binlog.file.as_deref(), Some("binlog.000002"));
+            assert_eq!(c.binlog.position, Some(1307));
+            assert_eq!(c.binlog.exact, Some(false), "a lower bound, said so");
+            assert_eq!(
+                c.gtid.executed.as_deref(),
+                Some("3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5,4e11fa47-71ca-11e1-9e33-c80aa9429562:1-2")
+            );
+            assert_eq!(c.gtid.exact, Some(false));
+            assert_eq!(c.server_uuid.as_deref(), Some(uuid));
+            let log = c.log_status.expect("log_status recorded");
+            assert_eq!(
+                (log.innodb_lsn, log.innodb_lsn_checkpoint),
+                (Some(19054346), Some(19054301))
+            );
+            assert_eq!(
+                log.channels,
+                vec![RelayLog {
+                    channel_name: String::new(),
+                    relay_log_file: Some("relay.000004".into()),
+                    relay_log_position: Some(1723),
+                }],
+                "{position_key}"
+            );
+        }
+    }
+
+    /// With the binary log off, `LOCAL` holds `gtid_executed` alone; a server that is no replica
+    /// has `{"channels": []}`.
+    #[test]
+    fn log_status_without_a_binlog_or_channels_and_garbage_is_named() {
+        let c = from_log_status(
+            None,
+            r#"{"gtid_executed": ""}"#,
+            r#"{"channels": []}"#,
+            r#"{"InnoDB": {"LSN": 1, "LSN_checkpoint": 1}}"#,
+        )
+        .expect("a server without a binlog reads");
+        assert_eq!((c.binlog.file, c.binlog.position), (None, None));
+        assert_eq!(c.gtid.executed, None);
+        assert!(c.log_status.is_some_and(|l| l.channels.is_empty()));
+        let err = from_log_status(None, "not json", "{}", "{}").expect_err("garbage is refused");
+        assert!(
+            err.contains("log_status.LOCAL is not a JSON object"),
+            "{err}"
+        );
+        let err = from_log_status(None, "{}", r#"{"channels": 3}"#, "{}")
+            .expect_err("a non-list is refused");
+        assert!(err.contains("REPLICATION.channels is not a list"), "{err}");
     }
 }

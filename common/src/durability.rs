@@ -68,7 +68,18 @@ pub struct Durability {
     /// Why something could not be read.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// Every non-transactional user table whose rows live on disk (all but MEMORY and
+    /// BLACKHOLE), for `lock-mode = backup-lock`'s precondition; not written anywhere.
+    #[serde(skip)]
+    pub crash_unsafe_tables: Vec<String>,
 }
+
+/// Engines whose rows never reach the disk: every restored copy has them empty, whatever the lock,
+/// so they change nothing that `backup-lock` promises.
+const NOTHING_ON_DISK: [&str; 2] = ["MEMORY", "BLACKHOLE"];
+
+/// How many tables a refusal names before it counts the rest.
+const NAMED_TABLES: usize = 10;
 
 /// One risky value: what can go wrong on restore, and the fix.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -198,6 +209,77 @@ impl Durability {
     }
 }
 
+impl Durability {
+    /// Why `lock-mode = backup-lock` cannot promise a copy that crash recovery makes consistent,
+    /// one line per failed precondition with its fix; empty when every one holds. The lock lets
+    /// commits through until the filesystems freeze, so the copy must be one that crash recovery
+    /// restores exactly: only crash-safe tables, and every commit durable when it returns.
+    pub fn backup_lock_refusals(&self) -> Vec<String> {
+        let mut refusals = Vec::new();
+        match self.non_transactional_count {
+            None => refusals.push(format!(
+                "the non-transactional tables could not be listed ({}); give the query room or use lock-mode = auto",
+                if self.notes.is_empty() {
+                    "no answer".to_string()
+                } else {
+                    self.notes.join("; ")
+                }
+            )),
+            Some(_) if !self.crash_unsafe_tables.is_empty() => {
+                let count = self.crash_unsafe_tables.len();
+                let named = &self.crash_unsafe_tables[..count.min(NAMED_TABLES)];
+                let more = count - named.len();
+                refusals.push(format!(
+                    "{count} non-transactional user table(s) ({}{}): crash recovery cannot make them consistent, and the backup lock does not stop their writes. Convert them (ALTER TABLE … ENGINE = InnoDB) or use lock-mode = auto",
+                    named.join(", "),
+                    if more > 0 { format!(" and {more} more") } else { String::new() }
+                ));
+            }
+            Some(_) => {}
+        }
+        let value = |v: &Option<String>| v.clone().unwrap_or_else(|| "(unknown)".into());
+        if self.innodb_flush_log_at_trx_commit.as_deref() != Some("1") {
+            refusals.push(format!(
+                "innodb_flush_log_at_trx_commit = {}: a commit may not be on disk when the filesystems freeze, so the copy can lose it. Set innodb_flush_log_at_trx_commit = 1",
+                value(&self.innodb_flush_log_at_trx_commit)
+            ));
+        }
+        if self.binlog_on() && self.sync_binlog.as_deref() != Some("1") {
+            refusals.push(format!(
+                "sync_binlog = {} with the binary log on: the copy's binary log can end before its InnoDB state. Set sync_binlog = 1",
+                value(&self.sync_binlog)
+            ));
+        }
+        let doublewrite = self.innodb_doublewrite.as_deref().unwrap_or("");
+        if !is_on(Some(doublewrite)) && !doublewrite.eq_ignore_ascii_case("DETECT_AND_RECOVER") {
+            refusals.push(format!(
+                "innodb_doublewrite = {}: crash recovery cannot repair a torn page. Set innodb_doublewrite = ON",
+                value(&self.innodb_doublewrite)
+            ));
+        }
+        refusals
+    }
+
+    /// The preconditions `backup-lock` checked and found holding, for the info file.
+    pub fn backup_lock_preconditions(&self) -> Vec<String> {
+        let mut held = vec![
+            format!(
+                "no non-transactional user table with rows on disk ({} non-transactional in all)",
+                self.non_transactional_count.unwrap_or(0)
+            ),
+            "innodb_flush_log_at_trx_commit = 1".to_string(),
+        ];
+        if self.binlog_on() {
+            held.push("sync_binlog = 1".to_string());
+        }
+        held.push(format!(
+            "innodb_doublewrite = {}",
+            self.innodb_doublewrite.as_deref().unwrap_or("ON")
+        ));
+        held
+    }
+}
+
 /// On a replica, read while the lock is held: the temporary tables its SQL thread keeps open.
 pub fn replica_open_temp_tables(conn: &mut Conn) -> Result<Option<u64>, crate::Error> {
     let rows = crate::storage::show_global(
@@ -274,7 +356,17 @@ impl Durability {
                     self.gtid_slave_pos_engine = row.rsplit(' ').next().map(str::to_string);
                 }
                 self.non_transactional_count = Some(tables.len() as u64);
-                self.non_transactional_tables = tables.into_iter().take(10).collect();
+                self.crash_unsafe_tables = tables
+                    .iter()
+                    .filter(|t| {
+                        let engine = t.rsplit(' ').next().unwrap_or("");
+                        !NOTHING_ON_DISK
+                            .iter()
+                            .any(|e| e.eq_ignore_ascii_case(engine))
+                    })
+                    .cloned()
+                    .collect();
+                self.non_transactional_tables = tables.into_iter().take(NAMED_TABLES).collect();
             }
             Err(note) => self.notes.push(note),
         }
@@ -369,6 +461,74 @@ mod tests {
                 "no `{fix}` in {texts:#?}"
             );
         }
+    }
+
+    /// A durable MySQL 8 server as `SHOW GLOBAL VARIABLES` shows it, with the scan's answer.
+    fn mysql_durable(tables: &[&str]) -> Durability {
+        let mut d = Durability::from_variables(&rows(&[
+            ("innodb_flush_log_at_trx_commit", "1"),
+            ("log_bin", "ON"),
+            ("sync_binlog", "1"),
+            ("innodb_doublewrite", "ON"),
+        ]));
+        d.apply(Ok(tables.iter().map(|t| t.to_string()).collect()));
+        d
+    }
+
+    #[test]
+    fn backup_lock_holds_on_a_durable_all_innodb_server_and_memory_tables_do_not_count() {
+        assert_eq!(
+            mysql_durable(&[]).backup_lock_refusals(),
+            Vec::<String>::new()
+        );
+        let memory = mysql_durable(&["app.cache MEMORY", "app.sink BLACKHOLE"]);
+        assert_eq!(memory.backup_lock_refusals(), Vec::<String>::new());
+        assert_eq!(memory.non_transactional_count, Some(2));
+        let held = memory.backup_lock_preconditions();
+        assert!(held.contains(&"sync_binlog = 1".to_string()), "{held:?}");
+        let mut detect = mysql_durable(&[]);
+        detect.innodb_doublewrite = Some("DETECT_AND_RECOVER".into());
+        assert!(detect.backup_lock_refusals().is_empty());
+    }
+
+    #[test]
+    fn backup_lock_refusals_name_each_failed_precondition_and_its_fix() {
+        let tables: Vec<String> = (1..=12).map(|i| format!("app.t{i} MyISAM")).collect();
+        let names: Vec<&str> = tables.iter().map(String::as_str).collect();
+        let mut d = mysql_durable(&names);
+        d.innodb_flush_log_at_trx_commit = Some("2".into());
+        d.sync_binlog = Some("0".into());
+        d.innodb_doublewrite = Some("DETECT_ONLY".into());
+        let refusals = d.backup_lock_refusals();
+        assert_eq!(refusals.len(), 4, "{refusals:#?}");
+        assert!(refusals[0].starts_with("12 non-transactional user table(s) (app.t1 MyISAM"));
+        assert!(
+            refusals[0].contains("app.t10 MyISAM and 2 more"),
+            "{}",
+            refusals[0]
+        );
+        assert!(
+            !refusals[0].contains("app.t11"),
+            "at most 10 named: {}",
+            refusals[0]
+        );
+        assert!(refusals[1].contains("Set innodb_flush_log_at_trx_commit = 1"));
+        assert!(refusals[2].contains("Set sync_binlog = 1"));
+        assert!(refusals[3].contains("Set innodb_doublewrite = ON"));
+        // Without the binary log, sync_binlog does not matter.
+        let mut no_binlog = mysql_durable(&[]);
+        no_binlog.log_bin = Some("OFF".into());
+        no_binlog.sync_binlog = Some("0".into());
+        assert!(no_binlog.backup_lock_refusals().is_empty());
+        // A scan that could not run refuses: no table can be vouched for.
+        let mut unscanned = Durability::from_variables(&rows(&[
+            ("innodb_flush_log_at_trx_commit", "1"),
+            ("innodb_doublewrite", "ON"),
+        ]));
+        unscanned.apply(Err("the query was stopped after 2 s".into()));
+        let refusals = unscanned.backup_lock_refusals();
+        assert_eq!(refusals.len(), 1, "{refusals:?}");
+        assert!(refusals[0].contains("could not be listed (the query was stopped after 2 s)"));
     }
 
     #[test]

@@ -70,6 +70,12 @@ pub enum Error {
     Interrupted { signal: String },
     /// The state file or run directory is unsafe or unusable.
     State { path: PathBuf, message: String },
+    /// The lock mode asked for cannot keep its promise on this server: `backup-lock`'s
+    /// preconditions (one line each, with its fix) or its conflict with `sync-filesystems`.
+    ModeRefused {
+        mode: &'static str,
+        reasons: Vec<String>,
+    },
     /// `replica-safe` could not make (or leave) the replica safe: open temporary tables that
     /// cannot clear, or SQL threads it stopped that it cannot start again.
     Replication { message: String },
@@ -162,6 +168,11 @@ impl fmt::Display for Error {
             }
             Error::LockLost { message } | Error::Replication { message } => write!(f, "{message}"),
             Error::Interrupted { signal } => write!(f, "stopped by {signal}"),
+            Error::ModeRefused { mode, reasons } => write!(
+                f,
+                "no lock taken: lock-mode = {mode} cannot promise a consistent snapshot here: {}",
+                reasons.join("; ")
+            ),
             Error::State { path, message } => write!(f, "{}: {message}", path.display()),
         }
     }

@@ -7,6 +7,7 @@ use mysql::prelude::Queryable;
 use mysql::Conn;
 
 use crate::config::{Config, KillLongQueries};
+use crate::lock::LockMode;
 use crate::server::{Flavor, ServerInfo};
 use crate::{Error, Result};
 
@@ -62,12 +63,20 @@ impl GrantReport {
 
 /// The privileges needed on `info`'s server with `config`'s settings.
 pub fn needed(info: &ServerInfo, config: &Config) -> Vec<Needed> {
-    let mut list = vec![
-        Needed {
+    let lock = match config.lock_mode {
+        LockMode::BackupLock => Needed {
+            name: "BACKUP_ADMIN",
+            also: &[],
+            why: "to take the backup lock (LOCK INSTANCE FOR BACKUP) and read performance_schema.log_status",
+        },
+        _ => Needed {
             name: "RELOAD",
             also: &[],
             why: "to take the lock (FLUSH TABLES WITH READ LOCK, BACKUP STAGE)",
         },
+    };
+    let mut list = vec![
+        lock,
         Needed {
             name: "PROCESS",
             also: &[],
@@ -92,6 +101,13 @@ pub fn needed(info: &ServerInfo, config: &Config) -> Vec<Needed> {
             also: &["SUPER"],
             why: "to read the binlog position and replica coordinates",
         }),
+    }
+    if config.lock_mode == LockMode::BackupLock {
+        list.push(Needed {
+            name: "SELECT",
+            also: &[],
+            why: "to see every table's engine (lock-mode = backup-lock refuses non-transactional tables, and information_schema shows an account only the tables it may use) and to read performance_schema.log_status",
+        });
     }
     if config.kill_long_queries != KillLongQueries::Off {
         let (name, also): (&'static str, &'static [&'static str]) = match info.flavor {
@@ -209,6 +225,26 @@ mod tests {
             Some("GRANT PROCESS, SLAVE MONITOR ON *.* TO 'snapper'@'localhost';")
         );
         assert!(!r.has_roles);
+    }
+
+    #[test]
+    fn backup_lock_needs_backup_admin_and_a_global_select_instead_of_reload() {
+        let mut config = Config::defaults("/x".into());
+        config.lock_mode = LockMode::BackupLock;
+        let mysql = ServerInfo::new("8.4.3".into(), 1);
+        let rows =
+            ["GRANT RELOAD, PROCESS, REPLICATION CLIENT ON *.* TO `bk`@`localhost`".to_string()];
+        let r = report(&rows, &needed(&mysql, &config));
+        assert_eq!(names(&r), ["BACKUP_ADMIN", "SELECT"]);
+        assert_eq!(
+            r.fix().as_deref(),
+            Some("GRANT BACKUP_ADMIN, SELECT ON *.* TO 'bk'@'localhost';")
+        );
+        let rows = [
+            "GRANT SELECT, PROCESS, REPLICATION CLIENT ON *.* TO `bk`@`localhost`".to_string(),
+            "GRANT BACKUP_ADMIN ON *.* TO `bk`@`localhost`".to_string(),
+        ];
+        assert!(report(&rows, &needed(&mysql, &config)).missing.is_empty());
     }
 
     #[test]

@@ -17,6 +17,9 @@ const TIMEOUT_CODES: [u16; 3] = [
     3024, // MySQL ER_QUERY_TIMEOUT
 ];
 
+/// Why `backup-lock` is refused where the filesystems are synced (`sync-filesystems`), not frozen.
+pub const SYNCED_NOT_FROZEN: &str = "the caller does not freeze the filesystems (sync-filesystems is on): commits would go on until the disk copy, which nothing bounds. Use lock-mode = auto on this platform";
+
 /// The lock mode the configuration asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LockMode {
@@ -26,16 +29,25 @@ pub enum LockMode {
     Ftwrl,
     /// MariaDB's `BACKUP STAGE … BLOCK_COMMIT`: blocks commits and DDL; lets InnoDB writes run.
     BackupStage,
+    /// MySQL's `LOCK INSTANCE FOR BACKUP` (8.0 and later): blocks DDL, file operations and account
+    /// changes, **not** DML or commits. The snapshot is then consistent only by crash recovery,
+    /// which is why the mode is chosen explicitly and refused unless every precondition holds
+    /// (`durability::Durability::backup_lock_refusals`): no non-transactional user table and
+    /// durable settings. A non-transactional table cannot appear while the lock is held: creating
+    /// one is DDL, which the lock blocks. Coordinates come from one read of
+    /// `performance_schema.log_status` and are a lower bound (commits flow until the freeze).
+    BackupLock,
 }
 
 impl LockMode {
-    pub const EXPECTED: &'static str = "expected auto, ftwrl or backup-stage";
+    pub const EXPECTED: &'static str = "expected auto, ftwrl, backup-stage or backup-lock";
 
     pub fn parse(text: &str) -> Option<LockMode> {
         match text.trim().to_ascii_lowercase().replace('_', "-").as_str() {
             "auto" => Some(LockMode::Auto),
             "ftwrl" => Some(LockMode::Ftwrl),
             "backup-stage" => Some(LockMode::BackupStage),
+            "backup-lock" => Some(LockMode::BackupLock),
             _ => None,
         }
     }
@@ -45,14 +57,32 @@ impl LockMode {
             LockMode::Auto => "auto",
             LockMode::Ftwrl => "ftwrl",
             LockMode::BackupStage => "backup-stage",
+            LockMode::BackupLock => "backup-lock",
         }
     }
 
+    /// Whether the lock blocks commits, so that the coordinates read under it are exact. Not so
+    /// for `backup-lock`: commits flow until the filesystems freeze, and what is read under it is
+    /// a lower bound.
+    pub fn blocks_commits(self) -> bool {
+        self != LockMode::BackupLock
+    }
+
     /// The concrete mode for this server: `Auto` picks backup stages on MariaDB 10.4.1 and later
-    /// and FTWRL elsewhere; an explicit `backup-stage` on a server without it is an error.
+    /// and FTWRL elsewhere (never the backup lock: its promise is another one, chosen explicitly);
+    /// an explicit `backup-stage` or `backup-lock` on a server without it is an error.
     pub fn resolve(self, info: &ServerInfo) -> Result<LockMode> {
         let has_backup_stage = info.flavor == Flavor::MariaDb && info.at_least(10, 4, 1);
+        let has_backup_lock = info.flavor == Flavor::MySql && info.at_least(8, 0, 0);
         match self {
+            LockMode::BackupLock if !has_backup_lock => Err(Error::Server {
+                statement: "LOCK INSTANCE FOR BACKUP".into(),
+                message: format!(
+                    "lock-mode=backup-lock needs MySQL or Percona Server 8.0 or later; this server is {} {}. Use lock-mode=auto",
+                    info.flavor.name(),
+                    info.version
+                ),
+            }),
             LockMode::Auto if has_backup_stage => Ok(LockMode::BackupStage),
             LockMode::Auto => Ok(LockMode::Ftwrl),
             LockMode::BackupStage if !has_backup_stage => Err(Error::Server {
@@ -71,8 +101,12 @@ impl LockMode {
     /// FTWRL waits for every running write (and, on MySQL, for long reads in its flush phase);
     /// `BACKUP STAGE BLOCK_DDL` waits for DDL and for writes to non-transactional tables only;
     /// `BLOCK_COMMIT` waits only for commits in flight, which are short.
+    ///
+    /// `LOCK INSTANCE FOR BACKUP` waits only for DDL (and the file operations that count as DDL).
     pub fn held_up_by(self, kind: StatementKind, flavor: Flavor) -> HeldUp {
         match (self, kind) {
+            (LockMode::BackupLock, StatementKind::Ddl) => HeldUp::Yes,
+            (LockMode::BackupLock, _) => HeldUp::No,
             (LockMode::BackupStage, StatementKind::Ddl) => HeldUp::Yes,
             (LockMode::BackupStage, StatementKind::Read) => HeldUp::No,
             (LockMode::BackupStage, _) => HeldUp::IfNonTransactionalInUse,
@@ -95,6 +129,7 @@ impl LockMode {
                 "BACKUP STAGE BLOCK_DDL",
                 "BACKUP STAGE BLOCK_COMMIT",
             ],
+            LockMode::BackupLock => &["LOCK INSTANCE FOR BACKUP"],
         }
     }
 
@@ -102,6 +137,7 @@ impl LockMode {
         match self {
             LockMode::Auto | LockMode::Ftwrl => "UNLOCK TABLES",
             LockMode::BackupStage => "BACKUP STAGE END",
+            LockMode::BackupLock => "UNLOCK INSTANCE",
         }
     }
 
@@ -158,7 +194,12 @@ mod tests {
 
     #[test]
     fn lock_mode_names_round_trip_and_nonsense_is_refused() {
-        for mode in [LockMode::Auto, LockMode::Ftwrl, LockMode::BackupStage] {
+        for mode in [
+            LockMode::Auto,
+            LockMode::Ftwrl,
+            LockMode::BackupStage,
+            LockMode::BackupLock,
+        ] {
             assert_eq!(LockMode::parse(mode.name()), Some(mode));
         }
         assert_eq!(
@@ -205,5 +246,49 @@ mod tests {
             LockMode::BackupStage.resolve(&new).ok(),
             Some(LockMode::BackupStage)
         );
+    }
+
+    #[test]
+    fn backup_lock_is_mysql_8_and_later_only_and_auto_never_picks_it() {
+        let resolve = |v: &str| LockMode::BackupLock.resolve(&ServerInfo::new(v.into(), 1));
+        assert_eq!(resolve("8.0.36").ok(), Some(LockMode::BackupLock));
+        assert_eq!(resolve("8.4.3").ok(), Some(LockMode::BackupLock));
+        assert_eq!(resolve("9.7.4").ok(), Some(LockMode::BackupLock));
+        let refused = resolve("5.7.44")
+            .expect_err("5.7 has no backup lock")
+            .to_string();
+        assert!(
+            refused.contains("needs MySQL or Percona Server 8.0"),
+            "{refused}"
+        );
+        let refused = resolve("10.11.6-MariaDB")
+            .expect_err("MariaDB has no backup lock")
+            .to_string();
+        assert!(refused.contains("mariadb 10.11.6-MariaDB"), "{refused}");
+        assert!(refused.contains("Use lock-mode=auto"), "{refused}");
+        let auto = LockMode::Auto.resolve(&ServerInfo::new("8.0.36".into(), 1));
+        assert_eq!(auto.ok(), Some(LockMode::Ftwrl));
+    }
+
+    #[test]
+    fn only_ddl_holds_up_the_backup_lock_and_it_alone_lets_commits_through() {
+        use StatementKind::*;
+        for kind in [Read, Write] {
+            assert_eq!(
+                LockMode::BackupLock.held_up_by(kind, Flavor::MySql),
+                HeldUp::No
+            );
+        }
+        assert_eq!(
+            LockMode::BackupLock.held_up_by(Ddl, Flavor::MySql),
+            HeldUp::Yes
+        );
+        assert!(!LockMode::BackupLock.blocks_commits());
+        assert!(LockMode::Ftwrl.blocks_commits() && LockMode::BackupStage.blocks_commits());
+        assert_eq!(
+            LockMode::BackupLock.acquire_statements(true),
+            &["LOCK INSTANCE FOR BACKUP"]
+        );
+        assert_eq!(LockMode::BackupLock.release_statement(), "UNLOCK INSTANCE");
     }
 }

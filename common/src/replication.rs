@@ -60,6 +60,7 @@ impl Replica {
             executed: Binlog {
                 file: text(&["Relay_Source_Log_File", "Relay_Master_Log_File"]),
                 position: number(&["Exec_Source_Log_Pos", "Exec_Master_Log_Pos"]),
+                exact: None,
             },
             gtid_mode: text(&["Using_Gtid", "Auto_Position"]),
             gtid_position: text(&["Gtid_Slave_Pos", "Executed_Gtid_Set"])
@@ -148,6 +149,9 @@ pub fn seed_replica_sql(
     let (file, position) = (binlog.file.as_ref()?, binlog.position?);
     let syntax = Syntax::for_server(info);
     let target = syntax.target(source.host, source.port, USER_PLACEHOLDER);
+    if binlog.exact == Some(false) {
+        return Some(seed_from_the_copy(&syntax, &target, gtid));
+    }
     let mut seed = SeedSql {
         binlog_position: vec![
             format!(
@@ -184,6 +188,36 @@ pub fn seed_replica_sql(
     Some(seed)
 }
 
+/// The first line of each form when the coordinates are a lower bound (`lock-mode = backup-lock`).
+const READ_FROM_THE_COPY: &str = "-- lock-mode = backup-lock: this file's coordinates are a lower bound. Restore the copy as the new replica and start it with skip_replica_start = ON, super_read_only = ON, a server_id of its own and no auto.cnf (a new server_uuid); crash recovery gives it the exact coordinates.";
+
+/// Seeding statements when the info file's coordinates are a lower bound: the values are read on
+/// the restored copy, whose crash recovery made them exact. With GTIDs the copy already holds its
+/// exact `gtid_executed`; without, its last binlog from this server and that file's size (the row
+/// before the copy's own new binlog in `SHOW BINARY LOGS`) are the position.
+fn seed_from_the_copy(syntax: &Syntax, target: &str, gtid: &Gtid) -> SeedSql {
+    let p = syntax.prefix;
+    SeedSql {
+        binlog_position: vec![
+            READ_FROM_THE_COPY.to_string(),
+            "-- On the copy, SHOW BINARY LOGS: the row before the last is this server's last binary log; its File_size is the position.".to_string(),
+            format!(
+                "{} {target}, {p}_LOG_FILE = '<Log_name of that row>', {p}_LOG_POS = <its File_size>;",
+                syntax.change
+            ),
+            format!("{};", syntax.start),
+        ],
+        gtid: gtid.executed.as_ref().filter(|s| !s.is_empty()).map(|_| {
+            vec![
+                READ_FROM_THE_COPY.to_string(),
+                "-- The copy's SELECT @@GLOBAL.gtid_executed is exact (it contains this file's gtid.executed): neither RESET nor set gtid_purged.".to_string(),
+                format!("{} {target}, {} = 1;", syntax.change, syntax.auto_position),
+                format!("{};", syntax.start),
+            ]
+        }),
+    }
+}
+
 /// Statements that make a sibling replica (of the same sources) from a snapshot of this replica:
 /// one block per replication connection, at the coordinates its SQL thread had executed.
 pub fn clone_replica_sql(info: &ServerInfo, replicas: &[Replica]) -> Option<Vec<String>> {
@@ -210,6 +244,10 @@ pub fn clone_replica_sql(info: &ServerInfo, replicas: &[Replica]) -> Option<Vec<
                 "MASTER_USE_GTID = slave_pos".to_string()
             }
             (Flavor::MySql, true) => format!("{} = 1", syntax.auto_position),
+            (_, false) if replica.executed.exact == Some(false) => format!(
+                "{p}_LOG_FILE = '<Relay_Source_Log_File of SHOW REPLICA STATUS on the restored copy>', {p}_LOG_POS = <its Exec_Source_Log_Pos>",
+                p = syntax.prefix
+            ),
             (_, false) => match (&replica.executed.file, replica.executed.position) {
                 (Some(file), Some(pos)) => syntax.file_position(file, pos),
                 _ => "<no executed position known>".to_string(),
@@ -470,7 +508,8 @@ mod tests {
             r.executed,
             Binlog {
                 file: Some("mysql-bin.000011".into()),
-                position: Some(120)
+                position: Some(120),
+                exact: None,
             }
         );
         assert_eq!(r.name, "east");
@@ -505,6 +544,7 @@ mod tests {
         Binlog {
             file: Some(file.into()),
             position: Some(pos),
+            exact: None,
         }
     }
 
@@ -571,6 +611,58 @@ mod tests {
         )
         .and_then(|s| s.gtid);
         assert_eq!(g.expect("gtid form")[0], "RESET MASTER;");
+    }
+
+    #[test]
+    fn lower_bound_coordinates_seed_from_what_the_restored_copy_recovered() {
+        let info = ServerInfo::new("8.4.3".into(), 1);
+        let gtid = Gtid {
+            executed: Some("uuid:1-9".into()),
+            exact: Some(false),
+            ..Gtid::default()
+        };
+        let mut lower = binlog("binlog.000002", 157);
+        lower.exact = Some(false);
+        let seed = seed_replica_sql(
+            &info,
+            &SourceAddress {
+                host: "db1",
+                port: 3306,
+            },
+            &lower,
+            &gtid,
+        )
+        .expect("binlog is on");
+        assert!(seed.binlog_position[0].contains("lower bound"));
+        assert!(
+            !seed.binlog_position.iter().any(|l| l.contains("157")),
+            "the lower bound must not be offered as the position: {:?}",
+            seed.binlog_position
+        );
+        assert!(seed.binlog_position[2].contains(
+            "SOURCE_LOG_FILE = '<Log_name of that row>', SOURCE_LOG_POS = <its File_size>;"
+        ));
+        assert_eq!(seed.binlog_position[3], "START REPLICA;");
+        let g = seed.gtid.expect("gtid form");
+        assert!(
+            !g.iter()
+                .any(|l| l.contains("gtid_purged =") || l.starts_with("RESET")),
+            "the copy keeps its own exact GTID set: {g:?}"
+        );
+        assert!(g[2].starts_with("CHANGE REPLICATION SOURCE TO SOURCE_HOST = 'db1'"));
+        assert!(g[2].ends_with("SOURCE_AUTO_POSITION = 1;"));
+        let mut replica = Replica {
+            source_host: Some("up".into()),
+            executed: binlog("up-bin.000009", 4242),
+            gtid_mode: Some("0".into()),
+            ..Replica::default()
+        };
+        replica.executed.exact = Some(false);
+        let clone = clone_replica_sql(&info, &[replica]).expect("one replica");
+        assert!(
+            clone[2].contains("<its Exec_Source_Log_Pos>") && !clone[2].contains("4242"),
+            "{clone:?}"
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use common::config::SyncFilesystems;
 use common::coordinates;
 use common::grants;
-use common::lock::Attempt;
+use common::lock::{Attempt, LockMode};
 use common::server;
 use common::storage;
 use common::surroundings::{self, Surroundings};
@@ -49,6 +49,63 @@ pub(crate) fn run(config: &Config, as_json: bool, caller_does_not_freeze: bool) 
         }
     }
     ok
+}
+
+/// The `backup-lock` line, on MySQL 8.0 and later: in that mode, whether every precondition holds
+/// (a FAIL otherwise); in another, a recommendation when the preconditions hold and statements
+/// running now would hold FTWRL off, or which precondition rules the mode out.
+fn backup_lock_item(
+    config: &Config,
+    mode: LockMode,
+    sync_on: bool,
+    session: &mut server::Session,
+    around: &Result<Surroundings, String>,
+) -> Option<Item> {
+    if LockMode::BackupLock.resolve(&session.info).is_err() {
+        return None;
+    }
+    let mut refusals = Vec::new();
+    if sync_on {
+        refusals.push(common::lock::SYNCED_NOT_FROZEN.to_string());
+    }
+    match around {
+        Ok(around) => refusals.extend(around.durability.backup_lock_refusals()),
+        Err(err) => refusals.push(format!("the surroundings could not be read: {err}")),
+    }
+    let name = "backup-lock";
+    if mode == LockMode::BackupLock {
+        return Some(match refusals.is_empty() {
+            true => Item { name, ok: true, text: "every precondition holds: all tables crash-safe, durable commits; the coordinates in the info file are a lower bound, the restored copy holds the exact ones".into() },
+            false => Item { name, ok: false, text: format!("refused: {}", refusals.join("; ")) },
+        });
+    }
+    if !refusals.is_empty() {
+        return Some(Item {
+            name,
+            ok: true,
+            text: format!("not possible here: {}", refusals.join("; ")),
+        });
+    }
+    let threshold = config.long_query_threshold;
+    let holding: Vec<server::Blocker> =
+        server::long_statements(&mut session.conn, threshold, &config.ignore_commands)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|b| b.id != session.info.connection_id)
+            .filter(|b| mode.held_up_by(b.kind(), session.info.flavor) != common::lock::HeldUp::No)
+            .collect();
+    Some(Item {
+        name,
+        ok: true,
+        text: match holding.first() {
+            Some(longest) => format!(
+                "recommended: {} statement(s) running past long-query-threshold ({threshold} s) would hold {} off (longest: {longest}), and every precondition of lock-mode = backup-lock holds; it never waits for them. Its coordinates are a lower bound (README: seeding a replica)",
+                holding.len(),
+                mode.name()
+            ),
+            None => "possible (every precondition holds); not needed now: no long statement would hold the lock off".into(),
+        },
+    })
 }
 
 fn rehearse(config: &Config, caller_does_not_freeze: bool) -> Vec<Item> {
@@ -162,6 +219,10 @@ fn rehearse(config: &Config, caller_does_not_freeze: bool) -> Vec<Item> {
     })
     .map_err(|err| err.to_string());
     items.push(sync_rehearsal(config, caller_does_not_freeze, &around));
+    let sync_on = config.sync_filesystems.resolve(caller_does_not_freeze);
+    if let Some(line) = backup_lock_item(config, mode, sync_on, &mut session, &around) {
+        items.push(line);
+    }
     items.extend(surroundings_items(around));
 
     // The rehearsal: take and release the lock once, capped like a real attempt.
@@ -178,7 +239,7 @@ fn rehearse(config: &Config, caller_does_not_freeze: bool) -> Vec<Item> {
     let locked_ms = started.elapsed().as_secs_f64() * 1000.0;
     let outcome = match attempt {
         Ok(Attempt::Acquired) => {
-            let coords = coordinates::read(&mut session.conn, &session.info);
+            let coords = coordinates::read(&mut session.conn, &session.info, mode);
             let released = mode.release(&mut session.conn);
             let held_ms = started.elapsed().as_secs_f64() * 1000.0 - locked_ms;
             match (coords, released) {

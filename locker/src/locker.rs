@@ -325,6 +325,12 @@ impl Locker {
             }
         }
         let mode = self.mode.resolve(&session.info)?;
+        if mode == LockMode::BackupLock && self.sync {
+            return Err(Error::ModeRefused {
+                mode: mode.name(),
+                reasons: vec![common::lock::SYNCED_NOT_FROZEN.to_string()],
+            });
+        }
         let needed = grants::needed(&session.info, &self.config);
         let grants = grants::check(&mut session.conn, &needed)?;
         if let Some(err) = grants.error() {
@@ -412,6 +418,10 @@ impl Locker {
             );
             return Ok(1);
         }
+        let preconditions = match mode {
+            LockMode::BackupLock => Some(self.backup_lock_preconditions(&around)?),
+            _ => None,
+        };
         let connection_id = session.info.connection_id;
         let user = self.config.client.user.clone();
         let mut started_at_ms = 0;
@@ -466,8 +476,9 @@ impl Locker {
                 acquired_at: time::rfc3339(acquired_at_ms),
                 waited_ms: acquired_at_ms.saturating_sub(started_at_ms),
                 locker_pid: std::process::id(),
+                preconditions,
             },
-            (acquired, acquired_at_ms),
+            (mode, acquired, acquired_at_ms),
         );
         if let Err(err) = recorded {
             let _ = mode.release(&mut session.conn);
@@ -537,9 +548,9 @@ impl Locker {
         to_sync: Option<&[storage::Filesystem]>,
         around: Surroundings,
         lock: LockSection,
-        (acquired, acquired_at_ms): (Instant, u64),
+        (mode, acquired, acquired_at_ms): (LockMode, Instant, u64),
     ) -> Result<()> {
-        let coordinates = coordinates::read(&mut session.conn, &session.info)?;
+        let coordinates = coordinates::read(&mut session.conn, &session.info, mode)?;
         // Whether it replicates is known from the coordinates (read anyway): no query before the lock.
         let mut around = around;
         around.durability.replica = !coordinates.replicas.is_empty();
@@ -628,6 +639,24 @@ impl Locker {
             s.storage_flags = Some(storage_flags).filter(|f| !f.is_empty());
             s.durability_warnings = Some(durability_warnings).filter(|w| !w.is_empty());
         })
+    }
+
+    /// `lock-mode = backup-lock`: the preconditions under which a copy taken while commits flow
+    /// is what crash recovery makes consistent, checked before the lock (the settings and tables
+    /// read before it). What held, for the info file; a refusal naming each that failed.
+    fn backup_lock_preconditions(&self, around: &Surroundings) -> Result<Vec<String>> {
+        let mut refusals = Vec::new();
+        if around.galera.is_some() {
+            refusals.push("this is a Galera node: its seqno is exact only under a lock that blocks commits. Use lock-mode = auto".to_string());
+        }
+        refusals.extend(around.durability.backup_lock_refusals());
+        match refusals.is_empty() {
+            true => Ok(around.durability.backup_lock_preconditions()),
+            false => Err(Error::ModeRefused {
+                mode: LockMode::BackupLock.name(),
+                reasons: refusals,
+            }),
+        }
     }
 
     /// What is left of max-lock-time for a lock taken at `acquired`.

@@ -65,7 +65,8 @@ pub fn lock_statement(mode: &str) -> &'static str {
     }
 }
 
-/// How many lock statements (FTWRL counts as a flush, BACKUP STAGE as backup) the server has run.
+/// How many lock statements (FTWRL counts as a flush, BACKUP STAGE as backup, MySQL's backup lock
+/// as lock_instance) the server has run.
 pub fn lock_statements_run(server: &Server) -> u64 {
     lock_statements_run_on(&mut server.conn())
 }
@@ -73,7 +74,7 @@ pub fn lock_statements_run(server: &Server) -> u64 {
 /// `lock_statements_run`, asked on `conn` (a root connection to the server).
 pub fn lock_statements_run_on(conn: &mut mysql::Conn) -> u64 {
     let rows: Vec<(String, u64)> = conn
-        .query("SHOW GLOBAL STATUS WHERE Variable_name IN ('Com_flush', 'Com_backup')")
+        .query("SHOW GLOBAL STATUS WHERE Variable_name IN ('Com_flush', 'Com_backup', 'Com_lock_instance')")
         .unwrap();
     rows.iter().map(|(_, n)| n).sum()
 }

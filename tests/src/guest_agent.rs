@@ -326,6 +326,47 @@ impl Drop for GuestAgent {
     }
 }
 
+/// The tables a rig's server starts with and the statements its writers run.
+pub struct Workload {
+    /// SQL run once on the fresh server (several statements).
+    pub schema: String,
+    /// One writer thread each.
+    pub statements: Vec<fn(u64) -> String>,
+}
+
+impl Workload {
+    /// `schema()`'s InnoDB and MyISAM tables: two InnoDB inserters, an InnoDB hot-row updater, a
+    /// MyISAM inserter and a MyISAM hot-row updater.
+    pub fn mixed() -> Workload {
+        Workload {
+            schema: schema(),
+            statements: vec![
+                |n| format!("INSERT INTO snap.inno (v) VALUES ({n})"),
+                |n| format!("INSERT INTO snap.inno (v) VALUES (-{n})"),
+                |n| {
+                    format!(
+                        "UPDATE snap.inno_counter SET v = v + 1 WHERE id = {}",
+                        n % 20 + 1
+                    )
+                },
+                |n| {
+                    format!(
+                        "INSERT INTO snap.my_log (v, pad) VALUES ({n}, REPEAT('m', {}))",
+                        n % 200
+                    )
+                },
+                |n| {
+                    format!(
+                        "UPDATE snap.my_counter SET v = v + 1, pad = REPEAT('u', {}) WHERE id = {}",
+                        n % 200,
+                        n % 20 + 1
+                    )
+                },
+            ],
+        }
+    }
+}
+
 /// Pause between two statements of one load thread: hundreds of writes a second per thread, a
 /// steady load that does not starve the disk other tests share.
 const LOAD_PACE: Duration = Duration::from_millis(1);
@@ -348,14 +389,19 @@ pub struct LoadReport {
 }
 
 impl WriteLoad {
-    fn start(server: &Server) -> WriteLoad {
-        WriteLoad::start_with(|| server.conn())
-    }
-
     /// The load on connections made by `connect` (one per writer thread), on `schema()`'s tables:
     /// two InnoDB inserters, an InnoDB hot-row updater, a MyISAM inserter and a MyISAM hot-row
     /// updater.
     pub fn start_with(connect: impl Fn() -> mysql::Conn) -> WriteLoad {
+        WriteLoad::start_statements(connect, &Workload::mixed().statements)
+    }
+
+    /// One writer thread per statement, each on a connection made by `connect`, running its
+    /// statement (numbered 1, 2, …) in autocommit until stopped.
+    pub fn start_statements(
+        connect: impl Fn() -> mysql::Conn,
+        statements: &[fn(u64) -> String],
+    ) -> WriteLoad {
         let mut load = WriteLoad {
             stop: Arc::new(AtomicBool::new(false)),
             writes: Arc::new(AtomicU64::new(0)),
@@ -363,30 +409,7 @@ impl WriteLoad {
             longest: Arc::new(Mutex::new(Duration::ZERO)),
             threads: Vec::new(),
         };
-        let statements: [fn(u64) -> String; 5] = [
-            |n| format!("INSERT INTO snap.inno (v) VALUES ({n})"),
-            |n| format!("INSERT INTO snap.inno (v) VALUES (-{n})"),
-            |n| {
-                format!(
-                    "UPDATE snap.inno_counter SET v = v + 1 WHERE id = {}",
-                    n % 20 + 1
-                )
-            },
-            |n| {
-                format!(
-                    "INSERT INTO snap.my_log (v, pad) VALUES ({n}, REPEAT('m', {}))",
-                    n % 200
-                )
-            },
-            |n| {
-                format!(
-                    "UPDATE snap.my_counter SET v = v + 1, pad = REPEAT('u', {}) WHERE id = {}",
-                    n % 200,
-                    n % 20 + 1
-                )
-            },
-        ];
-        for statement in statements {
+        for &statement in statements {
             let mut conn = connect();
             let (stop, writes, errors, longest) = (
                 load.stop.clone(),
@@ -474,8 +497,9 @@ impl Drop for WriteLoad {
 
 /// A snapshot as qemu-ga took it (or refused to).
 pub enum Snapshot {
-    /// The copy of the image made while frozen.
-    Taken { copy: PathBuf },
+    /// The copy of the image made while frozen; `froze_in`: how long qemu-ga took to answer the
+    /// freeze (the hook, then FIFREEZE).
+    Taken { copy: PathBuf, froze_in: Duration },
     /// `guest-fsfreeze-freeze-list` failed with this error; qemu-ga says nothing is frozen.
     Refused(String),
 }
@@ -501,6 +525,16 @@ impl Rig {
     /// sandbox config with `settings` (the info file inside the mount), qemu-ga running `hook`,
     /// and a write load that is already writing.
     pub fn new(setup: ServerSetup, settings: &str, hook: Hook) -> Rig {
+        Rig::with_workload(setup, settings, hook, Workload::mixed())
+    }
+
+    /// `new` with the tables and writers of `workload`.
+    pub fn with_workload(
+        setup: ServerSetup,
+        settings: &str,
+        hook: Hook,
+        workload: Workload,
+    ) -> Rig {
         let started = Instant::now();
         let root = setup.chroot();
         let dir = TempDir::new("ga");
@@ -546,7 +580,7 @@ impl Rig {
                 setup.flavour.name()
             )
         });
-        server.conn().query_drop(schema()).unwrap();
+        server.conn().query_drop(&workload.schema).unwrap();
         let sandbox = Sandbox::new(
             &server,
             &format!(
@@ -556,7 +590,7 @@ impl Rig {
         );
         let hook = write_hook(dir.path(), &sandbox.config, hook);
         let agent = GuestAgent::start(dir.path(), &hook);
-        let load = WriteLoad::start(&server);
+        let load = WriteLoad::start_statements(|| server.conn(), &workload.statements);
         assert!(
             load.makes_progress(200, Duration::from_secs(60)),
             "the write load does not write: {:?}",
@@ -583,7 +617,21 @@ impl Rig {
     }
 
     /// `snapshot` inside a freeze window the caller opened (and drops right after).
-    pub fn snapshot_in(&mut self, _window: &FreezeWindow) -> Snapshot {
+    pub fn snapshot_in(&mut self, window: &FreezeWindow) -> Snapshot {
+        self.snapshot_in_with(window, |_| {})
+    }
+
+    /// `snapshot`, running `while_frozen` once the freeze is in place, before the copy.
+    pub fn snapshot_with(&mut self, while_frozen: impl FnOnce(&mut Rig)) -> Snapshot {
+        let window = self.mount.freeze_window();
+        self.snapshot_in_with(&window, while_frozen)
+    }
+
+    fn snapshot_in_with(
+        &mut self,
+        _window: &FreezeWindow,
+        while_frozen: impl FnOnce(&mut Rig),
+    ) -> Snapshot {
         self.agent.sync();
         let copy = self.dir.path().join("copy.img");
         let started = Instant::now();
@@ -608,6 +656,7 @@ impl Rig {
             self.diagnostics()
         );
         assert_eq!(self.agent.status(), "frozen");
+        while_frozen(self);
         let copying = Instant::now();
         let out = Command::new("cp")
             .arg("--sparse=always")
@@ -634,7 +683,10 @@ impl Rig {
              ({} MiB allocated of {IMAGE_MIB} MiB)",
             allocated_mib(&copy)
         );
-        Snapshot::Taken { copy }
+        Snapshot::Taken {
+            copy,
+            froze_in: hook_took,
+        }
     }
 
     /// Writes go through again after the thaw (the lock is gone).
@@ -668,7 +720,7 @@ impl Rig {
         check_info: impl FnOnce(&Value),
     ) {
         let copy = match self.snapshot() {
-            Snapshot::Taken { copy } => copy,
+            Snapshot::Taken { copy, .. } => copy,
             Snapshot::Refused(desc) => {
                 panic!("the freeze was refused: {desc}\n{}", self.diagnostics())
             }
@@ -729,7 +781,7 @@ impl Rig {
         );
 
         let copy = match self.snapshot() {
-            Snapshot::Taken { copy } => copy,
+            Snapshot::Taken { copy, .. } => copy,
             Snapshot::Refused(desc) => panic!("a hook that does nothing cannot refuse: {desc}"),
         };
         let _ = self.load.stop();
@@ -780,53 +832,25 @@ pub fn copy_discrepancies(
     more: impl FnOnce(&mut mysql::Conn, &mut Vec<String>),
 ) -> Vec<String> {
     let mut found = Vec::new();
-    let mount = LoopMount::attach(copy, &mounts.path().join("copy-mnt"));
-    let datadir = mount.mountpoint.join("data");
-
-    let info: Option<Value> = match fs::read_to_string(mount.mountpoint.join(INFO_NAME)) {
-        Ok(text) => match serde_json::from_str(&text) {
-            Ok(info) => Some(info),
-            Err(e) => {
-                found.push(format!(
-                    "the info file in the copy is not JSON ({e}): {text}"
-                ));
-                None
-            }
-        },
-        Err(e) => {
-            found.push(format!("the info file is not inside the copy: {e}"));
+    let opened = OpenedCopy::open(setup, mounts, copy);
+    let info = match &opened.info {
+        Ok(info) => Some(info.clone()),
+        Err(why) => {
+            found.push(why.clone());
             None
         }
     };
-    let end = binlog_end(&datadir);
+    let end = opened.binlog_end.clone();
     if let Err(why) = &end {
         found.push(why.clone());
     }
-
-    // The copy may need InnoDB crash recovery: that is expected of a frozen image.
-    let booting = Instant::now();
-    let server = match Server::try_start_flavour_on(
-        setup.flavour,
-        &datadir,
-        setup.copy_args,
-        Duration::from_secs(240),
-    ) {
+    let server = match &opened.server {
         Ok(server) => server,
         Err(log) => {
             found.push(format!("the copy did not start: {log}"));
             return found;
         }
     };
-    let log = server.error_log();
-    eprintln!(
-        "copy booted in {:?}{}",
-        booting.elapsed(),
-        if log.contains("crash recovery") || log.contains("not shut down normally") {
-            " (with crash recovery)"
-        } else {
-            ""
-        }
-    );
     let mut conn = server.conn();
     let (variable, key) = setup.gtid_state();
     let gtid: String = conn
@@ -912,6 +936,56 @@ pub fn copy_discrepancies(
     }
     more(&mut conn, &mut found);
     found
+}
+
+/// A copy of the image mounted in a rig's mount directory: the info file it carries, where its
+/// binlog ends (read before any server runs on it), and a server of the rig's flavour booted on it
+/// (InnoDB crash recovery is expected of a frozen image). The server stops before the copy is
+/// unmounted.
+pub struct OpenedCopy {
+    /// The booted server, or why it did not start.
+    pub server: Result<Server, String>,
+    pub info: Result<Value, String>,
+    pub binlog_end: Result<(String, u64), String>,
+    pub mount: LoopMount,
+}
+
+impl OpenedCopy {
+    pub fn open(setup: ServerSetup, mounts: &MountDir, copy: &Path) -> OpenedCopy {
+        let mount = LoopMount::attach(copy, &mounts.path().join("copy-mnt"));
+        let datadir = mount.mountpoint.join("data");
+        let info = match fs::read_to_string(mount.mountpoint.join(INFO_NAME)) {
+            Ok(text) => serde_json::from_str(&text)
+                .map_err(|e| format!("the info file in the copy is not JSON ({e}): {text}")),
+            Err(e) => Err(format!("the info file is not inside the copy: {e}")),
+        };
+        let binlog_end = binlog_end(&datadir);
+        let booting = Instant::now();
+        let server = Server::try_start_flavour_on(
+            setup.flavour,
+            &datadir,
+            setup.copy_args,
+            Duration::from_secs(240),
+        );
+        if let Ok(server) = &server {
+            let log = server.error_log();
+            eprintln!(
+                "copy booted in {:?}{}",
+                booting.elapsed(),
+                if log.contains("crash recovery") || log.contains("not shut down normally") {
+                    " (with crash recovery)"
+                } else {
+                    ""
+                }
+            );
+        }
+        OpenedCopy {
+            server,
+            info,
+            binlog_end,
+            mount,
+        }
+    }
 }
 
 fn allocated_mib(path: &Path) -> u64 {

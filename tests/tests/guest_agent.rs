@@ -128,7 +128,7 @@ fn a_long_myisam_write_makes_the_snapshot_refused_or_consistent(test: &str, mode
             rig.assert_writes_resume();
             eprintln!("{test}: refused ({desc})");
         }
-        Snapshot::Taken { copy } => {
+        Snapshot::Taken { copy, .. } => {
             rig.assert_writes_resume();
             rig.assert_copy_is_consistent(&copy, "a snapshot accepted behind a long MyISAM write");
             eprintln!("{test}: accepted and consistent");
@@ -169,7 +169,7 @@ fn kill_long_queries_all_makes_a_snapshot_behind_a_long_myisam_write_consistent(
     );
     let (snapshot, long) = snapshot_behind_a_long_myisam_write(&mut rig);
     let copy = match snapshot {
-        Snapshot::Taken { copy } => copy,
+        Snapshot::Taken { copy, .. } => copy,
         Snapshot::Refused(desc) => panic!(
             "the freeze was refused although kill-long-queries = all: {desc}\n{}",
             rig.diagnostics()

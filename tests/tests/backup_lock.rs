@@ -1,0 +1,315 @@
+//! `lock-mode = backup-lock` on a real MySQL 9.7 (the harness's cached chroot, GTID on, durable
+//! settings): the lock never waits for a long SELECT and lets commits through, the info file says
+//! its coordinates are a lower bound, and each failed precondition refuses the freeze with an
+//! error naming it, leaving no lock and no locker. On MariaDB the mode is refused. The copy a
+//! snapshot makes under this lock is booted and checked in guest_agent_mysql.rs. A chroot that
+//! cannot be built fails every MySQL test unless `MYSQL_SNAPSHOT_SKIP_MATRIX=1` asks for a loud
+//! skip.
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use harness::accounts::{account_settings, create_account, PASSWORD};
+use harness::faults::{lock_statements_run, stderr_of, wait_for_statement, Writer};
+use harness::{assert_nothing_left, matrix, text, wait_until, Flavour, Sandbox, Server};
+use mysql::prelude::Queryable;
+
+const FLAVOUR: Flavour = Flavour::MySql97;
+/// Every precondition of the mode: commits durable when they return (the harness's throwaway
+/// servers run with innodb_flush_log_at_trx_commit = 2).
+const DURABLE: &[&str] = &["--innodb-flush-log-at-trx-commit=1", "--sync-binlog=1"];
+const SETTINGS: &str = "lock-mode = backup-lock";
+/// How long a refused freeze may take to say so, and the lock and locker to be gone.
+const LIMIT: Duration = Duration::from_secs(10);
+
+/// A private MySQL 9.7 with durable settings and no non-transactional table (the harness creates
+/// `snap.my`, a MyISAM table: it goes), plus `extra`; `None` after a loud banner when the chroot
+/// cannot be built and the matrix may be skipped.
+fn durable_mysql(extra: &[&str]) -> Option<Server> {
+    if !matrix::require(FLAVOUR) {
+        return None;
+    }
+    let mut args = DURABLE.to_vec();
+    args.extend_from_slice(extra);
+    let server = Server::start_flavour(FLAVOUR, &args);
+    server.conn().query_drop("DROP TABLE snap.my").unwrap();
+    Some(server)
+}
+
+/// Starts `SELECT SLEEP(seconds)` over a one-row table on a connection of its own and waits until
+/// the processlist shows it.
+fn long_select(server: &Server, seconds: u64) -> Writer {
+    server
+        .conn()
+        .query_drop("CREATE TABLE IF NOT EXISTS snap.one (id INT PRIMARY KEY) ENGINE=InnoDB; INSERT IGNORE INTO snap.one VALUES (1)")
+        .unwrap();
+    let statement = format!("SELECT SLEEP({seconds}) FROM snap.one");
+    let select = Writer::start(server, &statement);
+    wait_for_statement(server, &statement);
+    select
+}
+
+/// An autocommit insert from another connection returns within `limit`.
+fn a_commit_returns_within(server: &Server, limit: Duration) -> bool {
+    let mut conn = server.conn();
+    conn.query_drop(format!(
+        "SET SESSION lock_wait_timeout = {}",
+        limit.as_secs().max(1)
+    ))
+    .unwrap();
+    let started = Instant::now();
+    conn.query_drop("INSERT INTO snap.inno (v) VALUES (1)")
+        .is_ok()
+        && started.elapsed() <= limit
+}
+
+/// Asserts a freeze refused in backup-lock mode: exit 1, stderr naming `cause`, no lock statement
+/// run, no lock and no locker left, and `--check` failing on the same cause.
+fn assert_refused_naming(server: &Server, sandbox: &Sandbox, cause: &str) {
+    let before = lock_statements_run(server);
+    let out = sandbox.freeze();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = stderr_of(&out);
+    assert!(
+        stderr.contains(cause),
+        "the refusal does not name `{cause}`: {stderr}"
+    );
+    assert_eq!(
+        lock_statements_run(server),
+        before,
+        "a lock statement ran although the mode was refused"
+    );
+    assert_nothing_left(server, sandbox, LIMIT);
+    assert_ne!(sandbox.status(), "acquired");
+    let check = sandbox.command("freeze").arg("--check").output().unwrap();
+    assert_ne!(
+        check.status.code(),
+        Some(0),
+        "--check passed: {}",
+        text(&check)
+    );
+    assert!(
+        text(&check).contains(cause),
+        "--check does not name `{cause}`: {}",
+        text(&check)
+    );
+}
+
+#[test]
+fn the_backup_lock_never_waits_for_a_long_select_lets_commits_through_and_says_its_coordinates_are_a_lower_bound(
+) {
+    let Some(server) = durable_mysql(&[]) else {
+        return;
+    };
+    let select = long_select(&server, 120);
+    let mut sandbox = Sandbox::new(&server, SETTINGS);
+    let started = Instant::now();
+    let out = sandbox.freeze();
+    let took = started.elapsed();
+    assert!(out.status.success(), "{}\n{}", text(&out), sandbox.log());
+    eprintln!("freeze in backup-lock mode with a 120 s SELECT running: {took:?}");
+    assert!(
+        took < Duration::from_secs(5),
+        "freeze took {took:?}: it waited for something"
+    );
+    assert_eq!(sandbox.status(), "acquired");
+    assert!(
+        a_commit_returns_within(&server, Duration::from_secs(5)),
+        "a commit waited on the backup lock: it must only block DDL"
+    );
+    let mut conn = server.conn();
+    conn.query_drop("SET SESSION lock_wait_timeout = 1")
+        .unwrap();
+    let ddl = conn.query_drop("CREATE TABLE snap.ddl (id INT) ENGINE=InnoDB");
+    assert!(
+        ddl.as_ref()
+            .is_err_and(|e| e.to_string().contains("Lock wait timeout")),
+        "DDL went through while the backup lock was held: {ddl:?}"
+    );
+    let info: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&sandbox.info_file).unwrap()).unwrap();
+    assert_eq!(info["lock"]["mode"], "backup-lock", "{info:#}");
+    assert_eq!(info["binlog"]["exact"], false, "{info:#}");
+    assert_eq!(info["gtid"]["exact"], false, "{info:#}");
+    assert!(info["binlog"]["position"].as_u64().is_some(), "{info:#}");
+    assert!(
+        info["gtid"]["executed"]
+            .as_str()
+            .is_some_and(|g| g.contains(':')),
+        "{info:#}"
+    );
+    assert!(
+        info["log_status"]["innodb_lsn"].as_u64().is_some(),
+        "{info:#}"
+    );
+    let preconditions = info["lock"]["preconditions"].to_string();
+    for held in [
+        "innodb_flush_log_at_trx_commit = 1",
+        "sync_binlog = 1",
+        "innodb_doublewrite = ON",
+    ] {
+        assert!(
+            preconditions.contains(held),
+            "{held} not recorded: {info:#}"
+        );
+    }
+    let seed = info["seed_replica_sql"].to_string();
+    assert!(
+        seed.contains("lower bound") && seed.contains("SOURCE_AUTO_POSITION = 1"),
+        "{seed}"
+    );
+    let out = sandbox.thaw("thaw");
+    assert!(out.status.success(), "{}", text(&out));
+    assert_nothing_left(&server, &sandbox, LIMIT);
+    assert!(
+        !select.handle.is_finished(),
+        "the long SELECT ended: the freeze must not touch it"
+    );
+    assert!(!server.statements_like("SELECT SLEEP(120)").is_empty());
+    let log = sandbox.log();
+    assert!(log.contains("event=locked mode=backup-lock"), "{log}");
+}
+
+#[test]
+fn ftwrl_waits_for_the_same_long_select_until_snapshot_timeout_refuses_it() {
+    let Some(server) = durable_mysql(&[]) else {
+        return;
+    };
+    let _select = long_select(&server, 120);
+    let sandbox = Sandbox::new(
+        &server,
+        "lock-mode = ftwrl\nlong-query-threshold = 1\nsnapshot-timeout = 4",
+    );
+    let started = Instant::now();
+    let out = sandbox.freeze();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        started.elapsed() >= Duration::from_secs(4),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        stderr_of(&out).contains("SELECT SLEEP(120)"),
+        "{}",
+        text(&out)
+    );
+    assert_nothing_left(&server, &sandbox, LIMIT);
+}
+
+#[test]
+fn a_myisam_table_refuses_the_backup_lock_naming_the_table() {
+    let Some(server) = durable_mysql(&[]) else {
+        return;
+    };
+    server
+        .conn()
+        .query_drop("CREATE TABLE snap.legacy (id INT PRIMARY KEY) ENGINE=MyISAM")
+        .unwrap();
+    let sandbox = Sandbox::new(&server, SETTINGS);
+    assert_refused_naming(
+        &server,
+        &sandbox,
+        "1 non-transactional user table(s) (snap.legacy MyISAM)",
+    );
+}
+
+#[test]
+fn innodb_flush_log_at_trx_commit_2_refuses_the_backup_lock() {
+    let Some(server) = durable_mysql(&["--innodb-flush-log-at-trx-commit=2"]) else {
+        return;
+    };
+    let sandbox = Sandbox::new(&server, SETTINGS);
+    assert_refused_naming(
+        &server,
+        &sandbox,
+        "innodb_flush_log_at_trx_commit = 2: a commit may not be on disk",
+    );
+}
+
+#[test]
+fn sync_binlog_0_refuses_the_backup_lock() {
+    let Some(server) = durable_mysql(&["--sync-binlog=0"]) else {
+        return;
+    };
+    let sandbox = Sandbox::new(&server, SETTINGS);
+    assert_refused_naming(&server, &sandbox, "sync_binlog = 0 with the binary log on");
+}
+
+#[test]
+fn an_account_without_backup_admin_is_refused_with_the_grant_that_fixes_it() {
+    let Some(server) = durable_mysql(&[]) else {
+        return;
+    };
+    create_account(&server, "SELECT, PROCESS, REPLICATION CLIENT, RELOAD");
+    let sandbox = Sandbox::new(&server, &account_settings(SETTINGS));
+    assert_refused_naming(
+        &server,
+        &sandbox,
+        "GRANT BACKUP_ADMIN ON *.* TO 'snapper'@'localhost'",
+    );
+    let out = sandbox.freeze();
+    assert!(!text(&out).contains(PASSWORD));
+    create_account(&server, "SELECT, PROCESS, REPLICATION CLIENT, BACKUP_ADMIN");
+    let out = sandbox.freeze();
+    assert!(out.status.success(), "with BACKUP_ADMIN: {}", text(&out));
+    let out = sandbox.thaw("thaw");
+    assert!(out.status.success(), "{}", text(&out));
+    assert_nothing_left(&server, &sandbox, LIMIT);
+}
+
+#[test]
+fn the_backup_lock_is_refused_where_the_filesystems_are_synced_not_frozen() {
+    let Some(server) = durable_mysql(&[]) else {
+        return;
+    };
+    let sandbox = Sandbox::new(&server, &format!("{SETTINGS}\nsync-filesystems = on"));
+    assert_refused_naming(&server, &sandbox, "sync-filesystems is on");
+}
+
+#[test]
+fn check_recommends_the_backup_lock_when_a_long_select_would_hold_ftwrl_off() {
+    let Some(server) = durable_mysql(&[]) else {
+        return;
+    };
+    let sandbox = Sandbox::new(&server, "long-query-threshold = 1");
+    let quiet = sandbox.command("freeze").arg("--check").output().unwrap();
+    assert!(quiet.status.success(), "{}", text(&quiet));
+    assert!(
+        String::from_utf8_lossy(&quiet.stdout)
+            .contains("backup-lock possible (every precondition holds)"),
+        "{}",
+        text(&quiet)
+    );
+    let _select = long_select(&server, 120);
+    assert!(wait_until(Duration::from_secs(10), || {
+        let out = sandbox.command("freeze").arg("--check").output().unwrap();
+        String::from_utf8_lossy(&out.stdout).contains("backup-lock recommended: 1 statement(s)")
+    }));
+    server
+        .conn()
+        .query_drop("CREATE TABLE snap.legacy (id INT) ENGINE=MyISAM")
+        .unwrap();
+    let out = sandbox.command("freeze").arg("--check").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(
+            "backup-lock not possible here: 1 non-transactional user table(s) (snap.legacy MyISAM)"
+        ),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn the_backup_lock_is_refused_on_mariadb() {
+    let server = Server::start();
+    let sandbox = Sandbox::new(&server, SETTINGS);
+    let out = sandbox.freeze();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stderr_of(&out)
+            .contains("lock-mode=backup-lock needs MySQL or Percona Server 8.0 or later"),
+        "{}",
+        text(&out)
+    );
+    assert_nothing_left(&server, &sandbox, LIMIT);
+}
