@@ -25,7 +25,7 @@ pub fn parse<T: FromArgs>() -> Result<T, ExitCode> {
             output,
             status: Ok(()),
         }) => {
-            println!("{output}");
+            out(&format!("{output}\n"));
             Err(ExitCode::SUCCESS)
         }
         Err(EarlyExit {
@@ -41,8 +41,21 @@ pub fn parse<T: FromArgs>() -> Result<T, ExitCode> {
 
 /// Prints `NAME VERSION`.
 pub fn print_version(program: &str) -> ExitCode {
-    println!("mysql-snapshot-{program} {}", env!("CARGO_PKG_VERSION"));
+    out(&format!(
+        "mysql-snapshot-{program} {}\n",
+        env!("CARGO_PKG_VERSION")
+    ));
     ExitCode::SUCCESS
+}
+
+/// Writes `text` to stdout as it is. A closed or failing stdout (`--status | head -1`) is not an
+/// error for a printer whose exit status carries the answer: the rest is dropped, never a panic.
+pub fn out(text: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush());
 }
 
 /// Loads the configuration and starts logging for `program`. On failure the error is printed

@@ -30,24 +30,25 @@ struct Item {
 pub(crate) fn run(config: &Config, as_json: bool, caller_does_not_freeze: bool) -> bool {
     let items = rehearse(config, caller_does_not_freeze);
     let ok = items.iter().all(|i| i.ok);
+    let mut text = String::new();
     if as_json {
         let checks: Vec<Value> = items
             .iter()
             .map(|i| json!({"check": i.name, "ok": i.ok, "detail": i.text}))
             .collect();
         let doc = json!({"ok": ok, "config": config.path, "checks": checks});
-        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        text = serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n";
     } else {
         for item in &items {
             let mark = if item.ok { "ok  " } else { "FAIL" };
-            println!("{mark} {:<11} {}", item.name, item.text);
+            text.push_str(&format!("{mark} {:<11} {}\n", item.name, item.text));
         }
-        if ok {
-            println!("\nA real freeze would work.");
-        } else {
-            println!("\nA real freeze would FAIL: fix the lines marked FAIL.");
-        }
+        text.push_str(match ok {
+            true => "\nA real freeze would work.\n",
+            false => "\nA real freeze would FAIL: fix the lines marked FAIL.\n",
+        });
     }
+    common::cli::out(&text);
     ok
 }
 

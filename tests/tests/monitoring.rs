@@ -264,3 +264,41 @@ fn status_is_unknown_on_an_unusable_state_file() {
     assert_eq!(code, Some(3), "{out}");
     assert!(out.starts_with("MYSQL-SNAPSHOT UNKNOWN"), "{out}");
 }
+
+/// `thaw --status | head -1` (and any reader that stops early) closes the printer's stdout: it
+/// keeps the exit status it would have had, and never panics (exit 101, or SIGABRT in release).
+#[test]
+fn status_and_check_keep_their_exit_status_when_the_reader_closes_stdout() {
+    let server = Server::start();
+    let sandbox = Sandbox::new(&server, "");
+    let cases: [(&str, &[&str]); 4] = [
+        ("thaw", &["--status"]),
+        ("thaw", &["--status", "--json"]),
+        ("thaw", &["--status", "--prometheus"]),
+        ("freeze", &["--check"]),
+    ];
+    for (program, args) in cases {
+        let open = sandbox.command(program).args(args).output().unwrap();
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let closed = sandbox
+            .command(program)
+            .args(args)
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+            .wait_with_output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&closed.stderr);
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("Broken pipe"),
+            "{program} {args:?} with stdout closed: {stderr}"
+        );
+        assert_eq!(
+            closed.status.code(),
+            open.status.code(),
+            "{program} {args:?}: the exit status changed with stdout closed ({stderr})"
+        );
+    }
+}

@@ -14,7 +14,7 @@ use std::process::ExitCode;
 
 use common::metrics::Metrics;
 use common::state::{Found, State, StateFile, Status};
-use common::{time, Config};
+use common::{cli, time, Config};
 use serde_json::json;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -59,7 +59,7 @@ pub(crate) fn run(config: &Config, as_json: bool, as_prometheus: bool) -> ExitCo
         if let Some(state) = &state {
             metrics.overlay_state(state);
         }
-        print!("{}", metrics.render(time::now_unix_ms() as f64 / 1000.0));
+        cli::out(&metrics.render(time::now_unix_ms() as f64 / 1000.0));
     } else if as_json {
         let doc = json!({
             "status": level.name(),
@@ -67,14 +67,13 @@ pub(crate) fn run(config: &Config, as_json: bool, as_prometheus: bool) -> ExitCo
             "summary": summary,
             "state": state.as_deref(),
         });
-        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        cli::out(&(serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n"));
     } else {
-        println!("MYSQL-SNAPSHOT {} - {summary}", level.name());
-        if let Some(state) = &state {
-            if let Some(coords) = &state.coordinates {
-                println!("coordinates: {coords}");
-            }
+        let mut text = format!("MYSQL-SNAPSHOT {} - {summary}\n", level.name());
+        if let Some(coords) = state.as_ref().and_then(|s| s.coordinates.as_ref()) {
+            text.push_str(&format!("coordinates: {coords}\n"));
         }
+        cli::out(&text);
     }
     ExitCode::from(level as u8)
 }

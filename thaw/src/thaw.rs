@@ -71,7 +71,7 @@ pub(crate) fn main() -> ExitCode {
         return match Config::load(args.config.as_deref()) {
             Ok(config) => crate::status::run(&config, args.json, args.prometheus),
             Err(err) => {
-                println!("MYSQL-SNAPSHOT UNKNOWN - {err}");
+                cli::out(&format!("MYSQL-SNAPSHOT UNKNOWN - {err}\n"));
                 ExitCode::from(3)
             }
         };
