@@ -168,6 +168,25 @@ impl LockMode {
     }
 }
 
+/// Extra seconds of `wait_timeout` beyond `max-lock-time`: the server's own dead-man switch.
+pub const WAIT_TIMEOUT_MARGIN: u64 = 10;
+
+/// The statement that caps every lock attempt on `flavor`'s server and arms the server's dead-man
+/// switch, run on the lock's connection before any attempt — by the locker and by `--check`'s
+/// rehearsal alike: `lock_wait_timeout` (and on MariaDB `max_statement_time`) at
+/// `lock_wait_timeout` seconds (the `lock-wait-timeout` setting), `wait_timeout` a margin past
+/// `max_lock_time` (`max-lock-time`), autocommit on.
+pub fn session_caps(lock_wait_timeout: u64, max_lock_time: u64, flavor: Flavor) -> String {
+    let mut setup = format!(
+        "SET SESSION lock_wait_timeout = {lock_wait_timeout}, wait_timeout = {}, autocommit = 1",
+        max_lock_time + WAIT_TIMEOUT_MARGIN
+    );
+    if flavor == Flavor::MariaDb {
+        setup.push_str(&format!(", max_statement_time = {lock_wait_timeout}"));
+    }
+    setup
+}
+
 /// Whether a long statement holds up a lock attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HeldUp {
@@ -290,5 +309,17 @@ mod tests {
             &["LOCK INSTANCE FOR BACKUP"]
         );
         assert_eq!(LockMode::BackupLock.release_statement(), "UNLOCK INSTANCE");
+    }
+
+    #[test]
+    fn every_lock_connection_is_capped_alike_on_each_server() {
+        assert_eq!(
+            session_caps(3, 60, Flavor::MariaDb),
+            "SET SESSION lock_wait_timeout = 3, wait_timeout = 70, autocommit = 1, max_statement_time = 3"
+        );
+        assert_eq!(
+            session_caps(3, 60, Flavor::MySql),
+            "SET SESSION lock_wait_timeout = 3, wait_timeout = 70, autocommit = 1"
+        );
     }
 }

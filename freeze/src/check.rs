@@ -227,9 +227,10 @@ fn rehearse(config: &Config, caller_does_not_freeze: bool) -> Vec<Item> {
     items.extend(surroundings_items(around));
 
     // The rehearsal: take and release the lock once, capped like a real attempt.
-    let setup = format!(
-        "SET SESSION lock_wait_timeout = {}",
-        config.lock_wait_timeout
+    let setup = common::lock::session_caps(
+        config.lock_wait_timeout,
+        config.max_lock_time,
+        session.info.flavor,
     );
     if let Err(e) = session.conn.query_drop(&setup) {
         items.push(item("rehearsal", false, server::describe(&e)));

@@ -73,8 +73,6 @@ const EXIT_TIMED_OUT: u8 = 3;
 fn hold_margin(max_lock_time: u64) -> Duration {
     Duration::from_millis((max_lock_time * 250).min(1000))
 }
-/// Extra seconds of `wait_timeout` beyond `max-lock-time`: the server's own dead-man switch.
-const WAIT_TIMEOUT_MARGIN: u64 = 10;
 
 #[derive(FromArgs)]
 /// Holds the database lock for one snapshot (started by mysql-snapshot-freeze; not for direct use).
@@ -339,17 +337,11 @@ impl Locker {
             }
             log::warn!("event=privileges {err} (unless a role grants it: roles are not checked)");
         }
-        let mut setup = format!(
-            "SET SESSION lock_wait_timeout = {}, wait_timeout = {}, autocommit = 1",
+        let setup = common::lock::session_caps(
             self.config.lock_wait_timeout,
-            self.config.max_lock_time + WAIT_TIMEOUT_MARGIN
+            self.config.max_lock_time,
+            session.info.flavor,
         );
-        if session.info.flavor == server::Flavor::MariaDb {
-            setup.push_str(&format!(
-                ", max_statement_time = {}",
-                self.config.lock_wait_timeout
-            ));
-        }
         session
             .conn
             .query_drop(&setup)
