@@ -451,7 +451,7 @@ write_config_template() {
 # snapshot-timeout = 600       # seconds freeze may take in all before it gives up
 # long-query-threshold = 10    # seconds; a statement running longer means "not a quiet moment"
 # ignore-commands = Sleep,Daemon,Binlog Dump,Binlog Dump GTID,Connect,Delayed insert
-# lock-mode = auto             # auto, ftwrl or backup-stage
+# lock-mode = auto             # auto, ftwrl, backup-stage or backup-lock (MySQL 8.0+, README)
 # lock-wait-timeout = 2        # seconds; server-side cap on one lock attempt
 # pre-flush = on               # FLUSH NO_WRITE_TO_BINLOG TABLES before FLUSH TABLES WITH READ LOCK
 # kill-long-queries = off      # off, select or all: statements a lock attempt may KILL QUERY
@@ -670,7 +670,7 @@ do_install() {
 
 	if [ "$VMWARE" -eq 1 ]; then
 		remove_legacy_links
-		install_hook vmware-backupScripts.d "$HOOK" 0755
+		install_hook vmware-backup-script.sh "$HOOK" 0755
 	fi
 
 	if [ "$LEGACY" -eq 1 ]; then
@@ -681,7 +681,7 @@ do_install() {
 	fi
 
 	if [ "$QEMU" -eq 1 ]; then
-		install_hook qemu-fsfreeze-hook.d "$QEMU_HOOK" 0755
+		install_hook qemu-dispatcher-script.sh "$QEMU_HOOK" 0755
 	fi
 	if [ "$QEMU_DIRECT" -eq 1 ]; then
 		install_hook mysql-snapshot-qemu-hook "$QEMU_DIRECT_HOOK" 0755
