@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod optfile;
 pub mod phase;
 pub mod process;
+pub mod protocol;
 pub mod quiet;
 pub mod replica_safe;
 pub mod replication;

@@ -23,6 +23,7 @@ use common::lock::LockMode;
 use common::metrics::{self, Outcome, Update};
 use common::phase::Phase;
 use common::process::{self, Identity};
+use common::protocol::{self, Order, Report};
 use common::quiet::QuietWindow;
 use common::server::{self, Session};
 use common::state::{Found, State, StateFile, Status};
@@ -42,7 +43,7 @@ struct Args {
     /// config file (default: $MYSQL_SNAPSHOT_CONFIG, else /etc/mysql-snapshot.cnf)
     #[argh(option)]
     config: Option<PathBuf>,
-    /// lock mode for this run: auto, ftwrl or backup-stage (overrides the config)
+    /// lock mode for this run: auto, ftwrl, backup-stage or backup-lock (overrides the config)
     #[argh(option)]
     lock_mode: Option<String>,
     /// the caller does not freeze the filesystems (Google, AWS DLM, Azure without
@@ -367,7 +368,7 @@ impl Freeze {
         if let Some(mut commit) = self.commit.take() {
             use std::io::Write;
             commit
-                .write_all(b"committed\n")
+                .write_all(format!("{}\n", Order::Committed).as_bytes())
                 .map_err(|e| Error::LockLost {
                     message: format!(
                         "cannot confirm the snapshot to the locker ({e}); it released the lock"
@@ -420,7 +421,7 @@ impl Freeze {
             use std::io::Write;
             // A locker that is gone already (it could not connect, say) has left its word on
             // the other pipe: the loop below reads it.
-            let _ = pipe.write_all(b"go\n");
+            let _ = pipe.write_all(format!("{}\n", Order::Go).as_bytes());
         }
         let mut kill_at: Option<Instant> = None;
         let mut blocker: Option<String> = None;
@@ -446,37 +447,41 @@ impl Freeze {
                 }
                 Ok(Event::Signal(signal)) => return Err(interrupted(signal)),
                 Ok(Event::Locker(n, _)) | Ok(Event::LockerClosed(n)) if n != attempt => {}
-                Ok(Event::Locker(_, line)) if line == "ready" => {}
-                Ok(Event::Locker(_, line)) if line.starts_with("busy ") => {
-                    let who = line["busy ".len()..].to_string();
-                    log::info!("event=waiting not a quiet moment: {who}");
-                    blocker = Some(who);
-                }
-                Ok(Event::Locker(_, line)) if line == "locking" => {
-                    blocker = None;
-                    kill_at = (self.config.kill_long_queries != KillLongQueries::Off).then(|| {
-                        Instant::now() + Duration::from_secs(self.config.kill_long_queries_timeout)
-                    });
-                }
-                Ok(Event::Locker(_, line)) if line.starts_with("failed ") => {
-                    self.reap_locker();
-                    let why = &line["failed ".len()..];
-                    return Err(Error::NotLocked {
-                        message: why
-                            .strip_prefix("no lock taken: ")
-                            .unwrap_or(why)
-                            .to_string(),
-                    });
-                }
-                Ok(Event::Locker(_, line)) if line.starts_with("unreachable ") => {
-                    self.reap_locker();
-                    return Err(Error::Unreachable {
-                        message: line["unreachable ".len()..].to_string(),
-                    });
-                }
-                Ok(Event::Locker(..)) | Ok(Event::LockerClosed(_)) => {
-                    return self.attempt_outcome()
-                }
+                Ok(Event::Locker(_, line)) => match line.parse::<Report>() {
+                    Ok(Report::Ready) => {}
+                    Ok(Report::Busy(who)) => {
+                        log::info!("event=waiting not a quiet moment: {who}");
+                        blocker = Some(who);
+                    }
+                    Ok(Report::Locking) => {
+                        blocker = None;
+                        kill_at =
+                            (self.config.kill_long_queries != KillLongQueries::Off).then(|| {
+                                Instant::now()
+                                    + Duration::from_secs(self.config.kill_long_queries_timeout)
+                            });
+                    }
+                    Ok(Report::Failed(why)) => {
+                        self.reap_locker();
+                        return Err(Error::NotLocked {
+                            message: why
+                                .strip_prefix("no lock taken: ")
+                                .unwrap_or(&why)
+                                .to_string(),
+                        });
+                    }
+                    Ok(Report::Unreachable(why)) => {
+                        self.reap_locker();
+                        return Err(Error::Unreachable { message: why });
+                    }
+                    // The attempt ended (or holds): the locker's record says how.
+                    Ok(Report::Acquired | Report::TimedOut) => return self.attempt_outcome(),
+                    Err(unknown) => {
+                        log::warn!("event=warning the locker said something unexpected ({unknown}); judging the attempt by its record");
+                        return self.attempt_outcome();
+                    }
+                },
+                Ok(Event::LockerClosed(_)) => return self.attempt_outcome(),
                 Err(RecvTimeoutError::Timeout) => {
                     return Err(self.timeout_error(blocker.as_deref()))
                 }
@@ -748,6 +753,8 @@ fn start_locker(
         command.arg("--config").arg(&config.path);
     }
     use std::os::fd::AsRawFd;
+    // `fds[i]` becomes the locker's descriptor 3 + i.
+    const _: () = assert!(protocol::LOCKER_REPORTS_FD == 3 && protocol::FREEZE_ORDERS_FD == 4);
     let fds = [writer.as_raw_fd(), commit_reader.as_raw_fd()];
     let child = process::spawn_detached(&mut command, &fds)
         .map_err(|e| Error::io("start the locker", locker_exe, e))?;

@@ -13,12 +13,11 @@
 //! belong to another snapshot, so it touches nothing: failures then reach freeze only through the
 //! pipe.
 //!
-//! What it says on descriptor 3, one line each: `ready` (connected, privileges fine), `busy <who>`
-//! (a long statement stands in the way; told once per statement), `locking` (the lock statement is
-//! under way), `acquired`, `timed-out` (the server capped the attempt), `failed <why>`.
+//! What it says to freeze and hears from it are the words of `common::protocol`.
 //!
-//! Exit status (seen only by freeze): 0 after a clean release, 3 when the server capped the attempt
-//! (freeze may retry), 1 on any other failure. Details are in the state file.
+//! Exit status: 0 after a clean release, 1 when it ended without one (a capped attempt, a failure,
+//! a stop before the lock). freeze judges an attempt by the state file and the words, never by the
+//! status; it is there for a person reading `ps` or a core dump.
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,6 +31,7 @@ use common::durability;
 use common::grants;
 use common::lock::{Attempt, LockMode};
 use common::process::Identity;
+use common::protocol::{self, Order, Report};
 use common::quiet::QuietWindow;
 use common::replica_safe::{self, Moment};
 use common::replication;
@@ -61,13 +61,7 @@ fn out_of_turn(stop: &Stop) -> Error {
 
 /// How often the quiet-moment check runs while something long is running.
 const QUIET_POLL: Duration = Duration::from_millis(100);
-/// `text` on one line, for the pipe to freeze.
-fn one_line(text: &str) -> String {
-    text.replace(['\n', '\r'], " ")
-}
 
-/// Exit status when the server capped the lock attempt.
-const EXIT_TIMED_OUT: u8 = 3;
 /// The least of max-lock-time that must be left when freeze is told `acquired`: a quarter of
 /// it, at most a second.
 fn hold_margin(max_lock_time: u64) -> Duration {
@@ -119,7 +113,8 @@ pub(crate) fn main() -> ExitCode {
         log::error!("event=refused unknown --lock-mode {lock_mode}");
         return ExitCode::from(1);
     };
-    let (events, signals) = match listen_for_signals(common::process::inherited_fd(4)) {
+    let orders = common::process::inherited_fd(protocol::FREEZE_ORDERS_FD);
+    let (events, signals) = match listen_for_signals(orders) {
         Ok(channel) => channel,
         Err(err) => {
             log::error!("event=refused cannot install signal handlers: {err}");
@@ -127,7 +122,7 @@ pub(crate) fn main() -> ExitCode {
         }
     };
     let mut locker = Locker {
-        notify: common::process::inherited_fd(3),
+        notify: common::process::inherited_fd(protocol::LOCKER_REPORTS_FD),
         state: match StateFile::open(&config.run_dir, false) {
             Ok(state) => state,
             Err(err) => {
@@ -148,11 +143,10 @@ pub(crate) fn main() -> ExitCode {
         Err(err) => {
             log::error!("event={} {err}", err.event());
             let why = err.to_string();
-            let word = match err {
-                Error::Connect { .. } => "unreachable",
-                _ => "failed",
-            };
-            locker.notify(&format!("{word} {}", one_line(&why)));
+            locker.notify(match err {
+                Error::Connect { .. } => Report::Unreachable(why.clone()),
+                _ => Report::Failed(why.clone()),
+            });
             if locker.ours || locker.replica.is_some() {
                 locker.record_end(Status::Failed, &why);
             }
@@ -255,13 +249,14 @@ fn listen_for_signals(
         std::thread::spawn(move || {
             use std::io::BufRead;
             for line in std::io::BufReader::new(commit).lines() {
-                let message = match line.as_deref() {
-                    Ok("go") => Stop::Go,
-                    Ok("committed") => {
+                let message = match line.map(|l| l.parse::<Order>()) {
+                    Ok(Ok(Order::Go)) => Stop::Go,
+                    Ok(Ok(Order::Committed)) => {
                         let _ = tx.send(Stop::Committed);
                         return;
                     }
-                    _ => break,
+                    // An unknown word or a broken pipe: freeze is not following the protocol.
+                    Ok(Err(_)) | Err(_) => break,
                 };
                 if tx.send(message).is_err() {
                     return;
@@ -368,7 +363,7 @@ impl Locker {
         // Connected and ready: freeze decides when (it claims the run meanwhile). Until `go` the
         // state file may not be ours yet: touch nothing.
         let me = Identity::current();
-        self.notify("ready");
+        self.notify(Report::Ready);
         loop {
             match self.signals.recv() {
                 Ok(Stop::Go) => break,
@@ -432,7 +427,7 @@ impl Locker {
             );
             return Ok(1);
         }
-        self.notify("locking");
+        self.notify(Report::Locking);
 
         let attempt_started = Instant::now();
         match mode.acquire(&mut session.conn, self.config.pre_flush)? {
@@ -447,8 +442,8 @@ impl Locker {
                     longest.map_or("none".to_string(), |b| b.to_string())
                 );
                 self.record_end(Status::TimedOut, &reason);
-                self.notify("timed-out");
-                return Ok(EXIT_TIMED_OUT);
+                self.notify(Report::TimedOut);
+                return Ok(1);
             }
             Attempt::Acquired => {}
         }
@@ -477,7 +472,7 @@ impl Locker {
             logging::resume_file();
             return Err(err);
         }
-        self.notify("acquired");
+        self.notify(Report::Acquired);
         self.notify = None; // freeze has what it needs; close our end.
         log::info!(
             "event=locked mode={} connection={connection_id} lock_ms={}",
@@ -766,7 +761,7 @@ impl Locker {
     /// Tells freeze that replica-safe waits (once per count), returning what was told.
     fn tell_waiting(&self, open: u64, reported: Option<u64>) -> Option<u64> {
         if reported != Some(open) {
-            self.notify(&format!("busy {}", replica_safe::waiting_text(open)));
+            self.notify(Report::Busy(replica_safe::waiting_text(open)));
         }
         Some(open)
     }
@@ -784,7 +779,7 @@ impl Locker {
                 return Ok(None);
             };
             if reported != Some(blocker.id) {
-                self.notify(&format!("busy {}", one_line(&blocker.to_string())));
+                self.notify(Report::Busy(blocker.to_string()));
                 reported = Some(blocker.id);
             }
             match self.signals.recv_timeout(QUIET_POLL) {
@@ -796,9 +791,9 @@ impl Locker {
     }
 
     /// Tells freeze about a status change; a closed pipe (freeze gone) is not an error.
-    fn notify(&self, status: &str) {
+    fn notify(&self, report: Report) {
         if let Some(mut pipe) = self.notify.as_ref() {
-            let _ = pipe.write_all(format!("{status}\n").as_bytes());
+            let _ = pipe.write_all(format!("{report}\n").as_bytes());
         }
     }
 
