@@ -157,14 +157,18 @@ pub fn from_log_status(
     let parse = |column: &str, text: &str| {
         serde_json::from_str::<serde_json::Value>(text)
             .ok()
-            .filter(serde_json::Value::is_object)
+            .filter(|v| v.is_object() || (column == "REPLICATION" && v.is_array()))
             .ok_or_else(|| format!("log_status.{column} is not a JSON object: `{text}`"))
     };
-    let (local, replication, engines) = (
+    let (local, mut replication, engines) = (
         parse("LOCAL", local)?,
         parse("REPLICATION", replication)?,
         parse("STORAGE_ENGINES", engines)?,
     );
+    // Servers write `{"channels": [...]}`; the manual calls the column "a JSON array of channels".
+    if replication.is_array() {
+        replication = serde_json::json!({ "channels": replication });
+    }
     let text = |v: &serde_json::Value| v.as_str().map(str::to_string).filter(|s| !s.is_empty());
     let channels = match &replication["channels"] {
         serde_json::Value::Array(list) => list
@@ -550,6 +554,17 @@ mod tests {
         assert_eq!((c.binlog.file, c.binlog.position), (None, None));
         assert_eq!(c.gtid.executed, None);
         assert!(c.log_status.is_some_and(|l| l.channels.is_empty()));
+        let bare = from_log_status(
+            None,
+            "{}",
+            r#"[{"channel_name": "east", "relay_log_file": "r.000001", "relay_log_pos": 4}]"#,
+            "{}",
+        )
+        .expect("a bare array of channels, as the manual words it, reads");
+        assert_eq!(
+            bare.log_status.map(|l| l.channels[0].channel_name.clone()),
+            Some("east".to_string())
+        );
         let err = from_log_status(None, "not json", "{}", "{}").expect_err("garbage is refused");
         assert!(
             err.contains("log_status.LOCAL is not a JSON object"),
