@@ -287,8 +287,20 @@ pub fn assert_freeze_needs_exactly_one_connection(server: &Server, limit: Durati
         "a lock statement ran"
     );
 
-    // One connection left: enough for the whole snapshot.
+    // One connection left: enough for the whole snapshot. The server frees a closed connection's
+    // slot a moment after the client hangs up: wait until it has.
+    let connected = |conn: &mut mysql::Conn| -> u64 {
+        let row: Option<(String, u64)> = conn
+            .query_first("SHOW GLOBAL STATUS LIKE 'Threads_connected'")
+            .unwrap();
+        row.map_or(0, |(_, n)| n)
+    };
+    let full = connected(&mut held[0]);
     held.pop();
+    assert!(
+        wait_until(Duration::from_secs(10), || connected(&mut held[0]) < full),
+        "the server did not free the closed connection's slot"
+    );
     let out = sandbox.freeze();
     assert!(
         out.status.success(),
