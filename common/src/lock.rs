@@ -20,8 +20,10 @@ const TIMEOUT_CODES: [u16; 3] = [
 /// Why `backup-lock` is refused where the filesystems are synced (`sync-filesystems`), not frozen.
 pub const SYNCED_NOT_FROZEN: &str = "the caller does not freeze the filesystems (sync-filesystems is on): commits would go on until the disk copy, which nothing bounds. Use lock-mode = auto on this platform";
 
-/// The lock mode the configuration asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The lock mode the configuration asks for (in the state file: the mode the locker resolved,
+/// spelt as in the config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum LockMode {
     /// The least disruptive mode the server supports.
     Auto,

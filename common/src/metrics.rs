@@ -104,7 +104,7 @@ impl Update {
             ..Update::default()
         };
         if let Some(state) = state {
-            update.mode = state.lock_mode.clone();
+            update.mode = state.lock_mode.map(|m| m.name().to_string());
             update.lock_wait_seconds = state
                 .acquired_at_ms
                 .map(|a| seconds(a.saturating_sub(state.started_at_ms)));
@@ -124,7 +124,7 @@ impl Update {
             ..Update::default()
         };
         if let Some(state) = state {
-            update.mode = state.lock_mode.clone();
+            update.mode = state.lock_mode.map(|m| m.name().to_string());
             update.lock_held_seconds = state
                 .acquired_at_ms
                 .zip(state.released_at_ms)
@@ -399,7 +399,7 @@ impl Metrics {
     pub fn overlay_state(&mut self, state: &State) {
         self.lock_held = state.status == Status::Acquired && state.locker_running();
         if state.lock_mode.is_some() {
-            self.mode = state.lock_mode.clone();
+            self.mode = state.lock_mode.map(|m| m.name().to_string());
         }
         if let Some(acquired) = state.acquired_at_ms {
             self.lock_wait_seconds = Some(seconds(acquired.saturating_sub(state.started_at_ms)));

@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::coordinates::Coordinates;
+use crate::lock::LockMode;
 use crate::process::{self, Identity};
 use crate::{Error, Result};
 
@@ -52,7 +54,58 @@ impl Status {
     }
 }
 
+/// Why a snapshot's lock ended (or why it never began), as the state records it: on disk a plain
+/// string, `"thaw"` for the one release that keeps the promise.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub enum Reason {
+    /// Released on thaw's request: the lock was held until the snapshot was done.
+    Thaw,
+    /// Anything else, in words (max-lock-time, a signal, a lost connection, a failure, …).
+    Other(String),
+}
+
+impl From<String> for Reason {
+    fn from(text: String) -> Reason {
+        match text.as_str() {
+            "thaw" => Reason::Thaw,
+            _ => Reason::Other(text),
+        }
+    }
+}
+
+impl From<Reason> for String {
+    fn from(reason: Reason) -> String {
+        reason.to_string()
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reason::Thaw => f.write_str("thaw"),
+            Reason::Other(text) => f.write_str(text),
+        }
+    }
+}
+
 /// The content of `state.json`.
+///
+/// Who writes what, in which status (every write under the flock):
+///
+/// | field | freeze | locker | thaw |
+/// |---|---|---|---|
+/// | `status` | `starting` (new run, each retry); `failed` in its clean-up | `waiting` after `go`; `acquired`; its end: `timed-out`, `failed`, `released`, `lost` | — |
+/// | `freeze`, `started_at_ms` | `starting` | — | — |
+/// | `locker`, `connection_id`, `user`, `lock_mode` | `locker` cleared on a retry | `waiting` | — |
+/// | `attempt`, `killed_queries` | while trying | — | — |
+/// | `acquired_at_ms`, `coordinates`, `synced`, `storage_flags`, `durability_warnings` | — | `acquired` | — |
+/// | `replica_sql_stopped` | cleared once it started them again | set before the STOP, cleared after the START | cleared once it started them again |
+/// | `released_at_ms` | — | `released`, `lost` | — |
+/// | `reason` | `failed` | its end (`thaw` for thaw's request) | the outcome, if none was recorded |
+/// | `thaw_requested_at_ms` | — | — | before it signals the locker |
+/// | `thawed_at_ms` | — | — | when it is done with the snapshot |
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct State {
@@ -70,7 +123,7 @@ pub struct State {
     #[serde(default)]
     pub user: Option<String>,
     #[serde(default)]
-    pub lock_mode: Option<String>,
+    pub lock_mode: Option<LockMode>,
     /// Lock attempts made by this freeze so far.
     #[serde(default)]
     pub attempt: u32,
@@ -86,10 +139,10 @@ pub struct State {
     #[serde(default)]
     pub thawed_at_ms: Option<u64>,
     #[serde(default)]
-    pub reason: Option<String>,
+    pub reason: Option<Reason>,
     /// Replication coordinates read while the lock was held.
     #[serde(default)]
-    pub coordinates: Option<serde_json::Value>,
+    pub coordinates: Option<Coordinates>,
     /// The filesystems synced while the lock was held (`sync-filesystems`), with how long each took.
     #[serde(default)]
     pub synced: Option<Vec<crate::storage::Synced>>,
@@ -112,6 +165,13 @@ pub struct State {
 
 impl State {
     pub const FORMAT: u32 = 1;
+
+    /// The recorded reason in words, or `fallback` when none is recorded.
+    pub fn reason_or(&self, fallback: &str) -> String {
+        self.reason
+            .as_ref()
+            .map_or_else(|| fallback.to_string(), Reason::to_string)
+    }
 
     /// A fresh state for a freeze that is starting now.
     pub fn starting(freeze: Identity) -> State {
@@ -350,4 +410,43 @@ fn open_private(path: &Path, create: bool, truncate: bool) -> std::io::Result<Fi
         }
     }
     Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A state file as the previous version wrote it (lock mode, reason and coordinates as plain
+    /// JSON): it still reads, with its words typed, and writes back the same JSON.
+    #[test]
+    fn a_state_file_of_the_untyped_version_reads_and_writes_back_unchanged() {
+        let old = r#"{"format":1,"status":"released","freeze":{"pid":4242,"start_time":99,"exe":"/usr/sbin/mysql-snapshot-freeze"},"locker":{"pid":4243,"start_time":100,"exe":"/usr/sbin/mysql-snapshot-locker"},"connection_id":17,"user":"root","lock_mode":"backup-stage","attempt":0,"started_at_ms":1000,"acquired_at_ms":1010,"released_at_ms":2010,"thaw_requested_at_ms":2000,"thawed_at_ms":2011,"reason":"thaw","coordinates":{"binlog":{"file":"binlog.000001","position":630},"gtid":{"binlog_pos":"0-1-2","current_pos":"0-1-2","slave_pos":"","executed":null},"server_id":1,"server_uuid":null,"port":3306,"replicas":[]},"synced":null,"storage_flags":null,"durability_warnings":null,"replica_sql_stopped":null,"killed_queries":0,"updated_at":"2026-11-25T16:44:15.628Z"}"#;
+        let state: State = serde_json::from_str(old).expect("the old file reads");
+        assert_eq!(state.lock_mode, Some(LockMode::BackupStage));
+        assert_eq!(state.reason, Some(Reason::Thaw));
+        let coordinates = state.coordinates.as_ref().expect("coordinates");
+        assert_eq!(coordinates.binlog.position, Some(630));
+        assert_eq!(coordinates.gtid.binlog_pos.as_deref(), Some("0-1-2"));
+        let written: serde_json::Value =
+            serde_json::to_value(&state).expect("the state writes back");
+        let read: serde_json::Value = serde_json::from_str(old).expect("JSON");
+        assert_eq!(written, read);
+        let lost = r#"{"format":1,"status":"lost","freeze":{"pid":1,"start_time":1,"exe":"/x"},"lock_mode":"ftwrl","started_at_ms":0,"reason":"max-lock-time (60 s) reached before thaw","updated_at":"x"}"#;
+        let state: State = serde_json::from_str(lost).expect("reads");
+        assert_eq!(
+            state.reason,
+            Some(Reason::Other(
+                "max-lock-time (60 s) reached before thaw".into()
+            ))
+        );
+        assert_eq!(
+            state.reason_or("-"),
+            "max-lock-time (60 s) reached before thaw"
+        );
+        let bad = lost.replace("\"ftwrl\"", "\"read-only\"");
+        assert!(
+            serde_json::from_str::<State>(&bad).is_err(),
+            "an unknown lock mode is refused"
+        );
+    }
 }

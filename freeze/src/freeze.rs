@@ -26,7 +26,7 @@ use common::process::{self, Identity};
 use common::protocol::{self, Order, Report};
 use common::quiet::QuietWindow;
 use common::server::{self, Session};
-use common::state::{Found, State, StateFile, Status};
+use common::state::{Found, Reason, State, StateFile, Status};
 use common::{cli, time, Config, Error, Result};
 use mysql::prelude::Queryable;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -318,11 +318,7 @@ impl Freeze {
         // The locker wrote the info file and checked its connection before it said `acquired`:
         // make sure it is still there, and ours, before saying so.
         self.verify(&state)?;
-        let coordinates: Coordinates = state
-            .coordinates
-            .clone()
-            .and_then(|c| serde_json::from_value(c).ok())
-            .unwrap_or_default();
+        let coordinates: Coordinates = state.coordinates.clone().unwrap_or_default();
         let acquired_at_ms = state.acquired_at_ms.unwrap_or_else(time::now_unix_ms);
         if let Some(flags) = state.storage_flags.as_ref().filter(|f| !f.is_empty()) {
             log::warn!("event=storage {}", flags.join("; "));
@@ -342,7 +338,7 @@ impl Freeze {
         }
         log::info!(
             "event=locked mode={} attempts={attempt} waited_ms={} total_ms={} locker_pid={} binlog={}:{} gtid_binlog_pos={} info_file={}",
-            state.lock_mode.as_deref().unwrap_or("-"),
+            state.lock_mode.map_or("-", LockMode::name),
             acquired_at_ms.saturating_sub(state.started_at_ms),
             self.started.elapsed().as_millis(),
             state.locker.as_ref().map_or(0, |l| l.pid),
@@ -498,10 +494,7 @@ impl Freeze {
     /// own opened for it.
     fn kill_blockers(&mut self) -> Result<()> {
         let (mode, locker_connection) = match self.state.lock()?.read() {
-            Found::State(state) => (
-                state.lock_mode.as_deref().and_then(LockMode::parse),
-                state.connection_id,
-            ),
+            Found::State(state) => (state.lock_mode, state.connection_id),
             _ => (None, None),
         };
         let Some(mode) = mode else {
@@ -533,7 +526,7 @@ impl Freeze {
             Status::Acquired => Ok(AttemptEnd::Acquired(state)),
             Status::TimedOut => {
                 self.reap_locker();
-                Ok(AttemptEnd::TimedOut(state.reason.unwrap_or_default()))
+                Ok(AttemptEnd::TimedOut(state.reason_or("")))
             }
             _ => Err(self.locker_failed()),
         }
@@ -543,7 +536,9 @@ impl Freeze {
     fn locker_failed(&mut self) -> Error {
         self.reap_locker();
         let reason = match self.state.lock().map(|g| g.read()) {
-            Ok(Found::State(state)) if state.status == Status::Failed => state.reason,
+            Ok(Found::State(state)) if state.status == Status::Failed => {
+                state.reason.map(|r| r.to_string())
+            }
             _ => None,
         };
         Error::NotLocked {
@@ -644,7 +639,7 @@ impl Freeze {
             if !matches!(s.status, Status::Released | Status::Lost) {
                 s.status = Status::Failed;
             }
-            s.reason = Some(reason);
+            s.reason = Some(Reason::Other(reason));
         });
     }
 

@@ -35,7 +35,7 @@ use common::protocol::{self, Order, Report};
 use common::quiet::QuietWindow;
 use common::replica_safe::{self, Moment};
 use common::replication;
-use common::state::{Found, State, StateFile, Status};
+use common::state::{Found, Reason, State, StateFile, Status};
 use common::storage;
 use common::surroundings::{self, Surroundings};
 use common::{cli, logging, server, time, Config, Error, Result};
@@ -148,7 +148,7 @@ pub(crate) fn main() -> ExitCode {
                 _ => Report::Failed(why.clone()),
             });
             if locker.ours || locker.replica.is_some() {
-                locker.record_end(Status::Failed, &why);
+                locker.record_end(Status::Failed, Reason::Other(why));
             }
             ExitCode::from(1)
         }
@@ -379,10 +379,10 @@ impl Locker {
         if let Some(stop) = self.make_replica_safe(&mut session)? {
             self.record_end(
                 Status::Failed,
-                &format!(
+                Reason::Other(format!(
                     "{} while replica-safe waited for the replica's temporary tables",
                     describe(&stop)
-                ),
+                )),
             );
             return Ok(1);
         }
@@ -401,7 +401,10 @@ impl Locker {
         if let Some(stop) = stopped {
             self.record_end(
                 Status::Failed,
-                &format!("{} while waiting for a quiet moment", describe(&stop)),
+                Reason::Other(format!(
+                    "{} while waiting for a quiet moment",
+                    describe(&stop)
+                )),
             );
             return Ok(1);
         }
@@ -417,13 +420,13 @@ impl Locker {
             s.locker = me.clone();
             s.connection_id = Some(connection_id);
             s.user = Some(user.clone());
-            s.lock_mode = Some(mode.name().into());
+            s.lock_mode = Some(mode);
             started_at_ms = s.started_at_ms;
         })?;
         if let Ok(stop @ (Stop::Signal(_) | Stop::FreezeGone)) = self.signals.try_recv() {
             self.record_end(
                 Status::Failed,
-                &format!("{} before locking", describe(&stop)),
+                Reason::Other(format!("{} before locking", describe(&stop))),
             );
             return Ok(1);
         }
@@ -441,7 +444,7 @@ impl Locker {
                     attempt_started.elapsed().as_millis(),
                     longest.map_or("none".to_string(), |b| b.to_string())
                 );
-                self.record_end(Status::TimedOut, &reason);
+                self.record_end(Status::TimedOut, Reason::Other(reason));
                 self.notify(Report::TimedOut);
                 return Ok(1);
             }
@@ -497,27 +500,27 @@ impl Locker {
         let thaw_asked =
             matches!(self.state.peek(), Ok(Found::State(s)) if s.thaw_requested_at_ms.is_some());
         let reason = match cause {
-            None => format!(
+            None => Reason::Other(format!(
                 "max-lock-time ({} s) reached before thaw",
                 self.config.max_lock_time
-            ),
-            Some(Stop::Signal(_)) if thaw_asked => "thaw".to_string(),
-            Some(stop) => describe(&stop),
+            )),
+            Some(Stop::Signal(_)) if thaw_asked => Reason::Thaw,
+            Some(stop) => Reason::Other(describe(&stop)),
         };
         let (status, reason) = match released {
             Ok(()) => (Status::Released, reason),
             Err(err) => (
                 Status::Lost,
-                format!("the connection holding the lock was gone at release ({err}); the lock was lost before {reason}"),
+                Reason::Other(format!("the connection holding the lock was gone at release ({err}); the lock was lost before {reason}")),
             ),
         };
-        self.record_end(status, &reason);
+        self.record_end(status, reason.clone());
         logging::resume_file();
-        match status {
-            Status::Released if reason == "thaw" => {
+        match (status, &reason) {
+            (Status::Released, Reason::Thaw) => {
                 log::info!("event=released reason=thaw held_ms={held_ms}")
             }
-            Status::Released => log::error!(
+            (Status::Released, _) => log::error!(
                 "event=released reason=\"{reason}\" held_ms={held_ms}: the lock ended before thaw; the snapshot may not be application-consistent"
             ),
             _ => log::error!("event=lost held_ms={held_ms} {reason}"),
@@ -617,11 +620,10 @@ impl Locker {
                 server::describe(&e)
             ),
         })?;
-        let coordinates_json = serde_json::to_value(&coordinates).ok();
         self.update(|s| {
             s.status = Status::Acquired;
             s.acquired_at_ms = Some(acquired_at_ms);
-            s.coordinates = coordinates_json;
+            s.coordinates = Some(coordinates.clone());
             s.synced = synced;
             s.storage_flags = Some(storage_flags).filter(|f| !f.is_empty());
             s.durability_warnings = Some(durability_warnings).filter(|w| !w.is_empty());
@@ -816,7 +818,7 @@ impl Locker {
     /// replica-safe stopped are started again first (the lock is gone by now), so that a thaw that
     /// sees the end recorded also finds replication running; if they cannot be, their names stay
     /// in the state for thaw.
-    fn record_end(&mut self, status: Status, reason: &str) {
+    fn record_end(&mut self, status: Status, reason: Reason) {
         let restarted = self.replica.take().map(|stopped| {
             let started = stopped.start(&self.config.client);
             if let Err(err) = &started {
@@ -829,7 +831,7 @@ impl Locker {
                 s.replica_sql_stopped = None;
             }
             s.status = status;
-            s.reason = Some(reason.to_string());
+            s.reason = Some(reason);
             if matches!(status, Status::Released | Status::Lost) {
                 s.released_at_ms = Some(time::now_unix_ms());
             }

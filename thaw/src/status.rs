@@ -13,7 +13,7 @@
 use std::process::ExitCode;
 
 use common::metrics::Metrics;
-use common::state::{Found, State, StateFile, Status};
+use common::state::{Found, Reason, State, StateFile, Status};
 use common::{cli, time, Config};
 use serde_json::json;
 
@@ -71,6 +71,7 @@ pub(crate) fn run(config: &Config, as_json: bool, as_prometheus: bool) -> ExitCo
     } else {
         let mut text = format!("MYSQL-SNAPSHOT {} - {summary}\n", level.name());
         if let Some(coords) = state.as_ref().and_then(|s| s.coordinates.as_ref()) {
+            let coords = serde_json::to_string(coords).unwrap_or_default();
             text.push_str(&format!("coordinates: {coords}\n"));
         }
         cli::out(&text);
@@ -143,7 +144,7 @@ fn judge(config: &Config, state: &State, now_ms: u64) -> (Level, String) {
                 when(Some(state.started_at_ms))
             ),
         ),
-        Status::Released if state.reason.as_deref() == Some("thaw") => {
+        Status::Released if state.reason == Some(Reason::Thaw) => {
             let held = state.released_at_ms.map_or(0, held_ms);
             let text = format!(
                 "idle; last snapshot at {} held its lock {held} ms until thaw",
@@ -163,7 +164,7 @@ fn judge(config: &Config, state: &State, now_ms: u64) -> (Level, String) {
             format!(
                 "idle; last snapshot at {} lost its lock before thaw: {}",
                 when(state.acquired_at_ms),
-                state.reason.as_deref().unwrap_or("the locker died")
+                state.reason_or("the locker died")
             ),
         ),
         Status::TimedOut | Status::Failed | Status::Starting | Status::Waiting => (
@@ -171,7 +172,7 @@ fn judge(config: &Config, state: &State, now_ms: u64) -> (Level, String) {
             format!(
                 "idle; last freeze at {} took no lock: {}",
                 when(Some(state.started_at_ms)),
-                state.reason.as_deref().unwrap_or("no reason recorded")
+                state.reason_or("no reason recorded")
             ),
         ),
     }
@@ -191,7 +192,9 @@ mod tests {
         state.locker = Some(me);
         state.acquired_at_ms = Some(released - 1_000);
         state.released_at_ms = Some(released);
-        state.reason = Some("max-lock-time (1 s) reached before thaw".into());
+        state.reason = Some(Reason::Other(
+            "max-lock-time (1 s) reached before thaw".into(),
+        ));
         state
     }
 

@@ -12,7 +12,7 @@ use argh::FromArgs;
 use common::phase::Phase;
 use common::process::Identity;
 use common::server;
-use common::state::{Found, State, StateFile, Status};
+use common::state::{Found, Reason, State, StateFile, Status};
 use common::{cli, time, Config, Error, Result};
 use mysql::prelude::Queryable;
 use signal_hook::consts::{SIGKILL, SIGTERM};
@@ -142,7 +142,7 @@ fn thaw(config: &Config, phase: Phase) -> Result<()> {
         log::info!(
             "event=idle nothing to thaw: the last snapshot was already thawed at {} ({})",
             time::rfc3339(at),
-            state.reason.as_deref().unwrap_or("no reason recorded")
+            state.reason_or("no reason recorded")
         );
         return Ok(());
     }
@@ -153,7 +153,7 @@ fn thaw(config: &Config, phase: Phase) -> Result<()> {
         if now.started_at_ms == state.started_at_ms {
             now.thawed_at_ms = Some(time::now_unix_ms());
             if now.reason.is_none() {
-                now.reason = Some(summary.clone());
+                now.reason = Some(Reason::Other(summary.clone()));
             }
             guard.write(&now)?;
         }
@@ -269,7 +269,7 @@ fn settle(config: &Config, state_file: &StateFile, state: &State) -> Result<Outc
                 "the locker (PID {locker_pid}) died while holding the lock taken at {held_since}; the server dropped the lock when its connection closed"
             )));
         }
-        Status::Released if state.reason.as_deref() == Some("thaw") => {
+        Status::Released if state.reason == Some(Reason::Thaw) => {
             return Ok(Outcome::HeldUntilThaw(
                 "the lock was already released on thaw's request".into(),
             ))
@@ -278,7 +278,7 @@ fn settle(config: &Config, state_file: &StateFile, state: &State) -> Result<Outc
             return Ok(Outcome::Lost(format!(
                 "the lock taken at {held_since} ended at {} before thaw: {}",
                 state.released_at_ms.map_or("-".to_string(), time::rfc3339),
-                state.reason.as_deref().unwrap_or("no reason recorded")
+                state.reason_or("no reason recorded")
             )))
         }
         Status::TimedOut | Status::Failed | Status::Starting | Status::Waiting => {
@@ -311,7 +311,7 @@ fn settle(config: &Config, state_file: &StateFile, state: &State) -> Result<Outc
             return Ok(None);
         };
         Ok(match now.status {
-            Status::Released if now.reason.as_deref() == Some("thaw") => {
+            Status::Released if now.reason == Some(Reason::Thaw) => {
                 Some(Outcome::HeldUntilThaw(format!(
                     "lock held without a break since {held_since} ({} ms); released in {} ms",
                     now.released_at_ms
@@ -322,7 +322,7 @@ fn settle(config: &Config, state_file: &StateFile, state: &State) -> Result<Outc
             }
             Status::Released | Status::Lost => Some(Outcome::Lost(format!(
                 "the lock taken at {held_since} was not held until thaw: {}",
-                now.reason.as_deref().unwrap_or("no reason recorded")
+                now.reason_or("no reason recorded")
             ))),
             _ => None,
         })
@@ -369,7 +369,7 @@ fn recorded_since(
 /// its locker), or ended without one (nothing to release). A freeze that held the lock and then
 /// failed is not this case: its lock was held, then lost.
 fn unlocked_freeze(state: &State) -> Outcome {
-    let reason = state.reason.as_deref().unwrap_or("no reason recorded");
+    let reason = state.reason_or("no reason recorded");
     let started = time::rfc3339(state.started_at_ms);
     if state.in_progress() {
         // freeze stops its locker when signalled; the locker is signalled too in case freeze is
