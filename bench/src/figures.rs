@@ -986,3 +986,147 @@ pub(crate) fn pre_flush(b: &mut Bench, target: &dyn Target, many_tables: usize) 
     }
     Ok(())
 }
+
+/// The long read of the backup-lock figure: FTWRL waits for it, the backup lock must not.
+const LONG_SELECT: &str = "SELECT SLEEP(600) FROM snap.one";
+/// Settings of the backup-lock figure's FTWRL side: the defaults but a short `snapshot-timeout`,
+/// so that each refused freeze costs seconds, not ten minutes.
+const FTWRL_BESIDE_SETTINGS: &str = "snapshot-timeout = 10";
+/// FTWRL runs in the backup-lock figure: each is a refusal after `snapshot-timeout`.
+const FTWRL_BESIDE_RUNS: usize = 3;
+
+/// Starts `LONG_SELECT` on a connection of its own; its connection id once the processlist shows
+/// it, and the receiver that hears when it returns.
+fn start_long_select(
+    target: &dyn Target,
+    monitor: &mut Conn,
+) -> Result<(u32, mpsc::Receiver<String>), String> {
+    let mut conn = target.conn();
+    let id = conn.connection_id();
+    let (tx, done) = mpsc::channel();
+    std::thread::spawn(move || {
+        let result = conn.query_drop(LONG_SELECT);
+        let _ = tx.send(result.map_or_else(|e| e.to_string(), |()| "returned".into()));
+    });
+    let running = harness::wait_until(Duration::from_secs(10), || {
+        monitor
+            .exec_first::<u32, _, _>(
+                "SELECT ID FROM information_schema.PROCESSLIST WHERE ID = ? AND INFO LIKE 'SELECT SLEEP%'",
+                (id,),
+            )
+            .ok()
+            .flatten()
+            .is_some()
+    });
+    match running {
+        true => Ok((id, done)),
+        false => Err("the long SELECT did not start".into()),
+    }
+}
+
+/// The backup-lock figure (MySQL only): on a durable, all-InnoDB MySQL with 4 InnoDB writers and
+/// a long SELECT started right before each freeze, `lock-mode = backup-lock` beside
+/// `lock-mode = ftwrl` (default settings, `snapshot-timeout = 10`): freeze latency, the writers'
+/// longest stall during freeze and hold, whether the SELECT survived.
+pub(crate) fn backup_lock(b: &mut Bench, _target: &dyn Target) -> Outcome {
+    if !b.flavour.is_mysql() {
+        return Ok(()); // MariaDB: no backup lock (BACKUP STAGE is its light lock).
+    }
+    let durable = [
+        "--innodb-flush-log-at-trx-commit=1".to_string(),
+        "--sync-binlog=1".to_string(),
+    ];
+    let server = b.flavour.start(&durable)?;
+    let target = server.as_ref();
+    let mut monitor = target.conn();
+    monitor
+        .query_drop("DROP TABLE snap.my; CREATE TABLE snap.one (id INT PRIMARY KEY) ENGINE=InnoDB; INSERT INTO snap.one VALUES (1)")
+        .map_err(|e| format!("preparing the all-InnoDB server: {e}"))?;
+    let load = WriteLoad::start(target, WRITERS, "snap.inno");
+    std::thread::sleep(Duration::from_millis(500));
+    let mut noise = Samples::default();
+    for _ in 0..b.runs {
+        let from = Instant::now();
+        std::thread::sleep(HOLD + SETTLE);
+        noise.push_ms(load.longest_stall(from, Instant::now()));
+    }
+    let case = format!("{WRITERS} InnoDB writers + a long SELECT");
+    b.row(Row::new(
+        "backup-lock baseline: longest write, no lock (same window length)",
+        &case,
+        "ms",
+        noise.clone(),
+    ));
+    let mut details = Vec::new();
+    for (mode, settings, runs) in [
+        ("backup-lock", "", b.runs),
+        (
+            "ftwrl",
+            FTWRL_BESIDE_SETTINGS,
+            FTWRL_BESIDE_RUNS.min(b.runs),
+        ),
+    ] {
+        let product = Product::new(&b.bin_dir, target, settings);
+        let (mut latency, mut stall) = (Samples::default(), Samples::default());
+        let (mut held, mut survived) = (0, 0);
+        for _ in 0..runs {
+            let (id, done) = start_long_select(target, &mut monitor)?;
+            let from = Instant::now();
+            let mut freeze = product.command("freeze");
+            freeze.args(["freeze", "--lock-mode", mode]);
+            let freeze = product::spawn(&mut freeze).finish();
+            latency.push_ms(freeze.elapsed);
+            if freeze.ok() {
+                held += 1;
+                std::thread::sleep(HOLD);
+                let locker = product.locker_pid();
+                let thaw = product.thaw();
+                if let Some(pid) = locker {
+                    product::reap_locker(pid, Duration::from_secs(5));
+                }
+                if !thaw.ok() {
+                    return Err(format!("{mode}: thaw failed: {}", thaw.stderr.trim()));
+                }
+            }
+            std::thread::sleep(SETTLE);
+            stall.push_ms(load.longest_stall(from, Instant::now()));
+            if done.try_recv().is_err() {
+                survived += 1;
+            }
+            monitor
+                .query_drop(format!("KILL QUERY {id}"))
+                .map_err(|e| format!("KILL QUERY: {e}"))?;
+            let _ = done.recv_timeout(Duration::from_secs(10));
+            load.forget_before(from);
+        }
+        b.report.note(format!(
+            "backup-lock figure, {mode}: freeze held the lock in {held} of {runs} runs; the long SELECT survived {survived} of {runs}"
+        ));
+        details.push(json!({"mode": mode, "settings": settings, "runs": runs, "locked": held, "select_survived": survived}));
+        let row = Row::new(
+            "backup-lock: freeze latency beside FTWRL",
+            &format!("{mode}, {case}"),
+            "ms",
+            latency.clone(),
+        );
+        let row = match mode {
+            "backup-lock" => row.target(
+                "≤ 100 ms, lock held every run",
+                latency.median() <= 100.0 && held == runs,
+            ),
+            _ => row.target("— (refused after snapshot-timeout)", held == 0),
+        };
+        b.row(row);
+        b.row(Row::new(
+            "backup-lock: longest writer stall, freeze to release",
+            &format!("{mode}, {case}"),
+            "ms",
+            stall,
+        ));
+    }
+    b.report.detail(
+        &format!("{}: backup-lock beside ftwrl", b.flavour.name()),
+        json!(details),
+    );
+    Ok(())
+}

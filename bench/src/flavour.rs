@@ -68,6 +68,10 @@ impl Flavour {
         self.0.name()
     }
 
+    pub(crate) fn is_mysql(self) -> bool {
+        self.0.is_mysql()
+    }
+
     /// The floor's `--flavour` (which binary-log status statement it uses).
     pub(crate) fn floor_name(self) -> &'static str {
         if self.0.is_mysql() {

@@ -27,7 +27,7 @@ use crate::figures::Bench;
 use crate::flavour::Flavour;
 use crate::report::Report;
 
-const FIGURES: [&str; 10] = [
+const FIGURES: [&str; 11] = [
     "latency",
     "footprint",
     "release",
@@ -38,6 +38,7 @@ const FIGURES: [&str; 10] = [
     "profile",
     "vm",
     "sync",
+    "backup-lock",
 ];
 
 #[derive(FromArgs)]
@@ -51,7 +52,8 @@ struct Args {
     warmup: usize,
     /// figures to run, comma-separated: latency (1), footprint (5), release (2), stall (3),
     /// failed (4), scaling (6), preflush, profile, vm (stall and release in a TCG guest; once,
-    /// not per server), sync (freeze latency with sync-filesystems on) (default: all)
+    /// not per server), sync (freeze latency with sync-filesystems on), backup-lock (MySQL:
+    /// backup-lock beside FTWRL with a long SELECT running) (default: all)
     #[argh(option, default = "String::from(\"all\")")]
     only: String,
     /// idle-connection levels of the scaling figure (default 0,100,1000,5000)
@@ -215,6 +217,10 @@ fn run_flavour(
         (
             "sync",
             Box::new(|b: &mut Bench| figures::sync_latency(b, t)),
+        ),
+        (
+            "backup-lock",
+            Box::new(|b: &mut Bench| figures::backup_lock(b, t)),
         ),
         (
             "scaling",
