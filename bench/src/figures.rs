@@ -777,7 +777,7 @@ fn latency_rows(b: &mut Bench, target: &dyn Target, figure: &str, case: &str) ->
 }
 
 /// The quiet-moment check freeze's locker runs (`SHOW FULL PROCESSLIST`, filtered in the client:
-/// `common::server::long_statements` with the default settings), and for comparison the same
+/// `common::processlist::long_statements` with the default settings), and for comparison the same
 /// filter as a query on `information_schema.PROCESSLIST` (what the product ran before), timed from
 /// a client.
 const SCHEMA_QUERY: &str = "SELECT ID, USER, COMMAND, TIME, LEFT(INFO, 200) FROM information_schema.PROCESSLIST \
@@ -791,7 +791,7 @@ fn processlist_costs(b: &mut Bench, conn: &mut Conn, idle: usize) -> Outcome {
     let (mut quiet, mut schema) = (Samples::default(), Samples::default());
     for i in 0..b.warmup + b.runs {
         let at = Instant::now();
-        common::server::long_statements(conn, 10, &ignore)
+        common::processlist::long_statements(conn, 10, &ignore)
             .map_err(|e| format!("quiet-moment check: {e}"))?;
         let quiet_took = at.elapsed();
         let at = Instant::now();

@@ -10,6 +10,7 @@ use std::time::Duration;
 use crate::lock::LockMode;
 use crate::optfile::{self, Entry};
 use crate::process;
+pub use crate::server::Client;
 use crate::{Error, Result};
 
 /// The config file read when neither `--config` nor `MYSQL_SNAPSHOT_CONFIG` names one.
@@ -26,26 +27,6 @@ const CLIENT_GROUPS: [&str; 4] = [
     "mysql-snapshot",
 ];
 const TOOL_GROUP: &str = "mysql-snapshot";
-
-/// How to reach the server.
-#[derive(Debug, Clone)]
-pub struct Client {
-    pub user: String,
-    pub password: Option<String>,
-    pub socket: PathBuf,
-    pub host: Option<String>,
-    pub port: u16,
-}
-
-impl Client {
-    /// Where the client connects, for messages: the socket path or `host:port`.
-    pub fn target(&self) -> String {
-        match &self.host {
-            Some(host) => format!("{host}:{} as {}", self.port, self.user),
-            None => format!("{} as {}", self.socket.display(), self.user),
-        }
-    }
-}
 
 /// Every setting of one run.
 #[derive(Debug, Clone)]

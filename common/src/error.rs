@@ -15,7 +15,7 @@
 //! The locker is internal; it exits 0 after a clean release and 1 otherwise, and reports the
 //! details through the state file. `thaw --status` uses the Nagios codes documented in the README.
 use std::fmt;
-use std::io;
+use std::io::{self, ErrorKind};
 use std::path::PathBuf;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -117,7 +117,7 @@ impl Error {
     pub fn server(statement: &str, err: &mysql::Error) -> Error {
         Error::Server {
             statement: statement.to_string(),
-            message: crate::server::describe(err),
+            message: describe(err),
         }
     }
 }
@@ -179,3 +179,52 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+/// Human text for a driver error, with a hint for the common cases.
+pub fn describe(err: &mysql::Error) -> String {
+    match err {
+        mysql::Error::MySqlError(e) => {
+            let hint = match e.code {
+                1045 => " (wrong user or password: check [client] in the config)",
+                1044 | 1142 | 1227 => " (missing privilege: see the GRANT statement in the README)",
+                1040 => " (max_connections reached: try again later or raise max_connections)",
+                2013 | 2006 => " (the server closed the connection)",
+                _ => "",
+            };
+            format!("ERROR {} ({}): {}{hint}", e.code, e.state, e.message)
+        }
+        mysql::Error::IoError(e) => io_hint(e.kind()).unwrap_or_else(|| format!("I/O error: {e}")),
+        mysql::Error::DriverError(mysql::DriverError::CouldNotConnect(Some((_, desc, kind)))) => {
+            io_hint(*kind).unwrap_or_else(|| desc.clone())
+        }
+        mysql::Error::DriverError(mysql::DriverError::ConnectTimeout) => {
+            "no answer from the server within the connect timeout".into()
+        }
+        other => other.to_string(),
+    }
+}
+
+fn io_hint(kind: ErrorKind) -> Option<String> {
+    let text = match kind {
+        ErrorKind::NotFound => {
+            "no such socket (is the server running? is `socket` in [client] right?)"
+        }
+        ErrorKind::ConnectionRefused => {
+            "connection refused (is the server running and listening there?)"
+        }
+        ErrorKind::WouldBlock | ErrorKind::TimedOut => {
+            "no answer from the server within the timeout"
+        }
+        ErrorKind::PermissionDenied => "permission denied on the socket",
+        _ => return None,
+    };
+    Some(text.into())
+}
+
+/// The server error code of a driver error, if it is one.
+pub fn error_code(err: &mysql::Error) -> Option<u16> {
+    match err {
+        mysql::Error::MySqlError(e) => Some(e.code),
+        _ => None,
+    }
+}

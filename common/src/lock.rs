@@ -7,7 +7,8 @@
 use mysql::prelude::Queryable;
 use mysql::Conn;
 
-use crate::server::{self, Flavor, ServerInfo, StatementKind};
+use crate::processlist::StatementKind;
+use crate::server::{self, Flavor, ServerInfo};
 use crate::{Error, Result};
 
 /// Server error codes that mean "the attempt was capped", not "the attempt is impossible".

@@ -9,7 +9,8 @@
 //! connection is never a candidate. Only `KILL QUERY` is used: a connection is never closed.
 use crate::config::KillLongQueries;
 use crate::lock::{HeldUp, LockMode};
-use crate::server::{self, Blocker, Flavor, StatementKind};
+use crate::processlist::{self, Blocker, StatementKind};
+use crate::server::{self, Flavor};
 use crate::{Config, Error, Result};
 use mysql::prelude::Queryable;
 use mysql::Conn;
@@ -24,7 +25,7 @@ impl QuietWindow<'_> {
     /// The longest statement that has run past `long-query-threshold` and would hold up the lock
     /// (and that we would not kill anyway); `None` means now is a quiet moment.
     pub fn blocker(&self, conn: &mut Conn) -> Result<Option<Blocker>> {
-        let long = server::long_statements(
+        let long = processlist::long_statements(
             conn,
             self.config.long_query_threshold,
             &self.config.ignore_commands,
@@ -53,7 +54,7 @@ impl QuietWindow<'_> {
             HeldUp::IfNonTransactionalInUse => match *non_transactional {
                 Some(known) => known,
                 None => {
-                    let now = server::non_transactional_tables_in_use(conn)?;
+                    let now = processlist::non_transactional_tables_in_use(conn)?;
                     *non_transactional = Some(now);
                     now
                 }
@@ -77,7 +78,7 @@ impl QuietWindow<'_> {
         seconds: u64,
         locker: Option<u64>,
     ) -> Result<usize> {
-        let long = server::long_statements(conn, seconds, &self.config.ignore_commands)?;
+        let long = processlist::long_statements(conn, seconds, &self.config.ignore_commands)?;
         let mut killed = 0;
         for statement in long {
             // The attempt has been held up this long, so a write that may be the cause is a

@@ -11,7 +11,7 @@ use mysql::prelude::Queryable;
 use mysql::Conn;
 use serde::{Deserialize, Serialize};
 
-use crate::coordinates::{Binlog, Gtid};
+use crate::position::{Binlog, Gtid};
 use crate::server::{self, Flavor, ServerInfo};
 use crate::{Error, Result};
 
@@ -64,7 +64,7 @@ impl Replica {
             },
             gtid_mode: text(&["Using_Gtid", "Auto_Position"]),
             gtid_position: text(&["Gtid_Slave_Pos", "Executed_Gtid_Set"])
-                .map(|s| crate::coordinates::strip_newlines(&s)),
+                .map(|s| crate::position::strip_newlines(&s)),
             io_running: text(&["Replica_IO_Running", "Slave_IO_Running"]),
             sql_running: text(&["Replica_SQL_Running", "Slave_SQL_Running"]),
             seconds_behind_source: number(&["Seconds_Behind_Source", "Seconds_Behind_Master"]),

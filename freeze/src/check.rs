@@ -11,6 +11,7 @@ use common::config::SyncFilesystems;
 use common::coordinates;
 use common::grants;
 use common::lock::{Attempt, LockMode};
+use common::processlist;
 use common::server;
 use common::storage;
 use common::surroundings::{self, Surroundings};
@@ -88,8 +89,8 @@ fn backup_lock_item(
         });
     }
     let threshold = config.long_query_threshold;
-    let holding: Vec<server::Blocker> =
-        server::long_statements(&mut session.conn, threshold, &config.ignore_commands)
+    let holding: Vec<processlist::Blocker> =
+        processlist::long_statements(&mut session.conn, threshold, &config.ignore_commands)
             .unwrap_or_default()
             .into_iter()
             .filter(|b| b.id != session.info.connection_id)

@@ -27,7 +27,7 @@ use common::protocol::{self, Order, Report};
 use common::quiet::QuietWindow;
 use common::server::{self, Session};
 use common::state::{Found, Reason, State, StateFile, Status};
-use common::{cli, time, Config, Error, Result};
+use common::{cli, processlist, time, Config, Error, Result};
 use mysql::prelude::Queryable;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
@@ -679,7 +679,7 @@ impl Freeze {
                 killer = server::connect(&self.config.client, Duration::from_secs(5)).ok();
             }
             if let Some(session) = killer.as_mut() {
-                if server::connection_user(&mut session.conn, id)
+                if processlist::connection_user(&mut session.conn, id)
                     .ok()
                     .flatten()
                     == state.user

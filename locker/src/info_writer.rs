@@ -8,7 +8,7 @@
 use std::sync::mpsc::{self, Sender};
 use std::thread::JoinHandle;
 
-use common::coordinates::{InfoFile, PendingInfoFile};
+use common::info_file::{InfoFile, PendingInfoFile};
 use common::Result;
 
 pub(crate) struct InfoWriter {

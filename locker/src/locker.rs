@@ -26,9 +26,10 @@ use std::time::{Duration, Instant};
 
 use crate::info_writer::InfoWriter;
 use argh::FromArgs;
-use common::coordinates::{self, InfoFile, LockSection, PendingInfoFile, StorageSection};
+use common::coordinates;
 use common::durability;
 use common::grants;
+use common::info_file::{InfoFile, LockSection, PendingInfoFile, StorageSection};
 use common::lock::{Attempt, LockMode};
 use common::process::Identity;
 use common::protocol::{self, Order, Report};
@@ -38,7 +39,7 @@ use common::replication;
 use common::state::{Found, Reason, State, StateFile, Status};
 use common::storage;
 use common::surroundings::{self, Surroundings};
-use common::{cli, logging, server, time, Config, Error, Result};
+use common::{cli, logging, processlist, server, time, Config, Error, Result};
 use mysql::prelude::Queryable;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
@@ -435,10 +436,13 @@ impl Locker {
         let attempt_started = Instant::now();
         match mode.acquire(&mut session.conn, self.config.pre_flush)? {
             Attempt::TimedOut { statement, message } => {
-                let longest =
-                    server::long_statements(&mut session.conn, 0, &self.config.ignore_commands)
-                        .ok()
-                        .and_then(|all| all.into_iter().find(|b| b.id != connection_id));
+                let longest = processlist::long_statements(
+                    &mut session.conn,
+                    0,
+                    &self.config.ignore_commands,
+                )
+                .ok()
+                .and_then(|all| all.into_iter().find(|b| b.id != connection_id));
                 let reason = format!(
                     "`{statement}` capped by the server after {} ms: {message}; longest running statement: {}",
                     attempt_started.elapsed().as_millis(),

@@ -355,7 +355,7 @@ fn a_least_privilege_account_runs_the_whole_flow_backup_stage() {
     least_privilege_flow("backup-stage", false);
 }
 
-/// Open bug (docs/FAULTS.md): `server::non_transactional_tables_in_use` reads `SHOW OPEN TABLES`
+/// Open bug (docs/FAULTS.md): `processlist::non_transactional_tables_in_use` reads `SHOW OPEN TABLES`
 /// and information_schema.TABLES, which show an account only the tables it has privileges on. With
 /// the documented grants the long MyISAM write is invisible, so backup-stage mode neither waits
 /// for it nor kills it: every attempt times out until the write ends (safe, but no kill).
