@@ -285,6 +285,34 @@ struct Locker {
     replica: Option<StoppedSql>,
 }
 
+/// What `prepare` leaves for the steps after `go`.
+struct Prepared {
+    session: server::Session,
+    mode: LockMode,
+    around: Surroundings,
+    to_sync: Option<Vec<storage::Filesystem>>,
+    tables: std::thread::JoinHandle<Option<durability::TablesScan>>,
+}
+
+/// What `get_ready` leaves for the lock: `Prepared`'s, with the info file's writer running, the
+/// backup-lock preconditions that held, and when the freeze started.
+struct Ready {
+    session: server::Session,
+    mode: LockMode,
+    around: Surroundings,
+    to_sync: Option<Vec<storage::Filesystem>>,
+    writer: InfoWriter,
+    preconditions: Option<Vec<String>>,
+    started_at_ms: u64,
+}
+
+/// A lock held: its connection, its mode, since when.
+struct Held {
+    session: server::Session,
+    mode: LockMode,
+    acquired: Instant,
+}
+
 /// Replica SQL threads stopped for the lock, and the connection of our own that stopped them
 /// (the lock's connection may be gone when they must start again).
 struct StoppedSql {
@@ -303,7 +331,37 @@ impl StoppedSql {
 }
 
 impl Locker {
+    /// The locker's life in named steps: prepare (before freeze's `go`, touching nothing), wait
+    /// for `go`, get ready (info file, replica-safe, quiet moment, preconditions), take the lock,
+    /// hold it, release it. A step that is told to stop records why and ends the run with 1.
     fn run(&mut self) -> Result<u8> {
+        let prepared = self.prepare()?;
+        // Connected and ready: freeze decides when (it claims the run meanwhile). Until `go` the
+        // state file may not be ours yet: touch nothing.
+        self.notify(Report::Ready);
+        loop {
+            match self.signals.recv() {
+                Ok(Stop::Go) => break,
+                Ok(Stop::Committed) => {}
+                Ok(_) | Err(_) => return Ok(1),
+            }
+        }
+        self.ours = true;
+        let Some(ready) = self.get_ready(prepared)? else {
+            return Ok(1);
+        };
+        let Some(mut held) = self.take_lock(ready)? else {
+            return Ok(1);
+        };
+        let cause = self.hold(held.acquired);
+        self.release(&mut held, cause);
+        Ok(0)
+    }
+
+    /// Before `go`: connects (then starts the tables scan aside), resolves the lock mode for the
+    /// server, checks privileges, caps the session and reads the surroundings. Everything that
+    /// can refuse the freeze while nothing is held refuses it here.
+    fn prepare(&mut self) -> Result<Prepared> {
         let read_timeout = Duration::from_secs(self.config.lock_wait_timeout + 10);
         let mut session = server::connect(&self.config.client, read_timeout)?;
         // Only once the locker's own connection is had: the lock must never lose the last free
@@ -325,14 +383,7 @@ impl Locker {
                 reasons: vec![common::lock::SYNCED_NOT_FROZEN.to_string()],
             });
         }
-        let needed = grants::needed(&session.info, &self.config);
-        let grants = grants::check(&mut session.conn, &needed)?;
-        if let Some(err) = grants.error() {
-            if !grants.has_roles {
-                return Err(err);
-            }
-            log::warn!("event=privileges {err} (unless a role grants it: roles are not checked)");
-        }
+        self.check_grants(&mut session)?;
         let setup = common::lock::session_caps(
             self.config.lock_wait_timeout,
             self.config.max_lock_time,
@@ -345,7 +396,7 @@ impl Locker {
         // What the snapshot is taken in (storage map, durability, cluster) is read before the
         // lock; a Galera node that is not Synced is refused here, and so is a server path the
         // sync cannot resolve, while nothing is held.
-        let mut around = surroundings::read(
+        let around = surroundings::read(
             &mut session.conn,
             &session.info,
             &self.config.info_file,
@@ -361,31 +412,50 @@ impl Locker {
         if let Some(member) = &around.group_replication {
             member.check_queue()?;
         }
-        // Connected and ready: freeze decides when (it claims the run meanwhile). Until `go` the
-        // state file may not be ours yet: touch nothing.
-        let me = Identity::current();
-        self.notify(Report::Ready);
-        loop {
-            match self.signals.recv() {
-                Ok(Stop::Go) => break,
-                Ok(Stop::Committed) => {}
-                Ok(_) | Err(_) => return Ok(1),
+        Ok(Prepared {
+            session,
+            mode,
+            around,
+            to_sync,
+            tables,
+        })
+    }
+
+    /// The account's privileges for this server and settings; a missing one is an error unless
+    /// the account has roles (which may grant it: they are not read), then a warning.
+    fn check_grants(&self, session: &mut server::Session) -> Result<()> {
+        let needed = grants::needed(&session.info, &self.config);
+        let grants = grants::check(&mut session.conn, &needed)?;
+        if let Some(err) = grants.error() {
+            if !grants.has_roles {
+                return Err(err);
             }
+            log::warn!("event=privileges {err} (unless a role grants it: roles are not checked)");
         }
-        self.ours = true;
-        // Fail on an unwritable info-file directory before any lock exists.
+        Ok(())
+    }
+
+    /// After `go`, before the lock: opens the info file (an unwritable directory fails before any
+    /// lock), makes a replica safe, waits for a quiet moment, applies the tables scan, checks
+    /// backup-lock's preconditions and records `waiting`. `None` when told to stop meanwhile
+    /// (recorded).
+    fn get_ready(&mut self, prepared: Prepared) -> Result<Option<Ready>> {
+        let Prepared {
+            mut session,
+            mode,
+            mut around,
+            to_sync,
+            tables,
+        } = prepared;
         // Its writer thread starts now, off the path from lock to `acquired`.
         let pending = PendingInfoFile::create(&self.config.info_file)?;
-        let mut writer = InfoWriter::start(pending, self.events.clone(), Stop::InfoFile);
+        let writer = InfoWriter::start(pending, self.events.clone(), Stop::InfoFile);
         if let Some(stop) = self.make_replica_safe(&mut session)? {
-            self.record_end(
-                Status::Failed,
-                Reason::Other(format!(
-                    "{} while replica-safe waited for the replica's temporary tables",
-                    describe(&stop)
-                )),
+            self.stopped(
+                &stop,
+                "while replica-safe waited for the replica's temporary tables",
             );
-            return Ok(1);
+            return Ok(None);
         }
         let quiet = QuietWindow {
             config: &self.config,
@@ -400,66 +470,83 @@ impl Locker {
             scan.unwrap_or_else(|| durability::scan_tables(&mut session.conn, &session.info)),
         );
         if let Some(stop) = stopped {
-            self.record_end(
-                Status::Failed,
-                Reason::Other(format!(
-                    "{} while waiting for a quiet moment",
-                    describe(&stop)
-                )),
-            );
-            return Ok(1);
+            self.stopped(&stop, "while waiting for a quiet moment");
+            return Ok(None);
         }
         let preconditions = match mode {
             LockMode::BackupLock => Some(self.backup_lock_preconditions(&around)?),
             _ => None,
         };
+        let started_at_ms = self.record_waiting(&session, mode)?;
+        if let Ok(stop @ (Stop::Signal(_) | Stop::FreezeGone)) = self.signals.try_recv() {
+            self.stopped(&stop, "before locking");
+            return Ok(None);
+        }
+        Ok(Some(Ready {
+            session,
+            mode,
+            around,
+            to_sync,
+            writer,
+            preconditions,
+            started_at_ms,
+        }))
+    }
+
+    /// Records `waiting` with who holds the attempt (this locker, its connection and account, the
+    /// mode); returns when the freeze started.
+    fn record_waiting(&self, session: &server::Session, mode: LockMode) -> Result<u64> {
+        let me = Identity::current();
         let connection_id = session.info.connection_id;
         let user = self.config.client.user.clone();
         let mut started_at_ms = 0;
         self.update(|s| {
             s.status = Status::Waiting;
-            s.locker = me.clone();
+            s.locker = me;
             s.connection_id = Some(connection_id);
-            s.user = Some(user.clone());
+            s.user = Some(user);
             s.lock_mode = Some(mode);
             started_at_ms = s.started_at_ms;
         })?;
-        if let Ok(stop @ (Stop::Signal(_) | Stop::FreezeGone)) = self.signals.try_recv() {
-            self.record_end(
-                Status::Failed,
-                Reason::Other(format!("{} before locking", describe(&stop))),
-            );
-            return Ok(1);
-        }
-        self.notify(Report::Locking);
+        Ok(started_at_ms)
+    }
 
+    /// Records that `stop` ended the run `when` (a step before the lock).
+    fn stopped(&mut self, stop: &Stop, when: &str) {
+        self.record_end(
+            Status::Failed,
+            Reason::Other(format!("{} {when}", describe(stop))),
+        );
+    }
+
+    /// Takes the lock, capped by the server, then reads and records what the snapshot is and says
+    /// `acquired`. `None` when the server capped the attempt (recorded, told). Anything that fails
+    /// once the lock is held releases it before it reports.
+    fn take_lock(&mut self, ready: Ready) -> Result<Option<Held>> {
+        let Ready {
+            mut session,
+            mode,
+            around,
+            to_sync,
+            mut writer,
+            preconditions,
+            started_at_ms,
+        } = ready;
+        self.notify(Report::Locking);
         let attempt_started = Instant::now();
-        match mode.acquire(&mut session.conn, self.config.pre_flush)? {
-            Attempt::TimedOut { statement, message } => {
-                let longest = processlist::long_statements(
-                    &mut session.conn,
-                    0,
-                    &self.config.ignore_commands,
-                )
-                .ok()
-                .and_then(|all| all.into_iter().find(|b| b.id != connection_id));
-                let reason = format!(
-                    "`{statement}` capped by the server after {} ms: {message}; longest running statement: {}",
-                    attempt_started.elapsed().as_millis(),
-                    longest.map_or("none".to_string(), |b| b.to_string())
-                );
-                self.record_end(Status::TimedOut, Reason::Other(reason));
-                self.notify(Report::TimedOut);
-                return Ok(1);
-            }
-            Attempt::Acquired => {}
+        if let Attempt::TimedOut { statement, message } =
+            mode.acquire(&mut session.conn, self.config.pre_flush)?
+        {
+            let reason = self.timed_out(&mut session, statement, &message, attempt_started);
+            self.record_end(Status::TimedOut, Reason::Other(reason));
+            self.notify(Report::TimedOut);
+            return Ok(None);
         }
         let acquired = Instant::now();
         let acquired_at_ms = time::now_unix_ms();
         // From here until release the log file waits: only the info file (before `acquired`, by
         // its writer thread) and the state file on tmpfs are written.
         logging::defer_file();
-        // Anything that fails from here releases before it reports.
         let recorded = self.record_acquired(
             &mut session,
             &mut writer,
@@ -482,25 +569,59 @@ impl Locker {
         self.notify(Report::Acquired);
         self.notify = None; // freeze has what it needs; close our end.
         log::info!(
-            "event=locked mode={} connection={connection_id} lock_ms={}",
+            "event=locked mode={} connection={} lock_ms={}",
             mode.name(),
+            session.info.connection_id,
             acquired.duration_since(attempt_started).as_millis()
         );
+        Ok(Some(Held {
+            session,
+            mode,
+            acquired,
+        }))
+    }
 
-        // Hold until thaw's SIGTERM or max-lock-time.
+    /// Why an attempt the server capped at `statement` ended, naming the longest statement
+    /// running then (other than ours).
+    fn timed_out(
+        &self,
+        session: &mut server::Session,
+        statement: &str,
+        message: &str,
+        attempt_started: Instant,
+    ) -> String {
+        let ours = session.info.connection_id;
+        let longest =
+            processlist::long_statements(&mut session.conn, 0, &self.config.ignore_commands)
+                .ok()
+                .and_then(|all| all.into_iter().find(|b| b.id != ours));
+        format!(
+            "`{statement}` capped by the server after {} ms: {message}; longest running statement: {}",
+            attempt_started.elapsed().as_millis(),
+            longest.map_or("none".to_string(), |b| b.to_string())
+        )
+    }
+
+    /// Holds the lock taken at `acquired` until thaw's SIGTERM (or another stop), or `None` at
+    /// max-lock-time.
+    fn hold(&self, acquired: Instant) -> Option<Stop> {
         let max = Duration::from_secs(self.config.max_lock_time);
-        let cause = loop {
+        loop {
             let left = max.saturating_sub(acquired.elapsed());
             match self.signals.recv_timeout(left) {
                 Ok(Stop::Go | Stop::Committed | Stop::InfoFile(_) | Stop::Synced(_)) => {}
-                Ok(stop) => break Some(stop),
-                Err(RecvTimeoutError::Timeout) => break None,
+                Ok(stop) => return Some(stop),
+                Err(RecvTimeoutError::Timeout) => return None,
                 Err(RecvTimeoutError::Disconnected) => std::thread::sleep(left),
             }
-        };
-        // Release first.
-        let released = mode.release(&mut session.conn);
-        let held_ms = acquired.elapsed().as_millis();
+        }
+    }
+
+    /// Releases first, then records why the lock ended (`cause`; `None`: max-lock-time), then
+    /// logs: only thaw's request keeps the promise.
+    fn release(&mut self, held: &mut Held, cause: Option<Stop>) {
+        let released = held.mode.release(&mut held.session.conn);
+        let held_ms = held.acquired.elapsed().as_millis();
         let thaw_asked =
             matches!(self.state.peek(), Ok(Found::State(s)) if s.thaw_requested_at_ms.is_some());
         let reason = match cause {
@@ -529,7 +650,6 @@ impl Locker {
             ),
             _ => log::error!("event=lost held_ms={held_ms} {reason}"),
         }
-        Ok(0)
     }
 
     /// Reads the coordinates, writes the info file, syncs the server's filesystems (`to_sync`,
