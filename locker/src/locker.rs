@@ -665,23 +665,7 @@ impl Locker {
         (mode, acquired, acquired_at_ms): (LockMode, Instant, u64),
     ) -> Result<()> {
         let coordinates = coordinates::read(&mut session.conn, &session.info, mode)?;
-        // Whether it replicates is known from the coordinates (read anyway): no query before the lock.
-        let mut around = around;
-        around.durability.replica = !coordinates.replicas.is_empty();
-        if let Some(stopped) = &self.replica {
-            around.durability.replica_sql_stopped = stopped.names.clone();
-        }
-        if around.durability.replica {
-            // While the SQL thread is held by the lock (or stopped): what a clone would miss.
-            around.durability.replica_open_temp_tables =
-                durability::replica_open_temp_tables(&mut session.conn)?;
-        }
-        let mut galera = around.galera;
-        if let Some(node) = galera.as_mut() {
-            // Commits are blocked: this is the node's exact position.
-            node.set_position(common::galera::last_committed(&mut session.conn)?);
-        }
-        let mut info = InfoFile::new(&session.info, &coordinates, lock);
+        let around = self.read_under_lock(session, &coordinates, around)?;
         let storage_flags = around.storage.flags.clone();
         let durability_warnings: Vec<String> = around
             .durability
@@ -690,13 +674,14 @@ impl Locker {
             .filter(|r| r.hard)
             .map(|r| r.text)
             .collect();
+        let mut info = InfoFile::new(&session.info, &coordinates, lock);
         info.storage = Some(StorageSection {
             paths: around.storage.paths,
             flags: around.storage.flags,
             synced: to_sync.map(<[storage::Filesystem]>::to_vec),
         });
         info.durability = Some(around.durability);
-        info.galera = galera;
+        info.galera = around.galera;
         info.group_replication = around.group_replication;
         writer.write(info);
         // Wait for the write, but never past a stop: the caller then releases at once, even if
@@ -707,26 +692,72 @@ impl Locker {
         }
         // After the info file, so that it is synced too.
         let synced = match to_sync {
-            Some(filesystems) => {
-                // The syncs must end while the lock still has time left to be of use.
-                let limit = self.config.sync_timeout.min(
-                    self.time_left(acquired)
-                        .saturating_sub(hold_margin(self.config.max_lock_time)),
-                );
-                let filesystems = filesystems.to_vec();
-                let done = self.events.clone();
-                std::thread::spawn(move || {
-                    let _ = done.send(Stop::Synced(storage::sync_all(&filesystems, limit)));
-                });
-                match self.wait_for("the filesystems were being synced")? {
-                    Stop::Synced(synced) => Some(synced?),
-                    other => return Err(out_of_turn(&other)),
-                }
-            }
+            Some(filesystems) => Some(self.sync_filesystems(filesystems, acquired)?),
             None => None,
         };
-        // Saying `acquired` with max-lock-time (nearly) spent would hand freeze a lock that ends
-        // at once: refuse instead, and release.
+        self.check_still_held(session, acquired)?;
+        self.update(|s| {
+            s.status = Status::Acquired;
+            s.acquired_at_ms = Some(acquired_at_ms);
+            s.coordinates = Some(coordinates.clone());
+            s.synced = synced;
+            s.storage_flags = Some(storage_flags).filter(|f| !f.is_empty());
+            s.durability_warnings = Some(durability_warnings).filter(|w| !w.is_empty());
+        })
+    }
+
+    /// What only the lock makes exact, added to the surroundings: whether the server replicates
+    /// (known from the coordinates, read anyway: no query before the lock), a replica's open
+    /// temporary tables and the SQL threads replica-safe stopped, a Galera node's position.
+    fn read_under_lock(
+        &self,
+        session: &mut server::Session,
+        coordinates: &coordinates::Coordinates,
+        mut around: Surroundings,
+    ) -> Result<Surroundings> {
+        around.durability.replica = !coordinates.replicas.is_empty();
+        if let Some(stopped) = &self.replica {
+            around.durability.replica_sql_stopped = stopped.names.clone();
+        }
+        if around.durability.replica {
+            // While the SQL thread is held by the lock (or stopped): what a clone would miss.
+            around.durability.replica_open_temp_tables =
+                durability::replica_open_temp_tables(&mut session.conn)?;
+        }
+        if let Some(node) = around.galera.as_mut() {
+            // Commits are blocked: this is the node's exact position.
+            node.set_position(common::galera::last_committed(&mut session.conn)?);
+        }
+        Ok(around)
+    }
+
+    /// `sync-filesystems`: syncs `filesystems` on a thread of their own, bounded so that they end
+    /// while the lock taken at `acquired` still has time left to be of use; never waits past a
+    /// stop.
+    fn sync_filesystems(
+        &self,
+        filesystems: &[storage::Filesystem],
+        acquired: Instant,
+    ) -> Result<Vec<storage::Synced>> {
+        let limit = self.config.sync_timeout.min(
+            self.time_left(acquired)
+                .saturating_sub(hold_margin(self.config.max_lock_time)),
+        );
+        let filesystems = filesystems.to_vec();
+        let done = self.events.clone();
+        std::thread::spawn(move || {
+            let _ = done.send(Stop::Synced(storage::sync_all(&filesystems, limit)));
+        });
+        match self.wait_for("the filesystems were being synced")? {
+            Stop::Synced(synced) => synced,
+            other => Err(out_of_turn(&other)),
+        }
+    }
+
+    /// The last checks before `acquired`: enough of max-lock-time left to be of use (else the
+    /// lock would end at once: refuse and release), and the lock's connection still there after
+    /// the disk writes (the lock lives as long as it).
+    fn check_still_held(&self, session: &mut server::Session, acquired: Instant) -> Result<()> {
         if self.time_left(acquired) <= hold_margin(self.config.max_lock_time) {
             return Err(Error::NotLocked {
                 message: format!(
@@ -736,21 +767,12 @@ impl Locker {
                 ),
             });
         }
-        // The info file took a disk write: the lock lives as long as this connection.
         let check = "DO 0";
         session.conn.query_drop(check).map_err(|e| Error::LockLost {
             message: format!(
                 "the connection holding the lock was gone after the info file was written ({}); refusing to report the database as frozen",
                 server::describe(&e)
             ),
-        })?;
-        self.update(|s| {
-            s.status = Status::Acquired;
-            s.acquired_at_ms = Some(acquired_at_ms);
-            s.coordinates = Some(coordinates.clone());
-            s.synced = synced;
-            s.storage_flags = Some(storage_flags).filter(|f| !f.is_empty());
-            s.durability_warnings = Some(durability_warnings).filter(|w| !w.is_empty());
         })
     }
 
