@@ -110,45 +110,10 @@ fn backup_lock_item(
     })
 }
 
+/// Every line of the report, in order: the host side, then (when the server answers) the
+/// server's, then the lock taken and released once.
 fn rehearse(config: &Config, caller_does_not_freeze: bool) -> Vec<Item> {
-    let mut items = Vec::new();
-    let item = |name, ok, text: String| Item { name, ok, text };
-    items.push(item(
-        "config",
-        true,
-        if config.path.exists() {
-            format!("{}", config.path.display())
-        } else {
-            format!("{} (absent: built-in defaults)", config.path.display())
-        },
-    ));
-    items.push(writable_dir("run-dir", &config.run_dir, true));
-    let info_dir = config.info_file.parent().unwrap_or(Path::new("/"));
-    items.push(writable_dir("info-file", info_dir, false));
-    if let Some(metrics) = &config.metrics_file {
-        // A FAIL here never fails a freeze: the metrics are never in its way.
-        let dir = metrics.parent().unwrap_or(Path::new("/"));
-        let mut item = writable_dir("metrics-file", dir, false);
-        if !item.ok {
-            item.ok = true;
-            item.text = format!(
-                "WARNING: {} (freeze and thaw still work; only the metrics are lost)",
-                item.text
-            );
-        }
-        items.push(item);
-    }
-    items.extend(agents());
-    items.extend(
-        crate::clouds::report(Path::new("/"))
-            .into_iter()
-            .map(|(name, text)| Item {
-                name,
-                ok: true,
-                text,
-            }),
-    );
-
+    let mut items = host_items(config);
     let mut session = match server::connect(&config.client, Duration::from_secs(10)) {
         Ok(session) => session,
         Err(err) => {
@@ -169,40 +134,102 @@ fn rehearse(config: &Config, caller_does_not_freeze: bool) -> Vec<Item> {
         ),
     ));
     let mode = match config.lock_mode.resolve(&session.info) {
-        Ok(mode) => {
-            items.push(item(
-                "lock mode",
-                true,
-                format!("{} (lock-mode = {})", mode.name(), config.lock_mode.name()),
-            ));
-            mode
-        }
+        Ok(mode) => mode,
         Err(err) => {
             items.push(item("lock mode", false, err.to_string()));
             return items;
         }
     };
-    let needed = grants::needed(&session.info, config);
-    match grants::check(&mut session.conn, &needed) {
-        Ok(report) => match report.error() {
-            None => items.push(item(
-                "privileges",
-                true,
-                format!("{} has every privilege needed", report.account),
-            )),
-            Some(err) if report.has_roles => items.push(item(
-                "privileges",
-                true,
-                format!("{err} (roles are granted to the account; they may cover it)"),
-            )),
-            Some(err) => items.push(item("privileges", false, err.to_string())),
-        },
-        Err(err) => items.push(item("privileges", false, err.to_string())),
-    }
+    items.push(item(
+        "lock mode",
+        true,
+        format!("{} (lock-mode = {})", mode.name(), config.lock_mode.name()),
+    ));
+    items.push(privileges_item(config, &mut session));
     if let Some(note) = system_user_note(config, &mut session) {
         items.push(item("kill", true, note));
     }
-    // Read once, as a freeze does, for both the sync rehearsal and the surroundings' lines.
+    items.extend(server_items(
+        config,
+        mode,
+        caller_does_not_freeze,
+        &mut session,
+    ));
+    items.push(lock_rehearsal(config, mode, &mut session));
+    items
+}
+
+/// One line of the report.
+fn item(name: &'static str, ok: bool, text: String) -> Item {
+    Item { name, ok, text }
+}
+
+/// The lines that need no server: the config, the directories, the agents present.
+fn host_items(config: &Config) -> Vec<Item> {
+    let mut items = vec![item(
+        "config",
+        true,
+        if config.path.exists() {
+            format!("{}", config.path.display())
+        } else {
+            format!("{} (absent: built-in defaults)", config.path.display())
+        },
+    )];
+    items.push(writable_dir("run-dir", &config.run_dir, true));
+    let info_dir = config.info_file.parent().unwrap_or(Path::new("/"));
+    items.push(writable_dir("info-file", info_dir, false));
+    if let Some(metrics) = &config.metrics_file {
+        // A FAIL here never fails a freeze: the metrics are never in its way.
+        let dir = metrics.parent().unwrap_or(Path::new("/"));
+        let mut line = writable_dir("metrics-file", dir, false);
+        if !line.ok {
+            line.ok = true;
+            line.text = format!(
+                "WARNING: {} (freeze and thaw still work; only the metrics are lost)",
+                line.text
+            );
+        }
+        items.push(line);
+    }
+    items.extend(agents());
+    items.extend(
+        crate::clouds::report(Path::new("/"))
+            .into_iter()
+            .map(|(name, text)| item(name, true, text)),
+    );
+    items
+}
+
+/// The account's privileges; a missing one FAILs unless roles may grant it.
+fn privileges_item(config: &Config, session: &mut server::Session) -> Item {
+    let needed = grants::needed(&session.info, config);
+    match grants::check(&mut session.conn, &needed) {
+        Ok(report) => match report.error() {
+            None => item(
+                "privileges",
+                true,
+                format!("{} has every privilege needed", report.account),
+            ),
+            Some(err) if report.has_roles => item(
+                "privileges",
+                true,
+                format!("{err} (roles are granted to the account; they may cover it)"),
+            ),
+            Some(err) => item("privileges", false, err.to_string()),
+        },
+        Err(err) => item("privileges", false, err.to_string()),
+    }
+}
+
+/// The server's surroundings, read once as a freeze reads them: the replica line, the sync
+/// rehearsal, the backup-lock line and the storage and durability lines.
+fn server_items(
+    config: &Config,
+    mode: LockMode,
+    caller_does_not_freeze: bool,
+    session: &mut server::Session,
+) -> Vec<Item> {
+    let mut items = Vec::new();
     let replicas =
         common::replication::read_replicas(&mut session.conn, &session.info).unwrap_or_default();
     let replica = !replicas.is_empty();
@@ -222,25 +249,27 @@ fn rehearse(config: &Config, caller_does_not_freeze: bool) -> Vec<Item> {
     .map_err(|err| err.to_string());
     items.push(sync_rehearsal(config, caller_does_not_freeze, &around));
     let sync_on = config.sync_filesystems.resolve(caller_does_not_freeze);
-    if let Some(line) = backup_lock_item(config, mode, sync_on, &mut session, &around) {
+    if let Some(line) = backup_lock_item(config, mode, sync_on, session, &around) {
         items.push(line);
     }
     items.extend(surroundings_items(around));
+    items
+}
 
-    // The rehearsal: take and release the lock once, capped like a real attempt.
+/// The rehearsal: take and release the lock once, capped like a real attempt, and time it.
+fn lock_rehearsal(config: &Config, mode: LockMode, session: &mut server::Session) -> Item {
     let setup = common::lock::session_caps(
         config.lock_wait_timeout,
         config.max_lock_time,
         session.info.flavor,
     );
     if let Err(e) = session.conn.query_drop(&setup) {
-        items.push(item("rehearsal", false, server::describe(&e)));
-        return items;
+        return item("rehearsal", false, server::describe(&e));
     }
     let started = Instant::now();
     let attempt = mode.acquire(&mut session.conn, config.pre_flush);
     let locked_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let outcome = match attempt {
+    match attempt {
         Ok(Attempt::Acquired) => {
             let coords = coordinates::read(&mut session.conn, &session.info, mode);
             let released = mode.release(&mut session.conn);
@@ -264,9 +293,7 @@ fn rehearse(config: &Config, caller_does_not_freeze: bool) -> Vec<Item> {
             format!("`{statement}` timed out after {locked_ms:.0} ms ({message}); a long statement is in the way right now"),
         ),
         Err(err) => item("rehearsal", false, err.to_string()),
-    };
-    items.push(outcome);
-    items
+    }
 }
 
 /// On a replica: its SQL threads, the temporary tables they hold open now, and what
