@@ -255,43 +255,51 @@ fn restart_replicas(config: &Config, state_file: &StateFile) -> Result<()> {
 
 /// Ends the snapshot described by `state` and says what happened to its lock.
 fn settle(config: &Config, state_file: &StateFile, state: &State) -> Result<Outcome> {
+    if let Some(outcome) = judge_record(config, state_file, state)? {
+        return Ok(outcome);
+    }
+    ask_to_release(config, state_file, state)
+}
+
+/// The outcome the record already tells, or `None` when the locker holds the lock and must be
+/// asked to release it.
+fn judge_record(config: &Config, state_file: &StateFile, state: &State) -> Result<Option<Outcome>> {
     let locker_pid = state.locker.as_ref().map_or(0, |l| l.pid);
     let held_since = state.acquired_at_ms.map_or("-".to_string(), time::rfc3339);
-    match state.status {
-        Status::Acquired if state.locker_running() => {}
+    Ok(Some(match state.status {
+        Status::Acquired if state.locker_running() => return Ok(None),
         Status::Acquired => {
             // The locker may have released (on another thaw's request) and exited between our
             // read and this check: judge what it recorded last, if it recorded anything since.
             if let Some(now) = recorded_since(state_file, state, |s| s != Status::Acquired)? {
-                return settle(config, state_file, &now);
+                return settle(config, state_file, &now).map(Some);
             }
-            return Ok(Outcome::Lost(format!(
+            Outcome::Lost(format!(
                 "the locker (PID {locker_pid}) died while holding the lock taken at {held_since}; the server dropped the lock when its connection closed"
-            )));
-        }
-        Status::Released if state.reason == Some(Reason::Thaw) => {
-            return Ok(Outcome::HeldUntilThaw(
-                "the lock was already released on thaw's request".into(),
             ))
         }
-        Status::Released | Status::Lost => {
-            return Ok(Outcome::Lost(format!(
-                "the lock taken at {held_since} ended at {} before thaw: {}",
-                state.released_at_ms.map_or("-".to_string(), time::rfc3339),
-                state.reason_or("no reason recorded")
-            )))
+        Status::Released if state.reason == Some(Reason::Thaw) => {
+            Outcome::HeldUntilThaw("the lock was already released on thaw's request".into())
         }
+        Status::Released | Status::Lost => Outcome::Lost(format!(
+            "the lock taken at {held_since} ended at {} before thaw: {}",
+            state.released_at_ms.map_or("-".to_string(), time::rfc3339),
+            state.reason_or("no reason recorded")
+        )),
         Status::TimedOut | Status::Failed | Status::Starting | Status::Waiting => {
             // freeze may have taken the lock since our read: judge what it recorded last.
             if let Some(now) = recorded_since(state_file, state, |s| s == Status::Acquired)? {
-                return settle(config, state_file, &now);
+                return settle(config, state_file, &now).map(Some);
             }
-            return Ok(unlocked_freeze(state));
+            unlocked_freeze(state)
         }
-    }
+    }))
+}
 
-    // The locker holds the lock: ask it to release, recording the request first so that the
-    // locker can tell thaw's SIGTERM from any other.
+/// The locker holds the lock: asks it to release (recording the request first, so that the
+/// locker can tell thaw's SIGTERM from any other), waits up to `RELEASE_GRACE` for its record,
+/// and kills it and its connection if it does not answer.
+fn ask_to_release(config: &Config, state_file: &StateFile, state: &State) -> Result<Outcome> {
     {
         let guard = state_file.lock()?;
         if let Found::State(mut now) = guard.read() {
@@ -302,33 +310,11 @@ fn settle(config: &Config, state_file: &StateFile, state: &State) -> Result<Outc
     let Some(locker) = state.locker.clone() else {
         return Ok(Outcome::Lost("no locker recorded".into()));
     };
+    let held_since = state.acquired_at_ms.map_or("-".to_string(), time::rfc3339);
     let asked = Instant::now();
     locker.signal(SIGTERM);
-    // What the locker recorded, if it has finished: judged the same way during the grace period,
-    // after it, and after a kill (the locker may have released just before it died).
-    let recorded = |asked: Instant| -> Result<Option<Outcome>> {
-        let Found::State(now) = state_file.peek()? else {
-            return Ok(None);
-        };
-        Ok(match now.status {
-            Status::Released if now.reason == Some(Reason::Thaw) => {
-                Some(Outcome::HeldUntilThaw(format!(
-                    "lock held without a break since {held_since} ({} ms); released in {} ms",
-                    now.released_at_ms
-                        .zip(now.acquired_at_ms)
-                        .map_or(0, |(r, a)| r.saturating_sub(a)),
-                    asked.elapsed().as_millis()
-                )))
-            }
-            Status::Released | Status::Lost => Some(Outcome::Lost(format!(
-                "the lock taken at {held_since} was not held until thaw: {}",
-                now.reason_or("no reason recorded")
-            ))),
-            _ => None,
-        })
-    };
     loop {
-        if let Some(outcome) = recorded(asked)? {
+        if let Some(outcome) = release_recorded(state_file, &held_since, asked)? {
             return Ok(outcome);
         }
         if asked.elapsed() >= RELEASE_GRACE {
@@ -343,10 +329,39 @@ fn settle(config: &Config, state_file: &StateFile, state: &State) -> Result<Outc
         RELEASE_GRACE.as_millis()
     );
     let outcome = kill_connection(config, state, &locker)?;
-    match (&outcome, recorded(asked)?) {
+    match (&outcome, release_recorded(state_file, &held_since, asked)?) {
         (Outcome::Lost(_), Some(late)) => Ok(late),
         _ => Ok(outcome),
     }
+}
+
+/// What the locker recorded once asked at `asked`, if it has finished: judged the same way during
+/// the grace period, after it, and after a kill (the locker may have released just before it
+/// died).
+fn release_recorded(
+    state_file: &StateFile,
+    held_since: &str,
+    asked: Instant,
+) -> Result<Option<Outcome>> {
+    let Found::State(now) = state_file.peek()? else {
+        return Ok(None);
+    };
+    Ok(match now.status {
+        Status::Released if now.reason == Some(Reason::Thaw) => {
+            Some(Outcome::HeldUntilThaw(format!(
+                "lock held without a break since {held_since} ({} ms); released in {} ms",
+                now.released_at_ms
+                    .zip(now.acquired_at_ms)
+                    .map_or(0, |(r, a)| r.saturating_sub(a)),
+                asked.elapsed().as_millis()
+            )))
+        }
+        Status::Released | Status::Lost => Some(Outcome::Lost(format!(
+            "the lock taken at {held_since} was not held until thaw: {}",
+            now.reason_or("no reason recorded")
+        ))),
+        _ => None,
+    })
 }
 
 /// The state file now, if it still describes the snapshot of `state` and its status has become
