@@ -39,6 +39,22 @@ pub fn parse<T: FromArgs>() -> Result<T, ExitCode> {
     }
 }
 
+/// A binary's command line: its name after `mysql-snapshot-`, and whether `--version` was asked.
+pub trait Program: FromArgs {
+    const NAME: &'static str;
+    fn wants_version(&self) -> bool;
+}
+
+/// Parses the process arguments of `T`; `--help` and `--version` print and exit 0, a usage
+/// error exits 2 (`Err` carries the exit status).
+pub fn args<T: Program>() -> Result<T, ExitCode> {
+    let args: T = parse()?;
+    if args.wants_version() {
+        return Err(print_version(T::NAME));
+    }
+    Ok(args)
+}
+
 /// Prints `NAME VERSION`.
 pub fn print_version(program: &str) -> ExitCode {
     out(&format!(

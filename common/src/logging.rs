@@ -45,32 +45,30 @@ pub fn init(program: &'static str, config: &Config, to_stderr: bool) {
             }
         })
         .filter(|logger| matches!(logger.backend, LoggerBackend::Unix(_)));
-    let sink = Sink {
+    install(Sink {
         program,
         to_stderr,
         syslog: Mutex::new(syslog),
         file: config.log_file.clone(),
         file_enabled: AtomicBool::new(true),
         deferred: Mutex::new(Vec::new()),
-    };
-    if SINK.set(sink).is_ok() {
-        if let Some(sink) = SINK.get() {
-            let _ = log::set_logger(sink);
-            log::set_max_level(LevelFilter::Info);
-        }
-    }
+    });
 }
 
 /// Installs a stderr-only logger, for errors before the configuration is read.
 pub fn init_stderr(program: &'static str) {
-    let sink = Sink {
+    install(Sink {
         program,
         to_stderr: true,
         syslog: Mutex::new(None),
         file: None,
         file_enabled: AtomicBool::new(false),
         deferred: Mutex::new(Vec::new()),
-    };
+    });
+}
+
+/// Makes `sink` the process's logger; the first one installed stays.
+fn install(sink: Sink) {
     if SINK.set(sink).is_ok() {
         if let Some(sink) = SINK.get() {
             let _ = log::set_logger(sink);

@@ -240,13 +240,12 @@ pub fn non_transactional_tables_in_use(conn: &mut Conn) -> Result<bool> {
     Ok(count.unwrap_or(0) > 0)
 }
 
-/// The account a connection id belongs to, if that connection exists.
-pub fn connection_user(conn: &mut Conn, id: u64) -> Result<Option<String>> {
-    conn.exec_first(
-        "SELECT USER FROM information_schema.PROCESSLIST WHERE ID = ?",
-        (id,),
-    )
-    .map_err(|e| Error::server("SELECT USER FROM information_schema.PROCESSLIST", &e))
+/// The account a connection id belongs to and how long its current command has run (seconds),
+/// if that connection exists.
+pub fn connection(conn: &mut Conn, id: u64) -> Result<Option<(String, u64)>> {
+    let statement = "SELECT USER, TIME FROM information_schema.PROCESSLIST WHERE ID = ?";
+    conn.exec_first(statement, (id,))
+        .map_err(|e| Error::server(statement, &e))
 }
 
 #[cfg(test)]

@@ -70,14 +70,18 @@ struct Args {
     version: bool,
 }
 
+impl cli::Program for Args {
+    const NAME: &'static str = "freeze";
+    fn wants_version(&self) -> bool {
+        self.version
+    }
+}
+
 pub(crate) fn main() -> ExitCode {
-    let args: Args = match cli::parse() {
+    let args: Args = match cli::args() {
         Ok(args) => args,
         Err(code) => return code,
     };
-    if args.version {
-        return cli::print_version("freeze");
-    }
     if let Err(err) = Phase::from_args(&args.phase, Phase::Freeze, &[Phase::Freeze]) {
         eprintln!("mysql-snapshot-freeze: {err}");
         return ExitCode::from(common::error::EXIT_USAGE);
@@ -195,8 +199,7 @@ impl Freeze {
             Err(err) => {
                 // It has touched nothing yet: it just goes.
                 drop(commit);
-                let _ = child.kill();
-                let _ = child.wait();
+                kill_and_reap(&mut child);
                 return Err(err);
             }
         };
@@ -599,22 +602,22 @@ impl Freeze {
 
     fn reap_locker(&mut self) {
         if !self.locker_exited_within(Duration::from_secs(2)) {
-            if let Some(child) = self.locker.as_mut() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-            self.locker = None;
+            self.kill_locker();
         }
     }
 
     /// Ends a locker that has not been told `go`: it holds nothing and records nothing.
     fn discard_locker(&mut self) {
         self.commit = None;
-        if let Some(child) = self.locker.as_mut() {
-            let _ = child.kill();
-            let _ = child.wait();
+        self.kill_locker();
+    }
+
+    /// SIGKILLs our locker (if any) and reaps it. The server drops any lock it held when its
+    /// connection closes.
+    fn kill_locker(&mut self) {
+        if let Some(mut child) = self.locker.take() {
+            kill_and_reap(&mut child);
         }
-        self.locker = None;
     }
 
     /// On any failure: stop the locker (if one runs) so that no lock remains, and record why.
@@ -662,11 +665,7 @@ impl Freeze {
         let mut killer: Option<Session> = None;
         while !self.locker_exited_within(Duration::from_millis(50)) {
             if Instant::now() >= give_up {
-                if let Some(child) = self.locker.as_mut() {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                }
-                self.locker = None;
+                self.kill_locker();
                 break;
             }
             let Ok(Found::State(state)) = self.state.lock().map(|g| g.read()) else {
@@ -679,17 +678,23 @@ impl Freeze {
                 killer = server::connect(&self.config.client, Duration::from_secs(5)).ok();
             }
             if let Some(session) = killer.as_mut() {
-                if processlist::connection_user(&mut session.conn, id)
+                let user = processlist::connection(&mut session.conn, id)
                     .ok()
                     .flatten()
-                    == state.user
-                {
+                    .map(|(user, _)| user);
+                if user == state.user {
                     let _ = session.conn.query_drop(format!("KILL QUERY {id}"));
                 }
             }
         }
         log::info!("event=aborted stopped the locker (PID {pid}); no lock remains");
     }
+}
+
+/// SIGKILLs our own child and reaps it (its PID cannot have been reused: it is unreaped).
+fn kill_and_reap(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// Starts SQL threads replica-safe stopped and a dead locker (`why`) left stopped; logs either

@@ -91,14 +91,18 @@ struct Args {
     version: bool,
 }
 
+impl cli::Program for Args {
+    const NAME: &'static str = "locker";
+    fn wants_version(&self) -> bool {
+        self.version
+    }
+}
+
 pub(crate) fn main() -> ExitCode {
-    let args: Args = match cli::parse() {
+    let args: Args = match cli::args() {
         Ok(args) => args,
         Err(code) => return code,
     };
-    if args.version {
-        return cli::print_version("locker");
-    }
     if args.write_metrics {
         return write_metrics(args.config.as_deref());
     }

@@ -50,14 +50,18 @@ struct Args {
     version: bool,
 }
 
+impl cli::Program for Args {
+    const NAME: &'static str = "thaw";
+    fn wants_version(&self) -> bool {
+        self.version
+    }
+}
+
 pub(crate) fn main() -> ExitCode {
-    let args: Args = match cli::parse() {
+    let args: Args = match cli::args() {
         Ok(args) => args,
         Err(code) => return code,
     };
-    if args.version {
-        return cli::print_version("thaw");
-    }
     let phase = match Phase::from_args(&args.phase, Phase::Thaw, &[Phase::Thaw, Phase::FreezeFail])
     {
         Ok(phase) => phase,
@@ -416,7 +420,7 @@ fn unlocked_freeze(state: &State) -> Outcome {
 fn kill_connection(config: &Config, state: &State, locker: &Identity) -> Result<Outcome> {
     let mut session = server::connect(&config.client, Duration::from_secs(5));
     let seen = match (session.as_mut().ok(), state.connection_id) {
-        (Some(session), Some(id)) => connection_seen(&mut session.conn, id),
+        (Some(session), Some(id)) => common::processlist::connection(&mut session.conn, id),
         _ => Ok(None),
     };
     // Whole seconds since the lock was taken, when the connection was looked up.
@@ -456,12 +460,4 @@ fn kill_connection(config: &Config, state: &State, locker: &Identity) -> Result<
             "the locker's connection {id} was gone (the server dropped it, e.g. after wait_timeout), and its lock with it"
         ))),
     }
-}
-
-/// The account of connection `id` and how many seconds it has been in its current command (for
-/// an idle connection: since its last statement), if the connection exists.
-fn connection_seen(conn: &mut mysql::Conn, id: u64) -> Result<Option<(String, u64)>> {
-    let statement = "SELECT USER, TIME FROM information_schema.PROCESSLIST WHERE ID = ?";
-    conn.exec_first(statement, (id,))
-        .map_err(|e| Error::server(statement, &e))
 }
