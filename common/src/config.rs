@@ -113,7 +113,100 @@ impl KillLongQueries {
     }
 }
 
+/// One setting as the config file spells it: its group, key and value.
+pub type Setting = (&'static str, &'static str, String);
+
 impl Config {
+    /// Every setting with its value in option-file syntax, in the groups the file uses: the one
+    /// list against which the built-in defaults, the template install.sh writes and
+    /// mysql-snapshot.cnf(5) are checked (tests/tests/defaults.rs).
+    pub fn settings(&self) -> Vec<Setting> {
+        let path = |p: &Option<PathBuf>| {
+            p.as_ref()
+                .map_or(String::new(), |p| p.display().to_string())
+        };
+        let on_off = |on: bool| if on { "on" } else { "off" }.to_string();
+        let client = &self.client;
+        vec![
+            ("client", "user", client.user.clone()),
+            (
+                "client",
+                "password",
+                client.password.clone().unwrap_or_default(),
+            ),
+            ("client", "socket", client.socket.display().to_string()),
+            ("client", "host", client.host.clone().unwrap_or_default()),
+            ("client", "port", client.port.to_string()),
+            (
+                TOOL_GROUP,
+                "snapshot-timeout",
+                self.snapshot_timeout.as_secs().to_string(),
+            ),
+            (
+                TOOL_GROUP,
+                "long-query-threshold",
+                self.long_query_threshold.to_string(),
+            ),
+            (
+                TOOL_GROUP,
+                "ignore-commands",
+                self.ignore_commands.join(","),
+            ),
+            (TOOL_GROUP, "lock-mode", self.lock_mode.name().to_string()),
+            (
+                TOOL_GROUP,
+                "lock-wait-timeout",
+                self.lock_wait_timeout.to_string(),
+            ),
+            (TOOL_GROUP, "pre-flush", on_off(self.pre_flush)),
+            (
+                TOOL_GROUP,
+                "kill-long-queries",
+                self.kill_long_queries.name().to_string(),
+            ),
+            (
+                TOOL_GROUP,
+                "kill-long-queries-timeout",
+                self.kill_long_queries_timeout.to_string(),
+            ),
+            (TOOL_GROUP, "max-lock-time", self.max_lock_time.to_string()),
+            (
+                TOOL_GROUP,
+                "error-exit-code",
+                self.error_exit_code.to_string(),
+            ),
+            (TOOL_GROUP, "run-dir", self.run_dir.display().to_string()),
+            (
+                TOOL_GROUP,
+                "info-file",
+                self.info_file.display().to_string(),
+            ),
+            (TOOL_GROUP, "log-file", path(&self.log_file)),
+            (
+                TOOL_GROUP,
+                "syslog-facility",
+                facility_name(self.syslog_facility),
+            ),
+            (
+                TOOL_GROUP,
+                "syslog-socket",
+                self.syslog_socket.display().to_string(),
+            ),
+            (
+                TOOL_GROUP,
+                "sync-filesystems",
+                self.sync_filesystems.name().to_string(),
+            ),
+            (
+                TOOL_GROUP,
+                "sync-timeout",
+                self.sync_timeout.as_secs().to_string(),
+            ),
+            (TOOL_GROUP, "metrics-file", path(&self.metrics_file)),
+            (TOOL_GROUP, "replica-safe", on_off(self.replica_safe)),
+        ]
+    }
+
     /// The settings with nothing read from a file.
     pub fn defaults(path: PathBuf) -> Config {
         Config {
@@ -406,4 +499,11 @@ fn check_permissions(file: &Path, holds_password: bool) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// The name a syslog facility is set by (`daemon`, `local0`, …).
+fn facility_name(facility: syslog::Facility) -> String {
+    format!("{facility:?}")
+        .trim_start_matches("LOG_")
+        .to_ascii_lowercase()
 }
