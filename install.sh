@@ -439,7 +439,7 @@ write_config_template() {
 	cat >"$1" <<'EOF'
 # mysql-snapshot configuration (MySQL option-file syntax). Mode 0600: it may hold a password.
 # Every setting below shows its built-in default; uncomment to change it.
-# See mysql-snapshot.cnf(5) and the README for what each one does.
+# See mysql-snapshot.cnf(5) for what each one does.
 [client]
 # user = root                  # default: the effective Unix user (root under the hypervisor agents)
 # password =                   # not needed for root on a stock MariaDB (unix_socket auth)
@@ -451,7 +451,7 @@ write_config_template() {
 # snapshot-timeout = 600       # seconds freeze may take in all before it gives up
 # long-query-threshold = 10    # seconds; a statement running longer means "not a quiet moment"
 # ignore-commands = Sleep,Daemon,Binlog Dump,Binlog Dump GTID,Connect,Delayed insert
-# lock-mode = auto             # auto, ftwrl, backup-stage or backup-lock (MySQL 8.0+, README)
+# lock-mode = auto             # auto, ftwrl, backup-stage or backup-lock (MySQL 8.0+, docs/consistency.md)
 # lock-wait-timeout = 2        # seconds; server-side cap on one lock attempt
 # pre-flush = on               # FLUSH NO_WRITE_TO_BINLOG TABLES before FLUSH TABLES WITH READ LOCK
 # kill-long-queries = off      # off, select or all: statements a lock attempt may KILL QUERY

@@ -398,7 +398,7 @@ impl Config {
                     file: entry.file.clone(),
                     line: Some(entry.line),
                     message: format!(
-                        "unknown setting `{}` in [{TOOL_GROUP}]; see the README for the settings this version knows",
+                        "unknown setting `{}` in [{TOOL_GROUP}]; see mysql-snapshot.cnf(5) for the settings this version knows",
                         entry.key
                     ),
                 })

@@ -13,7 +13,7 @@
 //! | 2 | bad command-line arguments |
 //!
 //! The locker is internal; it exits 0 after a clean release and 1 otherwise, and reports the
-//! details through the state file. `thaw --status` uses the Nagios codes documented in the README.
+//! details through the state file. `thaw --status` uses the Nagios codes documented in docs/operations.md.
 use std::fmt;
 use std::io::{self, ErrorKind};
 use std::path::PathBuf;
@@ -186,7 +186,7 @@ pub fn describe(err: &mysql::Error) -> String {
         mysql::Error::MySqlError(e) => {
             let hint = match e.code {
                 1045 => " (wrong user or password: check [client] in the config)",
-                1044 | 1142 | 1227 => " (missing privilege: see the GRANT statement in the README)",
+                1044 | 1142 | 1227 => " (missing privilege: see the GRANT statements in docs/operations.md, or run mysql-snapshot-freeze --check)",
                 1040 => " (max_connections reached: try again later or raise max_connections)",
                 2013 | 2006 => " (the server closed the connection)",
                 _ => "",

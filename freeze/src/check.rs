@@ -101,7 +101,7 @@ fn backup_lock_item(
         ok: true,
         text: match holding.first() {
             Some(longest) => format!(
-                "recommended: {} statement(s) running past long-query-threshold ({threshold} s) would hold {} off (longest: {longest}), and every precondition of lock-mode = backup-lock holds; it never waits for them. Its coordinates are a lower bound (README: seeding a replica)",
+                "recommended: {} statement(s) running past long-query-threshold ({threshold} s) would hold {} off (longest: {longest}), and every precondition of lock-mode = backup-lock holds; it never waits for them. Its coordinates are a lower bound (docs/consistency.md: seeding a replica)",
                 holding.len(),
                 mode.name()
             ),

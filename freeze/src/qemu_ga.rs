@@ -73,7 +73,7 @@ pub(crate) fn describe(
             "qemu-ga runs NO freeze hook (none on its command line, no fsfreeze-hook in \
              {DEFAULT_CONF}): its snapshots take no lock and are only crash-consistent. Add \
              `[general]` / `fsfreeze-hook=/usr/sbin/mysql-snapshot-qemu-hook` to {DEFAULT_CONF} \
-             and restart qemu-guest-agent (README: Proxmox quick start)"
+             and restart qemu-guest-agent (README: Proxmox quick start; docs/platforms.md)"
         );
     };
     if hook.ends_with("/mysql-snapshot-qemu-hook") {
