@@ -138,26 +138,7 @@ pub fn from_log_status(
     if replication.is_array() {
         replication = serde_json::json!({ "channels": replication });
     }
-    let text = |v: &serde_json::Value| v.as_str().map(str::to_string).filter(|s| !s.is_empty());
-    let channels = match &replication["channels"] {
-        serde_json::Value::Array(list) => list
-            .iter()
-            .map(|c| RelayLog {
-                channel_name: text(&c["channel_name"]).unwrap_or_default(),
-                relay_log_file: text(&c["relay_log_file"]),
-                // The manual names the key `relay_log_pos`; servers write `relay_log_position`.
-                relay_log_position: c["relay_log_position"]
-                    .as_u64()
-                    .or_else(|| c["relay_log_pos"].as_u64()),
-            })
-            .collect(),
-        serde_json::Value::Null => Vec::new(),
-        other => {
-            return Err(format!(
-                "log_status.REPLICATION.channels is not a list: `{other}`"
-            ))
-        }
-    };
+    let channels = relay_logs(&replication["channels"])?;
     Ok(Coordinates {
         binlog: Binlog {
             file: text(&local["binary_log_file"]),
@@ -177,6 +158,32 @@ pub fn from_log_status(
         }),
         ..Coordinates::default()
     })
+}
+
+/// A JSON string, `None` when absent or empty.
+fn text(value: &serde_json::Value) -> Option<String> {
+    value.as_str().map(str::to_string).filter(|s| !s.is_empty())
+}
+
+/// `log_status.REPLICATION.channels`: each channel's relay log (none when absent).
+fn relay_logs(channels: &serde_json::Value) -> std::result::Result<Vec<RelayLog>, String> {
+    match channels {
+        serde_json::Value::Array(list) => Ok(list
+            .iter()
+            .map(|c| RelayLog {
+                channel_name: text(&c["channel_name"]).unwrap_or_default(),
+                relay_log_file: text(&c["relay_log_file"]),
+                // The manual names the key `relay_log_pos`; servers write `relay_log_position`.
+                relay_log_position: c["relay_log_position"]
+                    .as_u64()
+                    .or_else(|| c["relay_log_pos"].as_u64()),
+            })
+            .collect()),
+        serde_json::Value::Null => Ok(Vec::new()),
+        other => Err(format!(
+            "log_status.REPLICATION.channels is not a list: `{other}`"
+        )),
+    }
 }
 
 /// Reads the coordinates while commits are blocked.

@@ -117,6 +117,15 @@ impl Durability {
 
     /// Every risky value, one line each: what can go wrong on restore and the setting that fixes it.
     pub fn risks(&self) -> Vec<Risk> {
+        let mut risks = self.durability_risks();
+        risks.extend(self.replication_risks());
+        risks.extend(self.table_risks());
+        risks
+    }
+
+    /// The settings that decide whether a commit is on disk when it returns, and whether a torn
+    /// page or a replica seeded from the copy can be trusted.
+    fn durability_risks(&self) -> Vec<Risk> {
         let mut risks = Vec::new();
         let note = |text: String| Risk { hard: false, text };
         match self.innodb_flush_log_at_trx_commit.as_deref() {
@@ -162,6 +171,13 @@ impl Durability {
                 "delay_key_write = ALL: MyISAM index blocks stay in memory past FLUSH TABLES on some paths; a copy may need REPAIR TABLE. Set delay_key_write = ON (or OFF)".into(),
             ));
         }
+        risks
+    }
+
+    /// What a replica restored from the copy needs to know where it stands.
+    fn replication_risks(&self) -> Vec<Risk> {
+        let mut risks = Vec::new();
+        let note = |text: String| Risk { hard: false, text };
         if let Some(engine) = &self.gtid_slave_pos_engine {
             if !engine.eq_ignore_ascii_case("InnoDB") {
                 risks.push(note(format!(
@@ -197,13 +213,19 @@ impl Durability {
                 ),
             });
         }
+        risks
+    }
+
+    /// Non-transactional user tables: consistent only under the lock.
+    fn table_risks(&self) -> Vec<Risk> {
+        let mut risks = Vec::new();
         if let Some(count) = self.non_transactional_count.filter(|c| *c > 0) {
             let more = count.saturating_sub(self.non_transactional_tables.len() as u64);
-            risks.push(note(format!(
+            risks.push(Risk { hard: false, text: format!(
                 "{count} non-transactional user table(s) visible to this account ({}{}): they are consistent only because the lock flushes and blocks them; they cannot be recovered from a copy taken without it. Convert them to InnoDB where you can",
                 self.non_transactional_tables.join(", "),
                 if more > 0 { format!(" and {more} more") } else { String::new() }
-            )));
+            )});
         }
         risks
     }

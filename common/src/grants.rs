@@ -83,6 +83,14 @@ pub fn needed(info: &ServerInfo, config: &Config) -> Vec<Needed> {
             why: "to see other sessions' statements when waiting for a quiet moment",
         },
     ];
+    list.extend(status_privileges(info));
+    list.extend(setting_privileges(info, config));
+    list
+}
+
+/// The privileges that read the binlog position and the replicas' status on this server.
+fn status_privileges(info: &ServerInfo) -> Vec<Needed> {
+    let mut list = Vec::new();
     match info.flavor {
         Flavor::MariaDb if info.at_least(10, 5, 2) => {
             list.push(Needed {
@@ -102,6 +110,13 @@ pub fn needed(info: &ServerInfo, config: &Config) -> Vec<Needed> {
             why: "to read the binlog position and replica coordinates",
         }),
     }
+    list
+}
+
+/// The privileges that settings add: backup-lock's global SELECT, kill-long-queries' right to
+/// kill, replica-safe's right to stop and start SQL threads.
+fn setting_privileges(info: &ServerInfo, config: &Config) -> Vec<Needed> {
+    let mut list = Vec::new();
     if config.lock_mode == LockMode::BackupLock {
         list.push(Needed {
             name: "SELECT",

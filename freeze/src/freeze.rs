@@ -90,26 +90,9 @@ pub(crate) fn main() -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
-    if let Some(mode) = &args.lock_mode {
-        match LockMode::parse(mode) {
-            Some(mode) => config.lock_mode = mode,
-            None => {
-                eprintln!(
-                    "mysql-snapshot-freeze: --lock-mode {mode}: {}",
-                    LockMode::EXPECTED
-                );
-                return ExitCode::from(common::error::EXIT_USAGE);
-            }
-        }
-    }
-    if let Some(seconds) = args.snapshot_timeout {
-        if !(1..=86_400).contains(&seconds) {
-            eprintln!(
-                "mysql-snapshot-freeze: --snapshot-timeout {seconds}: expected a whole number of seconds from 1 to 86400"
-            );
-            return ExitCode::from(common::error::EXIT_USAGE);
-        }
-        config.snapshot_timeout = config.snapshot_timeout.min(Duration::from_secs(seconds));
+    if let Err(err) = apply_overrides(&args, &mut config) {
+        eprintln!("mysql-snapshot-freeze: {err}");
+        return ExitCode::from(err.exit_code(config.error_exit_code));
     }
     if let Some(caller) = &args.caller {
         log::info!("event=called by=\"{}\"", cli::one_line(caller));
@@ -126,21 +109,44 @@ pub(crate) fn main() -> ExitCode {
     let code = cli::finish(result, &config);
     // After success is reported (or the failure logged), bounded: never on the path to the lock.
     if config.metrics_file.is_some() {
-        // A busy freeze's state file is the other snapshot's: none of its facts are ours.
-        let state = match outcome {
-            Some(Outcome::Busy) => None,
-            _ => StateFile::open(&config.run_dir, false)
-                .and_then(|s| s.peek())
-                .ok()
-                .and_then(|found| match found {
-                    Found::State(state) => Some(state),
-                    _ => None,
-                }),
-        };
-        let update = Update::of_freeze(state.as_deref(), outcome, time::now_unix_ms());
-        metrics::publish(&config, &update);
+        publish_metrics(&config, outcome);
     }
     code
+}
+
+/// `--lock-mode` and `--snapshot-timeout` over the config (the timeout only ever shortens it);
+/// a bad value is a usage error.
+fn apply_overrides(args: &Args, config: &mut Config) -> Result<()> {
+    if let Some(mode) = &args.lock_mode {
+        config.lock_mode = LockMode::parse(mode)
+            .ok_or_else(|| Error::Usage(format!("--lock-mode {mode}: {}", LockMode::EXPECTED)))?;
+    }
+    if let Some(seconds) = args.snapshot_timeout {
+        if !(1..=86_400).contains(&seconds) {
+            return Err(Error::Usage(format!(
+                "--snapshot-timeout {seconds}: expected a whole number of seconds from 1 to 86400"
+            )));
+        }
+        config.snapshot_timeout = config.snapshot_timeout.min(Duration::from_secs(seconds));
+    }
+    Ok(())
+}
+
+/// Hands this freeze's outcome (`None`: it holds its lock) to the metrics writer.
+fn publish_metrics(config: &Config, outcome: Option<Outcome>) {
+    // A busy freeze's state file is the other snapshot's: none of its facts are ours.
+    let state = match outcome {
+        Some(Outcome::Busy) => None,
+        _ => StateFile::open(&config.run_dir, false)
+            .and_then(|s| s.peek())
+            .ok()
+            .and_then(|found| match found {
+                Found::State(state) => Some(state),
+                _ => None,
+            }),
+    };
+    let update = Update::of_freeze(state.as_deref(), outcome, time::now_unix_ms());
+    metrics::publish(config, &update);
 }
 
 /// Settles `sync-filesystems` for this run to on or off: `auto` follows the caller's

@@ -118,43 +118,17 @@ pub(crate) fn main() -> ExitCode {
         log::error!("event=refused unknown --lock-mode {lock_mode}");
         return ExitCode::from(1);
     };
-    let orders = common::process::inherited_fd(protocol::FREEZE_ORDERS_FD);
-    let (events, signals) = match listen_for_signals(orders) {
-        Ok(channel) => channel,
+    let mut locker = match Locker::new(config, mode, args.sync_filesystems) {
+        Ok(locker) => locker,
         Err(err) => {
-            log::error!("event=refused cannot install signal handlers: {err}");
+            log::error!("event=refused {err}");
             return ExitCode::from(1);
         }
-    };
-    let mut locker = Locker {
-        notify: common::process::inherited_fd(protocol::LOCKER_REPORTS_FD),
-        state: match StateFile::open(&config.run_dir, false) {
-            Ok(state) => state,
-            Err(err) => {
-                log::error!("event=refused {err}");
-                return ExitCode::from(1);
-            }
-        },
-        config,
-        mode,
-        signals,
-        events,
-        ours: false,
-        sync: args.sync_filesystems,
-        replica: None,
     };
     match locker.run() {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
-            log::error!("event={} {err}", err.event());
-            let why = err.to_string();
-            locker.notify(match err {
-                Error::Connect { .. } => Report::Unreachable(why.clone()),
-                _ => Report::Failed(why.clone()),
-            });
-            if locker.ours || locker.replica.is_some() {
-                locker.record_end(Status::Failed, Reason::Other(why));
-            }
+            locker.fail(&err);
             ExitCode::from(1)
         }
     }
@@ -335,6 +309,40 @@ impl StoppedSql {
 }
 
 impl Locker {
+    /// The locker for `mode`: freeze's two pipes taken over, signals and freeze's orders
+    /// listened to, the state file opened (read only until `go`).
+    fn new(config: Config, mode: LockMode, sync: bool) -> std::result::Result<Locker, String> {
+        let orders = common::process::inherited_fd(protocol::FREEZE_ORDERS_FD);
+        let (events, signals) = listen_for_signals(orders)
+            .map_err(|err| format!("cannot install signal handlers: {err}"))?;
+        let state = StateFile::open(&config.run_dir, false).map_err(|err| err.to_string())?;
+        Ok(Locker {
+            notify: common::process::inherited_fd(protocol::LOCKER_REPORTS_FD),
+            state,
+            config,
+            mode,
+            signals,
+            events,
+            ours: false,
+            sync,
+            replica: None,
+        })
+    }
+
+    /// The run failed with `err`: logs it, tells freeze (`unreachable` or `failed`), and records
+    /// it once the state file is this snapshot's (or SQL threads it stopped must start again).
+    fn fail(&mut self, err: &Error) {
+        log::error!("event={} {err}", err.event());
+        let why = err.to_string();
+        self.notify(match err {
+            Error::Connect { .. } => Report::Unreachable(why.clone()),
+            _ => Report::Failed(why.clone()),
+        });
+        if self.ours || self.replica.is_some() {
+            self.record_end(Status::Failed, Reason::Other(why));
+        }
+    }
+
     /// The locker's life in named steps: prepare (before freeze's `go`, touching nothing), wait
     /// for `go`, get ready (info file, replica-safe, quiet moment, preconditions), take the lock,
     /// hold it, release it. A step that is told to stop records why and ends the run with 1.
