@@ -93,33 +93,11 @@ fn just_ended(state: &State, now_ms: u64) -> bool {
 
 /// The level and one-line summary for `state` at `now_ms`.
 fn judge(config: &Config, state: &State, now_ms: u64) -> (Level, String) {
-    let max_ms = config.max_lock_time.saturating_mul(1000);
     let locker = state.locker.as_ref().map_or(0, |l| l.pid);
     let held_ms = |until: u64| state.acquired_at_ms.map_or(0, |a| until.saturating_sub(a));
     let when = |ms: Option<u64>| ms.map_or("-".to_string(), time::rfc3339);
     match state.status {
-        Status::Acquired if state.locker_running() => {
-            let held = held_ms(now_ms);
-            let text = format!(
-                "locked since {} by locker PID {locker} ({} ms of max-lock-time {} s)",
-                when(state.acquired_at_ms),
-                held,
-                config.max_lock_time
-            );
-            if held > max_ms {
-                (
-                    Level::Critical,
-                    format!("{text}: held longer than max-lock-time"),
-                )
-            } else if state.thawed_at_ms.is_some() {
-                (
-                    Level::Critical,
-                    format!("{text}: a locker left over after thaw"),
-                )
-            } else {
-                (Level::Ok, text)
-            }
-        }
+        Status::Acquired if state.locker_running() => judge_held(config, state, held_ms(now_ms)),
         Status::Starting | Status::Waiting if state.in_progress() => (
             Level::Ok,
             format!(
@@ -145,19 +123,7 @@ fn judge(config: &Config, state: &State, now_ms: u64) -> (Level, String) {
             ),
         ),
         Status::Released if state.reason == Some(Reason::Thaw) => {
-            let held = state.released_at_ms.map_or(0, held_ms);
-            let text = format!(
-                "idle; last snapshot at {} held its lock {held} ms until thaw",
-                when(state.acquired_at_ms)
-            );
-            if held.saturating_mul(10) > max_ms.saturating_mul(8) {
-                (
-                    Level::Warning,
-                    format!("{text}, more than 80 % of max-lock-time"),
-                )
-            } else {
-                (Level::Ok, text)
-            }
+            judge_thawed(config, state, state.released_at_ms.map_or(0, held_ms))
         }
         Status::Released | Status::Lost | Status::Acquired => (
             Level::Warning,
@@ -175,6 +141,46 @@ fn judge(config: &Config, state: &State, now_ms: u64) -> (Level, String) {
                 state.reason_or("no reason recorded")
             ),
         ),
+    }
+}
+
+/// A lock held now for `held` ms: OK, unless past max-lock-time or left over after thaw.
+fn judge_held(config: &Config, state: &State, held: u64) -> (Level, String) {
+    let text = format!(
+        "locked since {} by locker PID {} ({held} ms of max-lock-time {} s)",
+        state.acquired_at_ms.map_or("-".to_string(), time::rfc3339),
+        state.locker.as_ref().map_or(0, |l| l.pid),
+        config.max_lock_time
+    );
+    if held > config.max_lock_time.saturating_mul(1000) {
+        (
+            Level::Critical,
+            format!("{text}: held longer than max-lock-time"),
+        )
+    } else if state.thawed_at_ms.is_some() {
+        (
+            Level::Critical,
+            format!("{text}: a locker left over after thaw"),
+        )
+    } else {
+        (Level::Ok, text)
+    }
+}
+
+/// The last snapshot held its lock `held` ms until thaw: OK, a warning past 80 % of
+/// max-lock-time.
+fn judge_thawed(config: &Config, state: &State, held: u64) -> (Level, String) {
+    let text = format!(
+        "idle; last snapshot at {} held its lock {held} ms until thaw",
+        state.acquired_at_ms.map_or("-".to_string(), time::rfc3339)
+    );
+    if held.saturating_mul(10) > config.max_lock_time.saturating_mul(1000).saturating_mul(8) {
+        (
+            Level::Warning,
+            format!("{text}, more than 80 % of max-lock-time"),
+        )
+    } else {
+        (Level::Ok, text)
     }
 }
 

@@ -126,43 +126,11 @@ impl Outcome {
 
 fn thaw(config: &Config, phase: Phase) -> Result<()> {
     let state_file = StateFile::open(&config.run_dir, false)?;
-    let found = state_file.peek()?;
-    let state = match found {
-        Found::Nothing => {
-            log::info!("event=idle no snapshot in progress (no state file); nothing to thaw");
-            return Ok(());
-        }
-        Found::Stale(why) => {
-            log::warn!("event=stale-state ignoring an unusable state file: {why}; nothing to thaw");
-            let guard = state_file.lock()?;
-            if let Found::Stale(_) = guard.read() {
-                guard.set_aside()?;
-            }
-            return Ok(());
-        }
-        Found::State(state) => state,
-    };
-    if let Some(at) = state.thawed_at_ms {
-        log::info!(
-            "event=idle nothing to thaw: the last snapshot was already thawed at {} ({})",
-            time::rfc3339(at),
-            state.reason_or("no reason recorded")
-        );
+    let Some(state) = snapshot_to_thaw(&state_file)? else {
         return Ok(());
-    }
+    };
     let outcome = settle(config, &state_file, &state)?;
-    let summary = outcome.text().to_string();
-    let guard = state_file.lock()?;
-    if let Found::State(mut now) = guard.read() {
-        if now.started_at_ms == state.started_at_ms {
-            now.thawed_at_ms = Some(time::now_unix_ms());
-            if now.reason.is_none() {
-                now.reason = Some(Reason::Other(summary.clone()));
-            }
-            guard.write(&now)?;
-        }
-    }
-    drop(guard);
+    record_thawed(&state_file, &state, &outcome)?;
     publish_metrics(config, &state_file, &outcome, phase);
     // A locker that died (or was killed above) could not start the SQL threads it stopped.
     let replica = restart_replicas(config, &state_file);
@@ -181,6 +149,57 @@ fn thaw(config: &Config, phase: Phase) -> Result<()> {
         }
         (Ok(()), outcome) => outcome,
     };
+    report(outcome, phase)
+}
+
+/// The snapshot a thaw must settle, or `None` (logged) when there is nothing to thaw: no state
+/// file, an unusable one (set aside), or a snapshot already thawed.
+fn snapshot_to_thaw(state_file: &StateFile) -> Result<Option<Box<State>>> {
+    let state = match state_file.peek()? {
+        Found::Nothing => {
+            log::info!("event=idle no snapshot in progress (no state file); nothing to thaw");
+            return Ok(None);
+        }
+        Found::Stale(why) => {
+            log::warn!("event=stale-state ignoring an unusable state file: {why}; nothing to thaw");
+            let guard = state_file.lock()?;
+            if let Found::Stale(_) = guard.read() {
+                guard.set_aside()?;
+            }
+            return Ok(None);
+        }
+        Found::State(state) => state,
+    };
+    if let Some(at) = state.thawed_at_ms {
+        log::info!(
+            "event=idle nothing to thaw: the last snapshot was already thawed at {} ({})",
+            time::rfc3339(at),
+            state.reason_or("no reason recorded")
+        );
+        return Ok(None);
+    }
+    Ok(Some(state))
+}
+
+/// Marks the snapshot of `state` thawed (a later thaw has nothing to do), with the outcome as its
+/// reason when none was recorded.
+fn record_thawed(state_file: &StateFile, state: &State, outcome: &Outcome) -> Result<()> {
+    let guard = state_file.lock()?;
+    if let Found::State(mut now) = guard.read() {
+        if now.started_at_ms == state.started_at_ms {
+            now.thawed_at_ms = Some(time::now_unix_ms());
+            if now.reason.is_none() {
+                now.reason = Some(Reason::Other(outcome.text().to_string()));
+            }
+            guard.write(&now)?;
+        }
+    }
+    Ok(())
+}
+
+/// Logs the outcome and turns it into thaw's result: only a lock held until thaw, or none ever
+/// taken, is a success (and a freeze stopped by freezeFail, which abandons the snapshot anyway).
+fn report(outcome: Outcome, phase: Phase) -> Result<()> {
     match outcome {
         Outcome::HeldUntilThaw(text) => {
             log::info!("event=thawed {text}");
