@@ -121,13 +121,8 @@ impl Config {
     /// list against which the built-in defaults, the template install.sh writes and
     /// mysql-snapshot.cnf(5) are checked (tests/tests/defaults.rs).
     pub fn settings(&self) -> Vec<Setting> {
-        let path = |p: &Option<PathBuf>| {
-            p.as_ref()
-                .map_or(String::new(), |p| p.display().to_string())
-        };
-        let on_off = |on: bool| if on { "on" } else { "off" }.to_string();
         let client = &self.client;
-        vec![
+        let mut settings = vec![
             ("client", "user", client.user.clone()),
             (
                 "client",
@@ -137,6 +132,19 @@ impl Config {
             ("client", "socket", client.socket.display().to_string()),
             ("client", "host", client.host.clone().unwrap_or_default()),
             ("client", "port", client.port.to_string()),
+        ];
+        settings.extend(self.tool_settings());
+        settings
+    }
+
+    /// The `[mysql-snapshot]` part of [`Config::settings`].
+    fn tool_settings(&self) -> Vec<Setting> {
+        let path = |p: &Option<PathBuf>| {
+            p.as_ref()
+                .map_or(String::new(), |p| p.display().to_string())
+        };
+        let on_off = |on: bool| if on { "on" } else { "off" }.to_string();
+        vec![
             (
                 TOOL_GROUP,
                 "snapshot-timeout",
@@ -351,44 +359,18 @@ impl Config {
             "run-dir" => self.run_dir = absolute_path(entry)?,
             "info-file" => self.info_file = absolute_path(entry)?,
             "log-file" => {
-                self.log_file = match required_value(entry)? {
-                    "" => None,
-                    _ => Some(absolute_path(entry)?),
-                }
+                required_value(entry)?;
+                self.log_file = optional_path(entry)?
             }
-            "syslog-facility" => {
-                let name = required_value(entry)?;
-                self.syslog_facility = name.parse().map_err(|()| {
-                    bad_value(entry, "expected a syslog facility such as daemon, user or local0")
-                })?
-            }
+            "syslog-facility" => self.syslog_facility = facility(entry)?,
             "syslog-socket" => self.syslog_socket = absolute_path(entry)?,
             "pre-flush" => self.pre_flush = boolean(entry)?,
-            "kill-long-queries" => {
-                self.kill_long_queries = match required_value(entry)?.trim().to_ascii_lowercase().as_str() {
-                    "off" | "0" | "no" | "false" => KillLongQueries::Off,
-                    "select" => KillLongQueries::Select,
-                    "all" => KillLongQueries::All,
-                    _ => return Err(bad_value(entry, "expected off, select or all")),
-                }
-            }
+            "kill-long-queries" => self.kill_long_queries = kill_long_queries(entry)?,
             "kill-long-queries-timeout" => self.kill_long_queries_timeout = number(entry, 0, 3600)?,
-            "sync-filesystems" => {
-                self.sync_filesystems = match required_value(entry)?.trim().to_ascii_lowercase().as_str() {
-                    "auto" => SyncFilesystems::Auto,
-                    "on" | "1" | "yes" | "true" => SyncFilesystems::On,
-                    "off" | "0" | "no" | "false" => SyncFilesystems::Off,
-                    _ => return Err(bad_value(entry, "expected auto, on or off")),
-                }
-            }
+            "sync-filesystems" => self.sync_filesystems = sync_filesystems(entry)?,
             "sync-timeout" => self.sync_timeout = Duration::from_secs(number(entry, 1, 3600)?),
             "replica-safe" => self.replica_safe = boolean(entry)?,
-            "metrics-file" => {
-                self.metrics_file = match entry.value.as_deref().map(str::trim) {
-                    None | Some("") => None,
-                    Some(_) => Some(absolute_path(entry)?),
-                }
-            }
+            "metrics-file" => self.metrics_file = optional_path(entry)?,
             "lock-mode" => {
                 self.lock_mode = LockMode::parse(required_value(entry)?)
                     .ok_or_else(|| bad_value(entry, LockMode::EXPECTED))?
@@ -405,6 +387,41 @@ impl Config {
             }
         }
         Ok(())
+    }
+}
+
+/// An absolute path, or none when the value is empty (or absent).
+fn optional_path(entry: &Entry) -> Result<Option<PathBuf>> {
+    match entry.value.as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(_) => absolute_path(entry).map(Some),
+    }
+}
+
+fn facility(entry: &Entry) -> Result<syslog::Facility> {
+    required_value(entry)?.parse().map_err(|()| {
+        bad_value(
+            entry,
+            "expected a syslog facility such as daemon, user or local0",
+        )
+    })
+}
+
+fn kill_long_queries(entry: &Entry) -> Result<KillLongQueries> {
+    match required_value(entry)?.trim().to_ascii_lowercase().as_str() {
+        "off" | "0" | "no" | "false" => Ok(KillLongQueries::Off),
+        "select" => Ok(KillLongQueries::Select),
+        "all" => Ok(KillLongQueries::All),
+        _ => Err(bad_value(entry, "expected off, select or all")),
+    }
+}
+
+fn sync_filesystems(entry: &Entry) -> Result<SyncFilesystems> {
+    match required_value(entry)?.trim().to_ascii_lowercase().as_str() {
+        "auto" => Ok(SyncFilesystems::Auto),
+        "on" | "1" | "yes" | "true" => Ok(SyncFilesystems::On),
+        "off" | "0" | "no" | "false" => Ok(SyncFilesystems::Off),
+        _ => Err(bad_value(entry, "expected auto, on or off")),
     }
 }
 

@@ -247,63 +247,49 @@ impl Metrics {
         let mut out = String::new();
         for (name, kind, help) in FAMILIES {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            let mut sample = |labels: String, value: String| {
+            for (labels, value) in self.samples(name, written) {
                 let _ = writeln!(out, "{name}{labels} {value}");
-            };
-            // Unknown durations and counts are NaN; a time never reached is 0, so that "how long
-            // since" alerts fire on a host that never had one.
-            let number = |v: Option<f64>| v.map_or("NaN".to_string(), |v| format!("{v:.3}"));
-            let when = |v: Option<f64>| format!("{:.3}", v.unwrap_or(0.0));
-            match name {
-                "mysql_snapshot_last_freeze_timestamp_seconds" => {
-                    sample(String::new(), when(self.last_freeze))
-                }
-                "mysql_snapshot_last_thaw_timestamp_seconds" => {
-                    sample(String::new(), when(self.last_thaw))
-                }
-                "mysql_snapshot_last_success_timestamp_seconds" => {
-                    sample(String::new(), when(self.last_success))
-                }
-                "mysql_snapshot_last_outcome" => {
-                    for outcome in Outcome::ALL {
-                        let on = u8::from(self.last_outcome == Some(outcome));
-                        sample(
-                            format!("{{outcome=\"{}\"}}", outcome.name()),
-                            on.to_string(),
-                        );
-                    }
-                }
-                "mysql_snapshot_last_lock_wait_seconds" => {
-                    sample(String::new(), number(self.lock_wait_seconds))
-                }
-                "mysql_snapshot_last_lock_held_seconds" => {
-                    sample(String::new(), number(self.lock_held_seconds))
-                }
-                "mysql_snapshot_last_attempts" => {
-                    sample(String::new(), number(self.attempts.map(|n| n as f64)))
-                }
-                "mysql_snapshot_last_killed_queries" => {
-                    sample(String::new(), number(self.killed_queries.map(|n| n as f64)))
-                }
-                "mysql_snapshot_runs_total" => {
-                    for outcome in Outcome::ALL {
-                        sample(
-                            format!("{{outcome=\"{}\"}}", outcome.name()),
-                            self.runs[outcome.index()].to_string(),
-                        );
-                    }
-                }
-                "mysql_snapshot_lock_held" => sample(
-                    format!(
-                        "{{mode=\"{}\"}}",
-                        label(self.mode.as_deref().unwrap_or("none"))
-                    ),
-                    u8::from(self.lock_held).to_string(),
-                ),
-                _ => sample(String::new(), format!("{written:.3}")),
             }
         }
         out
+    }
+
+    /// The samples of metric family `name` as (labels, value); `written` is the file's time.
+    fn samples(&self, name: &str, written: f64) -> Vec<(String, String)> {
+        // Unknown durations and counts are NaN; a time never reached is 0, so that "how long
+        // since" alerts fire on a host that never had one.
+        let number = |v: Option<f64>| v.map_or("NaN".to_string(), |v| format!("{v:.3}"));
+        let when = |v: Option<f64>| format!("{:.3}", v.unwrap_or(0.0));
+        let plain = |value: String| vec![(String::new(), value)];
+        let per_outcome = |value: &dyn Fn(Outcome) -> String| {
+            Outcome::ALL
+                .iter()
+                .map(|&o| (format!("{{outcome=\"{}\"}}", o.name()), value(o)))
+                .collect()
+        };
+        match name {
+            "mysql_snapshot_last_freeze_timestamp_seconds" => plain(when(self.last_freeze)),
+            "mysql_snapshot_last_thaw_timestamp_seconds" => plain(when(self.last_thaw)),
+            "mysql_snapshot_last_success_timestamp_seconds" => plain(when(self.last_success)),
+            "mysql_snapshot_last_outcome" => {
+                per_outcome(&|o| u8::from(self.last_outcome == Some(o)).to_string())
+            }
+            "mysql_snapshot_last_lock_wait_seconds" => plain(number(self.lock_wait_seconds)),
+            "mysql_snapshot_last_lock_held_seconds" => plain(number(self.lock_held_seconds)),
+            "mysql_snapshot_last_attempts" => plain(number(self.attempts.map(|n| n as f64))),
+            "mysql_snapshot_last_killed_queries" => {
+                plain(number(self.killed_queries.map(|n| n as f64)))
+            }
+            "mysql_snapshot_runs_total" => per_outcome(&|o| self.runs[o.index()].to_string()),
+            "mysql_snapshot_lock_held" => vec![(
+                format!(
+                    "{{mode=\"{}\"}}",
+                    label(self.mode.as_deref().unwrap_or("none"))
+                ),
+                u8::from(self.lock_held).to_string(),
+            )],
+            _ => plain(format!("{written:.3}")),
+        }
     }
 
     /// Reads back a file this module wrote: the counters, and the last values. Anything that is

@@ -156,29 +156,7 @@ pub fn map(
         if !needed {
             continue;
         }
-        let at = format!(
-            "the {role} ({}) is on {} {} ({})",
-            path.display(),
-            mount.fstype,
-            mount.mount_point.display(),
-            mount.source
-        );
-        if MEMORY_FS.contains(&mount.fstype.as_str()) {
-            storage.flags.push(format!(
-                "{at}: memory, in no snapshot — a restored copy lacks it; move it to a disk"
-            ));
-        } else if is_network(&mount.fstype) {
-            storage.flags.push(format!(
-                "{at}: a network filesystem, never frozen by the hypervisor's agent and not in the VM's disk snapshot; move it to a local disk"
-            ));
-        } else if let Some(pattern) = excluded
-            .iter()
-            .find(|p| glob(p, &mount.mount_point.to_string_lossy()))
-        {
-            storage.flags.push(format!(
-                "{at}: excluded from the freeze by VMware Tools ([vmbackup] excludedFileSystems = {pattern}); remove it from that list"
-            ));
-        }
+        storage.flags.extend(flag(role, path, mount, excluded));
         if !MEMORY_FS.contains(&mount.fstype.as_str())
             && !is_network(&mount.fstype)
             && !devices.contains(&mount.source)
@@ -194,6 +172,34 @@ pub fn map(
         ));
     }
     storage
+}
+
+/// Why the server file of `role` at `path`, on `mount`, would be missing from the snapshot or
+/// wrong in it: on memory, on a network filesystem, or excluded from VMware Tools' freeze.
+fn flag(role: &str, path: &Path, mount: &Mount, excluded: &[String]) -> Option<String> {
+    let at = format!(
+        "the {role} ({}) is on {} {} ({})",
+        path.display(),
+        mount.fstype,
+        mount.mount_point.display(),
+        mount.source
+    );
+    if MEMORY_FS.contains(&mount.fstype.as_str()) {
+        Some(format!(
+            "{at}: memory, in no snapshot — a restored copy lacks it; move it to a disk"
+        ))
+    } else if is_network(&mount.fstype) {
+        Some(format!(
+            "{at}: a network filesystem, never frozen by the hypervisor's agent and not in the VM's disk snapshot; move it to a local disk"
+        ))
+    } else {
+        excluded
+            .iter()
+            .find(|p| glob(p, &mount.mount_point.to_string_lossy()))
+            .map(|pattern| format!(
+                "{at}: excluded from the freeze by VMware Tools ([vmbackup] excludedFileSystems = {pattern}); remove it from that list"
+            ))
+    }
 }
 
 /// The storage map of this machine: `/proc/self/mountinfo` and VMware Tools' tools.conf.
@@ -535,37 +541,17 @@ pub fn sync_all(filesystems: &[Filesystem], limit: Duration) -> Result<Vec<Synce
             .map_err(|e| Error::io("start", &program, e))?;
         running.push((i, child));
     }
-    while !running.is_empty() {
+    loop {
         let mut still = Vec::new();
         for (i, mut child) in running {
-            let fs = &filesystems[i];
-            match child.try_wait() {
-                Ok(Some(status)) if status.success() => {
-                    done[i] = Some(Synced {
-                        mount_point: fs.mount_point.clone(),
-                        fstype: fs.fstype.clone(),
-                        device: fs.device.clone(),
-                        roles: fs.roles.clone(),
-                        sync_ms: started.elapsed().as_millis() as u64,
-                    });
-                }
-                Ok(Some(status)) => {
-                    return Err(Error::NotLocked {
-                        message: format!(
-                            "syncfs of {} ({} on {}) failed ({status}); a disk copy would miss what the server wrote, so the lock was released",
-                            fs.mount_point.display(),
-                            fs.fstype,
-                            fs.device
-                        ),
-                    })
-                }
-                Ok(None) => still.push((i, child)),
-                Err(e) => return Err(Error::io("wait for the sync of", &fs.mount_point, e)),
+            match finished(&filesystems[i], &mut child, started)? {
+                Some(synced) => done[i] = Some(synced),
+                None => still.push((i, child)),
             }
         }
         running = still;
         if running.is_empty() {
-            break;
+            return Ok(done.into_iter().flatten().collect());
         }
         if Instant::now() >= deadline {
             let stuck: Vec<String> = running
@@ -582,7 +568,30 @@ pub fn sync_all(filesystems: &[Filesystem], limit: Duration) -> Result<Vec<Synce
         }
         std::thread::sleep(SYNC_POLL);
     }
-    Ok(done.into_iter().flatten().collect())
+}
+
+/// The sync of `fs` by `child`, started at `started`: `Some` once it has succeeded, `None` while
+/// it runs, an error if it failed.
+fn finished(fs: &Filesystem, child: &mut Child, started: Instant) -> Result<Option<Synced>> {
+    match child.try_wait() {
+        Ok(Some(status)) if status.success() => Ok(Some(Synced {
+            mount_point: fs.mount_point.clone(),
+            fstype: fs.fstype.clone(),
+            device: fs.device.clone(),
+            roles: fs.roles.clone(),
+            sync_ms: started.elapsed().as_millis() as u64,
+        })),
+        Ok(Some(status)) => Err(Error::NotLocked {
+            message: format!(
+                "syncfs of {} ({} on {}) failed ({status}); a disk copy would miss what the server wrote, so the lock was released",
+                fs.mount_point.display(),
+                fs.fstype,
+                fs.device
+            ),
+        }),
+        Ok(None) => Ok(None),
+        Err(e) => Err(Error::io("wait for the sync of", &fs.mount_point, e)),
+    }
 }
 
 #[cfg(test)]

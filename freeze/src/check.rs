@@ -341,34 +341,11 @@ fn replica_item(
 /// The storage map's flags, each risky durability setting with its fix, and the Galera node's
 /// state (a node that is not Synced fails the check: freeze refuses it).
 fn surroundings_items(around: std::result::Result<Surroundings, String>) -> Vec<Item> {
-    let item = |name, ok, text: String| Item { name, ok, text };
     let around = match around {
         Ok(around) => around,
         Err(err) => return vec![item("storage", false, err)],
     };
-    let mut items = Vec::new();
-    if around.storage.flags.is_empty() {
-        let mut mounts: Vec<String> = around
-            .storage
-            .paths
-            .values()
-            .map(|p| format!("{} ({})", p.mount_point.display(), p.fstype))
-            .collect();
-        mounts.sort();
-        mounts.dedup();
-        items.push(item(
-            "storage",
-            true,
-            format!(
-                "{} server paths, on {}; nothing flagged",
-                around.storage.paths.len(),
-                mounts.join(", ")
-            ),
-        ));
-    }
-    for flag in around.storage.flags {
-        items.push(item("storage", true, format!("WARNING: {flag}")));
-    }
+    let mut items = storage_items(&around);
     let risks = around.durability.risks();
     if risks.is_empty() {
         items.push(item(
@@ -381,9 +358,45 @@ fn surroundings_items(around: std::result::Result<Surroundings, String>) -> Vec<
         let mark = if risk.hard { "WARNING" } else { "note" };
         items.push(item("durability", true, format!("{mark}: {}", risk.text)));
     }
-    for note in around.durability.notes {
+    for note in &around.durability.notes {
         items.push(item("durability", true, format!("note: {note}")));
     }
+    items.extend(cluster_items(around));
+    items
+}
+
+/// Where the server's files are: one line when nothing is flagged, else a warning per flag.
+fn storage_items(around: &Surroundings) -> Vec<Item> {
+    if !around.storage.flags.is_empty() {
+        return around
+            .storage
+            .flags
+            .iter()
+            .map(|flag| item("storage", true, format!("WARNING: {flag}")))
+            .collect();
+    }
+    let mut mounts: Vec<String> = around
+        .storage
+        .paths
+        .values()
+        .map(|p| format!("{} ({})", p.mount_point.display(), p.fstype))
+        .collect();
+    mounts.sort();
+    mounts.dedup();
+    vec![item(
+        "storage",
+        true,
+        format!(
+            "{} server paths, on {}; nothing flagged",
+            around.storage.paths.len(),
+            mounts.join(", ")
+        ),
+    )]
+}
+
+/// A Group Replication member's or a Galera node's line (a FAIL where freeze would refuse).
+fn cluster_items(around: Surroundings) -> Vec<Item> {
+    let mut items = Vec::new();
     if let Some(member) = around.group_replication {
         items.push(match member.check_queue() {
             Ok(()) => item(

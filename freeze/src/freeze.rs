@@ -303,64 +303,11 @@ impl Freeze {
     }
 
     fn lock_and_verify(&mut self, locker_exe: &Path) -> Result<()> {
-        let mut attempt = 1u32;
-        let state = loop {
-            match self.attempt(attempt)? {
-                AttemptEnd::Acquired(state) => break state,
-                AttemptEnd::TimedOut(reason) => {
-                    log::warn!(
-                        "event=timed-out attempt={attempt} {reason}; waiting for a quiet moment again"
-                    );
-                    attempt += 1;
-                    self.update(|s| {
-                        s.attempt = attempt;
-                        s.status = Status::Starting;
-                        s.locker = None;
-                        s.reason = None;
-                    })?;
-                    self.spawn_locker(attempt, locker_exe)?;
-                    // Give the writers that queued behind the attempt as long as it stalled them.
-                    self.pause(Duration::from_secs(self.config.lock_wait_timeout))?;
-                }
-            }
-        };
+        let (state, attempts) = self.lock(locker_exe)?;
         // The locker wrote the info file and checked its connection before it said `acquired`:
         // make sure it is still there, and ours, before saying so.
         self.verify(&state)?;
-        let coordinates: Coordinates = state.coordinates.clone().unwrap_or_default();
-        let acquired_at_ms = state.acquired_at_ms.unwrap_or_else(time::now_unix_ms);
-        if let Some(flags) = state.storage_flags.as_ref().filter(|f| !f.is_empty()) {
-            log::warn!("event=storage {}", flags.join("; "));
-        }
-        for warning in state.durability_warnings.iter().flatten() {
-            log::warn!("event=durability {warning}");
-        }
-        for fs in state.synced.iter().flatten() {
-            log::info!(
-                "event=synced mount={} fstype={} device={} roles={} sync_ms={}",
-                fs.mount_point.display(),
-                fs.fstype,
-                fs.device,
-                fs.roles.join(","),
-                fs.sync_ms
-            );
-        }
-        log::info!(
-            "event=locked mode={} attempts={attempt} waited_ms={} total_ms={} locker_pid={} binlog={}:{} gtid_binlog_pos={} info_file={}",
-            state.lock_mode.map_or("-", LockMode::name),
-            acquired_at_ms.saturating_sub(state.started_at_ms),
-            self.started.elapsed().as_millis(),
-            state.locker.as_ref().map_or(0, |l| l.pid),
-            coordinates.binlog.file.as_deref().unwrap_or("-"),
-            coordinates.binlog.position.map_or("-".into(), |p| p.to_string()),
-            coordinates
-                .gtid
-                .binlog_pos
-                .as_deref()
-                .or(coordinates.gtid.executed.as_deref())
-                .unwrap_or("-"),
-            self.config.info_file.display()
-        );
+        self.log_locked(&state, attempts);
         // A SIGTERM that arrived while we verified (vmtoolsd's timeout) means the agent has given
         // up on us: report failure and release, never success.
         while let Ok(event) = self.events.try_recv() {
@@ -382,6 +329,72 @@ impl Freeze {
         }
         self.locker = None;
         Ok(())
+    }
+
+    /// Attempts until a locker holds the lock: after each capped attempt a fresh locker, and a
+    /// pause as long as the attempt may have stalled the writers. The `acquired` record and the
+    /// number of attempts.
+    fn lock(&mut self, locker_exe: &Path) -> Result<(Box<State>, u32)> {
+        let mut attempt = 1u32;
+        loop {
+            match self.attempt(attempt)? {
+                AttemptEnd::Acquired(state) => return Ok((state, attempt)),
+                AttemptEnd::TimedOut(reason) => {
+                    log::warn!(
+                        "event=timed-out attempt={attempt} {reason}; waiting for a quiet moment again"
+                    );
+                    attempt += 1;
+                    self.update(|s| {
+                        s.attempt = attempt;
+                        s.status = Status::Starting;
+                        s.locker = None;
+                        s.reason = None;
+                    })?;
+                    self.spawn_locker(attempt, locker_exe)?;
+                    // Give the writers that queued behind the attempt as long as it stalled them.
+                    self.pause(Duration::from_secs(self.config.lock_wait_timeout))?;
+                }
+            }
+        }
+    }
+
+    /// What the locker found and did, logged by freeze (the locker logs nothing while it holds):
+    /// storage flags, hard durability warnings, the syncs, and the lock with its coordinates.
+    fn log_locked(&self, state: &State, attempts: u32) {
+        let coordinates: Coordinates = state.coordinates.clone().unwrap_or_default();
+        let acquired_at_ms = state.acquired_at_ms.unwrap_or_else(time::now_unix_ms);
+        if let Some(flags) = state.storage_flags.as_ref().filter(|f| !f.is_empty()) {
+            log::warn!("event=storage {}", flags.join("; "));
+        }
+        for warning in state.durability_warnings.iter().flatten() {
+            log::warn!("event=durability {warning}");
+        }
+        for fs in state.synced.iter().flatten() {
+            log::info!(
+                "event=synced mount={} fstype={} device={} roles={} sync_ms={}",
+                fs.mount_point.display(),
+                fs.fstype,
+                fs.device,
+                fs.roles.join(","),
+                fs.sync_ms
+            );
+        }
+        log::info!(
+            "event=locked mode={} attempts={attempts} waited_ms={} total_ms={} locker_pid={} binlog={}:{} gtid_binlog_pos={} info_file={}",
+            state.lock_mode.map_or("-", LockMode::name),
+            acquired_at_ms.saturating_sub(state.started_at_ms),
+            self.started.elapsed().as_millis(),
+            state.locker.as_ref().map_or(0, |l| l.pid),
+            coordinates.binlog.file.as_deref().unwrap_or("-"),
+            coordinates.binlog.position.map_or("-".into(), |p| p.to_string()),
+            coordinates
+                .gtid
+                .binlog_pos
+                .as_deref()
+                .or(coordinates.gtid.executed.as_deref())
+                .unwrap_or("-"),
+            self.config.info_file.display()
+        );
     }
 
     /// Sleeps for `pause` (or until the deadline), returning early with an error on a signal.
@@ -452,40 +465,11 @@ impl Freeze {
                 }
                 Ok(Event::Signal(signal)) => return Err(interrupted(signal)),
                 Ok(Event::Locker(n, _)) | Ok(Event::LockerClosed(n)) if n != attempt => {}
-                Ok(Event::Locker(_, line)) => match line.parse::<Report>() {
-                    Ok(Report::Ready) => {}
-                    Ok(Report::Busy(who)) => {
-                        log::info!("event=waiting not a quiet moment: {who}");
-                        blocker = Some(who);
+                Ok(Event::Locker(_, line)) => {
+                    if let Some(end) = self.heard(&line, &mut blocker, &mut kill_at) {
+                        return end;
                     }
-                    Ok(Report::Locking) => {
-                        blocker = None;
-                        kill_at =
-                            (self.config.kill_long_queries != KillLongQueries::Off).then(|| {
-                                Instant::now()
-                                    + Duration::from_secs(self.config.kill_long_queries_timeout)
-                            });
-                    }
-                    Ok(Report::Failed(why)) => {
-                        self.reap_locker();
-                        return Err(Error::NotLocked {
-                            message: why
-                                .strip_prefix("no lock taken: ")
-                                .unwrap_or(&why)
-                                .to_string(),
-                        });
-                    }
-                    Ok(Report::Unreachable(why)) => {
-                        self.reap_locker();
-                        return Err(Error::Unreachable { message: why });
-                    }
-                    // The attempt ended (or holds): the locker's record says how.
-                    Ok(Report::Acquired | Report::TimedOut) => return self.attempt_outcome(),
-                    Err(unknown) => {
-                        log::warn!("event=warning the locker said something unexpected ({unknown}); judging the attempt by its record");
-                        return self.attempt_outcome();
-                    }
-                },
+                }
                 Ok(Event::LockerClosed(_)) => return self.attempt_outcome(),
                 Err(RecvTimeoutError::Timeout) => {
                     return Err(self.timeout_error(blocker.as_deref()))
@@ -495,6 +479,51 @@ impl Freeze {
                         message: "lost contact with the locker".into(),
                     })
                 }
+            }
+        }
+    }
+
+    /// What the locker's word `line` means for the attempt: `Some` when it ended it (the
+    /// locker's record says how, or the locker said why it could not); `None` while it goes on,
+    /// noting the statement in the way (`blocker`) or when blockers may be killed (`kill_at`).
+    fn heard(
+        &mut self,
+        line: &str,
+        blocker: &mut Option<String>,
+        kill_at: &mut Option<Instant>,
+    ) -> Option<Result<AttemptEnd>> {
+        match line.parse::<Report>() {
+            Ok(Report::Ready) => None,
+            Ok(Report::Busy(who)) => {
+                log::info!("event=waiting not a quiet moment: {who}");
+                *blocker = Some(who);
+                None
+            }
+            Ok(Report::Locking) => {
+                *blocker = None;
+                *kill_at = (self.config.kill_long_queries != KillLongQueries::Off).then(|| {
+                    Instant::now() + Duration::from_secs(self.config.kill_long_queries_timeout)
+                });
+                None
+            }
+            Ok(Report::Failed(why)) => {
+                self.reap_locker();
+                Some(Err(Error::NotLocked {
+                    message: why
+                        .strip_prefix("no lock taken: ")
+                        .unwrap_or(&why)
+                        .to_string(),
+                }))
+            }
+            Ok(Report::Unreachable(why)) => {
+                self.reap_locker();
+                Some(Err(Error::Unreachable { message: why }))
+            }
+            // The attempt ended (or holds): the locker's record says how.
+            Ok(Report::Acquired | Report::TimedOut) => Some(self.attempt_outcome()),
+            Err(unknown) => {
+                log::warn!("event=warning the locker said something unexpected ({unknown}); judging the attempt by its record");
+                Some(self.attempt_outcome())
             }
         }
     }
