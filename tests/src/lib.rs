@@ -75,22 +75,62 @@ impl Drop for TempDir {
     }
 }
 
-/// The directory holding the built binaries (`target/debug` when run by `cargo test`).
+/// The directory holding the built binaries (`target/debug` when run by `cargo test`). Refuses
+/// a missing binary, and one older than the product sources it is built from: `cargo test`
+/// alone does not rebuild the binaries the tests run, and a stale one would test old code.
 pub fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
-    for name in [
-        "mysql-snapshot-freeze",
-        "mysql-snapshot-thaw",
-        "mysql-snapshot-locker",
-    ] {
-        assert!(
-            dir.join(name).is_file(),
-            "{} is missing: run `cargo build --workspace` before the tests (README's test command does)",
-            dir.join(name).display()
-        );
+    static CHECKED: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    CHECKED
+        .get_or_init(|| {
+            let exe = std::env::current_exe().unwrap();
+            let dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
+            let sources = newest_source();
+            for name in [
+                "mysql-snapshot-freeze",
+                "mysql-snapshot-thaw",
+                "mysql-snapshot-locker",
+            ] {
+                let built = fs::metadata(dir.join(name)).and_then(|m| m.modified());
+                let Ok(built) = built else {
+                    panic!(
+                        "{} is missing: run `cargo build --workspace` before the tests (README's test command does)",
+                        dir.join(name).display()
+                    );
+                };
+                if let Some((source, changed)) = &sources {
+                    assert!(
+                        built >= *changed,
+                        "{} is older than {}: run `cargo build --workspace` before the tests (README's test command does)",
+                        dir.join(name).display(),
+                        source.display()
+                    );
+                }
+            }
+            dir
+        })
+        .clone()
+}
+
+/// The most recently changed source file of the product crates, and when it changed.
+fn newest_source() -> Option<(PathBuf, std::time::SystemTime)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut newest: Option<(PathBuf, std::time::SystemTime)> = None;
+    for krate in ["common", "freeze", "thaw", "locker"] {
+        let mut dirs = vec![root.join(krate).join("src")];
+        while let Some(dir) = dirs.pop() {
+            for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if let Ok(changed) = entry.metadata().and_then(|m| m.modified()) {
+                    if newest.as_ref().is_none_or(|(_, n)| changed > *n) {
+                        newest = Some((path, changed));
+                    }
+                }
+            }
+        }
     }
-    dir
+    newest
 }
 
 pub fn bin(name: &str) -> PathBuf {
