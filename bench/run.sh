@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The benchmark of issue 5 in one command (see BENCHMARKS.md): installs what it needs when run as
+# The benchmark in one command (see BENCHMARKS.md): installs what it needs when run as
 # root on Debian (mariadb-server for the private servers, strace for the profile, time for peak
 # RSS), builds the release binaries, and runs every figure. Extra arguments go to the runner, e.g.
 # `--runs 30` or `--only latency,release`. It starts private servers only (MySQL 9.7 from the test

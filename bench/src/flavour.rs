@@ -72,6 +72,11 @@ impl Flavour {
         self.0.is_mysql()
     }
 
+    /// The server runs in the harness's chroot: the paths it reports are not the host's.
+    pub(crate) fn in_chroot(self) -> bool {
+        matches!(self.0.chroot(), Ok(Some(_)))
+    }
+
     /// The floor's `--flavour` (which binary-log status statement it uses).
     pub(crate) fn floor_name(self) -> &'static str {
         if self.0.is_mysql() {

@@ -1,7 +1,7 @@
-//! `mysql-snapshot-bench`: the benchmark of issue 5. Starts private servers through the test
+//! `mysql-snapshot-bench`: the benchmark. Starts private servers through the test
 //! harness, runs the RELEASE binaries (built beforehand with `cargo build --release --workspace`;
 //! this program builds nothing), measures every figure against the floor, prints a markdown table
-//! and writes `bench/results/<date>.json` (and `.md`).
+//! and writes `target/bench-results/<date>.json` (and `.md`).
 //!
 //! It never touches the machine's own server, never edits the product, and is not part of
 //! `cargo test`. Usage: `mysql-snapshot-bench [--runs N] [--servers a,b] [--only a,b] …` (`--help`).
@@ -69,7 +69,7 @@ struct Args {
     /// backups per guest in the vm figure (default 10)
     #[argh(option, default = "10")]
     vm_runs: usize,
-    /// where results go (default: bench/results in the source tree)
+    /// where results go (default: target/bench-results in the workspace, never committed)
     #[argh(option)]
     results_dir: Option<PathBuf>,
 }
@@ -372,7 +372,7 @@ fn main() -> ExitCode {
     let dir = args
         .results_dir
         .clone()
-        .unwrap_or_else(|| source.join("results"));
+        .unwrap_or_else(|| root.join("target").join("bench-results"));
     let json_path = dir.join(format!("{stamp}.json"));
     let written = std::fs::create_dir_all(&dir)
         .and_then(|()| {

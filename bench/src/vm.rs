@@ -1,4 +1,4 @@
-//! The VM figures (issue 10, scenario 6): in a real guest under TCG, snapshotted the way a Proxmox
+//! The VM figures: in a real guest under TCG, snapshotted the way a Proxmox
 //! backup does it, how long the host's writers stall beyond the window the hypervisor keeps the
 //! guest frozen — with the package's hook and, in the same run, with qemu-ga running no hook (the
 //! lock's own share is the difference) — and how soon after qemu-ga starts the thaw hook the lock
