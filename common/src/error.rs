@@ -59,13 +59,18 @@ pub enum Error {
         fix: String,
     },
     /// Another snapshot is in progress: its locker (or freeze) is alive.
-    Busy { message: String },
-    /// No quiet moment came, or every lock attempt timed out, within `snapshot-timeout`.
-    NotLocked { message: String },
+    Busy {
+        /// `locker PID n` or `freeze PID n`.
+        holder: String,
+        status: &'static str,
+        started_at: String,
+    },
+    /// No lock was taken, or the one taken was released before freeze reported it: why.
+    NotLocked(NoLock),
     /// The locker could not reach the server (it reported so through its pipe to freeze).
     Unreachable { message: String },
     /// The lock was lost (or never verifiably held) before it should have been released.
-    LockLost { message: String },
+    LockLost(Lost),
     /// freeze or the locker was stopped by a signal before it finished.
     Interrupted { signal: String },
     /// The state file or run directory is unsafe or unusable.
@@ -162,11 +167,18 @@ impl fmt::Display for Error {
                 missing,
                 fix,
             } => write!(f, "the account {account} lacks {missing}. Fix: {fix}"),
-            Error::Busy { message } => write!(f, "{message}"),
-            Error::NotLocked { message } | Error::Unreachable { message } => {
-                write!(f, "no lock taken: {message}")
-            }
-            Error::LockLost { message } | Error::Replication { message } => write!(f, "{message}"),
+            Error::Busy {
+                holder,
+                status,
+                started_at,
+            } => write!(
+                f,
+                "another snapshot is in progress ({holder}, status {status}, started {started_at}); run mysql-snapshot-thaw to end it first"
+            ),
+            Error::NotLocked(why) => write!(f, "no lock taken: {why}"),
+            Error::Unreachable { message } => write!(f, "no lock taken: {message}"),
+            Error::LockLost(how) => write!(f, "{how}"),
+            Error::Replication { message } => write!(f, "{message}"),
             Error::Interrupted { signal } => write!(f, "stopped by {signal}"),
             Error::ModeRefused { mode, reasons } => write!(
                 f,
@@ -179,6 +191,158 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+/// Why no lock is held for a freeze: it was never taken, or it was released before freeze could
+/// report it.
+#[derive(Debug)]
+pub enum NoLock {
+    /// No quiet moment came, or every attempt was capped, within `snapshot-timeout`; `blocker`
+    /// is the statement last in the way.
+    Timeout {
+        seconds: u64,
+        blocker: Option<String>,
+    },
+    /// The locker failed and said why (its own error, in its words).
+    Locker(String),
+    /// The locker ended without the lock; `reason` is what it recorded, if anything.
+    LockerExited { reason: Option<String> },
+    /// freeze lost its pipe to the locker.
+    LostContact,
+    /// A Galera node that is not Synced (`state`: `wsrep_local_state_comment`).
+    GaleraNotSynced { state: String },
+    /// A Group Replication member whose applier queue is past half the flow-control threshold.
+    GroupQueue { queue: u64, threshold: u64 },
+    /// The syncs of these filesystems did not return within `seconds` (the lock was released).
+    SyncStuck {
+        filesystems: Vec<String>,
+        seconds: u64,
+    },
+    /// The sync of one filesystem failed with `status` (the lock was released).
+    SyncFailed {
+        mount_point: String,
+        fstype: String,
+        device: String,
+        status: String,
+    },
+    /// The steps after the lock spent max-lock-time (the lock was released).
+    HoldSpent { took_ms: u128, max_lock_time: u64 },
+    /// The locker was stopped (`by`) while `during`.
+    Stopped { by: String, during: String },
+    /// A helper thread of the locker went away while `during`.
+    HelperLost { during: String },
+    /// A helper reported when another was awaited.
+    OutOfTurn { who: String },
+    /// thaw found the freeze still without the lock (`what` happened to it): the snapshot was
+    /// taken without the lock.
+    TakenWithout { what: String },
+}
+
+impl fmt::Display for NoLock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NoLock::Timeout { seconds, blocker } => write!(
+                f,
+                "no lock within snapshot-timeout ({seconds} s){}; the snapshot must not be taken. Retry later, or raise snapshot-timeout / long-query-threshold",
+                blocker.as_ref().map_or(String::new(), |b| format!("; still running: {b}"))
+            ),
+            NoLock::Locker(words) => write!(f, "{words}"),
+            NoLock::LockerExited { reason: Some(reason) } => {
+                write!(f, "the locker could not take the lock: {reason}")
+            }
+            NoLock::LockerExited { reason: None } => write!(
+                f,
+                "the locker exited without taking the lock (see syslog for its error)"
+            ),
+            NoLock::LostContact => write!(f, "lost contact with the locker"),
+            NoLock::GaleraNotSynced { state } => write!(
+                f,
+                "this Galera node is not Synced (wsrep_local_state_comment = {state}): a snapshot now would be of a node in the middle of a state transfer or desynced. Wait until it is Synced (SHOW GLOBAL STATUS LIKE 'wsrep_local_state_comment'), or snapshot another node"
+            ),
+            NoLock::GroupQueue { queue, threshold } => write!(
+                f,
+                "this Group Replication member has {queue} transactions in its applier queue, more than half of group_replication_flow_control_applier_threshold ({threshold}): a lock now would make the whole group throttle its writers. Retry when the queue has drained, or snapshot another secondary"
+            ),
+            NoLock::SyncStuck {
+                filesystems,
+                seconds,
+            } => write!(
+                f,
+                "syncfs of {} did not return within sync-timeout ({seconds} s); a disk copy would miss what the server wrote, so the lock was released. Check that filesystem's device",
+                filesystems.join(", ")
+            ),
+            NoLock::SyncFailed {
+                mount_point,
+                fstype,
+                device,
+                status,
+            } => write!(
+                f,
+                "syncfs of {mount_point} ({fstype} on {device}) failed ({status}); a disk copy would miss what the server wrote, so the lock was released"
+            ),
+            NoLock::HoldSpent {
+                took_ms,
+                max_lock_time,
+            } => write!(
+                f,
+                "the steps after the lock (coordinates, info file, syncs) took {took_ms} ms of max-lock-time ({max_lock_time} s); the lock was released. Raise max-lock-time"
+            ),
+            NoLock::Stopped { by, during } => write!(f, "{by} while {during}"),
+            NoLock::HelperLost { during } => write!(f, "lost the helper thread while {during}"),
+            NoLock::OutOfTurn { who } => write!(f, "{who} reported out of turn"),
+            NoLock::TakenWithout { what } => write!(
+                f,
+                "{what}: the snapshot was taken without the lock and is NOT application-consistent"
+            ),
+        }
+    }
+}
+
+/// How a lock was lost before it should have been released.
+#[derive(Debug)]
+pub enum Lost {
+    /// freeze could not tell the locker it reports success (`error`); the locker released.
+    NotConfirmed { error: String },
+    /// The `acquired` record names a locker this freeze did not start.
+    NotOurLocker,
+    /// The locker that recorded `acquired` is no longer running.
+    LockerGone { pid: u32 },
+    /// The lock's connection was gone once the info file was written (`error`).
+    ConnectionGone { error: String },
+    /// thaw found the lock had not been held until it came (`what` happened); `retake` says to
+    /// take the snapshot again (not after freezeFail, which abandons it anyway).
+    BeforeThaw { what: String, retake: bool },
+}
+
+impl fmt::Display for Lost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const REFUSING: &str = "refusing to report the database as frozen";
+        match self {
+            Lost::NotConfirmed { error } => write!(
+                f,
+                "cannot confirm the snapshot to the locker ({error}); it released the lock"
+            ),
+            Lost::NotOurLocker => write!(
+                f,
+                "the state names a locker that is not the one this freeze started; {REFUSING}"
+            ),
+            Lost::LockerGone { pid } => {
+                write!(f, "the locker (PID {pid}) is no longer running; {REFUSING}")
+            }
+            Lost::ConnectionGone { error } => write!(
+                f,
+                "the connection holding the lock was gone after the info file was written ({error}); {REFUSING}"
+            ),
+            Lost::BeforeThaw { what, retake: true } => write!(
+                f,
+                "{what}: the snapshot is NOT application-consistent (crash-consistent at best); take it again"
+            ),
+            Lost::BeforeThaw {
+                what,
+                retake: false,
+            } => write!(f, "{what}"),
+        }
+    }
+}
 
 /// Human text for a driver error, with a hint for the common cases.
 pub fn describe(err: &mysql::Error) -> String {

@@ -9,6 +9,7 @@
 use mysql::Conn;
 use serde::{Deserialize, Serialize};
 
+use crate::error::NoLock;
 use crate::{Error, Result};
 
 /// The status variables read before the lock.
@@ -73,12 +74,9 @@ impl Galera {
         if self.local_state_comment == "Synced" {
             return Ok(());
         }
-        Err(Error::NotLocked {
-            message: format!(
-                "this Galera node is not Synced (wsrep_local_state_comment = {}): a snapshot now would be of a node in the middle of a state transfer or desynced. Wait until it is Synced (SHOW GLOBAL STATUS LIKE 'wsrep_local_state_comment'), or snapshot another node",
-                self.local_state_comment
-            ),
-        })
+        Err(Error::NotLocked(NoLock::GaleraNotSynced {
+            state: self.local_state_comment.clone(),
+        }))
     }
 
     /// Records `last_committed` (read while commits are blocked) and the grastate.dat it makes.

@@ -11,6 +11,7 @@ use mysql::prelude::Queryable;
 use mysql::Conn;
 use serde::{Deserialize, Serialize};
 
+use crate::error::NoLock;
 use crate::{Error, Result};
 
 /// The locker's session: its reads must not wait for the group's consistency guarantees. Fails
@@ -74,11 +75,7 @@ impl Member {
         if threshold == 0 || queue <= threshold / 2 {
             return Ok(());
         }
-        Err(Error::NotLocked {
-            message: format!(
-                "this Group Replication member has {queue} transactions in its applier queue, more than half of group_replication_flow_control_applier_threshold ({threshold}): a lock now would make the whole group throttle its writers. Retry when the queue has drained, or snapshot another secondary"
-            ),
-        })
+        Err(Error::NotLocked(NoLock::GroupQueue { queue, threshold }))
     }
 }
 

@@ -69,7 +69,7 @@ impl Outcome {
         match err {
             crate::Error::Busy { .. } => Outcome::Busy,
             crate::Error::Interrupted { .. } => Outcome::Aborted,
-            crate::Error::LockLost { .. } => Outcome::Lost,
+            crate::Error::LockLost(_) => Outcome::Lost,
             _ => Outcome::Refused,
         }
     }
@@ -559,19 +559,18 @@ mod tests {
 
     #[test]
     fn each_freeze_error_has_its_outcome() {
+        use crate::error::{Lost, NoLock};
         use crate::Error;
         let busy = Error::Busy {
-            message: String::new(),
+            holder: "locker PID 1".into(),
+            status: "acquired",
+            started_at: String::new(),
         };
         let stopped = Error::Interrupted {
             signal: "SIGTERM".into(),
         };
-        let lost = Error::LockLost {
-            message: String::new(),
-        };
-        let refused = Error::NotLocked {
-            message: String::new(),
-        };
+        let lost = Error::LockLost(Lost::NotOurLocker);
+        let refused = Error::NotLocked(NoLock::LostContact);
         assert_eq!(Outcome::of_freeze_error(&busy), Outcome::Busy);
         assert_eq!(Outcome::of_freeze_error(&stopped), Outcome::Aborted);
         assert_eq!(Outcome::of_freeze_error(&lost), Outcome::Lost);

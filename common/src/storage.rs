@@ -21,6 +21,7 @@ use mysql::prelude::Queryable;
 use mysql::Conn;
 use serde::{Deserialize, Serialize};
 
+use crate::error::NoLock;
 use crate::{Error, Result};
 
 /// The server variables naming a place the server writes files needed to recover the copy,
@@ -558,13 +559,10 @@ pub fn sync_all(filesystems: &[Filesystem], limit: Duration) -> Result<Vec<Synce
                 .iter()
                 .map(|(i, _)| filesystems[*i].mount_point.display().to_string())
                 .collect();
-            return Err(Error::NotLocked {
-                message: format!(
-                    "syncfs of {} did not return within sync-timeout ({} s); a disk copy would miss what the server wrote, so the lock was released. Check that filesystem's device",
-                    stuck.join(", "),
-                    limit.as_secs()
-                ),
-            });
+            return Err(Error::NotLocked(NoLock::SyncStuck {
+                filesystems: stuck,
+                seconds: limit.as_secs(),
+            }));
         }
         std::thread::sleep(SYNC_POLL);
     }
@@ -581,14 +579,12 @@ fn finished(fs: &Filesystem, child: &mut Child, started: Instant) -> Result<Opti
             roles: fs.roles.clone(),
             sync_ms: started.elapsed().as_millis() as u64,
         })),
-        Ok(Some(status)) => Err(Error::NotLocked {
-            message: format!(
-                "syncfs of {} ({} on {}) failed ({status}); a disk copy would miss what the server wrote, so the lock was released",
-                fs.mount_point.display(),
-                fs.fstype,
-                fs.device
-            ),
-        }),
+        Ok(Some(status)) => Err(Error::NotLocked(NoLock::SyncFailed {
+            mount_point: fs.mount_point.display().to_string(),
+            fstype: fs.fstype.clone(),
+            device: fs.device.clone(),
+            status: status.to_string(),
+        })),
         Ok(None) => Ok(None),
         Err(e) => Err(Error::io("wait for the sync of", &fs.mount_point, e)),
     }

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use argh::FromArgs;
 use common::config::{KillLongQueries, SyncFilesystems};
 use common::coordinates::Coordinates;
+use common::error::{Lost, NoLock};
 use common::lock::LockMode;
 use common::metrics::{self, Outcome, Update};
 use common::phase::Phase;
@@ -270,11 +271,9 @@ impl Freeze {
                     _ => format!("freeze PID {}", previous.freeze.pid),
                 };
                 return Err(Error::Busy {
-                    message: format!(
-                        "another snapshot is in progress ({who}, status {}, started {}); run mysql-snapshot-thaw to end it first",
-                        previous.status.name(),
-                        time::rfc3339(previous.started_at_ms)
-                    ),
+                    holder: who,
+                    status: previous.status.name(),
+                    started_at: time::rfc3339(previous.started_at_ms),
                 });
             }
             Found::State(previous)
@@ -321,10 +320,10 @@ impl Freeze {
             use std::io::Write;
             commit
                 .write_all(format!("{}\n", Order::Committed).as_bytes())
-                .map_err(|e| Error::LockLost {
-                    message: format!(
-                        "cannot confirm the snapshot to the locker ({e}); it released the lock"
-                    ),
+                .map_err(|e| {
+                    Error::LockLost(Lost::NotConfirmed {
+                        error: e.to_string(),
+                    })
                 })?;
         }
         self.locker = None;
@@ -414,13 +413,10 @@ impl Freeze {
     }
 
     fn timeout_error(&self, blocker: Option<&str>) -> Error {
-        Error::NotLocked {
-            message: format!(
-                "no lock within snapshot-timeout ({} s){}; the snapshot must not be taken. Retry later, or raise snapshot-timeout / long-query-threshold",
-                self.config.snapshot_timeout.as_secs(),
-                blocker.map_or(String::new(), |b| format!("; still running: {b}"))
-            ),
-        }
+        Error::NotLocked(NoLock::Timeout {
+            seconds: self.config.snapshot_timeout.as_secs(),
+            blocker: blocker.map(str::to_string),
+        })
     }
 
     /// Starts the locker of attempt `attempt` (see [`start_locker`]).
@@ -475,9 +471,7 @@ impl Freeze {
                     return Err(self.timeout_error(blocker.as_deref()))
                 }
                 Err(RecvTimeoutError::Disconnected) => {
-                    return Err(Error::NotLocked {
-                        message: "lost contact with the locker".into(),
-                    })
+                    return Err(Error::NotLocked(NoLock::LostContact))
                 }
             }
         }
@@ -508,12 +502,11 @@ impl Freeze {
             }
             Ok(Report::Failed(why)) => {
                 self.reap_locker();
-                Some(Err(Error::NotLocked {
-                    message: why
-                        .strip_prefix("no lock taken: ")
+                Some(Err(Error::NotLocked(NoLock::Locker(
+                    why.strip_prefix("no lock taken: ")
                         .unwrap_or(&why)
                         .to_string(),
-                }))
+                ))))
             }
             Ok(Report::Unreachable(why)) => {
                 self.reap_locker();
@@ -579,34 +572,19 @@ impl Freeze {
             }
             _ => None,
         };
-        Error::NotLocked {
-            message: match reason {
-                Some(reason) => format!("the locker could not take the lock: {reason}"),
-                None => {
-                    "the locker exited without taking the lock (see syslog for its error)".into()
-                }
-            },
-        }
+        Error::NotLocked(NoLock::LockerExited { reason })
     }
 
     /// Checks that the lock is held right now: the `acquired` record just read (the locker wrote
     /// it right after its connection answered, with the info file on disk) names the locker this
     /// freeze started, and that locker is still running.
     fn verify(&self, acquired: &State) -> Result<()> {
-        let lost = |message: String| Error::LockLost {
-            message: format!("{message}; refusing to report the database as frozen"),
-        };
         let ours = self.locker.as_ref().map(Child::id);
         let Some(locker) = acquired.locker.as_ref().filter(|l| Some(l.pid) == ours) else {
-            return Err(lost(
-                "the state names a locker that is not the one this freeze started".into(),
-            ));
+            return Err(Error::LockLost(Lost::NotOurLocker));
         };
         if !locker.is_running() {
-            return Err(lost(format!(
-                "the locker (PID {}) is no longer running",
-                locker.pid
-            )));
+            return Err(Error::LockLost(Lost::LockerGone { pid: locker.pid }));
         }
         Ok(())
     }

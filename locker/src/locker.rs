@@ -28,6 +28,7 @@ use crate::info_writer::InfoWriter;
 use argh::FromArgs;
 use common::coordinates;
 use common::durability;
+use common::error::{Lost, NoLock};
 use common::grants;
 use common::info_file::{InfoFile, LockSection, PendingInfoFile, StorageSection};
 use common::lock::{Attempt, LockMode};
@@ -55,9 +56,9 @@ fn describe(stop: &Stop) -> String {
 
 /// A helper's report that arrived when another was awaited (cannot happen: each reports once).
 fn out_of_turn(stop: &Stop) -> Error {
-    Error::NotLocked {
-        message: format!("{} reported out of turn", describe(stop)),
-    }
+    Error::NotLocked(NoLock::OutOfTurn {
+        who: describe(stop),
+    })
 }
 
 /// How often the quiet-moment check runs while something long is running.
@@ -771,20 +772,16 @@ impl Locker {
     /// the disk writes (the lock lives as long as it).
     fn check_still_held(&self, session: &mut server::Session, acquired: Instant) -> Result<()> {
         if self.time_left(acquired) <= hold_margin(self.config.max_lock_time) {
-            return Err(Error::NotLocked {
-                message: format!(
-                    "the steps after the lock (coordinates, info file, syncs) took {} ms of max-lock-time ({} s); the lock was released. Raise max-lock-time",
-                    acquired.elapsed().as_millis(),
-                    self.config.max_lock_time
-                ),
-            });
+            return Err(Error::NotLocked(NoLock::HoldSpent {
+                took_ms: acquired.elapsed().as_millis(),
+                max_lock_time: self.config.max_lock_time,
+            }));
         }
         let check = "DO 0";
-        session.conn.query_drop(check).map_err(|e| Error::LockLost {
-            message: format!(
-                "the connection holding the lock was gone after the info file was written ({}); refusing to report the database as frozen",
-                server::describe(&e)
-            ),
+        session.conn.query_drop(check).map_err(|e| {
+            Error::LockLost(Lost::ConnectionGone {
+                error: server::describe(&e),
+            })
         })
     }
 
@@ -819,14 +816,15 @@ impl Locker {
                 Ok(done @ (Stop::InfoFile(_) | Stop::Synced(_))) => return Ok(done),
                 Ok(Stop::Go | Stop::Committed) => {}
                 Ok(stop) => {
-                    return Err(Error::NotLocked {
-                        message: format!("{} while {what}", describe(&stop)),
-                    })
+                    return Err(Error::NotLocked(NoLock::Stopped {
+                        by: describe(&stop),
+                        during: what.to_string(),
+                    }))
                 }
                 Err(_) => {
-                    return Err(Error::NotLocked {
-                        message: format!("lost the helper thread while {what}"),
-                    })
+                    return Err(Error::NotLocked(NoLock::HelperLost {
+                        during: what.to_string(),
+                    }))
                 }
             }
         }

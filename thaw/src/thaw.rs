@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use argh::FromArgs;
+use common::error::{Lost, NoLock};
 use common::phase::Phase;
 use common::process::Identity;
 use common::server;
@@ -89,7 +90,7 @@ pub(crate) fn main() -> ExitCode {
     }
     let result = thaw(&config, phase);
     let result = match (phase, result) {
-        (Phase::FreezeFail, Err(err @ Error::LockLost { .. })) => {
+        (Phase::FreezeFail, Err(err @ Error::LockLost(_))) => {
             log::warn!("event=freeze-fail {err}");
             Ok(())
         }
@@ -214,20 +215,11 @@ fn report(outcome: Outcome, phase: Phase) -> Result<()> {
             log::warn!("event=freeze-fail {text}");
             Ok(())
         }
-        Outcome::Interrupted(text) => Err(Error::NotLocked {
-            message: format!(
-                "{text}: the snapshot was taken without the lock and is NOT application-consistent"
-            ),
-        }),
-        Outcome::Lost(text) => {
-            let advice = match phase {
-                Phase::FreezeFail => "",
-                _ => ": the snapshot is NOT application-consistent (crash-consistent at best); take it again",
-            };
-            Err(Error::LockLost {
-                message: format!("{text}{advice}"),
-            })
-        }
+        Outcome::Interrupted(what) => Err(Error::NotLocked(NoLock::TakenWithout { what })),
+        Outcome::Lost(what) => Err(Error::LockLost(Lost::BeforeThaw {
+            what,
+            retake: phase != Phase::FreezeFail,
+        })),
     }
 }
 
