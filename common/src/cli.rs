@@ -55,6 +55,24 @@ pub fn args<T: Program>() -> Result<T, ExitCode> {
     Ok(args)
 }
 
+/// The one way out of a binary: parses `T`'s arguments (`--help` and `--version` print and exit
+/// 0, a bad argument exits 2), then runs `body` with them. `body`'s `Ok` is the exit status; its
+/// `Err` is printed as `mysql-snapshot-NAME: error` on stderr and exits with the error's status
+/// (2 for `Error::Usage`). Errors after the configuration is read are logged by `finish` instead.
+pub fn run<T: Program>(body: impl FnOnce(T) -> Result<ExitCode, Error>) -> ExitCode {
+    let args = match args::<T>() {
+        Ok(args) => args,
+        Err(code) => return code,
+    };
+    match body(args) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("mysql-snapshot-{}: {err}", T::NAME);
+            ExitCode::from(err.exit_code(EXIT_DEFAULT_ERROR))
+        }
+    }
+}
+
 /// Prints `NAME VERSION`.
 pub fn print_version(program: &str) -> ExitCode {
     out(&format!(

@@ -79,30 +79,27 @@ impl cli::Program for Args {
 }
 
 pub(crate) fn main() -> ExitCode {
-    let args: Args = match cli::args() {
-        Ok(args) => args,
-        Err(code) => return code,
-    };
-    if let Err(err) = Phase::from_args(&args.phase, Phase::Freeze, &[Phase::Freeze]) {
-        eprintln!("mysql-snapshot-freeze: {err}");
-        return ExitCode::from(common::error::EXIT_USAGE);
-    }
+    cli::run(run)
+}
+
+/// freeze's (or `--check`'s) run with its arguments; `Err` only for a usage error.
+fn run(args: Args) -> Result<ExitCode> {
+    Phase::from_args(&args.phase, Phase::Freeze, &[Phase::Freeze])?;
     let mut config = match cli::start("freeze", args.config.as_deref(), true) {
         Ok(config) => config,
-        Err(code) => return code,
+        Err(code) => return Ok(code),
     };
-    if let Err(err) = apply_overrides(&args, &mut config) {
-        eprintln!("mysql-snapshot-freeze: {err}");
-        return ExitCode::from(err.exit_code(config.error_exit_code));
-    }
+    apply_overrides(&args, &mut config)?;
     if let Some(caller) = &args.caller {
         log::info!("event=called by=\"{}\"", cli::one_line(caller));
     }
     if args.check {
-        return match crate::check::run(&config, args.json, args.sync_filesystems) {
-            true => ExitCode::SUCCESS,
-            false => ExitCode::from(config.error_exit_code),
-        };
+        return Ok(
+            match crate::check::run(&config, args.json, args.sync_filesystems) {
+                true => ExitCode::SUCCESS,
+                false => ExitCode::from(config.error_exit_code),
+            },
+        );
     }
     resolve_sync(&mut config, args.sync_filesystems);
     let result = Freeze::new(config.clone()).and_then(|mut freeze| freeze.run());
@@ -112,7 +109,7 @@ pub(crate) fn main() -> ExitCode {
     if config.metrics_file.is_some() {
         publish_metrics(&config, outcome);
     }
-    code
+    Ok(code)
 }
 
 /// `--lock-mode` and `--snapshot-timeout` over the config (the timeout only ever shortens it);

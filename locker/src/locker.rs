@@ -100,39 +100,42 @@ impl cli::Program for Args {
 }
 
 pub(crate) fn main() -> ExitCode {
-    let args: Args = match cli::args() {
-        Ok(args) => args,
-        Err(code) => return code,
-    };
+    cli::run(run)
+}
+
+/// The locker's run (or the metrics writer's) with its arguments; `Err` only for a usage error.
+fn run(args: Args) -> Result<ExitCode> {
     if args.write_metrics {
-        return write_metrics(args.config.as_deref());
+        return Ok(write_metrics(args.config.as_deref()));
     }
     let Some(lock_mode) = args.lock_mode else {
-        eprintln!("mysql-snapshot-locker: --lock-mode is required; the locker is started by mysql-snapshot-freeze, not by hand");
-        return ExitCode::from(common::error::EXIT_USAGE);
+        return Err(Error::Usage(
+            "--lock-mode is required; the locker is started by mysql-snapshot-freeze, not by hand"
+                .into(),
+        ));
     };
     let config = match cli::start("locker", args.config.as_deref(), false) {
         Ok(config) => config,
-        Err(code) => return code,
+        Err(code) => return Ok(code),
     };
     let Some(mode) = LockMode::parse(&lock_mode) else {
         log::error!("event=refused unknown --lock-mode {lock_mode}");
-        return ExitCode::from(1);
+        return Ok(ExitCode::from(1));
     };
     let mut locker = match Locker::new(config, mode, args.sync_filesystems) {
         Ok(locker) => locker,
         Err(err) => {
             log::error!("event=refused {err}");
-            return ExitCode::from(1);
+            return Ok(ExitCode::from(1));
         }
     };
-    match locker.run() {
+    Ok(match locker.run() {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
             locker.fail(&err);
             ExitCode::from(1)
         }
-    }
+    })
 }
 
 /// Starts the scan for non-transactional tables (the slowest read before the lock: a millisecond

@@ -302,3 +302,39 @@ fn status_and_check_keep_their_exit_status_when_the_reader_closes_stdout() {
         );
     }
 }
+
+/// Every bad argument of the three binaries exits 2 with `mysql-snapshot-NAME: what is wrong`,
+/// takes no lock and starts no locker.
+#[test]
+fn bad_arguments_exit_2_naming_the_problem_and_touch_nothing() {
+    let server = Server::start();
+    let sandbox = Sandbox::new(&server, "");
+    let cases: [(&str, &[&str], &str); 6] = [
+        ("freeze", &["bogus"], "mysql-snapshot-freeze: unknown phase `bogus`"),
+        ("freeze", &["--snapshot-timeout", "0"], "mysql-snapshot-freeze: --snapshot-timeout 0: expected a whole number of seconds from 1 to 86400"),
+        ("freeze", &["--lock-mode", "nope"], "mysql-snapshot-freeze: --lock-mode nope: expected auto, ftwrl, backup-stage or backup-lock"),
+        ("freeze", &["--nonsense"], "Unrecognized argument: --nonsense"),
+        ("thaw", &["freeze"], "mysql-snapshot-thaw: this program does not handle `freeze`; mysql-snapshot-freeze does"),
+        ("locker", &[], "mysql-snapshot-locker: --lock-mode is required"),
+    ];
+    for (program, args, says) in cases {
+        let out = sandbox.command(program).args(args).output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{program} {args:?}: {}",
+            text(&out)
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(says),
+            "{program} {args:?}: {}",
+            text(&out)
+        );
+    }
+    assert!(sandbox.lockers().is_empty(), "a locker was started");
+    assert!(
+        sandbox.state().is_none(),
+        "a bad argument wrote the state file"
+    );
+    assert!(!server.writes_blocked());
+}

@@ -59,31 +59,25 @@ impl cli::Program for Args {
 }
 
 pub(crate) fn main() -> ExitCode {
-    let args: Args = match cli::args() {
-        Ok(args) => args,
-        Err(code) => return code,
-    };
-    let phase = match Phase::from_args(&args.phase, Phase::Thaw, &[Phase::Thaw, Phase::FreezeFail])
-    {
-        Ok(phase) => phase,
-        Err(err) => {
-            eprintln!("mysql-snapshot-thaw: {err}");
-            return ExitCode::from(common::error::EXIT_USAGE);
-        }
-    };
+    cli::run(run)
+}
+
+/// thaw's (or `--status`'s) run with its arguments; `Err` only for a usage error.
+fn run(args: Args) -> Result<ExitCode> {
+    let phase = Phase::from_args(&args.phase, Phase::Thaw, &[Phase::Thaw, Phase::FreezeFail])?;
     if args.status {
         // Monitoring must not fill syslog: no logger, and config errors are UNKNOWN (3).
-        return match Config::load(args.config.as_deref()) {
+        return Ok(match Config::load(args.config.as_deref()) {
             Ok(config) => crate::status::run(&config, args.json, args.prometheus),
             Err(err) => {
                 cli::out(&format!("MYSQL-SNAPSHOT UNKNOWN - {err}\n"));
                 ExitCode::from(3)
             }
-        };
+        });
     }
     let config = match cli::start("thaw", args.config.as_deref(), true) {
         Ok(config) => config,
-        Err(code) => return code,
+        Err(code) => return Ok(code),
     };
     if let Some(caller) = &args.caller {
         log::info!("event=called by=\"{}\"", cli::one_line(caller));
@@ -96,7 +90,7 @@ pub(crate) fn main() -> ExitCode {
         }
         (_, result) => result,
     };
-    cli::finish(result, &config)
+    Ok(cli::finish(result, &config))
 }
 
 /// What thaw found out about the lock.
