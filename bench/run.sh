@@ -15,6 +15,8 @@ missing=()
 [ -x /usr/bin/qemu-system-x86_64 ] || missing+=(qemu-system-x86)
 [ -x /usr/bin/qemu-img ] || missing+=(qemu-utils)
 [ -x /usr/sbin/debootstrap ] || missing+=(debootstrap)
+# The under-load figure.
+[ -x /usr/bin/sysbench ] || missing+=(sysbench)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "bench/run.sh: missing packages: ${missing[*]} (run as root, or install them)" >&2

@@ -48,7 +48,7 @@ pub(crate) struct Bench<'a> {
 
 impl Bench<'_> {
     /// (measured?, floor first?) for each iteration, warm-up runs first.
-    fn iterations(&self) -> Vec<(bool, bool)> {
+    pub(crate) fn iterations(&self) -> Vec<(bool, bool)> {
         (0..self.warmup + self.runs)
             .map(|i| (i >= self.warmup, i % 2 == 0))
             .collect()
@@ -77,15 +77,15 @@ pub(crate) fn writes_blocked(target: &dyn Target) -> bool {
 }
 
 /// One product snapshot: freeze (checked), `hold`, thaw (checked), locker reaped.
-struct Cycle {
-    freeze: Finished,
+pub(crate) struct Cycle {
+    pub(crate) freeze: Finished,
     thaw: Finished,
     /// Freeze's exit → thaw's start.
     window: Duration,
     locker: Option<Usage>,
 }
 
-fn cycle(
+pub(crate) fn cycle(
     product: &Product,
     target: &dyn Target,
     mode: Mode,
@@ -133,7 +133,11 @@ fn cycle(
 }
 
 /// The floor from invocation to `locked`, then released at once.
-fn floor_latency(b: &Bench, target: &dyn Target, mode: Mode) -> Result<Duration, String> {
+pub(crate) fn floor_latency(
+    b: &Bench,
+    target: &dyn Target,
+    mode: Mode,
+) -> Result<Duration, String> {
     floor_run(b, target, mode).map(|(after, _)| after)
 }
 

@@ -10,6 +10,7 @@ mod flavour;
 mod floor;
 mod kernel;
 mod load;
+mod oltp;
 mod product;
 mod profile;
 mod report;
@@ -27,7 +28,7 @@ use crate::figures::Bench;
 use crate::flavour::Flavour;
 use crate::report::Report;
 
-const FIGURES: [&str; 11] = [
+const FIGURES: [&str; 12] = [
     "latency",
     "footprint",
     "release",
@@ -39,6 +40,7 @@ const FIGURES: [&str; 11] = [
     "vm",
     "sync",
     "backup-lock",
+    "load",
 ];
 
 #[derive(FromArgs)]
@@ -53,7 +55,8 @@ struct Args {
     /// figures to run, comma-separated: latency (1), footprint (5), release (2), stall (3),
     /// failed (4), scaling (6), preflush, profile, vm (stall and release in a TCG guest; once,
     /// not per server), sync (freeze latency with sync-filesystems on), backup-lock (MySQL:
-    /// backup-lock beside FTWRL with a long SELECT running) (default: all)
+    /// backup-lock beside FTWRL with a long SELECT running), load (freeze and floor under
+    /// sysbench oltp_read_write) (default: all)
     #[argh(option, default = "String::from(\"all\")")]
     only: String,
     /// idle-connection levels of the scaling figure (default 0,100,1000,5000)
@@ -222,6 +225,7 @@ fn run_flavour(
             "backup-lock",
             Box::new(|b: &mut Bench| figures::backup_lock(b, t)),
         ),
+        ("load", Box::new(|b: &mut Bench| oltp::under_load(b, t))),
         (
             "scaling",
             Box::new(|b: &mut Bench| figures::scaling(b, t, &levels)),
