@@ -48,7 +48,7 @@ pub(crate) struct Bench<'a> {
 
 impl Bench<'_> {
     /// (measured?, floor first?) for each iteration, warm-up runs first.
-    pub(crate) fn iterations(&self) -> Vec<(bool, bool)> {
+    fn iterations(&self) -> Vec<(bool, bool)> {
         (0..self.warmup + self.runs)
             .map(|i| (i >= self.warmup, i % 2 == 0))
             .collect()
@@ -77,15 +77,15 @@ pub(crate) fn writes_blocked(target: &dyn Target) -> bool {
 }
 
 /// One product snapshot: freeze (checked), `hold`, thaw (checked), locker reaped.
-pub(crate) struct Cycle {
-    pub(crate) freeze: Finished,
+struct Cycle {
+    freeze: Finished,
     thaw: Finished,
     /// Freeze's exit → thaw's start.
     window: Duration,
     locker: Option<Usage>,
 }
 
-pub(crate) fn cycle(
+fn cycle(
     product: &Product,
     target: &dyn Target,
     mode: Mode,
@@ -133,11 +133,7 @@ pub(crate) fn cycle(
 }
 
 /// The floor from invocation to `locked`, then released at once.
-pub(crate) fn floor_latency(
-    b: &Bench,
-    target: &dyn Target,
-    mode: Mode,
-) -> Result<Duration, String> {
+fn floor_latency(b: &Bench, target: &dyn Target, mode: Mode) -> Result<Duration, String> {
     floor_run(b, target, mode).map(|(after, _)| after)
 }
 
@@ -761,23 +757,35 @@ pub(crate) fn sync_latency(b: &mut Bench, target: &dyn Target) -> Outcome {
     Ok(())
 }
 
+/// Freeze latency (product cycles holding `hold`) and the floor's, alternating which goes first,
+/// over the bench's iterations in `mode`: (freeze, floor).
+pub(crate) fn freeze_beside_floor(
+    b: &Bench,
+    target: &dyn Target,
+    mode: Mode,
+    hold: Duration,
+) -> Result<(Samples, Samples), String> {
+    let product = Product::new(&b.bin_dir, target, "");
+    let (mut floor, mut freeze) = (Samples::default(), Samples::default());
+    for (measured, floor_first) in b.iterations() {
+        let (f, c) = if floor_first {
+            let f = floor_latency(b, target, mode)?;
+            (f, cycle(&product, target, mode, false, hold)?)
+        } else {
+            let c = cycle(&product, target, mode, false, hold)?;
+            (floor_latency(b, target, mode)?, c)
+        };
+        if measured {
+            floor.push_ms(f);
+            freeze.push_ms(c.freeze.elapsed);
+        }
+    }
+    Ok((freeze, floor))
+}
+
 fn latency_rows(b: &mut Bench, target: &dyn Target, figure: &str, case: &str) -> Outcome {
     for &mode in b.flavour.modes() {
-        let product = Product::new(&b.bin_dir, target, "");
-        let (mut floor, mut freeze) = (Samples::default(), Samples::default());
-        for (measured, floor_first) in b.iterations() {
-            let (f, c) = if floor_first {
-                let f = floor_latency(b, target, mode)?;
-                (f, cycle(&product, target, mode, false, Duration::ZERO)?)
-            } else {
-                let c = cycle(&product, target, mode, false, Duration::ZERO)?;
-                (floor_latency(b, target, mode)?, c)
-            };
-            if measured {
-                floor.push_ms(f);
-                freeze.push_ms(c.freeze.elapsed);
-            }
-        }
+        let (freeze, floor) = freeze_beside_floor(b, target, mode, Duration::ZERO)?;
         let ratio = freeze.median() / floor.median();
         let row = Row::new(figure, &format!("{case}, {}", mode.name()), "ms", freeze).floor(floor);
         let row = Row {

@@ -11,11 +11,9 @@ use std::time::Duration;
 
 use mysql::prelude::Queryable;
 
-use crate::figures::{cycle, floor_latency, Bench, Outcome, HOLD};
+use crate::figures::{freeze_beside_floor, Bench, Outcome, HOLD};
 use crate::flavour::Target;
-use crate::product::Product;
 use crate::report::Row;
-use crate::stats::Samples;
 
 /// Seconds each sysbench window lasts: long enough for every measured cycle of both modes.
 const WINDOW_S: u64 = 60;
@@ -120,21 +118,7 @@ pub(crate) fn under_load(b: &mut Bench, target: &dyn Target) -> Outcome {
     let case = "sysbench oltp_read_write, 16 threads, 4 tables × 20,000 rows";
     let mut rows = Vec::new();
     for &mode in b.flavour.modes() {
-        let product = Product::new(&b.bin_dir, target, "");
-        let (mut freeze, mut floor) = (Samples::default(), Samples::default());
-        for (measured, floor_first) in b.iterations() {
-            let (f, c) = if floor_first {
-                let f = floor_latency(b, target, mode)?;
-                (f, cycle(&product, target, mode, false, HOLD)?)
-            } else {
-                let c = cycle(&product, target, mode, false, HOLD)?;
-                (floor_latency(b, target, mode)?, c)
-            };
-            if measured {
-                floor.push_ms(f);
-                freeze.push_ms(c.freeze.elapsed);
-            }
-        }
+        let (freeze, floor) = freeze_beside_floor(b, target, mode, HOLD)?;
         rows.push((mode, freeze, floor));
     }
     let (cycled_tps, cycled_errors) = load.finish()?;

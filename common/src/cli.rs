@@ -11,7 +11,7 @@ use crate::error::{EXIT_DEFAULT_ERROR, EXIT_USAGE};
 use crate::{logging, Error};
 
 /// Parses the process arguments; `--help` prints and exits 0, a usage error exits 2.
-pub fn parse<T: FromArgs>() -> Result<T, ExitCode> {
+fn parse<T: FromArgs>() -> Result<T, ExitCode> {
     let args: Vec<String> = std::env::args().collect();
     let name = args
         .first()
@@ -47,7 +47,7 @@ pub trait Program: FromArgs {
 
 /// Parses the process arguments of `T`; `--help` and `--version` print and exit 0, a usage
 /// error exits 2 (`Err` carries the exit status).
-pub fn args<T: Program>() -> Result<T, ExitCode> {
+fn args<T: Program>() -> Result<T, ExitCode> {
     let args: T = parse()?;
     if args.wants_version() {
         return Err(print_version(T::NAME));
@@ -74,7 +74,7 @@ pub fn run<T: Program>(body: impl FnOnce(T) -> Result<ExitCode, Error>) -> ExitC
 }
 
 /// Prints `NAME VERSION`.
-pub fn print_version(program: &str) -> ExitCode {
+fn print_version(program: &str) -> ExitCode {
     out(&format!(
         "mysql-snapshot-{program} {}\n",
         env!("CARGO_PKG_VERSION")

@@ -229,9 +229,7 @@ impl Durability {
         }
         risks
     }
-}
 
-impl Durability {
     /// Why `lock-mode = backup-lock` cannot promise a copy that crash recovery makes consistent,
     /// one line per failed precondition with its fix; empty when every one holds. The lock lets
     /// commits through until the filesystems freeze, so the copy must be one that crash recovery
