@@ -19,7 +19,7 @@ summary="target/soak-summary.txt"
 rm -f "$summary"
 status=0
 SOAK_CYCLES="$cycles" SOAK_SUMMARY="$PWD/$summary" \
-    cargo test --locked -p mysql-snapshot-tests --test soak -- --nocapture || status=$?
+    cargo test --locked -p mysql-snapshot-tests --test suite -- soak:: --nocapture || status=$?
 if [ -s "$summary" ]; then
     line="$(date -u +%Y-%m-%dT%H:%M:%SZ) $(cat "$summary")"
     echo "$line" >>target/soak-history.txt

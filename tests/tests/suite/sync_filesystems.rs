@@ -5,7 +5,6 @@
 //! The proof copies a loop-mounted "cloud disk" at the device level without FIFREEZE, right after
 //! freeze returns, under an InnoDB + MyISAM write load on a server with `sync_binlog=0` and
 //! `innodb_flush_log_at_trx_commit=2`, and boots the copy (the rig is `harness::no_freeze`'s).
-#![allow(clippy::unwrap_used)]
 
 use std::fs;
 use std::process::{Command, Stdio};

@@ -3,7 +3,6 @@
 //! thread stopped with none open for the lock, and the thread runs again after every way a
 //! snapshot can end — thaw, a refusal, max-lock-time, a killed locker (thaw, or else the next
 //! freeze, starts it), an unresponsive locker, lock attempts that time out.
-#![allow(clippy::unwrap_used)]
 
 use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};

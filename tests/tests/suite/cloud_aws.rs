@@ -8,7 +8,6 @@
 //! The document must answer with AWS's exit codes (201 pre failed, 202 post failed, 203 the lock
 //! ended by itself before post, 206 server not ready) within those 10 s, and leave no lock and no
 //! locker behind once the post-script (or max-lock-time) has ended the snapshot.
-#![allow(clippy::unwrap_used)]
 
 use std::ffi::OsString;
 use std::fs;

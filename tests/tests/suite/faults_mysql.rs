@@ -3,7 +3,6 @@
 //! and security.rs check on MariaDB. `lock-mode = auto` picks FTWRL on MySQL (BACKUP STAGE is
 //! MariaDB's). A chroot that cannot be built fails every test unless
 //! `MYSQL_SNAPSHOT_SKIP_MATRIX=1` asks for a loud skip; mounts are undone in Drop guards.
-#![allow(clippy::unwrap_used)]
 
 use std::time::{Duration, Instant};
 

@@ -1,5 +1,4 @@
 //! `freeze --check` (the rehearsal) and `thaw --status` (monitoring), against a private MariaDB.
-#![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
 

@@ -2,7 +2,6 @@
 //! thread had executed (and its GTID position) exactly as the replica reports them while locked,
 //! and `clone_replica_sql` from the info file turns a copy of the replica's disk, taken while
 //! frozen, into a sibling replica that catches up with the source without errors.
-#![allow(clippy::unwrap_used)]
 
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -2,7 +2,6 @@
 //! `promtool` after each kind of end, served by a real `prometheus-node-exporter` (loopback port,
 //! only the textfile collector), and its faults: a missing, read-only or frozen directory and a
 //! garbage file never change an exit status or hold up an exit.
-#![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};

@@ -3,7 +3,6 @@
 //! full, read-only or frozen log filesystem — and checks the promise the tool keeps under it.
 //! Mounts (tmpfs, loop) are made here and undone in Drop guards; only a loop mount made by the test
 //! is ever frozen, and the test process never writes to it while it is frozen.
-#![allow(clippy::unwrap_used)]
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

@@ -2,7 +2,6 @@
 //! `bash -c '"<path>" <op>'`, vmtoolsd waits on that PID only, sends `freezeFail` to scripts that
 //! ran before a failing one, and at its overall timeout sends SIGTERM to the script's PID only,
 //! then SIGKILL 5 s later. In every case the tool must leave no lock and no locker behind.
-#![allow(clippy::unwrap_used)]
 
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus};

@@ -1,7 +1,6 @@
 //! What a freeze records about its surroundings, before the lock: where every server file lives
 //! (`storage`), whether the settings make a restored copy safe (`durability`), and what
 //! `freeze --check` says about each risky path and setting.
-#![allow(clippy::unwrap_used)]
 
 use std::fs;
 use std::time::Duration;

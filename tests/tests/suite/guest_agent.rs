@@ -3,7 +3,6 @@
 //! MyISAM, our hook run by `qemu-ga -F`, a block-for-block copy of the image while frozen, and a
 //! second server booted on the copy to check it (the rig is `harness::guest_agent`'s). Only the
 //! test's own loop mount is ever frozen, and it is thawed on every path.
-#![allow(clippy::unwrap_used)]
 
 use std::thread::{self, JoinHandle};
 use std::time::Duration;

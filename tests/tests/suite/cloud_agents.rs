@@ -9,7 +9,6 @@
 //! that are never read (held open), no kill at the timeout, and post even after a failed pre.
 //! Neither platform freezes the filesystems here (Google never does; the replay does not FIFREEZE
 //! for Azure either): what is under test is the lock, the sync, and that nothing is left behind.
-#![allow(clippy::unwrap_used)]
 
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;

@@ -5,7 +5,6 @@
 //! snapshot makes under this lock is booted and checked in guest_agent_mysql.rs. A chroot that
 //! cannot be built fails every MySQL test unless `MYSQL_SNAPSHOT_SKIP_MATRIX=1` asks for a loud
 //! skip.
-#![allow(clippy::unwrap_used)]
 
 use std::time::{Duration, Instant};
 

@@ -1,5 +1,4 @@
 //! The core promises of freeze, thaw and the locker, each checked against a private MariaDB.
-#![allow(clippy::unwrap_used)]
 
 use std::os::unix::fs::PermissionsExt;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -7,7 +7,6 @@
 //! CI runs 60 cycles; `soak/run.sh` runs 500 (`SOAK_CYCLES`, `SOAK_SEED`, `SOAK_SYSBENCH=1` to add
 //! Debian's `sysbench oltp_write_only` to the load). It prints one summary line and fails on any
 //! leaked lock, orphan locker, false success, undocumented writer error or unexpected exit code.
-#![allow(clippy::unwrap_used)]
 
 use std::fs;
 use std::path::{Path, PathBuf};

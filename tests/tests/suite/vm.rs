@@ -8,7 +8,6 @@
 //! Only guests' filesystems are frozen, through their own agent; each VM is stopped by its PID when
 //! its test ends; VMs run one at a time. The guest image is built once and cached (harness
 //! `vm::image`).
-#![allow(clippy::unwrap_used)]
 
 use std::thread;
 use std::time::Duration;

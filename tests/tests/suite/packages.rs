@@ -7,7 +7,6 @@
 //! Release binaries already in the target directory are reused (`--no-build`); otherwise
 //! build.sh builds them. A missing cargo-deb is installed by build.sh; if that fails, so do
 //! these tests. Nothing is installed into the real root.
-#![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
 use std::fs;

@@ -2,7 +2,6 @@
 //! the lock on that node only — the other node's writers go on — records the node's exact seqno
 //! (`wsrep_last_committed` read while commits are blocked) and the `grastate.dat` a restored
 //! node rejoins with, and refuses a node that is not `Synced` before taking any lock.
-#![allow(clippy::unwrap_used)]
 
 use std::time::{Duration, Instant};
 

@@ -5,7 +5,6 @@
 //! `harness::guest_agent`'s). Only the test's own loop mounts are frozen or unmounted, every one is
 //! thawed and unmounted on every path, and no directory under the chroot is deleted while anything
 //! is still mounted below it.
-#![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
 use std::time::Duration;

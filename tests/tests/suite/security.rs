@@ -4,7 +4,6 @@
 //! grant named with its fix), and the config-permission check by mode, owner and group.
 //! Every "foreign" owner here is uid/gid 65534 (nobody/nogroup); nothing outside the test's temp
 //! directories is touched.
-#![allow(clippy::unwrap_used)]
 
 use std::fs;
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};

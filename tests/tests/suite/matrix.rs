@@ -2,7 +2,6 @@
 //! (the machine's packages), MariaDB 11.8 and MySQL 9.7 with GTID on (Debian-unstable chroots the
 //! harness builds once). A chroot that cannot be built fails these tests, unless
 //! `MYSQL_SNAPSHOT_SKIP_MATRIX=1` asks for a loud skip.
-#![allow(clippy::unwrap_used)]
 
 use std::thread;
 use std::time::{Duration, Instant};
