@@ -47,4 +47,5 @@ if [ -n "$need" ]; then
 fi
 
 cargo build --workspace --locked
+# Two tests at a time; the heavy ones (VMs, Galera, the soak, the matrix) run alone (harness::gate).
 cargo test --workspace --locked -- --test-threads="${TEST_THREADS:-2}"

@@ -290,6 +290,7 @@ impl Cluster {
     /// rsync SST, and waits until both are `Synced` in a cluster of 2. Panics (with both error
     /// logs' tails) if that takes longer than `START_LIMIT`.
     pub fn start() -> Cluster {
+        crate::heavy(); // two nodes and an SST run alone (see `gate`)
         assert!(
             Path::new(PROVIDER).is_file(),
             "{PROVIDER} is missing: install galera-4 (tests/run.sh does)"

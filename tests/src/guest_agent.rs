@@ -535,6 +535,9 @@ impl Rig {
         hook: Hook,
         workload: Workload,
     ) -> Rig {
+        if setup.flavour.is_mysql() {
+            crate::heavy(); // MySQL, qemu-ga and a write load run alone (see `gate`)
+        }
         let started = Instant::now();
         let root = setup.chroot();
         let dir = TempDir::new("ga");

@@ -9,6 +9,7 @@
 pub mod accounts;
 pub mod faults;
 pub mod galera;
+pub mod gate;
 pub mod guest_agent;
 pub mod loopfs;
 pub mod matrix;
@@ -17,6 +18,7 @@ pub mod package;
 pub mod replication;
 pub mod vm;
 
+pub use gate::{heavy, light};
 pub use matrix::Flavour;
 
 use std::fs;
@@ -53,6 +55,7 @@ impl TempDir {
     }
     /// A fresh directory under `parent` (e.g. inside a chroot), removed on drop.
     pub fn new_in(parent: &Path, tag: &str) -> TempDir {
+        gate::light();
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         let path = parent.join(format!(
             "mss-{tag}-{}-{}",
@@ -79,6 +82,7 @@ impl Drop for TempDir {
 /// a missing binary, and one older than the product sources it is built from: `cargo test`
 /// alone does not rebuild the binaries the tests run, and a stale one would test old code.
 pub fn bin_dir() -> PathBuf {
+    gate::light();
     static CHECKED: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     CHECKED
         .get_or_init(|| {
@@ -224,6 +228,7 @@ impl Server {
     }
 
     fn start_in(flavour: Flavour, root: Option<&Path>, extra: &[&str]) -> Server {
+        gate::light();
         let (dir, template) = match root {
             Some(root) => (
                 TempDir::new_in(&matrix::inside(root, matrix::SERVERS), "db"),
@@ -424,6 +429,7 @@ pub struct Sandbox {
 impl Sandbox {
     /// A sandbox for `server` with the given `[mysql-snapshot]` settings added (one per line).
     pub fn new(server: &Server, settings: &str) -> Sandbox {
+        gate::light();
         let dir = TempDir::new("box");
         let run_dir = dir.path().join("run");
         let info_file = dir.path().join("info").join("snapshot-info.json");

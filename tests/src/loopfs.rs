@@ -147,6 +147,7 @@ impl LoopMount {
     /// Open it before asking anything to freeze the mount, and let it drop before anything that
     /// waits for the mount's writers (a server on it, its unmount).
     pub fn freeze_window(&self) -> FreezeWindow {
+        crate::light(); // the test's side before the machine-wide window (see `gate`)
         let path = std::env::temp_dir().join(WINDOW_LOCK);
         let lock = fs::File::create(&path).expect("create the freeze-window lock file");
         let mut waited_loudly = false;
@@ -293,6 +294,7 @@ impl Server {
     /// Like `start_on`, but a server that does not accept connections within `limit` is killed
     /// and its error log returned.
     pub fn try_start_on(datadir: &Path, extra: &[&str], limit: Duration) -> Result<Server, String> {
+        crate::light();
         let dir = TempDir::new("db-on");
         let socket = dir.path().join("mysqld.sock");
         // A tmpdir of its own: a starting mariadbd deletes every `#sql*` file in its tmpdir,

@@ -56,6 +56,7 @@ impl SourceGuest {
     /// qemu-ga with `hook` and the tool with `settings` (lines for `[mysql-snapshot]`; empty:
     /// zero-config), creates the load's tables and starts the load.
     pub fn start(hook: AgentHook, settings: &str) -> SourceGuest {
+        crate::heavy(); // a TCG guest runs alone, then takes the machine's VM slot (see `gate`)
         let slot = Slot::take();
         let started = Instant::now();
         let image = guest_image().unwrap_or_else(|e| panic!("the guest image: {e}"));

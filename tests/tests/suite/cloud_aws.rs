@@ -41,6 +41,7 @@ fn document_path() -> PathBuf {
 
 /// The SSM document, parsed (YAML to JSON by python3's yaml module: no YAML crate here).
 fn document() -> Value {
+    harness::light();
     let yaml = fs::File::open(document_path()).unwrap();
     let out = Command::new("python3")
         .args([

@@ -1,5 +1,15 @@
 //! The end-to-end tests, one binary: each module checks one part of the promise against private
-//! servers the harness starts (see each module's opening lines).
+//! servers the harness starts (see each module's opening lines). Run one module with
+//! `cargo test -p mysql-snapshot-tests --test suite -- MODULE::`.
+//!
+//! Concurrency: libtest runs any two tests side by side (tests/run.sh: `--test-threads=2`), so
+//! the harness keeps the heavy ones alone (`harness::gate`). A test is heavy when it boots a QEMU
+//! guest (vm), starts a Galera cluster (galera), runs qemu-ga on MySQL (guest_agent_mysql), or
+//! says so with `harness::heavy()` (soak, matrix); it then waits until no other test runs and keeps
+//! every other test waiting until it ends. Every other test is light: the harness takes that side
+//! when the test first makes a temp dir, a server or a sandbox, and light tests run two at a time
+//! as they did in their own binaries. The machine-wide locks (the VM slot, the freeze window of
+//! `harness::loopfs`) still serialise VMs and freeze windows across processes.
 #![allow(clippy::unwrap_used)]
 
 mod backup_lock;

@@ -215,7 +215,7 @@ fn freeze_behind_a_long_myisam_write_fails_and_never_exits_0_unlocked(flavour: F
     let _ = join_within(long, Duration::from_secs(30), "the long write");
 }
 
-/// One module per server, each stating the same promises.
+/// One module per server, each stating the same promises; each test runs alone (`harness::heavy`).
 macro_rules! matrix_tests {
     ($($module:ident => $flavour:expr,)*) => {$(
         mod $module {
@@ -223,16 +223,19 @@ macro_rules! matrix_tests {
 
             #[test]
             fn freeze_holds_the_lock_and_records_what_the_server_reports_until_thaw() {
+                harness::heavy();
                 freeze_holds_the_lock_and_records_what_the_server_reports($flavour);
             }
 
             #[test]
             fn auto_lock_mode_picks_the_lightest_lock_the_server_offers() {
+                harness::heavy();
                 super::auto_lock_mode_picks_the_lightest_lock_the_server_offers($flavour);
             }
 
             #[test]
             fn freeze_behind_a_long_myisam_write_fails_and_never_exits_0_unlocked() {
+                harness::heavy();
                 super::freeze_behind_a_long_myisam_write_fails_and_never_exits_0_unlocked(
                     $flavour,
                 );

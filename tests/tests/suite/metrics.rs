@@ -419,6 +419,7 @@ fn writers_of(config: &Path) -> Vec<u32> {
 #[test]
 fn the_alert_rules_pass_promtool_and_fire_on_a_stale_success_a_lost_lock_and_a_lock_held_too_long()
 {
+    harness::light();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let check = Command::new("promtool")
         .args(["check", "rules"])

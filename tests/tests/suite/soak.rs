@@ -608,6 +608,7 @@ fn soak(cycles: u64, seed: u64) -> Totals {
 
 #[test]
 fn freeze_and_thaw_keep_their_promises_over_many_cycles_under_load() {
+    harness::heavy(); // four writers and a restarted server for minutes: alone
     let cycles = std::env::var("SOAK_CYCLES")
         .ok()
         .and_then(|s| s.parse().ok())
