@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, unreachable_pub)]
 
 pub mod accounts;
+pub mod case;
 pub mod faults;
 pub mod galera;
 pub mod gate;
@@ -18,6 +19,7 @@ pub mod package;
 pub mod replication;
 pub mod vm;
 
+pub use case::Case;
 pub use gate::{heavy, light};
 pub use matrix::Flavour;
 

@@ -1,4 +1,5 @@
-//! The core promises of freeze, thaw and the locker, each checked against a private MariaDB.
+//! The core promises of freeze, thaw and the locker, each checked against a private MariaDB (and,
+//! where a scenario lists `mysql_9_7`, a private MySQL 9.7 too: see `harness::Case`).
 
 use std::os::unix::fs::PermissionsExt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -7,12 +8,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use harness::accounts::assert_a_wrong_password_is_refused_with_a_clear_error_within_10_s;
-use harness::faults::{
-    assert_a_locker_killed_while_holding_is_reported,
-    assert_thaw_reports_a_lock_released_early_by_max_lock_time,
-};
 use harness::{
-    assert_nothing_left, bin_dir, signal, text, wait_until, write_private, Sandbox, Server, TempDir,
+    assert_nothing_left, bin_dir, signal, text, wait_until, write_private, Case, Sandbox, Server,
+    TempDir,
 };
 use mysql::prelude::Queryable;
 
@@ -44,17 +42,9 @@ fn lock_statement(mode: &str) -> &'static str {
     }
 }
 
-#[test]
-fn freeze_holds_a_lock_that_blocks_writes_until_thaw_releases_it_ftwrl() {
-    freeze_holds_a_lock_that_blocks_writes_until_thaw_releases_it("ftwrl");
-}
-
-#[test]
-fn freeze_holds_a_lock_that_blocks_writes_until_thaw_releases_it_backup_stage() {
-    freeze_holds_a_lock_that_blocks_writes_until_thaw_releases_it("backup-stage");
-}
-
-fn freeze_holds_a_lock_that_blocks_writes_until_thaw_releases_it(mode: &str) {
+scenario!(freeze_holds_a_lock_that_blocks_writes_until_thaw_releases_it: ftwrl, backup_stage);
+fn freeze_holds_a_lock_that_blocks_writes_until_thaw_releases_it(case: Case) {
+    let mode = case.mode();
     let server = Server::start();
     let mut sandbox = Sandbox::new(&server, &format!("lock-mode = {mode}"));
     let out = sandbox.freeze();
@@ -110,17 +100,9 @@ fn freeze_holds_a_lock_that_blocks_writes_until_thaw_releases_it(mode: &str) {
     );
 }
 
-#[test]
-fn freeze_never_exits_0_unlocked_behind_a_long_write_and_caps_each_stall_ftwrl() {
-    freeze_never_exits_0_unlocked_behind_a_long_write_and_caps_each_stall("ftwrl");
-}
-
-#[test]
-fn freeze_never_exits_0_unlocked_behind_a_long_write_and_caps_each_stall_backup_stage() {
-    freeze_never_exits_0_unlocked_behind_a_long_write_and_caps_each_stall("backup-stage");
-}
-
-fn freeze_never_exits_0_unlocked_behind_a_long_write_and_caps_each_stall(mode: &str) {
+scenario!(freeze_never_exits_0_unlocked_behind_a_long_write_and_caps_each_stall: ftwrl, backup_stage);
+fn freeze_never_exits_0_unlocked_behind_a_long_write_and_caps_each_stall(case: Case) {
+    let mode = case.mode();
     let server = Server::start();
     let mut sandbox = Sandbox::new(
         &server,
@@ -231,24 +213,6 @@ fn freeze_retries_after_a_capped_attempt_and_succeeds_once_the_write_ends() {
 }
 
 #[test]
-fn thaw_reports_a_lock_released_early_by_max_lock_time() {
-    let server = Server::start();
-    assert_thaw_reports_a_lock_released_early_by_max_lock_time(
-        &server,
-        "max-lock-time = 1",
-        Duration::from_secs(5),
-    );
-}
-
-#[test]
-fn thaw_reports_a_locker_killed_while_holding() {
-    let server = Server::start();
-    let sandbox = Sandbox::new(&server, "");
-    assert!(sandbox.freeze().status.success());
-    assert_a_locker_killed_while_holding_is_reported(&server, &sandbox, Duration::from_secs(5));
-}
-
-#[test]
 fn thaw_without_a_freeze_is_a_notice_and_exit_0() {
     let server = Server::start();
     let sandbox = Sandbox::new(&server, "");
@@ -295,17 +259,9 @@ fn a_second_freeze_while_locked_is_refused_and_starts_no_second_locker() {
     assert_nothing_left(&server, &sandbox, Duration::from_secs(5));
 }
 
-#[test]
-fn sigterm_to_freeze_during_a_lock_attempt_leaves_no_lock_and_no_locker_ftwrl() {
-    sigterm_to_freeze_during_a_lock_attempt_leaves_no_lock_and_no_locker("ftwrl");
-}
-
-#[test]
-fn sigterm_to_freeze_during_a_lock_attempt_leaves_no_lock_and_no_locker_backup_stage() {
-    sigterm_to_freeze_during_a_lock_attempt_leaves_no_lock_and_no_locker("backup-stage");
-}
-
-fn sigterm_to_freeze_during_a_lock_attempt_leaves_no_lock_and_no_locker(mode: &str) {
+scenario!(sigterm_to_freeze_during_a_lock_attempt_leaves_no_lock_and_no_locker: ftwrl, backup_stage);
+fn sigterm_to_freeze_during_a_lock_attempt_leaves_no_lock_and_no_locker(case: Case) {
+    let mode = case.mode();
     let server = Server::start();
     let sandbox = Sandbox::new(
         &server,
@@ -425,13 +381,12 @@ fn a_freeze_fail_while_freeze_waits_stops_freeze_and_exits_0() {
     a_thaw_during_freeze_stops_it("freezeFail", 0, "event=freeze-fail");
 }
 
-#[test]
-fn a_wrong_password_is_refused_with_a_clear_error_within_10_s() {
-    let server = Server::start();
-    assert_a_wrong_password_is_refused_with_a_clear_error_within_10_s(
-        &server,
-        Duration::from_secs(5),
-    );
+scenario!(a_wrong_password_is_refused_with_a_clear_error_within_10_s: default_mode, mysql_9_7);
+fn a_wrong_password_is_refused_with_a_clear_error_within_10_s(case: Case) {
+    let Some(server) = case.start(&[]) else {
+        return;
+    };
+    assert_a_wrong_password_is_refused_with_a_clear_error_within_10_s(&server, case.limit());
 }
 
 #[test]

@@ -3,6 +3,11 @@
 //! full, read-only or frozen log filesystem — and checks the promise the tool keeps under it.
 //! Mounts (tmpfs, loop) are made here and undone in Drop guards; only a loop mount made by the test
 //! is ever frozen, and the test process never writes to it while it is frozen.
+//!
+//! A scenario declared with `scenario!` runs on each case listed (`harness::Case`): MariaDB 10.11
+//! in a lock mode (`default_mode`, `ftwrl`, `backup_stage`) and MySQL 9.7 (`mysql_9_7`, in the
+//! harness's cached chroot with GTID on; `lock-mode = auto` picks FTWRL there). The MySQL-only
+//! faults, and those whose MySQL set-up differs, are in faults_mysql.rs.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -27,131 +32,151 @@ use harness::faults::{
     stderr_of, wait_for_statement, Tmpfs, Writer,
 };
 use harness::loopfs::machine_cannot_loop_mount;
-use harness::{assert_nothing_left, text, Sandbox, Server, TempDir};
+use harness::{assert_nothing_left, text, Case, Sandbox, Server, TempDir};
 
-/// Declares `fn $name(mode)` as two tests, `$name::ftwrl` and `$name::backup_stage`.
-macro_rules! in_both_lock_modes {
-    ($name:ident) => {
-        mod $name {
-            #[test]
-            fn ftwrl() {
-                super::$name("ftwrl");
-            }
-            #[test]
-            fn backup_stage() {
-                super::$name("backup-stage");
-            }
-        }
-    };
+/// The lock mode the state file records.
+fn recorded_mode(sandbox: &Sandbox) -> String {
+    sandbox.state().unwrap()["lock_mode"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 // ---------------------------------------------------------------------------------------------
 // The locker dies, stops, or outlives its welcome.
 
-/// core.rs covers the default mode (backup-stage on MariaDB); this is the FTWRL variant.
-#[test]
-fn thaw_reports_a_locker_killed_while_holding_ftwrl() {
-    let server = Server::start();
-    let sandbox = Sandbox::new(&server, "lock-mode = ftwrl");
+scenario!(thaw_reports_a_locker_killed_while_holding: default_mode, ftwrl, mysql_9_7);
+fn thaw_reports_a_locker_killed_while_holding(case: Case) {
+    let Some(server) = case.start(&[]) else {
+        return;
+    };
+    let sandbox = Sandbox::new(&server, &case.settings(""));
     let out = sandbox.freeze();
     assert!(out.status.success(), "{}", text(&out));
-    assert_a_locker_killed_while_holding_is_reported(&server, &sandbox, Duration::from_secs(5));
+    if case.is_mysql() {
+        assert_eq!(
+            recorded_mode(&sandbox),
+            "ftwrl",
+            "auto must pick FTWRL on MySQL"
+        );
+    }
+    assert_a_locker_killed_while_holding_is_reported(&server, &sandbox, case.limit());
 }
 
-in_both_lock_modes!(thaw_reports_a_stopped_locker_whose_lock_the_server_dropped);
-fn thaw_reports_a_stopped_locker_whose_lock_the_server_dropped(mode: &str) {
-    let server = Server::start();
+scenario!(thaw_reports_a_stopped_locker_whose_lock_the_server_dropped: ftwrl, backup_stage, mysql_9_7);
+fn thaw_reports_a_stopped_locker_whose_lock_the_server_dropped(case: Case) {
+    let Some(server) = case.start(&[]) else {
+        return;
+    };
     assert_thaw_reports_a_stopped_locker_whose_lock_the_server_dropped(
         &server,
-        &format!("lock-mode = {mode}\nmax-lock-time = 1"),
-        Duration::from_secs(5),
+        &case.settings("max-lock-time = 1"),
+        case.limit(),
     );
 }
 
-in_both_lock_modes!(thaw_releases_a_stopped_locker_s_lock_that_is_still_held);
-fn thaw_releases_a_stopped_locker_s_lock_that_is_still_held(mode: &str) {
-    let server = Server::start();
+scenario!(thaw_releases_a_stopped_locker_s_lock_that_is_still_held: ftwrl, backup_stage, mysql_9_7);
+fn thaw_releases_a_stopped_locker_s_lock_that_is_still_held(case: Case) {
+    let Some(server) = case.start(&[]) else {
+        return;
+    };
     assert_thaw_releases_a_stopped_locker_s_lock_that_is_still_held(
         &server,
-        &format!("lock-mode = {mode}"),
-        Duration::from_secs(5),
+        &case.settings(""),
+        case.limit(),
     );
 }
 
-/// core.rs covers the default mode (backup-stage on MariaDB); this is the FTWRL variant.
-#[test]
-fn thaw_reports_a_lock_released_early_by_max_lock_time_ftwrl() {
-    let server = Server::start();
+scenario!(thaw_reports_a_lock_released_early_by_max_lock_time: default_mode, ftwrl, mysql_9_7);
+fn thaw_reports_a_lock_released_early_by_max_lock_time(case: Case) {
+    let Some(server) = case.start(&[]) else {
+        return;
+    };
     assert_thaw_reports_a_lock_released_early_by_max_lock_time(
         &server,
-        "lock-mode = ftwrl\nmax-lock-time = 1",
-        Duration::from_secs(5),
+        &case.settings("max-lock-time = 1"),
+        case.limit(),
     );
 }
 
 // ---------------------------------------------------------------------------------------------
 // freeze is stopped after the locker holds.
 
-in_both_lock_modes!(
-    sigterm_to_freeze_while_the_locker_holds_but_hangs_in_the_info_file_releases_at_once
+scenario!(
+    sigterm_to_freeze_while_the_locker_holds_but_hangs_in_the_info_file_releases_at_once: ftwrl,
+    backup_stage,
+    mysql_9_7
 );
 /// freeze is caught between "the locker holds" and its own exit by putting the info file on a
 /// loop mount that is frozen while the locker waits for the lock: the locker then hangs writing it.
 fn sigterm_to_freeze_while_the_locker_holds_but_hangs_in_the_info_file_releases_at_once(
-    mode: &str,
+    case: Case,
 ) {
     let test = format!(
-        "sigterm_to_freeze_while_the_locker_holds_but_hangs_in_the_info_file_releases_at_once::{mode}"
+        "sigterm_to_freeze_while_the_locker_holds_but_hangs_in_the_info_file_releases_at_once::{case}"
     );
     if machine_cannot_loop_mount(&test) {
         return;
     }
-    let server = Server::start();
+    let Some(server) = case.start(&[]) else {
+        return;
+    };
     assert_a_stop_while_the_info_file_hangs_releases_at_once(
         &server,
-        &format!("lock-mode = {mode}"),
-        Duration::from_secs(5),
+        &case.settings(""),
+        case.limit(),
     );
 }
 
 // ---------------------------------------------------------------------------------------------
 // The server restarts, dies or is full.
 
-in_both_lock_modes!(thaw_reports_a_lock_lost_to_a_server_restart);
-fn thaw_reports_a_lock_lost_to_a_server_restart(mode: &str) {
-    let mut server = Server::start();
+scenario!(thaw_reports_a_lock_lost_to_a_server_restart: ftwrl, backup_stage, mysql_9_7);
+fn thaw_reports_a_lock_lost_to_a_server_restart(case: Case) {
+    let Some(mut server) = case.start(&[]) else {
+        return;
+    };
     assert_thaw_reports_a_lock_lost_to_a_server_restart(
         &mut server,
-        &format!("lock-mode = {mode}"),
-        Duration::from_secs(5),
+        &case.settings(""),
+        case.limit(),
     );
 }
 
-in_both_lock_modes!(
-    after_a_server_restart_thaw_never_kills_a_connection_that_reused_the_locker_s_id
+scenario!(
+    after_a_server_restart_thaw_never_kills_a_connection_that_reused_the_locker_s_id: ftwrl,
+    backup_stage,
+    mysql_9_7
 );
 /// A wedged locker, then a server restart: connection ids start again from 1, and the locker's
 /// id may now belong to an innocent session of the same account. thaw must not kill it, and
 /// must not call the lock held.
-fn after_a_server_restart_thaw_never_kills_a_connection_that_reused_the_locker_s_id(mode: &str) {
-    let mut server = Server::start();
+fn after_a_server_restart_thaw_never_kills_a_connection_that_reused_the_locker_s_id(case: Case) {
+    let Some(mut server) = case.start(&[]) else {
+        return;
+    };
     assert_after_a_server_restart_thaw_never_kills_a_connection_that_reused_the_locker_s_id(
         &mut server,
-        &format!("lock-mode = {mode}"),
-        Duration::from_secs(5),
+        &case.settings(""),
+        case.limit(),
     );
 }
 
-in_both_lock_modes!(freeze_fails_and_leaves_no_locker_when_the_server_dies_during_the_lock_attempt);
-fn freeze_fails_and_leaves_no_locker_when_the_server_dies_during_the_lock_attempt(mode: &str) {
-    let mut server = Server::start();
-    let (settings, attempt) = (format!("lock-mode = {mode}"), lock_statement(mode));
+scenario!(
+    freeze_fails_and_leaves_no_locker_when_the_server_dies_during_the_lock_attempt: ftwrl,
+    backup_stage,
+    mysql_9_7
+);
+fn freeze_fails_and_leaves_no_locker_when_the_server_dies_during_the_lock_attempt(case: Case) {
+    let Some(mut server) = case.start(&[]) else {
+        return;
+    };
     assert_freeze_fails_when_the_server_dies(
         &mut server,
-        &settings,
-        attempt,
+        &case.settings(""),
+        case.attempt(),
         true,
-        Duration::from_secs(5),
+        case.limit(),
     );
 }
 
@@ -168,48 +193,54 @@ fn freeze_fails_when_the_server_dies_while_it_waits_for_a_quiet_moment() {
     );
 }
 
-#[test]
-fn freeze_needs_exactly_one_connection_and_fails_cleanly_without_it() {
-    let server = Server::start_with(&["--log-bin=binlog", "--server-id=1", "--max-connections=4"]);
-    assert_freeze_needs_exactly_one_connection(&server, Duration::from_secs(5));
+scenario!(freeze_needs_exactly_one_connection_and_fails_cleanly_without_it: default_mode, mysql_9_7);
+fn freeze_needs_exactly_one_connection_and_fails_cleanly_without_it(case: Case) {
+    let Some(server) = case.start(&["--max-connections=4"]) else {
+        return;
+    };
+    assert_freeze_needs_exactly_one_connection(&server, case.limit());
 }
 
 // ---------------------------------------------------------------------------------------------
 // Hooks called twice, or at once.
 
-#[test]
-fn a_second_thaw_has_nothing_to_do_and_exits_0() {
-    let server = Server::start();
-    assert_a_second_thaw_has_nothing_to_do_and_exits_0(&server, Duration::from_secs(5));
+scenario!(a_second_thaw_has_nothing_to_do_and_exits_0: default_mode, mysql_9_7);
+fn a_second_thaw_has_nothing_to_do_and_exits_0(case: Case) {
+    let Some(server) = case.start(&[]) else {
+        return;
+    };
+    assert_a_second_thaw_has_nothing_to_do_and_exits_0(&server, case.limit());
 }
 
-in_both_lock_modes!(two_concurrent_thaws_release_once_and_both_exit_0);
-fn two_concurrent_thaws_release_once_and_both_exit_0(mode: &str) {
-    let server = Server::start();
+scenario!(two_concurrent_thaws_release_once_and_both_exit_0: ftwrl, backup_stage, mysql_9_7);
+fn two_concurrent_thaws_release_once_and_both_exit_0(case: Case) {
+    let Some(server) = case.start(&[]) else {
+        return;
+    };
     assert_two_concurrent_thaws_release_once_and_both_exit_0(
         &server,
-        &format!("lock-mode = {mode}"),
-        Duration::from_secs(5),
+        &case.settings(""),
+        case.limit(),
     );
 }
 
-in_both_lock_modes!(two_racing_freezes_start_exactly_one_locker);
-fn two_racing_freezes_start_exactly_one_locker(mode: &str) {
-    let server = Server::start();
-    assert_two_racing_freezes_start_exactly_one_locker(
-        &server,
-        &format!("lock-mode = {mode}"),
-        Duration::from_secs(5),
-    );
+scenario!(two_racing_freezes_start_exactly_one_locker: ftwrl, backup_stage, mysql_9_7);
+fn two_racing_freezes_start_exactly_one_locker(case: Case) {
+    let Some(server) = case.start(&[]) else {
+        return;
+    };
+    assert_two_racing_freezes_start_exactly_one_locker(&server, &case.settings(""), case.limit());
 }
 
 // ---------------------------------------------------------------------------------------------
 // Leftovers of a crashed run.
 
-#[test]
-fn thaw_never_signals_a_process_that_reused_a_recorded_pid() {
-    let server = Server::start();
-    assert_thaw_never_signals_a_reused_pid(&server, "ftwrl", Duration::from_secs(5));
+scenario!(thaw_never_signals_a_process_that_reused_a_recorded_pid: ftwrl, mysql_9_7);
+fn thaw_never_signals_a_process_that_reused_a_recorded_pid(case: Case) {
+    let Some(server) = case.start(&[]) else {
+        return;
+    };
+    assert_thaw_never_signals_a_reused_pid(&server, case.mode(), case.limit());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -266,21 +297,31 @@ fn a_read_only_run_dir_is_refused_before_any_lock() {
     assert_nothing_left(&server, &sandbox, Duration::from_secs(5));
 }
 
-#[test]
-fn freeze_fails_before_locking_when_the_info_file_directory_is_missing_or_read_only() {
-    let server = Server::start();
+scenario!(
+    freeze_fails_before_locking_when_the_info_file_directory_is_missing_or_read_only: default_mode,
+    mysql_9_7
+);
+fn freeze_fails_before_locking_when_the_info_file_directory_is_missing_or_read_only(case: Case) {
+    let Some(server) = case.start(&[]) else {
+        return;
+    };
     assert_freeze_fails_before_locking_when_the_info_file_directory_is_missing_or_read_only(
         &server,
-        Duration::from_secs(5),
+        case.limit(),
     );
 }
 
-#[test]
-fn freeze_releases_the_lock_and_fails_when_the_info_file_cannot_be_written() {
-    let server = Server::start();
+scenario!(
+    freeze_releases_the_lock_and_fails_when_the_info_file_cannot_be_written: default_mode,
+    mysql_9_7
+);
+fn freeze_releases_the_lock_and_fails_when_the_info_file_cannot_be_written(case: Case) {
+    let Some(server) = case.start(&[]) else {
+        return;
+    };
     assert_freeze_releases_the_lock_and_fails_when_the_info_file_cannot_be_written(
         &server,
-        Duration::from_secs(5),
+        case.limit(),
     );
 }
 
@@ -368,18 +409,24 @@ fn a_syslog_reader_that_never_reads_never_blocks_a_release() {
     cycle_succeeds_quickly(&server, &mut sandbox);
 }
 
-in_both_lock_modes!(the_release_happens_within_100_ms_when_the_log_file_is_on_a_frozen_filesystem);
-fn the_release_happens_within_100_ms_when_the_log_file_is_on_a_frozen_filesystem(mode: &str) {
+scenario!(
+    the_release_happens_within_100_ms_when_the_log_file_is_on_a_frozen_filesystem: ftwrl,
+    backup_stage,
+    mysql_9_7
+);
+fn the_release_happens_within_100_ms_when_the_log_file_is_on_a_frozen_filesystem(case: Case) {
     let test = format!(
-        "the_release_happens_within_100_ms_when_the_log_file_is_on_a_frozen_filesystem::{mode}"
+        "the_release_happens_within_100_ms_when_the_log_file_is_on_a_frozen_filesystem::{case}"
     );
     if machine_cannot_loop_mount(&test) {
         return;
     }
-    let server = Server::start();
+    let Some(server) = case.start(&[]) else {
+        return;
+    };
     assert_the_release_happens_within_100_ms_when_the_log_file_is_on_a_frozen_filesystem(
         &server,
-        &format!("lock-mode = {mode}"),
-        Duration::from_secs(5),
+        &case.settings(""),
+        case.limit(),
     );
 }

@@ -12,6 +12,21 @@
 //! `harness::loopfs`) still serialise VMs and freeze windows across processes.
 #![allow(clippy::unwrap_used)]
 
+/// Declares `fn $name(case: harness::Case)` as one test per case listed, `$name::$case`: a
+/// scenario written once runs on each server and lock mode that applies (`harness::Case`).
+macro_rules! scenario {
+    ($name:ident: $($case:ident),+ $(,)?) => {
+        mod $name {
+            $(
+                #[test]
+                fn $case() {
+                    super::$name(harness::Case::$case());
+                }
+            )+
+        }
+    };
+}
+
 mod backup_lock;
 mod cloud_agents;
 mod cloud_aws;

@@ -18,8 +18,8 @@ use harness::accounts::{
     MARIADB_GRANTS, PASSWORD, PASSWORD_CORE,
 };
 use harness::{
-    alive, assert_nothing_left, bin, signal, text, wait_until, write_private, Sandbox, Server,
-    TempDir,
+    alive, assert_nothing_left, bin, signal, text, wait_until, write_private, Case, Sandbox,
+    Server, TempDir,
 };
 use mysql::prelude::Queryable;
 
@@ -267,14 +267,16 @@ fn a_state_file_owned_by_someone_else_is_never_trusted() {
 // ---------------------------------------------------------------------------------------------
 // The password.
 
-#[test]
-fn the_password_never_appears_in_argv_environment_state_info_or_logs() {
-    let server = Server::start();
+scenario!(the_password_never_appears_in_argv_environment_state_info_or_logs: ftwrl, mysql_9_7);
+fn the_password_never_appears_in_argv_environment_state_info_or_logs(case: Case) {
+    let Some(server) = case.start(&[]) else {
+        return;
+    };
     assert_the_password_never_appears_in_argv_environment_state_info_or_logs(
         &server,
-        &MARIADB_GRANTS,
-        "lock-mode = ftwrl",
-        Duration::from_secs(5),
+        case.grants(),
+        &case.settings(""),
+        case.limit(),
     );
 }
 
@@ -363,13 +365,15 @@ fn a_least_privilege_account_kills_a_long_myisam_write_in_backup_stage_mode() {
     least_privilege_flow("backup-stage", true);
 }
 
-#[test]
-fn each_missing_grant_is_named_with_the_grant_that_fixes_it() {
-    let server = Server::start();
+scenario!(each_missing_grant_is_named_with_the_grant_that_fixes_it: default_mode, mysql_9_7);
+fn each_missing_grant_is_named_with_the_grant_that_fixes_it(case: Case) {
+    let Some(server) = case.start(&[]) else {
+        return;
+    };
     assert_each_missing_grant_is_named_with_the_grant_that_fixes_it(
         &server,
-        &MARIADB_GRANTS,
-        Duration::from_secs(5),
+        case.grants(),
+        case.limit(),
     );
 }
 
