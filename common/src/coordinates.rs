@@ -2,10 +2,10 @@
 //! the lock is taken, in as few round trips as the server allows (exact under a lock that blocks
 //! commits; one read of `performance_schema.log_status`, a lower bound, under MySQL's backup
 //! lock). Reading only: the info file that carries them is `info_file`'s.
-use mysql::prelude::Queryable;
 use mysql::Conn;
 use serde::{Deserialize, Serialize};
 
+use crate::batch::Answers;
 use crate::lock::LockMode;
 pub use crate::position::{strip_newlines, Binlog, Gtid};
 use crate::replication::{self, Replica};
@@ -50,14 +50,40 @@ pub struct RelayLog {
 
 /// Reads the coordinates on the connection that holds the lock: exact under a lock that blocks
 /// commits; under `backup-lock` one read of `performance_schema.log_status`, a lower bound.
-pub fn read(conn: &mut Conn, info: &ServerInfo, mode: LockMode) -> Result<Coordinates> {
+/// `answers` may hold the reads of `statements` sent with the lock statement.
+pub fn read(
+    conn: &mut Conn,
+    answers: &mut Answers,
+    info: &ServerInfo,
+    mode: LockMode,
+) -> Result<Coordinates> {
     if !mode.blocks_commits() {
-        return read_log_status(conn, info);
+        return read_log_status(conn, answers, info);
     }
-    let mut coordinates = read_exact(conn, info)?;
+    let mut coordinates = read_exact(conn, answers, info)?;
     coordinates.binlog.exact = Some(true);
     coordinates.gtid.exact = Some(true);
     Ok(coordinates)
+}
+
+/// The reads `read` starts with on this server in `mode`, to be sent in the lock's own round
+/// trip: each the first form the server is expected to know (an older server's syntax error makes
+/// `read` try the next form on its own).
+pub fn statements(info: &ServerInfo, mode: LockMode) -> Vec<String> {
+    if !mode.blocks_commits() {
+        return vec![LOG_STATUS.to_string()];
+    }
+    let gtid = match info.flavor {
+        Flavor::MariaDb => MARIADB_GTID,
+        Flavor::MySql => MYSQL_GTID,
+    };
+    [
+        binlog_statements(info)[0],
+        gtid,
+        replication::status_statements(info)[0],
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 /// The statement `read_log_status` runs: `log_status`'s row and the two settings the seeding
@@ -68,7 +94,11 @@ const LOG_STATUS: &str = "SELECT SERVER_UUID, LOCAL, REPLICATION, STORAGE_ENGINE
 /// InnoDB's LSN from one read of `performance_schema.log_status` (it blocks commits for the
 /// instant of the read, so they agree with each other), then the replicas' rows when there are
 /// channels. Every position is a lower bound: commits go on until the filesystems freeze.
-fn read_log_status(conn: &mut Conn, info: &ServerInfo) -> Result<Coordinates> {
+fn read_log_status(
+    conn: &mut Conn,
+    answers: &mut Answers,
+    info: &ServerInfo,
+) -> Result<Coordinates> {
     type Row = (
         Option<String>,
         Option<String>,
@@ -77,8 +107,8 @@ fn read_log_status(conn: &mut Conn, info: &ServerInfo) -> Result<Coordinates> {
         Option<u64>,
         Option<u64>,
     );
-    let row: Option<Row> = conn
-        .query_first(LOG_STATUS)
+    let row: Option<Row> = answers
+        .query_first(conn, LOG_STATUS)
         .map_err(|e| Error::server(LOG_STATUS, &e))?;
     let Some((uuid, local, replication, engines, server_id, port)) = row else {
         return Err(Error::Server {
@@ -103,7 +133,7 @@ fn read_log_status(conn: &mut Conn, info: &ServerInfo) -> Result<Coordinates> {
         .as_ref()
         .is_some_and(|l| !l.channels.is_empty());
     if has_channels {
-        coordinates.replicas = replication::read_replicas(conn, info)?;
+        coordinates.replicas = replication::read_replicas(conn, answers, info)?;
         for replica in &mut coordinates.replicas {
             replica.executed.exact = Some(false);
         }
@@ -186,15 +216,21 @@ fn relay_logs(channels: &serde_json::Value) -> std::result::Result<Vec<RelayLog>
     }
 }
 
+/// MariaDB's GTID positions and the server's identity, in one row.
+const MARIADB_GTID: &str = "SELECT @@GLOBAL.gtid_binlog_pos, @@GLOBAL.gtid_current_pos, @@GLOBAL.gtid_slave_pos, @@GLOBAL.server_id, @@GLOBAL.port";
+/// MySQL's executed GTID set and the server's identity, in one row.
+const MYSQL_GTID: &str =
+    "SELECT @@GLOBAL.gtid_executed, @@GLOBAL.server_uuid, @@GLOBAL.server_id, @@GLOBAL.port";
+
 /// Reads the coordinates while commits are blocked.
-fn read_exact(conn: &mut Conn, info: &ServerInfo) -> Result<Coordinates> {
+fn read_exact(conn: &mut Conn, answers: &mut Answers, info: &ServerInfo) -> Result<Coordinates> {
     let mut coordinates = Coordinates {
-        binlog: read_binlog(conn, info)?,
+        binlog: read_binlog(conn, answers, info)?,
         ..Coordinates::default()
     };
     match info.flavor {
         Flavor::MariaDb => {
-            let q = "SELECT @@GLOBAL.gtid_binlog_pos, @@GLOBAL.gtid_current_pos, @@GLOBAL.gtid_slave_pos, @@GLOBAL.server_id, @@GLOBAL.port";
+            let q = MARIADB_GTID;
             type MariaDbRow = (
                 Option<String>,
                 Option<String>,
@@ -202,7 +238,9 @@ fn read_exact(conn: &mut Conn, info: &ServerInfo) -> Result<Coordinates> {
                 Option<u64>,
                 Option<u64>,
             );
-            let row: Option<MariaDbRow> = conn.query_first(q).map_err(|e| Error::server(q, &e))?;
+            let row: Option<MariaDbRow> = answers
+                .query_first(conn, q)
+                .map_err(|e| Error::server(q, &e))?;
             if let Some((binlog_pos, current_pos, slave_pos, server_id, port)) = row {
                 coordinates.port = port;
                 coordinates.gtid = Gtid {
@@ -215,9 +253,11 @@ fn read_exact(conn: &mut Conn, info: &ServerInfo) -> Result<Coordinates> {
             }
         }
         Flavor::MySql => {
-            let q = "SELECT @@GLOBAL.gtid_executed, @@GLOBAL.server_uuid, @@GLOBAL.server_id, @@GLOBAL.port";
+            let q = MYSQL_GTID;
             type MySqlRow = (Option<String>, Option<String>, Option<u64>, Option<u64>);
-            let row: Option<MySqlRow> = conn.query_first(q).map_err(|e| Error::server(q, &e))?;
+            let row: Option<MySqlRow> = answers
+                .query_first(conn, q)
+                .map_err(|e| Error::server(q, &e))?;
             if let Some((executed, uuid, server_id, port)) = row {
                 coordinates.port = port;
                 coordinates.gtid.executed = executed.map(|s| strip_newlines(&s));
@@ -226,7 +266,7 @@ fn read_exact(conn: &mut Conn, info: &ServerInfo) -> Result<Coordinates> {
             }
         }
     }
-    coordinates.replicas = replication::read_replicas(conn, info)?;
+    coordinates.replicas = replication::read_replicas(conn, answers, info)?;
     Ok(coordinates)
 }
 
@@ -242,10 +282,10 @@ fn binlog_statements(info: &ServerInfo) -> &'static [&'static str] {
     }
 }
 
-fn read_binlog(conn: &mut Conn, info: &ServerInfo) -> Result<Binlog> {
+fn read_binlog(conn: &mut Conn, answers: &mut Answers, info: &ServerInfo) -> Result<Binlog> {
     let statements = binlog_statements(info);
     for (i, statement) in statements.iter().enumerate() {
-        match conn.query_first::<mysql::Row, _>(*statement) {
+        match answers.query_first::<mysql::Row>(conn, statement) {
             Ok(row) => return Ok(row.map(|r| binlog_from_row(&r)).unwrap_or_default()),
             // A syntax error means this server does not know the statement: try the older form.
             Err(e) if server::error_code(&e) == Some(1064) && i + 1 < statements.len() => {}

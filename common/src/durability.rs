@@ -7,10 +7,10 @@
 //! with the binary log on is a hard warning; the rest are notes. It never changes a setting.
 use std::time::Duration;
 
-use mysql::prelude::Queryable;
 use mysql::Conn;
 use serde::{Deserialize, Serialize};
 
+use crate::batch::Answers;
 use crate::server::{Flavor, ServerInfo};
 
 /// The server variables this module reads (a missing one is simply absent from the result).
@@ -351,10 +351,16 @@ pub fn tables_statement(info: &ServerInfo) -> String {
 /// MariaDB `mysql.gtid_slave_pos` row among them), or why it was skipped.
 pub type TablesScan = std::result::Result<Vec<String>, String>;
 
-/// Runs the scan for non-transactional tables; a query that fails or runs past its cap becomes
-/// the note of an `Err`, never an error. It may run on a connection of its own.
-pub fn scan_tables(conn: &mut Conn, info: &ServerInfo) -> TablesScan {
-    conn.query::<String, _>(tables_statement(info)).map_err(|e| {
+/// Runs the scan for non-transactional tables (`answers` may hold it, sent in a batch); a query
+/// that fails or runs past its cap becomes the note of an `Err`, never an error.
+pub fn scan_tables(conn: &mut Conn, answers: &mut Answers, info: &ServerInfo) -> TablesScan {
+    let rows = answers.query(conn, &tables_statement(info));
+    rows.map(|rows| {
+        rows.into_iter()
+            .filter_map(|row| mysql::from_row_opt::<String>(row).ok())
+            .collect()
+    })
+    .map_err(|e| {
         format!(
             "non-transactional tables not checked (the query was stopped after {} s or failed: {}); servers with very many tables exist",
             TABLES_QUERY_LIMIT.as_secs(),
@@ -397,7 +403,7 @@ impl Durability {
 /// scans for non-transactional tables on the same connection.
 pub fn read(conn: &mut Conn, info: &ServerInfo, rows: &[(String, Option<String>)]) -> Durability {
     let mut durability = Durability::from_variables(rows);
-    durability.apply(scan_tables(conn, info));
+    durability.apply(scan_tables(conn, &mut Answers::default(), info));
     durability
 }
 

@@ -3,9 +3,9 @@
 //!
 //! Privileges that reach the account only through a role cannot be seen this way; then the
 //! result says so instead of reporting them missing.
-use mysql::prelude::Queryable;
 use mysql::Conn;
 
+use crate::batch::Answers;
 use crate::config::{Config, KillLongQueries};
 use crate::lock::LockMode;
 use crate::server::{Flavor, ServerInfo};
@@ -151,13 +151,19 @@ fn setting_privileges(info: &ServerInfo, config: &Config) -> Vec<Needed> {
 }
 
 /// Reads `SHOW GRANTS` and reports which of `needed` the account lacks.
-pub fn check(conn: &mut Conn, needed: &[Needed]) -> Result<GrantReport> {
-    let statement = "SHOW GRANTS";
-    let rows: Vec<String> = conn
-        .query(statement)
-        .map_err(|e| Error::server(statement, &e))?;
+/// `answers` may hold `SHOW_GRANTS`' rows.
+pub fn check(conn: &mut Conn, answers: &mut Answers, needed: &[Needed]) -> Result<GrantReport> {
+    let rows: Vec<String> = answers
+        .query(conn, SHOW_GRANTS)
+        .map_err(|e| Error::server(SHOW_GRANTS, &e))?
+        .into_iter()
+        .map(|row| mysql::from_row_opt::<String>(row).unwrap_or_default())
+        .collect();
     Ok(report(&rows, needed))
 }
+
+/// The statement that lists the account's privileges.
+pub const SHOW_GRANTS: &str = "SHOW GRANTS";
 
 /// The report for the text of `SHOW GRANTS` rows.
 pub fn report(rows: &[String], needed: &[Needed]) -> GrantReport {

@@ -11,6 +11,7 @@ use mysql::prelude::Queryable;
 use mysql::Conn;
 use serde::{Deserialize, Serialize};
 
+use crate::batch::Answers;
 use crate::error::NoLock;
 use crate::{Error, Result};
 
@@ -80,8 +81,9 @@ impl Member {
 }
 
 /// This server's membership, if any (MySQL only; the caller skips it on MariaDB).
-pub fn read(conn: &mut Conn) -> Result<Option<Member>> {
-    let member: Option<MemberRow> = match conn.query_first(MEMBER_QUERY) {
+/// `answers` may hold `MEMBER_QUERY`'s rows.
+pub fn read(conn: &mut Conn, answers: &mut Answers) -> Result<Option<Member>> {
+    let member: Option<MemberRow> = match answers.query_first(conn, MEMBER_QUERY) {
         Ok(row) => row,
         // No performance_schema (or no such table): no group either.
         Err(e) if matches!(crate::server::error_code(&e), Some(1146 | 1142)) => return Ok(None),

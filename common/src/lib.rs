@@ -6,6 +6,7 @@
 //! logging, and the one error type with its exit codes.
 #![deny(unsafe_code)]
 
+pub mod batch;
 pub mod cli;
 pub mod config;
 pub mod coordinates;

@@ -7,6 +7,7 @@
 use mysql::prelude::Queryable;
 use mysql::Conn;
 
+use crate::batch::{Answers, Failed};
 use crate::processlist::StatementKind;
 use crate::server::{self, Flavor, ServerInfo};
 use crate::{Error, Result};
@@ -144,23 +145,40 @@ impl LockMode {
         }
     }
 
-    /// Takes the lock on `conn` (FTWRL preceded by a table flush if `pre_flush`). A server-side
-    /// timeout is `Ok(Attempt::TimedOut)`; the connection then holds nothing.
-    pub fn acquire(self, conn: &mut Conn, pre_flush: bool) -> Result<Attempt> {
-        for statement in self.acquire_statements(pre_flush) {
-            if let Err(err) = conn.query_drop(statement) {
-                // Whatever happened, leave nothing behind on this connection.
-                let _ = conn.query_drop(self.release_statement());
-                return match server::error_code(&err) {
-                    Some(code) if TIMEOUT_CODES.contains(&code) => Ok(Attempt::TimedOut {
-                        statement,
-                        message: server::describe(&err),
-                    }),
-                    _ => Err(Error::server(statement, &err)),
-                };
-            }
+    /// Takes the lock on `conn` (FTWRL preceded by a table flush if `pre_flush`) and, in the same
+    /// round trip, runs `then` (reads that need the lock held) — the server runs nothing after a
+    /// lock statement that fails. A server-side timeout is `Ok(Attempt::TimedOut)`; the connection
+    /// then holds nothing. Once acquired, `then`'s answers (a read that failed is not among them:
+    /// asked for, it goes to the server again on its own).
+    pub fn acquire(
+        self,
+        conn: &mut Conn,
+        pre_flush: bool,
+        then: &[String],
+    ) -> Result<(Attempt, Answers)> {
+        let statements = self.acquire_statements(pre_flush);
+        let batch: Vec<String> = statements
+            .iter()
+            .map(|s| s.to_string())
+            .chain(then.iter().cloned())
+            .collect();
+        let (answers, failed) = Answers::fetch(conn, &batch);
+        let Some(Failed { index, error }) = failed.filter(|f| f.index < statements.len()) else {
+            return Ok((Attempt::Acquired, answers));
+        };
+        let statement = statements[index];
+        // Whatever happened, leave nothing behind on this connection.
+        let _ = conn.query_drop(self.release_statement());
+        match server::error_code(&error) {
+            Some(code) if TIMEOUT_CODES.contains(&code) => Ok((
+                Attempt::TimedOut {
+                    statement,
+                    message: server::describe(&error),
+                },
+                Answers::default(),
+            )),
+            _ => Err(Error::server(statement, &error)),
         }
-        Ok(Attempt::Acquired)
     }
 
     /// Releases the lock. An error means the connection (and with it the lock) was already gone.

@@ -7,10 +7,10 @@
 //! exact shapes the servers return. Statements never contain a password: it is a placeholder.
 use std::collections::BTreeMap;
 
-use mysql::prelude::Queryable;
 use mysql::Conn;
 use serde::{Deserialize, Serialize};
 
+use crate::batch::Answers;
 use crate::position::{Binlog, Gtid};
 use crate::server::{self, Flavor, ServerInfo};
 use crate::{Error, Result};
@@ -83,7 +83,7 @@ impl Replica {
 }
 
 /// The replica-status statements a server may know, newest first.
-fn status_statements(info: &ServerInfo) -> &'static [&'static str] {
+pub(crate) fn status_statements(info: &ServerInfo) -> &'static [&'static str] {
     match info.flavor {
         Flavor::MariaDb => &["SHOW ALL SLAVES STATUS"],
         Flavor::MySql if info.at_least(8, 0, 22) => &["SHOW REPLICA STATUS", "SHOW SLAVE STATUS"],
@@ -92,10 +92,15 @@ fn status_statements(info: &ServerInfo) -> &'static [&'static str] {
 }
 
 /// This server's replica connections; empty when it replicates from nothing.
-pub fn read_replicas(conn: &mut Conn, info: &ServerInfo) -> Result<Vec<Replica>> {
+/// `answers` may hold the first form's rows, read with the lock.
+pub fn read_replicas(
+    conn: &mut Conn,
+    answers: &mut Answers,
+    info: &ServerInfo,
+) -> Result<Vec<Replica>> {
     let statements = status_statements(info);
     for (i, statement) in statements.iter().enumerate() {
-        match conn.query::<mysql::Row, _>(*statement) {
+        match answers.query(conn, statement) {
             Ok(rows) => {
                 return Ok(rows
                     .iter()

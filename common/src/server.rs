@@ -96,8 +96,9 @@ pub struct Session {
     pub info: ServerInfo,
 }
 
-/// Connects with bounded timeouts and reads the server's identity in the same breath.
-pub fn connect(client: &Client, read_timeout: Duration) -> Result<Session> {
+/// Opens a connection with bounded timeouts (the handshake only: for a second connection to a
+/// server whose identity the first one read).
+pub fn open(client: &Client, read_timeout: Duration) -> Result<Conn> {
     let mut opts = OptsBuilder::new()
         .user(Some(&client.user))
         .pass(client.password.as_deref())
@@ -111,14 +112,22 @@ pub fn connect(client: &Client, read_timeout: Duration) -> Result<Session> {
         Some(host) => opts.ip_or_hostname(Some(host)).tcp_port(client.port),
         None => opts.socket(Some(client.socket.to_string_lossy().into_owned())),
     };
-    let connect_error = |e: &mysql::Error| Error::Connect {
+    Conn::new(opts).map_err(|e| connect_error(client, &e))
+}
+
+fn connect_error(client: &Client, e: &mysql::Error) -> Error {
+    Error::Connect {
         target: client.target(),
         message: describe(e),
-    };
-    let mut conn = Conn::new(opts).map_err(|e| connect_error(&e))?;
+    }
+}
+
+/// Connects with bounded timeouts and reads the server's identity in the same breath.
+pub fn connect(client: &Client, read_timeout: Duration) -> Result<Session> {
+    let mut conn = open(client, read_timeout)?;
     let row: Option<(String, u64)> = conn
         .query_first("SELECT VERSION(), CONNECTION_ID()")
-        .map_err(|e| connect_error(&e))?;
+        .map_err(|e| connect_error(client, &e))?;
     let (version, id) = row.ok_or_else(|| Error::Server {
         statement: "SELECT VERSION(), CONNECTION_ID()".into(),
         message: "returned no row".into(),

@@ -8,13 +8,13 @@
 //! ([`crate::galera::Galera::check_synced`]).
 use std::path::Path;
 
-use mysql::prelude::Queryable;
 use mysql::Conn;
 
+use crate::batch::Answers;
 use crate::durability::{self, Durability};
 use crate::galera::{self, Galera};
 use crate::group_replication::{self, Member};
-use crate::server::ServerInfo;
+use crate::server::{Flavor, ServerInfo};
 use crate::storage::{self, StorageMap};
 use crate::Result;
 
@@ -45,22 +45,25 @@ impl Surroundings {
 pub enum Tables {
     /// On this connection, now.
     Here,
-    /// On another connection, by the caller, who then `apply`s it to `durability`.
+    /// Elsewhere, by the caller (`durability::scan_tables`, on a connection of its own), who then
+    /// `apply`s it to `durability`.
     Elsewhere,
 }
 
 /// Reads the surroundings of a freeze; `info_file` joins the storage map. Whether the server is a
 /// replica (`durability.replica`) is left to the caller, who knows it from the coordinates.
+/// `answers` may hold the reads of `statements`, sent with others in one round trip.
 pub fn read(
     conn: &mut Conn,
+    answers: &mut Answers,
     info: &ServerInfo,
     info_file: &Path,
     tables: Tables,
 ) -> Result<Surroundings> {
-    let mut names = storage::variable_names();
-    names.extend(durability::VARIABLES);
-    names.extend(["wsrep_on", "wsrep_node_name"]);
-    let rows = read_variables(conn, info, &names)?;
+    let mut rows = read_variables(conn, answers, info, &variable_names(info))?;
+    if info.flavor == Flavor::MySql {
+        rows.extend(read_wsrep(conn, answers)?);
+    }
     let galera = match galera::is_node(&rows) {
         true => Some(galera::read_before_lock(conn, &rows)?),
         false => None,
@@ -70,8 +73,8 @@ pub fn read(
         recovery.push(("info-file".into(), dir.to_path_buf()));
     }
     let group_replication = match info.flavor {
-        crate::server::Flavor::MySql => group_replication::read(conn)?,
-        crate::server::Flavor::MariaDb => None,
+        Flavor::MySql => group_replication::read(conn, answers)?,
+        Flavor::MariaDb => None,
     };
     Ok(Surroundings {
         storage: storage::map_here(&recovery, &storage::informational_paths(&rows)),
@@ -122,25 +125,84 @@ fn without<'a>(names: &[&'a str], missing: &str) -> Vec<&'a str> {
         .collect()
 }
 
+/// The reads `read` starts with on this server, to be sent in one round trip with others: the
+/// settings, and on MySQL the Group Replication membership and the Galera (Percona XtraDB
+/// Cluster) settings, last since on most MySQL servers they do not exist.
+pub fn statements(info: &ServerInfo) -> Vec<String> {
+    let mut statements = vec![select_of(&asked(info, &variable_names(info)))];
+    if info.flavor == Flavor::MySql {
+        statements.push(group_replication::MEMBER_QUERY.to_string());
+        statements.push(WSREP_SELECT.to_string());
+    }
+    statements
+}
+
+/// The settings read in one `SELECT` on this server. On MySQL the `wsrep_` ones are asked apart
+/// (`WSREP_SELECT`): only Percona XtraDB Cluster has them.
+fn variable_names(info: &ServerInfo) -> Vec<&'static str> {
+    let mut names = storage::variable_names();
+    names.extend(durability::VARIABLES);
+    if info.flavor == Flavor::MariaDb {
+        names.extend(WSREP_VARIABLES);
+    }
+    names
+}
+
+const WSREP_VARIABLES: [&str; 2] = ["wsrep_on", "wsrep_node_name"];
+const WSREP_SELECT: &str = "SELECT @@GLOBAL.wsrep_on, @@GLOBAL.wsrep_node_name";
+
+/// MySQL's Galera settings (Percona XtraDB Cluster's), none where the server does not know them.
+fn read_wsrep(conn: &mut Conn, answers: &mut Answers) -> Result<Vec<(String, Option<String>)>> {
+    match answers.query_first::<mysql::Row>(conn, WSREP_SELECT) {
+        Ok(Some(row)) => Ok(WSREP_VARIABLES
+            .iter()
+            .enumerate()
+            .map(|(i, name)| (name.to_string(), value(&row, i, name)))
+            .collect()),
+        Ok(None) => Ok(Vec::new()),
+        Err(e) if unknown_variable(&e).is_some() => Ok(Vec::new()),
+        Err(e) => Err(crate::Error::server(WSREP_SELECT, &e)),
+    }
+}
+
+/// The names of `names` this server may know.
+fn asked<'a>(info: &ServerInfo, names: &[&'a str]) -> Vec<&'a str> {
+    names.iter().copied().filter(|n| !never(info, n)).collect()
+}
+
+/// `SELECT @@GLOBAL.a, @@GLOBAL.b, …`.
+fn select_of(names: &[&str]) -> String {
+    format!(
+        "SELECT {}",
+        names
+            .iter()
+            .map(|name| format!("@@GLOBAL.{name}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+/// Column `i` of `row`, named `name`, as `SHOW VARIABLES` would show it.
+fn value(row: &mysql::Row, i: usize, name: &str) -> Option<String> {
+    row.get_opt::<Option<String>, _>(i)
+        .and_then(|r| r.ok())
+        .flatten()
+        .map(|v| as_shown(name, v))
+}
+
 /// `names` with their values (absent ones are not in the result). A variable the server does
 /// not know is dropped and the `SELECT` asked again (a few round trips of a tenth of a
 /// millisecond at most: `wsrep_*` on MySQL, `relay_log_info_repository` before 8.3 where absent).
 fn read_variables(
     conn: &mut Conn,
+    answers: &mut Answers,
     info: &ServerInfo,
     names: &[&str],
 ) -> Result<Vec<(String, Option<String>)>> {
-    let mut asked: Vec<&str> = names.iter().copied().filter(|n| !never(info, n)).collect();
+    let mut asked = asked(info, names);
     let row = loop {
-        let select = format!(
-            "SELECT {}",
-            asked
-                .iter()
-                .map(|name| format!("@@GLOBAL.{name}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        match conn.query_first::<mysql::Row, _>(&select) {
+        let select = select_of(&asked);
+        match answers.query_first::<mysql::Row>(conn, &select) {
             Ok(row) => break row,
             Err(e) => match unknown_variable(&e) {
                 Some(missing) if asked.len() > 1 && asked.contains(&missing.as_str()) => {
@@ -156,14 +218,7 @@ fn read_variables(
         Some(row) => asked
             .iter()
             .enumerate()
-            .map(|(i, name)| {
-                let value = row
-                    .get_opt::<Option<String>, _>(i)
-                    .and_then(|r| r.ok())
-                    .flatten()
-                    .map(|v| as_shown(name, v));
-                (name.to_string(), value)
-            })
+            .map(|(i, name)| (name.to_string(), value(&row, i, name)))
             .collect(),
         None => Vec::new(),
     })

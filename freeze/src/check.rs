@@ -203,7 +203,7 @@ fn host_items(config: &Config) -> Vec<Item> {
 /// The account's privileges; a missing one FAILs unless roles may grant it.
 fn privileges_item(config: &Config, session: &mut server::Session) -> Item {
     let needed = grants::needed(&session.info, config);
-    match grants::check(&mut session.conn, &needed) {
+    match grants::check(&mut session.conn, &mut Default::default(), &needed) {
         Ok(report) => match report.error() {
             None => item(
                 "privileges",
@@ -230,14 +230,19 @@ fn server_items(
     session: &mut server::Session,
 ) -> Vec<Item> {
     let mut items = Vec::new();
-    let replicas =
-        common::replication::read_replicas(&mut session.conn, &session.info).unwrap_or_default();
+    let replicas = common::replication::read_replicas(
+        &mut session.conn,
+        &mut Default::default(),
+        &session.info,
+    )
+    .unwrap_or_default();
     let replica = !replicas.is_empty();
     if replica {
         items.push(replica_item(config, &mut session.conn, &replicas));
     }
     let around = surroundings::read(
         &mut session.conn,
+        &mut Default::default(),
         &session.info,
         &config.info_file,
         surroundings::Tables::Here,
@@ -267,11 +272,14 @@ fn lock_rehearsal(config: &Config, mode: LockMode, session: &mut server::Session
         return item("rehearsal", false, server::describe(&e));
     }
     let started = Instant::now();
-    let attempt = mode.acquire(&mut session.conn, config.pre_flush);
+    let attempt = mode
+        .acquire(&mut session.conn, config.pre_flush, &[])
+        .map(|(attempt, _)| attempt);
     let locked_ms = started.elapsed().as_secs_f64() * 1000.0;
     match attempt {
         Ok(Attempt::Acquired) => {
-            let coords = coordinates::read(&mut session.conn, &session.info, mode);
+            let coords =
+                coordinates::read(&mut session.conn, &mut Default::default(), &session.info, mode);
             let released = mode.release(&mut session.conn);
             let held_ms = started.elapsed().as_secs_f64() * 1000.0 - locked_ms;
             match (coords, released) {

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use crate::info_writer::InfoWriter;
 use argh::FromArgs;
+use common::batch::Answers;
 use common::coordinates;
 use common::durability;
 use common::error::{Lost, NoLock};
@@ -138,22 +139,29 @@ fn run(args: Args) -> Result<ExitCode> {
     })
 }
 
-/// Starts the scan for non-transactional tables (the slowest read before the lock: a millisecond
-/// and more on MySQL's data dictionary) on a connection of its own, so that it overlaps the
-/// locker's checks and quiet-moment wait instead of adding to them. `None` from the thread when that
-/// connection cannot be had (`max_connections`, say): the locker then scans on its own.
+/// Starts the scan for non-transactional tables (the slowest read before the lock: milliseconds
+/// on MySQL's data dictionary, tens of them under load) on a connection of its own, so that it
+/// overlaps the locker's checks and quiet-moment wait instead of adding to them. `None` from the
+/// thread when that connection cannot be had (`max_connections`, say): the locker then scans on
+/// its own.
 fn scan_tables_aside(
     client: &common::config::Client,
+    info: &server::ServerInfo,
     read_timeout: Duration,
 ) -> std::thread::JoinHandle<Option<durability::TablesScan>> {
-    let client = client.clone();
+    let (client, info) = (client.clone(), info.clone());
     std::thread::spawn(move || {
-        let mut session = server::connect(&client, read_timeout).ok()?;
-        if session.info.flavor == server::Flavor::MySql {
-            // As on the locker's own connection: never wait on a Group Replication group.
-            let _ = session.conn.query_drop(common::group_replication::EVENTUAL);
+        // The locker's connection has read who the server is: the handshake is enough here.
+        let mut conn = server::open(&client, read_timeout).ok()?;
+        if info.flavor == server::Flavor::MySql {
+            // Never wait on a Group Replication group.
+            let _ = conn.query_drop(common::group_replication::EVENTUAL);
         }
-        Some(durability::scan_tables(&mut session.conn, &session.info))
+        Some(durability::scan_tables(
+            &mut conn,
+            &mut Answers::default(),
+            &info,
+        ))
     })
 }
 
@@ -295,6 +303,13 @@ struct Held {
     acquired: Instant,
 }
 
+/// The lock just taken: when, and the coordinates read with it.
+struct Taken {
+    acquired: Instant,
+    acquired_at_ms: u64,
+    coordinates: coordinates::Coordinates,
+}
+
 /// Replica SQL threads stopped for the lock, and the connection of our own that stopped them
 /// (the lock's connection may be gone when they must start again).
 struct StoppedSql {
@@ -382,16 +397,7 @@ impl Locker {
         let mut session = server::connect(&self.config.client, read_timeout)?;
         // Only once the locker's own connection is had: the lock must never lose the last free
         // connection slot to the scan.
-        let tables = scan_tables_aside(&self.config.client, read_timeout);
-        if session.info.flavor == server::Flavor::MySql {
-            // Before anything else: on a Group Replication member our reads must not wait for
-            // the group. Without the plugin the variable is unknown (1193): nothing to do.
-            if let Err(e) = session.conn.query_drop(common::group_replication::EVENTUAL) {
-                if server::error_code(&e) != Some(1193) {
-                    return Err(Error::server(common::group_replication::EVENTUAL, &e));
-                }
-            }
-        }
+        let tables = scan_tables_aside(&self.config.client, &session.info, read_timeout);
         let mode = self.mode.resolve(&session.info)?;
         if mode == LockMode::BackupLock && self.sync {
             return Err(Error::ModeRefused {
@@ -399,25 +405,24 @@ impl Locker {
                 reasons: vec![common::lock::SYNCED_NOT_FROZEN.to_string()],
             });
         }
-        self.check_grants(&mut session)?;
         let setup = common::lock::session_caps(
             self.config.lock_wait_timeout,
             self.config.max_lock_time,
             session.info.flavor,
         );
-        session
-            .conn
-            .query_drop(&setup)
+        // The privileges, the session caps and the surroundings' reads in one round trip; each is
+        // then taken from the answers (or, if it did not run, asked alone, as before).
+        let mut batch = vec![grants::SHOW_GRANTS.to_string(), setup.clone()];
+        batch.extend(surroundings::statements(&session.info));
+        let (mut answers, _) = Answers::fetch(&mut session.conn, &batch);
+        self.check_grants(&mut session, &mut answers)?;
+        answers
+            .query_drop(&mut session.conn, &setup)
             .map_err(|e| Error::server(&setup, &e))?;
         // What the snapshot is taken in (storage map, durability, cluster) is read before the
         // lock; a Galera node that is not Synced is refused here, and so is a server path the
         // sync cannot resolve, while nothing is held.
-        let around = surroundings::read(
-            &mut session.conn,
-            &session.info,
-            &self.config.info_file,
-            surroundings::Tables::Elsewhere,
-        )?;
+        let around = self.read_around(&mut session, &mut answers)?;
         let to_sync = match self.sync {
             true => Some(around.filesystems_to_sync()?),
             false => None,
@@ -437,11 +442,38 @@ impl Locker {
         })
     }
 
+    /// The surroundings (from `answers` where the batch brought them; the tables scan runs aside),
+    /// and on a Group Replication member the session set not to wait for the group.
+    fn read_around(
+        &self,
+        session: &mut server::Session,
+        answers: &mut Answers,
+    ) -> Result<Surroundings> {
+        let around = surroundings::read(
+            &mut session.conn,
+            answers,
+            &session.info,
+            &self.config.info_file,
+            surroundings::Tables::Elsewhere,
+        )?;
+        if around.group_replication.is_some() {
+            // From here on (the processlist, the lock, the coordinates) our statements must not
+            // wait for the group. What ran so far (SHOW, SET, reads of settings and
+            // performance_schema) never does.
+            if let Err(e) = session.conn.query_drop(common::group_replication::EVENTUAL) {
+                if server::error_code(&e) != Some(1193) {
+                    return Err(Error::server(common::group_replication::EVENTUAL, &e));
+                }
+            }
+        }
+        Ok(around)
+    }
+
     /// The account's privileges for this server and settings; a missing one is an error unless
     /// the account has roles (which may grant it: they are not read), then a warning.
-    fn check_grants(&self, session: &mut server::Session) -> Result<()> {
+    fn check_grants(&self, session: &mut server::Session, answers: &mut Answers) -> Result<()> {
         let needed = grants::needed(&session.info, &self.config);
-        let grants = grants::check(&mut session.conn, &needed)?;
+        let grants = grants::check(&mut session.conn, answers, &needed)?;
         if let Some(err) = grants.error() {
             if !grants.has_roles {
                 return Err(err);
@@ -479,12 +511,12 @@ impl Locker {
             flavor: session.info.flavor,
         };
         let stopped = self.wait_for_quiet_moment(&quiet, &mut session.conn)?;
-        // The scan aside has had the connect, the privilege check and the quiet moment to run
-        // in; it is capped on the server side. Without it (no second connection, say), here.
-        let scan = tables.join().ok().flatten();
-        around.durability.apply(
-            scan.unwrap_or_else(|| durability::scan_tables(&mut session.conn, &session.info)),
-        );
+        // The scan aside has had the privilege check, the surroundings and the quiet moment to
+        // run in; it is capped on the server side. Without it (no second connection, say), here.
+        let scan = tables.join().ok().flatten().unwrap_or_else(|| {
+            durability::scan_tables(&mut session.conn, &mut Answers::default(), &session.info)
+        });
+        around.durability.apply(scan);
         if let Some(stop) = stopped {
             self.stopped(&stop, "while waiting for a quiet moment");
             return Ok(None);
@@ -550,9 +582,12 @@ impl Locker {
         } = ready;
         self.notify(Report::Locking);
         let attempt_started = Instant::now();
-        if let Attempt::TimedOut { statement, message } =
-            mode.acquire(&mut session.conn, self.config.pre_flush)?
-        {
+        // The coordinates' reads travel with the lock statement: no round trip between the lock
+        // and what it makes exact.
+        let reads = coordinates::statements(&session.info, mode);
+        let (attempt, mut answers) =
+            mode.acquire(&mut session.conn, self.config.pre_flush, &reads)?;
+        if let Attempt::TimedOut { statement, message } = attempt {
             let reason = self.timed_out(&mut session, statement, &message, attempt_started);
             self.record_end(Status::TimedOut, Reason::Other(reason));
             self.notify(Report::TimedOut);
@@ -563,20 +598,29 @@ impl Locker {
         // From here until release the log file waits: only the info file (before `acquired`, by
         // its writer thread) and the state file on tmpfs are written.
         logging::defer_file();
-        let recorded = self.record_acquired(
-            &mut session,
-            &mut writer,
-            to_sync.as_deref(),
-            around,
-            LockSection {
-                mode: mode.name().into(),
-                acquired_at: time::rfc3339(acquired_at_ms),
-                waited_ms: acquired_at_ms.saturating_sub(started_at_ms),
-                locker_pid: std::process::id(),
-                preconditions,
-            },
-            (mode, acquired, acquired_at_ms),
-        );
+        let lock = LockSection {
+            mode: mode.name().into(),
+            acquired_at: time::rfc3339(acquired_at_ms),
+            waited_ms: acquired_at_ms.saturating_sub(started_at_ms),
+            locker_pid: std::process::id(),
+            preconditions,
+        };
+        let recorded = coordinates::read(&mut session.conn, &mut answers, &session.info, mode)
+            .and_then(|coordinates| {
+                let taken = Taken {
+                    acquired,
+                    acquired_at_ms,
+                    coordinates,
+                };
+                self.record_acquired(
+                    &mut session,
+                    &mut writer,
+                    to_sync.as_deref(),
+                    around,
+                    lock,
+                    taken,
+                )
+            });
         if let Err(err) = recorded {
             let _ = mode.release(&mut session.conn);
             logging::resume_file();
@@ -668,7 +712,7 @@ impl Locker {
         }
     }
 
-    /// Reads the coordinates, writes the info file, syncs the server's filesystems (`to_sync`,
+    /// Writes the info file with the coordinates `taken` read, syncs the server's filesystems (`to_sync`,
     /// with `sync-filesystems` on), checks that the connection (and with it the lock) is still
     /// there, and records `acquired` with the coordinates.
     fn record_acquired(
@@ -678,9 +722,13 @@ impl Locker {
         to_sync: Option<&[storage::Filesystem]>,
         around: Surroundings,
         lock: LockSection,
-        (mode, acquired, acquired_at_ms): (LockMode, Instant, u64),
+        taken: Taken,
     ) -> Result<()> {
-        let coordinates = coordinates::read(&mut session.conn, &session.info, mode)?;
+        let Taken {
+            acquired,
+            acquired_at_ms,
+            coordinates,
+        } = taken;
         let around = self.read_under_lock(session, &coordinates, around)?;
         let storage_flags = around.storage.flags.clone();
         let durability_warnings: Vec<String> = around
@@ -844,7 +892,11 @@ impl Locker {
         let read_timeout = Duration::from_secs(self.config.lock_wait_timeout + 10);
         let mut reported = None;
         loop {
-            let replicas = replication::read_replicas(&mut session.conn, &session.info)?;
+            let replicas = replication::read_replicas(
+                &mut session.conn,
+                &mut Default::default(),
+                &session.info,
+            )?;
             if replicas.is_empty() {
                 return Ok(None);
             }

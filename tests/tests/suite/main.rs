@@ -28,6 +28,7 @@ macro_rules! scenario {
 }
 
 mod backup_lock;
+mod batch;
 mod cloud_agents;
 mod cloud_aws;
 mod core;
