@@ -48,7 +48,7 @@ pub(crate) struct Bench<'a> {
 
 impl Bench<'_> {
     /// (measured?, floor first?) for each iteration, warm-up runs first.
-    fn iterations(&self) -> Vec<(bool, bool)> {
+    pub(crate) fn iterations(&self) -> Vec<(bool, bool)> {
         (0..self.warmup + self.runs)
             .map(|i| (i >= self.warmup, i % 2 == 0))
             .collect()
@@ -59,7 +59,12 @@ impl Bench<'_> {
         self.report.row(name, row);
     }
 
-    fn floor(&self, target: &dyn Target, mode: Mode, pre_flush: bool) -> Result<Floor, String> {
+    pub(crate) fn floor(
+        &self,
+        target: &dyn Target,
+        mode: Mode,
+        pre_flush: bool,
+    ) -> Result<Floor, String> {
         let extra: &[&str] = if pre_flush { &["--pre-flush"] } else { &[] };
         Floor::lock(&self.bin_dir, target, self.flavour, mode, extra)
     }
@@ -77,15 +82,15 @@ pub(crate) fn writes_blocked(target: &dyn Target) -> bool {
 }
 
 /// One product snapshot: freeze (checked), `hold`, thaw (checked), locker reaped.
-struct Cycle {
-    freeze: Finished,
+pub(crate) struct Cycle {
+    pub(crate) freeze: Finished,
     thaw: Finished,
     /// Freeze's exit → thaw's start.
-    window: Duration,
+    pub(crate) window: Duration,
     locker: Option<Usage>,
 }
 
-fn cycle(
+pub(crate) fn cycle(
     product: &Product,
     target: &dyn Target,
     mode: Mode,
@@ -472,34 +477,22 @@ pub(crate) fn stall_under_load(b: &mut Bench, target: &dyn Target) -> Outcome {
         let mut latency_under_load = Samples::default();
         for (measured, floor_first) in b.iterations() {
             for floor_turn in [floor_first, !floor_first] {
-                let from = Instant::now();
-                let (window, latency) = if floor_turn {
-                    let mut f = b.floor(target, mode, false)?;
-                    std::thread::sleep(HOLD);
-                    let asked = f.ask_release();
-                    let window = asked - f.locked_at;
-                    f.release()?;
-                    (window, None)
-                } else {
-                    let c = cycle(&product, target, mode, false, HOLD)?;
-                    (c.window, Some(c.freeze.elapsed))
+                let who = match floor_turn {
+                    true => Snapshotter::Floor { pre_flush: false },
+                    false => Snapshotter::Product(&product),
                 };
-                std::thread::sleep(SETTLE);
-                let stall = load.longest_stall(from, Instant::now());
-                load.forget_before(from);
+                let s = snapshot_beside(b, target, &load, mode, who)?;
                 if !measured {
                     continue;
                 }
-                let extra = ms(stall) - ms(window);
+                let extra = ms(s.stall) - ms(s.window);
                 if floor_turn {
                     floor_overhead.push(extra);
                 } else {
                     overhead.push(extra);
-                    stalls.push_ms(stall);
-                    windows.push_ms(window);
-                    if let Some(latency) = latency {
-                        latency_under_load.push_ms(latency);
-                    }
+                    stalls.push_ms(s.stall);
+                    windows.push_ms(s.window);
+                    latency_under_load.push_ms(s.latency);
                 }
             }
         }
@@ -534,6 +527,57 @@ pub(crate) fn stall_under_load(b: &mut Bench, target: &dyn Target) -> Outcome {
             .note(format!("stall figure: {errors} writer statements failed"));
     }
     Ok(())
+}
+
+/// Who takes one snapshot beside a write load.
+pub(crate) enum Snapshotter<'p> {
+    Product(&'p Product),
+    Floor { pre_flush: bool },
+}
+
+/// One snapshot beside a write load.
+pub(crate) struct Beside {
+    /// Invocation → the lock held (the floor's `locked`, freeze's exit).
+    pub(crate) latency: Duration,
+    /// The lock window the caller asked for: held → release asked.
+    pub(crate) window: Duration,
+    /// The writers' longest statement from the invocation to a settle after the release.
+    pub(crate) stall: Duration,
+}
+
+/// One snapshot by `who` in `mode` holding `HOLD` while `load` writes; the load's record before
+/// it is forgotten.
+pub(crate) fn snapshot_beside(
+    b: &Bench,
+    target: &dyn Target,
+    load: &WriteLoad,
+    mode: Mode,
+    who: Snapshotter,
+) -> Result<Beside, String> {
+    let from = Instant::now();
+    let (latency, window) = match who {
+        Snapshotter::Floor { pre_flush } => {
+            let mut f = b.floor(target, mode, pre_flush)?;
+            std::thread::sleep(HOLD);
+            let asked = f.ask_release();
+            let window = asked - f.locked_at;
+            let latency = f.locked_after;
+            f.release()?;
+            (latency, window)
+        }
+        Snapshotter::Product(product) => {
+            let c = cycle(product, target, mode, false, HOLD)?;
+            (c.freeze.elapsed, c.window)
+        }
+    };
+    std::thread::sleep(SETTLE);
+    let stall = load.longest_stall(from, Instant::now());
+    load.forget_before(from);
+    Ok(Beside {
+        latency,
+        window,
+        stall,
+    })
 }
 
 /// A 30 s write to the MyISAM table, started in the background; killed on `stop`.
@@ -759,7 +803,7 @@ pub(crate) fn sync_latency(b: &mut Bench, target: &dyn Target) -> Outcome {
 
 /// Freeze latency (product cycles holding `hold`) and the floor's, alternating which goes first,
 /// over the bench's iterations in `mode`: (freeze, floor).
-pub(crate) fn freeze_beside_floor(
+fn freeze_beside_floor(
     b: &Bench,
     target: &dyn Target,
     mode: Mode,

@@ -10,6 +10,7 @@ mod flavour;
 mod floor;
 mod kernel;
 mod load;
+mod many_tables;
 mod oltp;
 mod product;
 mod profile;
@@ -28,7 +29,7 @@ use crate::figures::Bench;
 use crate::flavour::Flavour;
 use crate::report::Report;
 
-const FIGURES: [&str; 12] = [
+const FIGURES: [&str; 13] = [
     "latency",
     "footprint",
     "release",
@@ -41,6 +42,7 @@ const FIGURES: [&str; 12] = [
     "sync",
     "backup-lock",
     "load",
+    "many-tables",
 ];
 
 #[derive(FromArgs)]
@@ -56,7 +58,8 @@ struct Args {
     /// failed (4), scaling (6), preflush, profile, vm (stall and release in a TCG guest; once,
     /// not per server), sync (freeze latency with sync-filesystems on), backup-lock (MySQL:
     /// backup-lock beside FTWRL with a long SELECT running), load (freeze and floor under
-    /// sysbench oltp_read_write) (default: all)
+    /// sysbench oltp_read_write), many-tables (freeze and floor with 20,000 tables open)
+    /// (default: all)
     #[argh(option, default = "String::from(\"all\")")]
     only: String,
     /// idle-connection levels of the scaling figure (default 0,100,1000,5000)
@@ -65,6 +68,9 @@ struct Args {
     /// open tables in the pre-flush experiment's second case (default 400)
     #[argh(option, default = "400")]
     tables: usize,
+    /// how many InnoDB tables the many-tables figure makes (default 20000; 200 MyISAM join them)
+    #[argh(option, default = "20000")]
+    many_tables: usize,
     /// servers to run against, comma-separated, in order (default mariadb-10.11,mysql-9.7;
     /// mariadb-11.8 is also known)
     #[argh(option, default = "String::from(\"mariadb-10.11,mysql-9.7\")")]
@@ -226,6 +232,10 @@ fn run_flavour(
             Box::new(|b: &mut Bench| figures::backup_lock(b, t)),
         ),
         ("load", Box::new(|b: &mut Bench| oltp::under_load(b, t))),
+        (
+            "many-tables",
+            Box::new(|b: &mut Bench| many_tables::many_tables(b, args.many_tables)),
+        ),
         (
             "scaling",
             Box::new(|b: &mut Bench| figures::scaling(b, t, &levels)),

@@ -1,22 +1,26 @@
 //! The under-load figure: freeze latency next to the floor's while Debian's sysbench
 //! `oltp_read_write` (16 threads, 4 tables × 20,000 rows) runs on the private server, and what
-//! the cycles cost sysbench: its throughput and its (ignored) lock-wait and deadlock errors in a
-//! window with cycles against an equal window without.
+//! the cycles cost sysbench: its throughput and its (ignored) lock-wait and deadlock errors.
+//!
+//! Each case has a sysbench window of its own, started fresh: one without cycles, one where the
+//! product snapshots once a second (freeze, hold 100 ms, thaw), one where the floor does the same
+//! (without and, for FTWRL, with the pre-flush the product runs by default). The lock is held the
+//! same share of every cycled window, so product and floor windows cost sysbench alike unless
+//! the product adds a cost of its own.
 //!
 //! Only ever runs sysbench against the benchmark's own private server, over its socket; sysbench
 //! ends by itself (`--time`) and is killed by its PID if the figure fails.
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mysql::prelude::Queryable;
 
-use crate::figures::{freeze_beside_floor, Bench, Outcome, HOLD};
-use crate::flavour::Target;
+use crate::figures::{cycle, Bench, Outcome, HOLD};
+use crate::flavour::{Mode, Target};
+use crate::product::Product;
 use crate::report::Row;
-
-/// Seconds each sysbench window lasts: long enough for every measured cycle of both modes.
-const WINDOW_S: u64 = 60;
+use crate::stats::Samples;
 
 /// sysbench's arguments for `phase` against `socket`.
 fn sysbench(socket: &Path, phase: &str, seconds: u64) -> Command {
@@ -98,48 +102,143 @@ fn summary(text: &str) -> Option<(f64, u64)> {
     Some((tps, errors))
 }
 
+/// One snapshot a second: freeze runs in each cycle hold the lock `HOLD`, then rest.
+const PERIOD: Duration = Duration::from_secs(1);
+
+/// Who snapshots in a window.
+#[derive(Clone, Copy)]
+enum Cycler {
+    Nobody,
+    Product(Mode),
+    Floor { mode: Mode, pre_flush: bool },
+}
+
+/// What one window gave: the latencies of its measured cycles, sysbench's throughput and errors.
+struct Window {
+    latency: Samples,
+    tps: f64,
+    errors: u64,
+}
+
+/// A fresh sysbench window with `who` snapshotting once a `PERIOD` meanwhile.
+fn window(b: &Bench, target: &dyn Target, who: Cycler) -> Result<Window, String> {
+    let cycles = b.warmup + b.runs;
+    // Two seconds to settle, every cycle within the window, and a margin.
+    let seconds = 6 + PERIOD.as_secs() * cycles as u64;
+    let load = Running::start(&target.socket(), seconds)?;
+    let started = Instant::now();
+    std::thread::sleep(Duration::from_secs(2));
+    let product = Product::new(&b.bin_dir, target, "");
+    let mut latency = Samples::default();
+    for i in 0..cycles {
+        let at = Instant::now();
+        let took = match who {
+            Cycler::Nobody => break,
+            Cycler::Product(mode) => cycle(&product, target, mode, false, HOLD)?.freeze.elapsed,
+            Cycler::Floor { mode, pre_flush } => {
+                let floor = b.floor(target, mode, pre_flush)?;
+                let took = floor.locked_after;
+                std::thread::sleep(HOLD);
+                floor.release()?;
+                took
+            }
+        };
+        if i >= b.warmup {
+            latency.push_ms(took);
+        }
+        std::thread::sleep(PERIOD.saturating_sub(at.elapsed()));
+    }
+    if started.elapsed() >= Duration::from_secs(seconds) {
+        return Err(format!(
+            "the cycles outlasted sysbench's {seconds} s window: the last ones ran without load"
+        ));
+    }
+    let (tps, errors) = load.finish()?;
+    Ok(Window {
+        latency,
+        tps,
+        errors,
+    })
+}
+
 /// The figure, for every lock mode of the flavour.
 pub(crate) fn under_load(b: &mut Bench, target: &dyn Target) -> Outcome {
     target
         .conn()
         .query_drop("CREATE DATABASE IF NOT EXISTS sbtest")
         .map_err(|e| format!("create sbtest: {e}"))?;
-    let socket = target.socket();
-    let prepared = sysbench(&socket, "prepare", 0)
+    let prepared = sysbench(&target.socket(), "prepare", 0)
         .stdout(Stdio::null())
         .status()
         .map_err(|e| format!("sysbench prepare: {e} (apt-get install sysbench)"))?;
     if !prepared.success() {
         return Err(format!("sysbench prepare failed ({prepared})"));
     }
-    let (control_tps, control_errors) = Running::start(&socket, WINDOW_S)?.finish()?;
-    let load = Running::start(&socket, WINDOW_S)?;
-    std::thread::sleep(Duration::from_secs(2));
+    let control = window(b, target, Cycler::Nobody)?;
     let case = "sysbench oltp_read_write, 16 threads, 4 tables × 20,000 rows";
-    let mut rows = Vec::new();
+    let mut notes = vec![format!(
+        "no snapshots {:.0} tps, {} errors",
+        control.tps, control.errors
+    )];
     for &mode in b.flavour.modes() {
-        let (freeze, floor) = freeze_beside_floor(b, target, mode, HOLD)?;
-        rows.push((mode, freeze, floor));
-    }
-    let (cycled_tps, cycled_errors) = load.finish()?;
-    for (mode, freeze, floor) in rows {
-        let ratio = freeze.median() / floor.median();
+        let product = window(b, target, Cycler::Product(mode))?;
+        let floor = window(
+            b,
+            target,
+            Cycler::Floor {
+                mode,
+                pre_flush: false,
+            },
+        )?;
+        let ratio = product.latency.median() / floor.latency.median();
         let row = Row::new(
             "under load: freeze latency",
             &format!("{}, {case}", mode.name()),
             "ms",
-            freeze,
+            product.latency,
         )
-        .floor(floor)
+        .floor(floor.latency)
         .target(
             &format!("≤ 1.5 × floor at p50 (is {ratio:.2} ×)"),
             ratio <= 1.5,
         );
         b.row(row);
+        notes.push(format!(
+            "{}: product snapshots {:.0} tps, {} errors; floor snapshots {:.0} tps, {} errors",
+            mode.name(),
+            product.tps,
+            product.errors,
+            floor.tps,
+            floor.errors
+        ));
+        if mode == Mode::Ftwrl {
+            let flushed = window(
+                b,
+                target,
+                Cycler::Floor {
+                    mode,
+                    pre_flush: true,
+                },
+            )?;
+            notes.push(format!(
+                "ftwrl: floor with the pre-flush (the product's default) {:.1} ms median, {:.0} tps, {} errors",
+                flushed.latency.median(),
+                flushed.tps,
+                flushed.errors
+            ));
+            b.row(Row::new(
+                "under load: the floor with the pre-flush (for comparison)",
+                &format!("{}, {case}", mode.name()),
+                "ms",
+                flushed.latency,
+            ));
+        }
     }
     b.report.note(format!(
-        "under load, {}: sysbench {WINDOW_S} s without cycles {control_tps:.0} tps, {control_errors} lock-wait/deadlock errors; with the cycles {cycled_tps:.0} tps, {cycled_errors} errors",
-        b.flavour.name()
+        "under load, {}, one snapshot a second holding {} ms, sysbench in a fresh window each: {}",
+        b.flavour.name(),
+        HOLD.as_millis(),
+        notes.join("; ")
     ));
     Ok(())
 }
