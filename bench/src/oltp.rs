@@ -120,17 +120,21 @@ struct Window {
     errors: u64,
 }
 
-/// A fresh sysbench window with `who` snapshotting once a `PERIOD` meanwhile.
+/// A fresh sysbench window with `who` snapshotting once a `PERIOD` from its third second to its
+/// last: the bench's warm-up and measured runs first, then unmeasured ones, so that every window
+/// is snapshotted alike from start to end.
 fn window(b: &Bench, target: &dyn Target, who: Cycler) -> Result<Window, String> {
     let cycles = b.warmup + b.runs;
-    // Two seconds to settle, every cycle within the window, and a margin.
-    let seconds = 6 + PERIOD.as_secs() * cycles as u64;
+    // Room for every measured cycle even if some run long (a retried attempt).
+    let seconds = 8 + PERIOD.as_secs() * cycles as u64 * 3 / 2;
+    let end = Duration::from_secs(seconds - 2);
     let load = Running::start(&target.socket(), seconds)?;
     let started = Instant::now();
     std::thread::sleep(Duration::from_secs(2));
     let product = Product::new(&b.bin_dir, target, "");
     let mut latency = Samples::default();
-    for i in 0..cycles {
+    let mut done = 0;
+    while started.elapsed() + PERIOD < end {
         let at = Instant::now();
         let took = match who {
             Cycler::Nobody => break,
@@ -143,14 +147,15 @@ fn window(b: &Bench, target: &dyn Target, who: Cycler) -> Result<Window, String>
                 took
             }
         };
-        if i >= b.warmup {
+        if (b.warmup..cycles).contains(&done) {
             latency.push_ms(took);
         }
+        done += 1;
         std::thread::sleep(PERIOD.saturating_sub(at.elapsed()));
     }
-    if started.elapsed() >= Duration::from_secs(seconds) {
+    if !matches!(who, Cycler::Nobody) && done < cycles {
         return Err(format!(
-            "the cycles outlasted sysbench's {seconds} s window: the last ones ran without load"
+            "only {done} of {cycles} snapshots fitted in sysbench's {seconds} s window"
         ));
     }
     let (tps, errors) = load.finish()?;

@@ -117,11 +117,11 @@ impl Trace {
 const FREEZE_PHASES: [&str; 10] = [
     "freeze: exec, config, logging, spawn locker",
     "locker: exec, config, logging",
-    "locker: connect (handshake + SELECT VERSION()), SHOW GRANTS, SET SESSION",
+    "locker: connect (handshake + SELECT VERSION()), then privileges, session caps and surroundings (one round trip)",
     "locker: quiet-moment query (SHOW FULL PROCESSLIST) sent → first reply bytes",
-    "locker: rest of the reply read and filtered, state `waiting`",
-    "locker: lock statement(s)",
-    "locker: read coordinates",
+    "locker: rest of the reply read and filtered, tables scan joined, state `waiting`",
+    "locker: lock statement(s) and coordinate reads (one round trip) → first reply bytes",
+    "locker: rest of the replies read, info file handed to its writer",
     "locker: info file write + fsync + rename + dir fsync",
     "locker: connection check (DO 0) + state `acquired`",
     "freeze: wake, read the `acquired` record, check the locker (/proc), log, exit",
@@ -180,7 +180,11 @@ fn milestones(
         freeze.at(l, "sendto", lock_first, quiet_done),
         "lock statement",
     )?;
-    let l_status = need(freeze.at(l, "sendto", "SHOW B", l_lock), "binlog status")?;
+    // The coordinates' reads travel with the lock statement: the first reply bytes end the wait.
+    let lock_reply = freeze
+        .find(l, "recvfrom", "", l_lock)
+        .ok_or_else(|| missing("lock reply"))?;
+    let l_status = freeze.end(lock_reply);
     let info = (0..freeze.events.len())
         .find(|&i| {
             let e = &freeze.events[i];

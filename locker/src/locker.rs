@@ -303,11 +303,12 @@ struct Held {
     acquired: Instant,
 }
 
-/// The lock just taken: when, and the coordinates read with it.
+/// The lock just taken: its mode, when, and the answers of the reads sent with it.
 struct Taken {
+    mode: LockMode,
     acquired: Instant,
     acquired_at_ms: u64,
-    coordinates: coordinates::Coordinates,
+    answers: Answers,
 }
 
 /// Replica SQL threads stopped for the lock, and the connection of our own that stopped them
@@ -585,8 +586,7 @@ impl Locker {
         // The coordinates' reads travel with the lock statement: no round trip between the lock
         // and what it makes exact.
         let reads = coordinates::statements(&session.info, mode);
-        let (attempt, mut answers) =
-            mode.acquire(&mut session.conn, self.config.pre_flush, &reads)?;
+        let (attempt, answers) = mode.acquire(&mut session.conn, self.config.pre_flush, &reads)?;
         if let Attempt::TimedOut { statement, message } = attempt {
             let reason = self.timed_out(&mut session, statement, &message, attempt_started);
             self.record_end(Status::TimedOut, Reason::Other(reason));
@@ -598,29 +598,25 @@ impl Locker {
         // From here until release the log file waits: only the info file (before `acquired`, by
         // its writer thread) and the state file on tmpfs are written.
         logging::defer_file();
-        let lock = LockSection {
-            mode: mode.name().into(),
-            acquired_at: time::rfc3339(acquired_at_ms),
-            waited_ms: acquired_at_ms.saturating_sub(started_at_ms),
-            locker_pid: std::process::id(),
-            preconditions,
-        };
-        let recorded = coordinates::read(&mut session.conn, &mut answers, &session.info, mode)
-            .and_then(|coordinates| {
-                let taken = Taken {
-                    acquired,
-                    acquired_at_ms,
-                    coordinates,
-                };
-                self.record_acquired(
-                    &mut session,
-                    &mut writer,
-                    to_sync.as_deref(),
-                    around,
-                    lock,
-                    taken,
-                )
-            });
+        let recorded = self.record_acquired(
+            &mut session,
+            &mut writer,
+            to_sync.as_deref(),
+            around,
+            LockSection {
+                mode: mode.name().into(),
+                acquired_at: time::rfc3339(acquired_at_ms),
+                waited_ms: acquired_at_ms.saturating_sub(started_at_ms),
+                locker_pid: std::process::id(),
+                preconditions,
+            },
+            Taken {
+                mode,
+                acquired,
+                acquired_at_ms,
+                answers,
+            },
+        );
         if let Err(err) = recorded {
             let _ = mode.release(&mut session.conn);
             logging::resume_file();
@@ -712,9 +708,10 @@ impl Locker {
         }
     }
 
-    /// Writes the info file with the coordinates `taken` read, syncs the server's filesystems (`to_sync`,
-    /// with `sync-filesystems` on), checks that the connection (and with it the lock) is still
-    /// there, and records `acquired` with the coordinates.
+    /// Reads the coordinates (from the answers `taken` holds where it can), writes the info file,
+    /// syncs the server's filesystems (`to_sync`, with `sync-filesystems` on), checks that the
+    /// connection (and with it the lock) is still there, and records `acquired` with the
+    /// coordinates.
     fn record_acquired(
         &mut self,
         session: &mut server::Session,
@@ -725,10 +722,12 @@ impl Locker {
         taken: Taken,
     ) -> Result<()> {
         let Taken {
+            mode,
             acquired,
             acquired_at_ms,
-            coordinates,
+            mut answers,
         } = taken;
+        let coordinates = coordinates::read(&mut session.conn, &mut answers, &session.info, mode)?;
         let around = self.read_under_lock(session, &coordinates, around)?;
         let storage_flags = around.storage.flags.clone();
         let durability_warnings: Vec<String> = around
