@@ -144,75 +144,43 @@ impl Config {
                 .map_or(String::new(), |p| p.display().to_string())
         };
         let on_off = |on: bool| if on { "on" } else { "off" }.to_string();
-        vec![
+        let settings = [
             (
-                TOOL_GROUP,
                 "snapshot-timeout",
                 self.snapshot_timeout.as_secs().to_string(),
             ),
             (
-                TOOL_GROUP,
                 "long-query-threshold",
                 self.long_query_threshold.to_string(),
             ),
+            ("ignore-commands", self.ignore_commands.join(",")),
+            ("lock-mode", self.lock_mode.name().to_string()),
+            ("lock-wait-timeout", self.lock_wait_timeout.to_string()),
+            ("pre-flush", on_off(self.pre_flush)),
             (
-                TOOL_GROUP,
-                "ignore-commands",
-                self.ignore_commands.join(","),
-            ),
-            (TOOL_GROUP, "lock-mode", self.lock_mode.name().to_string()),
-            (
-                TOOL_GROUP,
-                "lock-wait-timeout",
-                self.lock_wait_timeout.to_string(),
-            ),
-            (TOOL_GROUP, "pre-flush", on_off(self.pre_flush)),
-            (
-                TOOL_GROUP,
                 "kill-long-queries",
                 self.kill_long_queries.name().to_string(),
             ),
             (
-                TOOL_GROUP,
                 "kill-long-queries-timeout",
                 self.kill_long_queries_timeout.to_string(),
             ),
-            (TOOL_GROUP, "max-lock-time", self.max_lock_time.to_string()),
-            (
-                TOOL_GROUP,
-                "error-exit-code",
-                self.error_exit_code.to_string(),
-            ),
-            (TOOL_GROUP, "run-dir", self.run_dir.display().to_string()),
-            (
-                TOOL_GROUP,
-                "info-file",
-                self.info_file.display().to_string(),
-            ),
-            (TOOL_GROUP, "log-file", path(&self.log_file)),
-            (
-                TOOL_GROUP,
-                "syslog-facility",
-                facility_name(self.syslog_facility),
-            ),
-            (
-                TOOL_GROUP,
-                "syslog-socket",
-                self.syslog_socket.display().to_string(),
-            ),
-            (
-                TOOL_GROUP,
-                "sync-filesystems",
-                self.sync_filesystems.name().to_string(),
-            ),
-            (
-                TOOL_GROUP,
-                "sync-timeout",
-                self.sync_timeout.as_secs().to_string(),
-            ),
-            (TOOL_GROUP, "metrics-file", path(&self.metrics_file)),
-            (TOOL_GROUP, "replica-safe", on_off(self.replica_safe)),
-        ]
+            ("max-lock-time", self.max_lock_time.to_string()),
+            ("error-exit-code", self.error_exit_code.to_string()),
+            ("run-dir", self.run_dir.display().to_string()),
+            ("info-file", self.info_file.display().to_string()),
+            ("log-file", path(&self.log_file)),
+            ("syslog-facility", facility_name(self.syslog_facility)),
+            ("syslog-socket", self.syslog_socket.display().to_string()),
+            ("sync-filesystems", self.sync_filesystems.name().to_string()),
+            ("sync-timeout", self.sync_timeout.as_secs().to_string()),
+            ("metrics-file", path(&self.metrics_file)),
+            ("replica-safe", on_off(self.replica_safe)),
+        ];
+        settings
+            .into_iter()
+            .map(|(key, value)| (TOOL_GROUP, key, value))
+            .collect()
     }
 
     /// The settings with nothing read from a file.
