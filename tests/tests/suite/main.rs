@@ -42,6 +42,7 @@ mod matrix;
 mod metrics;
 mod monitoring;
 mod packages;
+mod prerequisites;
 mod replica_safe;
 mod replication;
 mod security;
