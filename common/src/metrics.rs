@@ -475,31 +475,8 @@ fn hand_off(
     config: &crate::Config,
     update: &Update,
 ) -> std::io::Result<Option<std::process::ExitStatus>> {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-    let me = std::env::current_exe()?;
-    let writer = me.with_file_name("mysql-snapshot-locker");
-    let mut command = Command::new(writer);
-    command.arg("--write-metrics").current_dir("/");
-    if config.path.exists() {
-        command.arg("--config").arg(&config.path);
-    }
-    command.stdin(Stdio::piped());
-    let mut child = crate::process::spawn_detached_with_stdin(&mut command)?;
-    if let Some(mut stdin) = child.stdin.take() {
-        // A few hundred bytes: the pipe takes them at once.
-        stdin.write_all(serde_json::to_string(update).unwrap_or_default().as_bytes())?;
-    }
-    let until = Instant::now() + WRITE_DEADLINE;
-    loop {
-        if let Some(status) = child.try_wait()? {
-            return Ok(Some(status));
-        }
-        if Instant::now() >= until {
-            return Ok(None);
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    let payload = serde_json::to_string(update).unwrap_or_default();
+    crate::process::hand_off("--write-metrics", &config.path, &payload, WRITE_DEADLINE)
 }
 
 #[cfg(test)]

@@ -123,6 +123,41 @@ pub fn spawn_detached_with_stdin(command: &mut Command) -> std::io::Result<Child
     detach(command, &[])
 }
 
+/// Starts the locker binary installed next to this one with `flag` (and `--config` when `config`
+/// exists), detached, with `payload` on its stdin, and waits for it at most `deadline`: its exit
+/// status if it ended by then, `None` if it is left to finish on its own. A writer stuck on a
+/// frozen filesystem so holds up nobody (a thread of ours would: a process whose thread sleeps in
+/// the kernel on a frozen filesystem cannot exit).
+pub fn hand_off(
+    flag: &str,
+    config: &std::path::Path,
+    payload: &str,
+    deadline: std::time::Duration,
+) -> std::io::Result<Option<std::process::ExitStatus>> {
+    use std::io::Write;
+    let writer = std::env::current_exe()?.with_file_name("mysql-snapshot-locker");
+    let mut command = Command::new(writer);
+    command.arg(flag).current_dir("/");
+    if config.exists() {
+        command.arg("--config").arg(config);
+    }
+    let mut child = spawn_detached_with_stdin(&mut command)?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // A few hundred bytes: the pipe takes them at once.
+        stdin.write_all(payload.as_bytes())?;
+    }
+    let until = std::time::Instant::now() + deadline;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        if std::time::Instant::now() >= until {
+            return Ok(None);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
 fn detach(command: &mut Command, pass: &[i32]) -> std::io::Result<Child> {
     let pass: Vec<i32> = pass.to_vec();
     // SAFETY: the closure runs between fork and exec in the child and calls only async-signal-safe

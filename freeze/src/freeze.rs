@@ -20,6 +20,7 @@ use argh::FromArgs;
 use common::config::{KillLongQueries, SyncFilesystems};
 use common::coordinates::Coordinates;
 use common::error::{Lost, NoLock};
+use common::info_file::{self, CopyState, Mark};
 use common::lock::LockMode;
 use common::metrics::{self, Outcome, Update};
 use common::phase::Phase;
@@ -645,6 +646,16 @@ impl Freeze {
         let restarted =
             left.is_some_and(|names| restart_left(&self.config, &names, "the locker was killed"));
         let reason = err.to_string();
+        // Whatever the caller does next (Proxmox and the clouds snapshot anyway), a copy says why
+        // it is not consistent: the lock is gone by now.
+        if let Ok(Found::State(state)) = self.state.peek() {
+            let mark = Mark::new(
+                CopyState::Refused,
+                format!("freeze failed: {reason}"),
+                state.started_at_ms,
+            );
+            info_file::mark_now(&self.config, &mark);
+        }
         let _ = self.update(|s| {
             if restarted {
                 s.replica_sql_stopped = None;

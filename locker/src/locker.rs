@@ -31,7 +31,9 @@ use common::coordinates;
 use common::durability;
 use common::error::{Lost, NoLock};
 use common::grants;
-use common::info_file::{InfoFile, LockSection, PendingInfoFile, StorageSection};
+use common::info_file::{
+    self, CopyState, InfoFile, LockSection, Mark, PendingInfoFile, StorageSection,
+};
 use common::lock::{Attempt, LockMode};
 use common::process::Identity;
 use common::protocol::{self, Order, Report};
@@ -50,7 +52,7 @@ fn describe(stop: &Stop) -> String {
         Stop::Signal(signal) => format!("stopped by signal {signal}"),
         Stop::FreezeGone => "freeze ended without reporting success".to_string(),
         Stop::Go | Stop::Committed => "freeze's word".to_string(),
-        Stop::InfoFile(_) => "the info file's writer".to_string(),
+        Stop::InfoFile(_) | Stop::Marked(_) => "the info file's writer".to_string(),
         Stop::Synced(_) => "the filesystem sync".to_string(),
     }
 }
@@ -61,6 +63,9 @@ fn out_of_turn(stop: &Stop) -> Error {
         who: describe(stop),
     })
 }
+
+/// The longest a release the locker makes on its own waits for the info file's mark.
+const MARK_BEFORE_RELEASE: Duration = Duration::from_millis(250);
 
 /// How often the quiet-moment check runs while something long is running.
 const QUIET_POLL: Duration = Duration::from_millis(100);
@@ -88,6 +93,10 @@ struct Args {
     /// when `metrics-file` is set)
     #[argh(switch)]
     write_metrics: bool,
+    /// mark the info file with the mark on stdin (started by freeze, thaw and the locker,
+    /// detached, when a copy stops being consistent)
+    #[argh(switch)]
+    mark_info_file: bool,
     /// print the version and exit
     #[argh(switch)]
     version: bool,
@@ -108,6 +117,9 @@ pub(crate) fn main() -> ExitCode {
 fn run(args: Args) -> Result<ExitCode> {
     if args.write_metrics {
         return Ok(write_metrics(args.config.as_deref()));
+    }
+    if args.mark_info_file {
+        return Ok(mark_info_file(args.config.as_deref()));
     }
     let Some(lock_mode) = args.lock_mode else {
         return Err(Error::Usage(
@@ -165,6 +177,37 @@ fn scan_tables_aside(
     })
 }
 
+/// `--mark-info-file`: marks `info-file` with the mark freeze, thaw or a locker wrote on stdin.
+/// Run detached, so that a write stuck on a frozen filesystem holds up nobody.
+fn mark_info_file(config: Option<&std::path::Path>) -> ExitCode {
+    let config = match cli::start("locker", config, false) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let mut input = String::new();
+    let mark = std::io::Read::read_to_string(&mut std::io::stdin(), &mut input)
+        .map_err(|e| e.to_string())
+        .and_then(|_| serde_json::from_str::<Mark>(&input).map_err(|e| e.to_string()));
+    let mark = match mark {
+        Ok(mark) => mark,
+        Err(err) => {
+            log::error!("event=info-file unreadable mark on stdin: {err}");
+            return ExitCode::from(1);
+        }
+    };
+    match info_file::mark(&config.info_file, &mark) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(err) => {
+            log::error!(
+                "event=info-file cannot mark {} {}: {err}. A copy taken now may carry the last snapshot's record: check the directory",
+                config.info_file.display(),
+                mark.state.name()
+            );
+            ExitCode::from(1)
+        }
+    }
+}
+
 /// `--write-metrics`: applies the update freeze or thaw wrote on stdin to `metrics-file`. Run
 /// detached, so that a write stuck on a frozen filesystem holds up nobody.
 fn write_metrics(config: Option<&std::path::Path>) -> ExitCode {
@@ -214,8 +257,10 @@ enum Stop {
     Committed,
     /// freeze closed its end of the commit pipe without confirming success: it failed or died.
     FreezeGone,
-    /// The info file's writer is done (or failed).
+    /// The info file's writer is done (or failed) with the held record.
     InfoFile(Result<()>),
+    /// The info file's writer is done (or failed) with the `freezing` mark.
+    Marked(Result<()>),
     /// The syncs of the server's filesystems are done (or failed).
     Synced(Result<Vec<storage::Synced>>),
 }
@@ -273,6 +318,8 @@ struct Locker {
     sync: bool,
     /// `replica-safe`: the SQL threads this locker stopped (started again in `record_end`).
     replica: Option<StoppedSql>,
+    /// The `freezing` mark's outcome, when it arrived while another step listened.
+    marked: std::cell::Cell<Option<Result<()>>>,
 }
 
 /// What `prepare` leaves for the steps after `go`.
@@ -293,14 +340,16 @@ struct Ready {
     to_sync: Option<Vec<storage::Filesystem>>,
     writer: InfoWriter,
     preconditions: Option<Vec<String>>,
+    /// When freeze claimed the run: the snapshot's id in the info file.
     started_at_ms: u64,
 }
 
-/// A lock held: its connection, its mode, since when.
+/// A lock held: its connection, its mode, since when, for which snapshot.
 struct Held {
     session: server::Session,
     mode: LockMode,
     acquired: Instant,
+    snapshot_id: u64,
 }
 
 /// The lock just taken: its mode, when, and the answers of the reads sent with it.
@@ -309,6 +358,8 @@ struct Taken {
     acquired: Instant,
     acquired_at_ms: u64,
     answers: Answers,
+    /// The snapshot's id in the info file.
+    snapshot_id: u64,
 }
 
 /// Replica SQL threads stopped for the lock, and the connection of our own that stopped them
@@ -346,6 +397,7 @@ impl Locker {
             ours: false,
             sync,
             replica: None,
+            marked: std::cell::Cell::new(None),
         })
     }
 
@@ -496,9 +548,22 @@ impl Locker {
             to_sync,
             tables,
         } = prepared;
-        // Its writer thread starts now, off the path from lock to `acquired`.
+        // Its writer thread starts now, off the path from lock to `acquired`, and first marks the
+        // info file `freezing` (awaited before the lock statement): no copy from now on may carry
+        // an earlier record as this moment's.
+        let snapshot_id = self.snapshot_id()?;
         let pending = PendingInfoFile::create(&self.config.info_file)?;
-        let writer = InfoWriter::start(pending, self.events.clone(), Stop::InfoFile);
+        let writer = InfoWriter::start(
+            pending,
+            Mark::new(
+                CopyState::Freezing,
+                "a freeze is taking the lock; no lock is held yet",
+                snapshot_id,
+            ),
+            self.events.clone(),
+            Stop::Marked,
+            Stop::InfoFile,
+        );
         if let Some(stop) = self.make_replica_safe(&mut session)? {
             self.stopped(
                 &stop,
@@ -527,6 +592,13 @@ impl Locker {
             _ => None,
         };
         let started_at_ms = self.record_waiting(&session, mode)?;
+        match self.marked.take() {
+            Some(marked) => marked?,
+            None => match self.wait_for("the info file was being marked freezing")? {
+                Stop::Marked(marked) => marked?,
+                other => return Err(out_of_turn(&other)),
+            },
+        }
         if let Ok(stop @ (Stop::Signal(_) | Stop::FreezeGone)) = self.signals.try_recv() {
             self.stopped(&stop, "before locking");
             return Ok(None);
@@ -540,6 +612,17 @@ impl Locker {
             preconditions,
             started_at_ms,
         }))
+    }
+
+    /// This snapshot's id: when freeze claimed the run (the state is ours after `go`).
+    fn snapshot_id(&self) -> Result<u64> {
+        match self.state.peek()? {
+            Found::State(state) => Ok(state.started_at_ms),
+            Found::Nothing | Found::Stale(_) => Err(Error::State {
+                path: self.state.path(),
+                message: "the state file vanished or was replaced while the locker ran".into(),
+            }),
+        }
     }
 
     /// Records `waiting` with who holds the attempt (this locker, its connection and account, the
@@ -560,12 +643,21 @@ impl Locker {
         Ok(started_at_ms)
     }
 
-    /// Records that `stop` ended the run `when` (a step before the lock).
+    /// Records that `stop` ended the run `when` (a step before the lock). With freeze gone, no
+    /// one else is left to mark the info file: a copy taken now has no lock.
     fn stopped(&mut self, stop: &Stop, when: &str) {
-        self.record_end(
-            Status::Failed,
-            Reason::Other(format!("{} {when}", describe(stop))),
-        );
+        let why = format!("{} {when}", describe(stop));
+        if matches!(stop, Stop::FreezeGone) {
+            if let Ok(snapshot_id) = self.snapshot_id() {
+                let mark = Mark::new(
+                    CopyState::Refused,
+                    format!("{why}; no lock was taken"),
+                    snapshot_id,
+                );
+                info_file::mark_now(&self.config, &mark);
+            }
+        }
+        self.record_end(Status::Failed, Reason::Other(why));
     }
 
     /// Takes the lock, capped by the server, then reads and records what the snapshot is and says
@@ -615,9 +707,16 @@ impl Locker {
                 acquired,
                 acquired_at_ms,
                 answers,
+                snapshot_id: started_at_ms,
             },
         );
         if let Err(err) = recorded {
+            // The held record may be on disk already: no copy may pair it with what follows.
+            self.mark_before_release(
+                CopyState::Released,
+                &format!("the lock was released before freeze reported success: {err}"),
+                started_at_ms,
+            );
             let _ = mode.release(&mut session.conn);
             logging::resume_file();
             return Err(err);
@@ -634,6 +733,7 @@ impl Locker {
             session,
             mode,
             acquired,
+            snapshot_id: started_at_ms,
         }))
     }
 
@@ -665,7 +765,13 @@ impl Locker {
         loop {
             let left = max.saturating_sub(acquired.elapsed());
             match self.signals.recv_timeout(left) {
-                Ok(Stop::Go | Stop::Committed | Stop::InfoFile(_) | Stop::Synced(_)) => {}
+                Ok(
+                    Stop::Go
+                    | Stop::Committed
+                    | Stop::InfoFile(_)
+                    | Stop::Synced(_)
+                    | Stop::Marked(_),
+                ) => {}
                 Ok(stop) => return Some(stop),
                 Err(RecvTimeoutError::Timeout) => return None,
                 Err(RecvTimeoutError::Disconnected) => std::thread::sleep(left),
@@ -676,8 +782,6 @@ impl Locker {
     /// Releases first, then records why the lock ended (`cause`; `None`: max-lock-time), then
     /// logs: only thaw's request keeps the promise.
     fn release(&mut self, held: &mut Held, cause: Option<Stop>) {
-        let released = held.mode.release(&mut held.session.conn);
-        let held_ms = held.acquired.elapsed().as_millis();
         let thaw_asked =
             matches!(self.state.peek(), Ok(Found::State(s)) if s.thaw_requested_at_ms.is_some());
         let reason = match cause {
@@ -688,6 +792,17 @@ impl Locker {
             Some(Stop::Signal(_)) if thaw_asked => Reason::Thaw,
             Some(stop) => Reason::Other(describe(&stop)),
         };
+        // thaw marked the info file before it asked; any other end is marked here, before the
+        // release (within a bound: a frozen filesystem must not delay it).
+        if reason != Reason::Thaw {
+            self.mark_before_release(
+                CopyState::Released,
+                &format!("the lock was released before thaw: {reason}"),
+                held.snapshot_id,
+            );
+        }
+        let released = held.mode.release(&mut held.session.conn);
+        let held_ms = held.acquired.elapsed().as_millis();
         let (status, reason) = match released {
             Ok(()) => (Status::Released, reason),
             Err(err) => (
@@ -695,6 +810,13 @@ impl Locker {
                 Reason::Other(format!("the connection holding the lock was gone at release ({err}); the lock was lost before {reason}")),
             ),
         };
+        if status == Status::Lost {
+            let mark = Mark::new(CopyState::Lost, reason.to_string(), held.snapshot_id);
+            let marked = info_file::mark_detached(&self.config.path, &mark, Duration::ZERO);
+            if let info_file::Marked::Failed(_) = marked {
+                info_file::log_marked(&marked, &mark, &self.config.info_file, Duration::ZERO);
+            }
+        }
         self.record_end(status, reason.clone());
         logging::resume_file();
         match (status, &reason) {
@@ -726,6 +848,7 @@ impl Locker {
             acquired,
             acquired_at_ms,
             mut answers,
+            snapshot_id,
         } = taken;
         let coordinates = coordinates::read(&mut session.conn, &mut answers, &session.info, mode)?;
         let around = self.read_under_lock(session, &coordinates, around)?;
@@ -737,7 +860,7 @@ impl Locker {
             .filter(|r| r.hard)
             .map(|r| r.text)
             .collect();
-        let mut info = InfoFile::new(&session.info, &coordinates, lock);
+        let mut info = InfoFile::new(&session.info, &coordinates, lock, snapshot_id);
         info.storage = Some(StorageSection {
             paths: around.storage.paths,
             flags: around.storage.flags,
@@ -853,6 +976,16 @@ impl Locker {
         }
     }
 
+    /// Marks the info file `state` (`reason`) before a release the locker makes on its own, by a
+    /// detached writer waited for at most `MARK_BEFORE_RELEASE`: the release is never held up
+    /// longer, and a copy taken while the filesystem is frozen still holds what the held record
+    /// describes (docs/consistency.md, "What every copy says").
+    fn mark_before_release(&self, state: CopyState, reason: &str, snapshot_id: u64) {
+        let mark = Mark::new(state, reason, snapshot_id);
+        let marked = info_file::mark_detached(&self.config.path, &mark, MARK_BEFORE_RELEASE);
+        info_file::log_marked(&marked, &mark, &self.config.info_file, MARK_BEFORE_RELEASE);
+    }
+
     /// What is left of max-lock-time for a lock taken at `acquired`.
     fn time_left(&self, acquired: Instant) -> Duration {
         Duration::from_secs(self.config.max_lock_time).saturating_sub(acquired.elapsed())
@@ -863,7 +996,9 @@ impl Locker {
     fn wait_for(&self, what: &str) -> Result<Stop> {
         loop {
             match self.signals.recv() {
-                Ok(done @ (Stop::InfoFile(_) | Stop::Synced(_))) => return Ok(done),
+                Ok(done @ (Stop::InfoFile(_) | Stop::Synced(_) | Stop::Marked(_))) => {
+                    return Ok(done)
+                }
                 Ok(Stop::Go | Stop::Committed) => {}
                 Ok(stop) => {
                     return Err(Error::NotLocked(NoLock::Stopped {
@@ -915,6 +1050,7 @@ impl Locker {
             }
             match self.signals.recv_timeout(QUIET_POLL) {
                 Ok(Stop::Go | Stop::Committed) | Err(RecvTimeoutError::Timeout) => {}
+                Ok(Stop::Marked(marked)) => self.marked.set(Some(marked)),
                 Ok(stop) => return Ok(Some(stop)),
                 Err(RecvTimeoutError::Disconnected) => std::thread::sleep(QUIET_POLL),
             }
@@ -996,6 +1132,7 @@ impl Locker {
             }
             match self.signals.recv_timeout(QUIET_POLL) {
                 Ok(Stop::Go | Stop::Committed) | Err(RecvTimeoutError::Timeout) => {}
+                Ok(Stop::Marked(marked)) => self.marked.set(Some(marked)),
                 Ok(stop) => return Ok(Some(stop)),
                 Err(RecvTimeoutError::Disconnected) => std::thread::sleep(QUIET_POLL),
             }

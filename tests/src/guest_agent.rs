@@ -661,17 +661,7 @@ impl Rig {
         assert_eq!(self.agent.status(), "frozen");
         while_frozen(self);
         let copying = Instant::now();
-        let out = Command::new("cp")
-            .arg("--sparse=always")
-            .arg(&self.mount.image)
-            .arg(&copy)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "copying the frozen image failed: {}",
-            text(&out)
-        );
+        self.copy_image(&copy);
         let copy_took = copying.elapsed();
         let thawed = self.agent.execute("guest-fsfreeze-thaw", None);
         assert_eq!(
@@ -690,6 +680,39 @@ impl Rig {
             copy,
             froze_in: hook_took,
         }
+    }
+
+    /// A copy taken the way a caller takes one after a failed freeze (Proxmox goes on
+    /// crash-consistent, the clouds snapshot anyway): no hook runs; the filesystem is frozen by
+    /// `fsfreeze` only for the block copy (our stand-in for the instant of copy-before-write or of
+    /// a storage snapshot), then thawed.
+    pub fn copy_without_hook(&mut self) -> PathBuf {
+        let window = self.mount.freeze_window();
+        let copy = self.dir.path().join("copy-without-hook.img");
+        let frozen = Command::new(crate::tool("fsfreeze"))
+            .arg("-f")
+            .arg(&self.mount.mountpoint)
+            .output()
+            .unwrap();
+        assert!(frozen.status.success(), "fsfreeze -f: {}", text(&frozen));
+        self.copy_image(&copy);
+        drop(window); // thaws
+        copy
+    }
+
+    /// Copies the (frozen) image block for block to `copy`.
+    fn copy_image(&self, copy: &Path) {
+        let out = Command::new("cp")
+            .arg("--sparse=always")
+            .arg(&self.mount.image)
+            .arg(copy)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "copying the frozen image failed: {}",
+            text(&out)
+        );
     }
 
     /// Writes go through again after the thaw (the lock is gone).
@@ -768,7 +791,12 @@ impl Rig {
         assert!(out.status.success(), "{}", text(&out));
         let out = self.sandbox.thaw("thaw");
         assert!(out.status.success(), "{}", text(&out));
-        let recorded = self.info()["binlog"]["position"].as_u64().unwrap();
+        // After thaw the info file says `released`; the held record is kept for reference only.
+        let info = self.info();
+        assert_eq!(info["consistent"], false, "after thaw: {info}");
+        let recorded = info["last_consistent"]["binlog"]["position"]
+            .as_u64()
+            .unwrap();
         let moved_on = wait_until(Duration::from_secs(60), || {
             let row: Option<mysql::Row> = self
                 .server
@@ -843,6 +871,16 @@ pub fn copy_discrepancies(
             None
         }
     };
+    // The info file's own word first: a copy it does not call consistent is not.
+    if let Some(info) = &info {
+        if info["consistent"] != true {
+            found.push(format!(
+                "the info file says the copy is not consistent: {} ({})",
+                info["state"].as_str().unwrap_or("-"),
+                info["reason"].as_str().unwrap_or("no reason")
+            ));
+        }
+    }
     let end = opened.binlog_end.clone();
     if let Err(why) = &end {
         found.push(why.clone());

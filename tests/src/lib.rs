@@ -90,11 +90,10 @@ pub fn bin_dir() -> PathBuf {
         .get_or_init(|| {
             let exe = std::env::current_exe().unwrap();
             let dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
-            let sources = newest_source();
-            for name in [
-                "mysql-snapshot-freeze",
-                "mysql-snapshot-thaw",
-                "mysql-snapshot-locker",
+            for (krate, name) in [
+                ("freeze", "mysql-snapshot-freeze"),
+                ("thaw", "mysql-snapshot-thaw"),
+                ("locker", "mysql-snapshot-locker"),
             ] {
                 let built = fs::metadata(dir.join(name)).and_then(|m| m.modified());
                 let Ok(built) = built else {
@@ -103,9 +102,10 @@ pub fn bin_dir() -> PathBuf {
                         dir.join(name).display()
                     );
                 };
-                if let Some((source, changed)) = &sources {
+                // Its own crate's sources and common's: cargo rebuilds it for nothing else.
+                if let Some((source, changed)) = newest_source(&["common", krate]) {
                     assert!(
-                        built >= *changed,
+                        built >= changed,
                         "{} is older than {}: run `cargo build --workspace` before the tests (README's test command does)",
                         dir.join(name).display(),
                         source.display()
@@ -117,11 +117,11 @@ pub fn bin_dir() -> PathBuf {
         .clone()
 }
 
-/// The most recently changed source file of the product crates, and when it changed.
-fn newest_source() -> Option<(PathBuf, std::time::SystemTime)> {
+/// The most recently changed source file of `crates`, and when it changed.
+fn newest_source(crates: &[&str]) -> Option<(PathBuf, std::time::SystemTime)> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut newest: Option<(PathBuf, std::time::SystemTime)> = None;
-    for krate in ["common", "freeze", "thaw", "locker"] {
+    for krate in crates {
         let mut dirs = vec![root.join(krate).join("src")];
         while let Some(dir) = dirs.pop() {
             for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
@@ -485,6 +485,44 @@ impl Sandbox {
             .unwrap_or_default()
     }
 
+    /// The info file as a copy of the disk taken now would carry it.
+    pub fn info(&self) -> serde_json::Value {
+        let text = fs::read_to_string(&self.info_file)
+            .unwrap_or_else(|e| panic!("the info file {}: {e}", self.info_file.display()));
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("the info file ({e}): {text}"))
+    }
+
+    /// Asserts that a copy taken now would say it is not consistent, in `state`, with a reason
+    /// containing `why`, and would carry no coordinates at its top level; the info file.
+    pub fn assert_copy_says(&self, state: &str, why: &str) -> serde_json::Value {
+        let info = self.info();
+        assert_eq!(info["format"], 2, "{info}");
+        assert_eq!(
+            info["consistent"], false,
+            "a copy taken now would claim consistency: {info}"
+        );
+        assert_eq!(info["state"], state, "{info}");
+        let reason = info["reason"].as_str().unwrap_or_default();
+        assert!(
+            reason.contains(why),
+            "the reason must name {why:?}: {reason}"
+        );
+        for key in [
+            "binlog",
+            "gtid",
+            "replicas",
+            "seed_replica_sql",
+            "clone_replica_sql",
+            "lock",
+        ] {
+            assert!(
+                info.get(key).is_none(),
+                "`{key}` at the top level of a copy no lock covered: {info}"
+            );
+        }
+        info
+    }
+
     /// The recorded locker PID.
     pub fn locker_pid(&self) -> Option<u32> {
         self.state()?["locker"]["pid"].as_u64().map(|p| p as u32)
@@ -509,7 +547,11 @@ pub fn lockers_for(configs: &[&Path]) -> Vec<u32> {
         .filter(|pid| {
             let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             let cmdline = String::from_utf8_lossy(&cmdline);
+            // The detached writers (metrics, info-file marks) run the locker binary too; they
+            // hold no lock and end within milliseconds.
             cmdline.contains("mysql-snapshot-locker")
+                && !cmdline.contains("--write-metrics")
+                && !cmdline.contains("--mark-info-file")
                 && configs
                     .iter()
                     .any(|c| cmdline.contains(&*c.to_string_lossy()))

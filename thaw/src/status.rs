@@ -8,7 +8,7 @@
 //! |---|---|
 //! | 0 OK | idle, waiting, or locked within limits; the last snapshot held its lock until thaw |
 //! | 1 WARNING | the last snapshot lost its lock before thaw, or held it for more than 80 % of max-lock-time |
-//! | 2 CRITICAL | a lock held longer than max-lock-time, a locker left over (still running 10 s after its recorded release), or replica SQL threads that replica-safe stopped and nobody started again |
+//! | 2 CRITICAL | a lock held longer than max-lock-time, a locker left over (still running 10 s after its recorded release), replica SQL threads that replica-safe stopped and nobody started again, or an info file that says `held` while no lock is (a copy taken now would carry another moment's coordinates) |
 //! | 3 UNKNOWN | the state cannot be read |
 use std::process::ExitCode;
 
@@ -51,6 +51,12 @@ pub(crate) fn run(config: &Config, as_json: bool, as_prometheus: bool) -> ExitCo
             (level, summary, Some(state))
         }
     };
+    let info = common::info_file::read(&config.info_file);
+    let copy = judge_copy(info.as_ref(), state.as_deref());
+    let (level, summary) = match copy.level {
+        Level::Critical if level < Level::Critical => (copy.level, copy.text.clone()),
+        _ => (level, summary),
+    };
     if as_prometheus {
         let (mut metrics, _) = match &config.metrics_file {
             Some(path) => Metrics::load(path),
@@ -65,11 +71,13 @@ pub(crate) fn run(config: &Config, as_json: bool, as_prometheus: bool) -> ExitCo
             "status": level.name(),
             "code": level as u8,
             "summary": summary,
+            "copy": { "consistent": copy.consistent, "says": copy.text },
             "state": state.as_deref(),
         });
         cli::out(&(serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n"));
     } else {
         let mut text = format!("MYSQL-SNAPSHOT {} - {summary}\n", level.name());
+        text.push_str(&format!("a copy taken now: {}\n", copy.text));
         if let Some(coords) = state.as_ref().and_then(|s| s.coordinates.as_ref()) {
             let coords = serde_json::to_string(coords).unwrap_or_default();
             text.push_str(&format!("coordinates: {coords}\n"));
@@ -77,6 +85,50 @@ pub(crate) fn run(config: &Config, as_json: bool, as_prometheus: bool) -> ExitCo
         cli::out(&text);
     }
     ExitCode::from(level as u8)
+}
+
+/// What a copy of the disk taken now would say about itself, judged against the state.
+struct Copy {
+    consistent: bool,
+    text: String,
+    level: Level,
+}
+
+/// The info file's verdict for a copy taken now; CRITICAL when it says `held` and no lock of
+/// that snapshot is held (the locker was killed: nothing of ours was left to mark it).
+fn judge_copy(info: Option<&serde_json::Value>, state: Option<&State>) -> Copy {
+    let Some(info) = info else {
+        return Copy {
+            consistent: false,
+            text: "not consistent: there is no info file (a copy would carry none)".into(),
+            level: Level::Ok,
+        };
+    };
+    let (consistent, says) = common::info_file::verdict(info);
+    if !consistent {
+        return Copy {
+            consistent,
+            text: format!("not consistent: {says}"),
+            level: Level::Ok,
+        };
+    }
+    let held = state.is_some_and(|s| {
+        s.status == Status::Acquired
+            && s.locker_running()
+            && info["snapshot_id"].as_u64() == Some(s.started_at_ms)
+    });
+    match held {
+        true => Copy {
+            consistent,
+            text: format!("consistent: {says}"),
+            level: Level::Ok,
+        },
+        false => Copy {
+            consistent: false,
+            text: format!("the info file says the lock is {says}, but no lock of that snapshot is held: a copy taken now would carry another moment's coordinates. Run mysql-snapshot-thaw (it marks the info file)"),
+            level: Level::Critical,
+        },
+    }
 }
 
 /// How long a locker may still run after recording its release: it writes the log lines it kept

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use argh::FromArgs;
 use common::error::{Lost, NoLock};
+use common::info_file::{self, CopyState, Mark};
 use common::phase::Phase;
 use common::process::Identity;
 use common::server;
@@ -125,6 +126,12 @@ fn thaw(config: &Config, phase: Phase) -> Result<()> {
         return Ok(());
     };
     let outcome = settle(config, &state_file, &state)?;
+    if let (Status::Acquired, Outcome::Lost(what)) = (state.status, &outcome) {
+        // The lock was recorded held and is gone without a release of its own: say so in the
+        // info file (a released one was marked by whoever released it).
+        let mark = Mark::new(CopyState::Lost, what.clone(), state.started_at_ms);
+        info_file::mark_now(config, &mark);
+    }
     record_thawed(&state_file, &state, &outcome)?;
     publish_metrics(config, &state_file, &outcome, phase);
     // A locker that died (or was killed above) could not start the SQL threads it stopped.
@@ -320,6 +327,14 @@ fn ask_to_release(config: &Config, state_file: &StateFile, state: &State) -> Res
         return Ok(Outcome::Lost("no locker recorded".into()));
     };
     let held_since = state.acquired_at_ms.map_or("-".to_string(), time::rfc3339);
+    // The info file first: the filesystems are thawed by now, so no copy from here on may carry
+    // the held record. Bounded: thaw never waits long for a disk.
+    let mark = Mark::new(
+        CopyState::Released,
+        format!("released on thaw's request (the lock was held from {held_since})"),
+        state.started_at_ms,
+    );
+    info_file::mark_now(config, &mark);
     let asked = Instant::now();
     locker.signal(SIGTERM);
     loop {

@@ -108,6 +108,14 @@ fn compare_offline(offline: &Offline) -> Vec<String> {
         found.push(why.clone());
         return found;
     }
+    // The info file's own word first: a copy it does not call consistent is not.
+    if info["consistent"] != true {
+        found.push(format!(
+            "the info file says the copy is not consistent: {} ({})",
+            info["state"].as_str().unwrap_or("-"),
+            info["reason"].as_str().unwrap_or("no reason")
+        ));
+    }
     let recorded_file = info["binlog"]["file"].as_str().unwrap_or("(none)");
     let recorded_position = info["binlog"]["position"].as_u64();
     if recorded_file != file || recorded_position != Some(size) {
@@ -136,6 +144,24 @@ fn compare_live(offline: &Offline, live: &LiveRows) -> Vec<String> {
         }
     }
     found
+}
+
+impl Copies {
+    /// Boots `copy` as a VM of its own (no network) and waits for MariaDB to answer after its
+    /// crash recovery (a copy taken without a freeze); how many crash-recovery lines its journal
+    /// has.
+    pub fn boots(&self, copy: &Path) -> usize {
+        let mut vm = Vm::boot("crash-copy", self.image, copy, false);
+        wait_for_mariadb(&mut vm, Duration::from_secs(300));
+        vm.sh(
+            "journalctl -u mariadb --no-pager -b | grep -c -i 'crash recovery\\|not shut down normally'",
+            Duration::from_secs(30),
+        )
+        .stdout
+        .trim()
+        .parse()
+        .unwrap_or(0)
+    }
 }
 
 /// Boots the copy as a VM of its own (no network), waits for MariaDB and checks its tables and

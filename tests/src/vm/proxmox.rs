@@ -109,19 +109,7 @@ impl SourceGuest {
         let copy = self.dir.path().join(format!("{}-{n}.qcow2", path.name()));
         let node = format!("bk{n}");
         if path == SnapshotPath::Backup {
-            qemu_img(&[
-                "create",
-                "-q",
-                "-f",
-                "qcow2",
-                copy.to_str().unwrap(),
-                &self.image.size.to_string(),
-            ]);
-            self.qmp_must(
-                "blockdev-add",
-                json!({"driver": "qcow2", "node-name": node,
-                       "file": {"driver": "file", "filename": copy}}),
-            );
+            self.add_backup_target(&copy, &node);
         }
         // Connected before the freeze: nothing about logging in can wait on the frozen disk.
         let readers = look.then(|| (self.conn(), self.conn()));
@@ -172,15 +160,7 @@ impl SourceGuest {
             panic!("vm {}: securing the copy failed: {e}", path.name());
         }
         match path {
-            SnapshotPath::Backup => {
-                let done = self.vm.qmp.wait_event("BLOCK_JOB_COMPLETED", JOB_LIMIT);
-                let done = done.unwrap_or_else(|e| panic!("the backup job: {e}"));
-                assert!(
-                    done["data"].get("error").is_none(),
-                    "the backup job failed: {done}"
-                );
-                self.qmp_must("blockdev-del", json!({ "node-name": node }));
-            }
+            SnapshotPath::Backup => self.finish_backup(&node),
             SnapshotPath::Snapshot => {
                 // The snapshot lives inside the running VM's overlay: read it out with -U, as
                 // Proxmox's export does while the VM runs.
@@ -209,6 +189,48 @@ impl SourceGuest {
             thaw,
             frozen,
         })
+    }
+
+    /// What vzdump does after the agent's freeze failed: it backs the disk up anyway, without a
+    /// freeze (the copy is the disk as it was when the job started: crash-consistent). The copy.
+    pub fn copy_without_freeze(&mut self) -> PathBuf {
+        let copy = self.dir.path().join("backup-without-freeze.qcow2");
+        let node = "bknofreeze";
+        self.add_backup_target(&copy, node);
+        self.qmp_must(
+            "blockdev-backup",
+            json!({"job-id": node, "device": "d0", "target": node, "sync": "full"}),
+        );
+        self.finish_backup(node);
+        copy
+    }
+
+    /// A qcow2 of the disk's size at `copy`, added as the block node `node`.
+    fn add_backup_target(&mut self, copy: &std::path::Path, node: &str) {
+        qemu_img(&[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            copy.to_str().unwrap(),
+            &self.image.size.to_string(),
+        ]);
+        self.qmp_must(
+            "blockdev-add",
+            json!({"driver": "qcow2", "node-name": node,
+                   "file": {"driver": "file", "filename": copy}}),
+        );
+    }
+
+    /// Waits for the backup job `node` and removes its node.
+    fn finish_backup(&mut self, node: &str) {
+        let done = self.vm.qmp.wait_event("BLOCK_JOB_COMPLETED", JOB_LIMIT);
+        let done = done.unwrap_or_else(|e| panic!("the backup job: {e}"));
+        assert!(
+            done["data"].get("error").is_none(),
+            "the backup job failed: {done}"
+        );
+        self.qmp_must("blockdev-del", json!({ "node-name": node }));
     }
 
     fn qmp_must(&mut self, command: &str, arguments: Value) {

@@ -470,6 +470,7 @@ fn google_post_that_never_comes_ends_at_max_lock_time_and_a_late_post_reports_th
     let log = log_with(&mut sandbox, "event=lost");
     line_with(&log, &["event=lost", "max-lock-time"]);
     assert_nothing_left(&server, &sandbox, Duration::from_secs(10));
+    sandbox.assert_copy_says("released", "max-lock-time");
 }
 
 #[test]
@@ -499,6 +500,8 @@ fn google_timeout_sigkills_pre_mid_wait_and_leaves_no_lock_no_locker_and_closed_
         !server.statements_like("SLEEP(20)").is_empty(),
         "checked while the long write still runs (a locker still waiting would lock after it)"
     );
+    // The snapshot fails, but anything that copies the disk now finds no lock claimed.
+    sandbox.assert_copy_says("refused", "freeze ended without reporting success");
     end_long_write(&server, write);
     assert_nothing_left(&server, &sandbox, Duration::from_secs(10));
     let log = sandbox.log();
@@ -574,6 +577,8 @@ fn azure_pre_that_finds_no_quiet_moment_fails_and_the_post_that_still_runs_is_a_
     );
     log_with(&mut sandbox, "event=idle");
     assert_nothing_left(&server, &sandbox, Duration::from_secs(10));
+    // continueBackupOnFailure: the snapshot Azure takes anyway says it was refused, and why.
+    sandbox.assert_copy_says("refused", "no lock within snapshot-timeout");
     end_long_write(&server, write);
     assert_nothing_left(&server, &sandbox, Duration::from_secs(10));
     pre.leftover_output();
@@ -601,6 +606,7 @@ fn azure_post_that_never_comes_ends_at_max_lock_time_and_a_late_post_reports_the
     line_with(&log, &["event=lost", "max-lock-time"]);
     let output = post.leftover_output();
     line_with(&output, &["event=lost", "max-lock-time"]);
+    sandbox.assert_copy_says("released", "max-lock-time");
     pre.leftover_output();
 }
 

@@ -503,6 +503,9 @@ fn dlm_pre_script_behind_a_long_write_fails_with_201_within_dlms_timeout_and_lea
         sandbox.lockers()
     );
     assert_nothing_left(&server, &sandbox, Duration::from_secs(5));
+    // ExecuteOperationOnScriptFailure (default true): DLM snapshots anyway, and that copy says
+    // why it is not consistent.
+    sandbox.assert_copy_says("refused", "no lock within snapshot-timeout");
     for id in server.statements_like("SLEEP(20)") {
         let _ = server.conn().query_drop(format!("KILL QUERY {id}"));
     }
@@ -529,6 +532,8 @@ fn a_post_script_after_max_lock_time_reports_203() {
         "{}",
         post.describe()
     );
+    // A snapshot that started after the release carries a copy that says so.
+    sandbox.assert_copy_says("released", "max-lock-time");
 }
 
 #[test]

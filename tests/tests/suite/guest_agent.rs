@@ -78,6 +78,70 @@ fn the_copy_check_tells_when_the_hook_did_nothing() {
         found.iter().any(|d| d.contains("binlog end")),
         "the check did not tell a copy taken without the hook from a consistent one: {found:?}"
     );
+    assert!(
+        found
+            .iter()
+            .any(|d| d.contains("the info file says the copy is not consistent: released")),
+        "the copy's own info file must say it was taken after a release: {found:?}"
+    );
+}
+
+/// Proxmox's way after a failed freeze: qemu-ga reports the hook's failure, and the backup goes
+/// on crash-consistent. The copy says so itself — `refused`, with the reason freeze gave — and
+/// carries no coordinates at its top level (the last held record only under `last_consistent`);
+/// a server started on it recovers. Nothing waited for a thaw to make that true (libvirt and
+/// OpenStack send none).
+#[test]
+fn a_copy_taken_after_a_refused_qemu_ga_freeze_says_refused_and_recovers() {
+    if machine_cannot_loop_mount(
+        "a_copy_taken_after_a_refused_qemu_ga_freeze_says_refused_and_recovers",
+    ) {
+        return;
+    }
+    let mut rig = Rig::new(
+        SETUP,
+        "lock-mode = ftwrl\nsnapshot-timeout = 4\nlong-query-threshold = 1",
+        Hook::Project,
+    );
+    // A held record on the disk first, as the last good snapshot leaves it.
+    let out = rig.sandbox.freeze();
+    assert!(out.status.success(), "{}", harness::text(&out));
+    let held = rig.info();
+    let out = rig.sandbox.thaw("thaw");
+    assert!(out.status.success(), "{}", harness::text(&out));
+
+    let (snapshot, long) = snapshot_behind_a_long_myisam_write(&mut rig);
+    let Snapshot::Refused(desc) = snapshot else {
+        panic!("FTWRL behind a 30 s MyISAM write with snapshot-timeout = 4 must be refused");
+    };
+    assert!(desc.contains("fsfreeze hook has failed"), "{desc}");
+    let refused = rig.info();
+    assert_eq!(refused["consistent"], false, "{refused}");
+    assert_eq!(refused["state"], "refused", "{refused}");
+    let reason = refused["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("freeze failed") && reason.contains("snapshot-timeout"),
+        "the reason names the refusal as freeze reported it: {reason}"
+    );
+    assert!(
+        refused.get("binlog").is_none() && refused.get("seed_replica_sql").is_none(),
+        "no coordinates at the top level of a copy no lock covered: {refused}"
+    );
+    assert_eq!(refused["last_consistent"]["binlog"], held["binlog"]);
+
+    let copy = rig.copy_without_hook();
+    drop(long);
+    let found = rig.discrepancies(&copy);
+    assert!(
+        found
+            .iter()
+            .any(|d| d.contains("the info file says the copy is not consistent: refused")),
+        "the copy's info file must say refused: {found:?}"
+    );
+    assert!(
+        !found.iter().any(|d| d.contains("did not start")),
+        "a server on the crash-consistent copy must recover: {found:?}"
+    );
 }
 
 /// Starts a 30 s write on a MyISAM table and takes a snapshot through qemu-ga behind it.

@@ -32,6 +32,7 @@ mod batch;
 mod cloud_agents;
 mod cloud_aws;
 mod core;
+mod every_copy;
 mod faults;
 mod faults_mysql;
 mod galera;

@@ -12,6 +12,7 @@
 use std::thread;
 use std::time::Duration;
 
+use harness::vm::copy::read_offline;
 use harness::vm::guest::{message, Copies};
 use harness::vm::{machine_cannot_run_vms, AgentHook, Outcome, SnapshotPath, SourceGuest, Taken};
 use mysql::prelude::Queryable;
@@ -163,7 +164,9 @@ fn the_copy_check_fails_when_qemu_ga_runs_no_hook() {
     let info = guest
         .vm
         .must("cat /var/lib/mysql-snapshot/snapshot-info.json");
-    let recorded = serde_json::from_str::<Value>(&info).unwrap()["binlog"]["position"]
+    // After thaw the info file says `released`; the held record is kept for reference only.
+    let recorded = serde_json::from_str::<Value>(&info).unwrap()["last_consistent"]["binlog"]
+        ["position"]
         .as_u64()
         .unwrap();
     let moved_on = harness::wait_until(Duration::from_secs(60), || {
@@ -182,6 +185,12 @@ fn the_copy_check_fails_when_qemu_ga_runs_no_hook() {
     assert!(
         found.iter().any(|d| d.contains("the info file records")),
         "the check did not tell a copy taken without the hook from a consistent one: {found:?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|d| d.contains("the info file says the copy is not consistent: released")),
+        "the copy's own info file must say it was taken after a release: {found:?}"
     );
     // Seen in every run here, but not guaranteed: the writers must be caught mid-write.
     let broken = found
@@ -202,7 +211,9 @@ fn in_background(guest: &SourceGuest, statement: &'static str) -> thread::JoinHa
 /// Scenario 3: behind a 40 s MyISAM write with `snapshot-timeout = 8`, the agent's freeze fails
 /// with the hook's error and leaves nothing frozen, locked or running; the thaw Proxmox sends
 /// anyway succeeds with a notice naming the refused freeze (no `event=lost`: no lock was ever
-/// held); once the write is gone the next snapshot is consistent.
+/// held). Proxmox then backs the disk up without a freeze: that copy's info file says `refused`,
+/// with the reason, and no coordinates, and the copy boots by crash recovery. Once the write is
+/// gone the next snapshot is consistent.
 #[test]
 fn a_refused_freeze_leaves_nothing_behind_its_thaw_succeeds_and_the_next_snapshot_is_consistent() {
     if machine_cannot_run_vms(
@@ -256,6 +267,8 @@ fn a_refused_freeze_leaves_nothing_behind_its_thaw_succeeds_and_the_next_snapsho
     );
     // thaw --status warns: the last snapshot took no lock.
     guest.assert_nothing_left(1);
+    // Proxmox goes on crash-consistent: the backup runs without a freeze.
+    let crash_copy = guest.copy_without_freeze();
 
     for id in running(&guest) {
         let _ = guest.conn().query_drop(format!("KILL QUERY {id}"));
@@ -264,6 +277,23 @@ fn a_refused_freeze_leaves_nothing_behind_its_thaw_succeeds_and_the_next_snapsho
     let (after, _) = a_clean_snapshot(&mut guest, SnapshotPath::Backup);
     let copies = guest.into_copies();
     assert_consistent(&copies, &after, "the snapshot after the refused one");
+
+    // The copy Proxmox made after the refusal says so itself, and boots by crash recovery.
+    let offline = read_offline(&crash_copy, copies.dir.path());
+    let info = offline.info.expect("the info file is inside the copy");
+    assert_eq!(info["consistent"], false, "{info}");
+    assert_eq!(info["state"], "refused", "{info}");
+    let reason = info["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("snapshot-timeout (8 s)"),
+        "the reason names the refusal as freeze reported it: {reason}"
+    );
+    assert!(
+        info.get("binlog").is_none(),
+        "no coordinates at the top level of a copy no lock covered: {info}"
+    );
+    let recovered = copies.boots(&crash_copy);
+    eprintln!("the copy taken without a freeze booted ({recovered} crash-recovery lines)");
 }
 
 /// Scenario 4: the hypervisor thaws only 6 s after the freeze, past `max-lock-time = 5`. The
