@@ -16,6 +16,7 @@ pub mod galera;
 pub mod grants;
 pub mod group_replication;
 pub mod info_file;
+pub mod lifecycle;
 pub mod lock;
 pub mod logging;
 pub mod metrics;

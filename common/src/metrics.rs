@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::state::{State, Status};
+use crate::state::State;
 
 /// How long freeze or thaw waits for the metrics writer before leaving it behind.
 pub const WRITE_DEADLINE: Duration = Duration::from_millis(100);
@@ -383,7 +383,7 @@ impl Metrics {
     /// What the state says now, over what the file says: used by `thaw --status --prometheus`,
     /// so that it shows the same numbers as `--status --json`.
     pub fn overlay_state(&mut self, state: &State) {
-        self.lock_held = state.status == Status::Acquired && state.locker_running();
+        self.lock_held = state.verdict() == crate::lifecycle::Verdict::Held;
         if state.lock_mode.is_some() {
             self.mode = state.lock_mode.map(|m| m.name().to_string());
         }

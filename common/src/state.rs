@@ -89,7 +89,10 @@ impl std::fmt::Display for Reason {
     }
 }
 
-/// The content of `state.json`.
+/// The content of `state.json`. Its status changes only through the transitions of
+/// `lifecycle` (`claimed`, `retry`, `waiting`, `held`, `ended`, `abandoned`, `thaw_requested`,
+/// `thawed`), which also say where it stands (`verdict`) and what a copy of the disk says then
+/// (`copy_mark`).
 ///
 /// Who writes what, in which status (every write under the flock):
 ///
@@ -110,7 +113,8 @@ impl std::fmt::Display for Reason {
 #[serde(deny_unknown_fields)]
 pub struct State {
     pub format: u32,
-    pub status: Status,
+    /// Written by the transitions only; read it with `status()`.
+    pub(crate) status: Status,
     /// The freeze process that started this snapshot.
     pub freeze: Identity,
     /// The locker holding (or trying to take) the lock.
@@ -173,8 +177,8 @@ impl State {
             .map_or_else(|| fallback.to_string(), Reason::to_string)
     }
 
-    /// A fresh state for a freeze that is starting now.
-    pub fn starting(freeze: Identity) -> State {
+    /// A fresh state for a freeze that is starting now (see `State::claimed`).
+    pub(crate) fn starting(freeze: Identity) -> State {
         State {
             format: State::FORMAT,
             status: Status::Starting,

@@ -20,7 +20,7 @@ use argh::FromArgs;
 use common::config::{KillLongQueries, SyncFilesystems};
 use common::coordinates::Coordinates;
 use common::error::{Lost, NoLock};
-use common::info_file::{self, CopyState, Mark};
+use common::info_file;
 use common::lock::LockMode;
 use common::metrics::{self, Outcome, Update};
 use common::phase::Phase;
@@ -28,7 +28,7 @@ use common::process::{self, Identity};
 use common::protocol::{self, Order, Report};
 use common::quiet::QuietWindow;
 use common::server::{self, Session};
-use common::state::{Found, Reason, State, StateFile, Status};
+use common::state::{Found, State, StateFile, Status};
 use common::{cli, processlist, time, Config, Error, Result};
 use mysql::prelude::Queryable;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -270,12 +270,12 @@ impl Freeze {
                 };
                 return Err(Error::Busy {
                     holder: who,
-                    status: previous.status.name(),
+                    status: previous.status().name(),
                     started_at: time::rfc3339(previous.started_at_ms),
                 });
             }
             Found::State(previous)
-                if previous.status == Status::Acquired && previous.thawed_at_ms.is_none() =>
+                if previous.status() == Status::Acquired && previous.thawed_at_ms.is_none() =>
             {
                 log::warn!(
                     "event=lost the previous snapshot's locker (PID {}) died while holding its lock and no thaw came",
@@ -294,9 +294,7 @@ impl Freeze {
                 restart_left(&self.config, names, "a previous snapshot's locker died");
             }
         }
-        let mut state = State::starting(me);
-        state.attempt = 1;
-        guard.write(&state)
+        guard.write(&State::claimed(me))
     }
 
     fn lock_and_verify(&mut self, locker_exe: &Path) -> Result<()> {
@@ -341,12 +339,7 @@ impl Freeze {
                         "event=timed-out attempt={attempt} {reason}; waiting for a quiet moment again"
                     );
                     attempt += 1;
-                    self.update(|s| {
-                        s.attempt = attempt;
-                        s.status = Status::Starting;
-                        s.locker = None;
-                        s.reason = None;
-                    })?;
+                    self.update(|s| s.retry(attempt))?;
                     self.spawn_locker(attempt, locker_exe)?;
                     // Give the writers that queued behind the attempt as long as it stalled them.
                     self.pause(Duration::from_secs(self.config.lock_wait_timeout))?;
@@ -551,7 +544,7 @@ impl Freeze {
                 message: "the state file vanished while the locker ran".into(),
             });
         };
-        match state.status {
+        match state.status() {
             Status::Acquired => Ok(AttemptEnd::Acquired(state)),
             Status::TimedOut => {
                 self.reap_locker();
@@ -565,7 +558,7 @@ impl Freeze {
     fn locker_failed(&mut self) -> Error {
         self.reap_locker();
         let reason = match self.state.lock().map(|g| g.read()) {
-            Ok(Found::State(state)) if state.status == Status::Failed => {
+            Ok(Found::State(state)) if state.status() == Status::Failed => {
                 state.reason.map(|r| r.to_string())
             }
             _ => None,
@@ -645,26 +638,19 @@ impl Freeze {
         };
         let restarted =
             left.is_some_and(|names| restart_left(&self.config, &names, "the locker was killed"));
-        let reason = err.to_string();
-        // Whatever the caller does next (Proxmox and the clouds snapshot anyway), a copy says why
-        // it is not consistent: the lock is gone by now.
-        if let Ok(Found::State(state)) = self.state.peek() {
-            let mark = Mark::new(
-                CopyState::Refused,
-                format!("freeze failed: {reason}"),
-                state.started_at_ms,
-            );
-            info_file::mark_now(&self.config, &mark);
-        }
+        let mut mark = None;
         let _ = self.update(|s| {
             if restarted {
                 s.replica_sql_stopped = None;
             }
-            if !matches!(s.status, Status::Released | Status::Lost) {
-                s.status = Status::Failed;
-            }
-            s.reason = Some(Reason::Other(reason));
+            s.abandoned(err.to_string());
+            mark = s.copy_mark();
         });
+        // Whatever the caller does next (Proxmox and the clouds snapshot anyway), a copy says why
+        // it is not consistent: the lock is gone by now.
+        if let Some(mark) = mark {
+            info_file::mark_now(&self.config, &mark);
+        }
     }
 
     /// Stops our locker: SIGTERM (it releases first), a `KILL QUERY` if it is stuck in its lock
@@ -692,7 +678,7 @@ impl Freeze {
             let Ok(Found::State(state)) = self.state.lock().map(|g| g.read()) else {
                 continue;
             };
-            let (Status::Waiting, Some(id)) = (state.status, state.connection_id) else {
+            let (Status::Waiting, Some(id)) = (state.status(), state.connection_id) else {
                 continue;
             };
             if killer.is_none() {

@@ -31,16 +31,15 @@ use common::coordinates;
 use common::durability;
 use common::error::{Lost, NoLock};
 use common::grants;
-use common::info_file::{
-    self, CopyState, InfoFile, LockSection, Mark, PendingInfoFile, StorageSection,
-};
+use common::info_file::{self, InfoFile, LockSection, Mark, PendingInfoFile, StorageSection};
+use common::lifecycle::{Acquired, End};
 use common::lock::{Attempt, LockMode};
 use common::process::Identity;
 use common::protocol::{self, Order, Report};
 use common::quiet::QuietWindow;
 use common::replica_safe::{self, Moment};
 use common::replication;
-use common::state::{Found, Reason, State, StateFile, Status};
+use common::state::{Found, Reason, State, StateFile};
 use common::storage;
 use common::surroundings::{self, Surroundings};
 use common::{cli, logging, processlist, server, time, Config, Error, Result};
@@ -344,12 +343,11 @@ struct Ready {
     started_at_ms: u64,
 }
 
-/// A lock held: its connection, its mode, since when, for which snapshot.
+/// A lock held: its connection, its mode, since when.
 struct Held {
     session: server::Session,
     mode: LockMode,
     acquired: Instant,
-    snapshot_id: u64,
 }
 
 /// The lock just taken: its mode, when, and the answers of the reads sent with it.
@@ -411,7 +409,7 @@ impl Locker {
             _ => Report::Failed(why.clone()),
         });
         if self.ours || self.replica.is_some() {
-            self.record_end(Status::Failed, Reason::Other(why));
+            self.record_end(End::Failed, Reason::Other(why));
         }
     }
 
@@ -551,15 +549,11 @@ impl Locker {
         // Its writer thread starts now, off the path from lock to `acquired`, and first marks the
         // info file `freezing` (awaited before the lock statement): no copy from now on may carry
         // an earlier record as this moment's.
-        let snapshot_id = self.snapshot_id()?;
+        let freezing = self.freezing_mark()?;
         let pending = PendingInfoFile::create(&self.config.info_file)?;
         let writer = InfoWriter::start(
             pending,
-            Mark::new(
-                CopyState::Freezing,
-                "a freeze is taking the lock; no lock is held yet",
-                snapshot_id,
-            ),
+            freezing,
             self.events.clone(),
             Stop::Marked,
             Stop::InfoFile,
@@ -614,17 +608,6 @@ impl Locker {
         }))
     }
 
-    /// This snapshot's id: when freeze claimed the run (the state is ours after `go`).
-    fn snapshot_id(&self) -> Result<u64> {
-        match self.state.peek()? {
-            Found::State(state) => Ok(state.started_at_ms),
-            Found::Nothing | Found::Stale(_) => Err(Error::State {
-                path: self.state.path(),
-                message: "the state file vanished or was replaced while the locker ran".into(),
-            }),
-        }
-    }
-
     /// Records `waiting` with who holds the attempt (this locker, its connection and account, the
     /// mode); returns when the freeze started.
     fn record_waiting(&self, session: &server::Session, mode: LockMode) -> Result<u64> {
@@ -633,11 +616,7 @@ impl Locker {
         let user = self.config.client.user.clone();
         let mut started_at_ms = 0;
         self.update(|s| {
-            s.status = Status::Waiting;
-            s.locker = me;
-            s.connection_id = Some(connection_id);
-            s.user = Some(user);
-            s.lock_mode = Some(mode);
+            s.waiting(me, connection_id, user, mode);
             started_at_ms = s.started_at_ms;
         })?;
         Ok(started_at_ms)
@@ -646,18 +625,13 @@ impl Locker {
     /// Records that `stop` ended the run `when` (a step before the lock). With freeze gone, no
     /// one else is left to mark the info file: a copy taken now has no lock.
     fn stopped(&mut self, stop: &Stop, when: &str) {
-        let why = format!("{} {when}", describe(stop));
+        let why = Reason::Other(format!("{} {when}; no lock was taken", describe(stop)));
         if matches!(stop, Stop::FreezeGone) {
-            if let Ok(snapshot_id) = self.snapshot_id() {
-                let mark = Mark::new(
-                    CopyState::Refused,
-                    format!("{why}; no lock was taken"),
-                    snapshot_id,
-                );
+            if let Some(mark) = self.mark_of_end(End::Failed, &why) {
                 info_file::mark_now(&self.config, &mark);
             }
         }
-        self.record_end(Status::Failed, Reason::Other(why));
+        self.record_end(End::Failed, why);
     }
 
     /// Takes the lock, capped by the server, then reads and records what the snapshot is and says
@@ -681,7 +655,7 @@ impl Locker {
         let (attempt, answers) = mode.acquire(&mut session.conn, self.config.pre_flush, &reads)?;
         if let Attempt::TimedOut { statement, message } = attempt {
             let reason = self.timed_out(&mut session, statement, &message, attempt_started);
-            self.record_end(Status::TimedOut, Reason::Other(reason));
+            self.record_end(End::TimedOut, Reason::Other(reason));
             self.notify(Report::TimedOut);
             return Ok(None);
         }
@@ -712,11 +686,10 @@ impl Locker {
         );
         if let Err(err) = recorded {
             // The held record may be on disk already: no copy may pair it with what follows.
-            self.mark_before_release(
-                CopyState::Released,
-                &format!("the lock was released before freeze reported success: {err}"),
-                started_at_ms,
-            );
+            self.mark_before_release(self.mark_of_end(
+                End::Released,
+                &Reason::Other(format!("freeze could not report success: {err}")),
+            ));
             let _ = mode.release(&mut session.conn);
             logging::resume_file();
             return Err(err);
@@ -733,7 +706,6 @@ impl Locker {
             session,
             mode,
             acquired,
-            snapshot_id: started_at_ms,
         }))
     }
 
@@ -795,35 +767,33 @@ impl Locker {
         // thaw marked the info file before it asked; any other end is marked here, before the
         // release (within a bound: a frozen filesystem must not delay it).
         if reason != Reason::Thaw {
-            self.mark_before_release(
-                CopyState::Released,
-                &format!("the lock was released before thaw: {reason}"),
-                held.snapshot_id,
-            );
+            self.mark_before_release(self.mark_of_end(End::Released, &reason));
         }
         let released = held.mode.release(&mut held.session.conn);
         let held_ms = held.acquired.elapsed().as_millis();
-        let (status, reason) = match released {
-            Ok(()) => (Status::Released, reason),
+        let (end, reason) = match released {
+            Ok(()) => (End::Released, reason),
             Err(err) => (
-                Status::Lost,
+                End::Lost,
                 Reason::Other(format!("the connection holding the lock was gone at release ({err}); the lock was lost before {reason}")),
             ),
         };
-        if status == Status::Lost {
-            let mark = Mark::new(CopyState::Lost, reason.to_string(), held.snapshot_id);
-            let marked = info_file::mark_detached(&self.config.path, &mark, Duration::ZERO);
-            if let info_file::Marked::Failed(_) = marked {
-                info_file::log_marked(&marked, &mark, &self.config.info_file, Duration::ZERO);
+        if end == End::Lost {
+            // The lock is gone already: the mark need not be waited for.
+            if let Some(mark) = self.mark_of_end(end, &reason) {
+                let marked = info_file::mark_detached(&self.config.path, &mark, Duration::ZERO);
+                if let info_file::Marked::Failed(_) = marked {
+                    info_file::log_marked(&marked, &mark, &self.config.info_file, Duration::ZERO);
+                }
             }
         }
-        self.record_end(status, reason.clone());
+        self.record_end(end, reason.clone());
         logging::resume_file();
-        match (status, &reason) {
-            (Status::Released, Reason::Thaw) => {
+        match (end, &reason) {
+            (End::Released, Reason::Thaw) => {
                 log::info!("event=released reason=thaw held_ms={held_ms}")
             }
-            (Status::Released, _) => log::error!(
+            (End::Released, _) => log::error!(
                 "event=released reason=\"{reason}\" held_ms={held_ms}: the lock ended before thaw; the snapshot may not be application-consistent"
             ),
             _ => log::error!("event=lost held_ms={held_ms} {reason}"),
@@ -883,12 +853,13 @@ impl Locker {
         };
         self.check_still_held(session, acquired)?;
         self.update(|s| {
-            s.status = Status::Acquired;
-            s.acquired_at_ms = Some(acquired_at_ms);
-            s.coordinates = Some(coordinates.clone());
-            s.synced = synced;
-            s.storage_flags = Some(storage_flags).filter(|f| !f.is_empty());
-            s.durability_warnings = Some(durability_warnings).filter(|w| !w.is_empty());
+            s.held(Acquired {
+                at_ms: acquired_at_ms,
+                coordinates: coordinates.clone(),
+                synced,
+                storage_flags,
+                durability_warnings,
+            })
         })
     }
 
@@ -976,14 +947,38 @@ impl Locker {
         }
     }
 
-    /// Marks the info file `state` (`reason`) before a release the locker makes on its own, by a
+    /// Marks the info file with `mark` before a release the locker makes on its own, by a
     /// detached writer waited for at most `MARK_BEFORE_RELEASE`: the release is never held up
     /// longer, and a copy taken while the filesystem is frozen still holds what the held record
     /// describes (docs/consistency.md, "What every copy says").
-    fn mark_before_release(&self, state: CopyState, reason: &str, snapshot_id: u64) {
-        let mark = Mark::new(state, reason, snapshot_id);
+    fn mark_before_release(&self, mark: Option<Mark>) {
+        let Some(mark) = mark else {
+            return;
+        };
         let marked = info_file::mark_detached(&self.config.path, &mark, MARK_BEFORE_RELEASE);
         info_file::log_marked(&marked, &mark, &self.config.info_file, MARK_BEFORE_RELEASE);
+    }
+
+    /// The mark the info file must carry once this run ends as `end` (`reason`): the lifecycle's
+    /// projection of the record that end will make (`None`: the record is gone).
+    fn mark_of_end(&self, end: End, reason: &Reason) -> Option<Mark> {
+        let Ok(Found::State(mut state)) = self.state.peek() else {
+            return None;
+        };
+        state.ended(end, reason.clone());
+        state.copy_mark()
+    }
+
+    /// The `freezing` mark: this snapshot's record as freeze left it for `go`, projected.
+    fn freezing_mark(&self) -> Result<Mark> {
+        let lost = || Error::State {
+            path: self.state.path(),
+            message: "the state file vanished or was replaced while the locker ran".into(),
+        };
+        match self.state.peek()? {
+            Found::State(state) => state.copy_mark().ok_or_else(lost),
+            Found::Nothing | Found::Stale(_) => Err(lost()),
+        }
     }
 
     /// What is left of max-lock-time for a lock taken at `acquired`.
@@ -1165,7 +1160,7 @@ impl Locker {
     /// replica-safe stopped are started again first (the lock is gone by now), so that a thaw that
     /// sees the end recorded also finds replication running; if they cannot be, their names stay
     /// in the state for thaw.
-    fn record_end(&mut self, status: Status, reason: Reason) {
+    fn record_end(&mut self, end: End, reason: Reason) {
         let restarted = self.replica.take().map(|stopped| {
             let started = stopped.start(&self.config.client);
             if let Err(err) = &started {
@@ -1177,14 +1172,10 @@ impl Locker {
             if restarted == Some(true) {
                 s.replica_sql_stopped = None;
             }
-            s.status = status;
-            s.reason = Some(reason);
-            if matches!(status, Status::Released | Status::Lost) {
-                s.released_at_ms = Some(time::now_unix_ms());
-            }
+            s.ended(end, reason);
         });
         if let Err(err) = result {
-            log::warn!("event=state-error cannot record {}: {err}", status.name());
+            log::warn!("event=state-error cannot record the end ({end:?}): {err}");
         }
     }
 }

@@ -12,8 +12,9 @@
 //! | 3 UNKNOWN | the state cannot be read |
 use std::process::ExitCode;
 
+use common::lifecycle::Verdict;
 use common::metrics::Metrics;
-use common::state::{Found, Reason, State, StateFile, Status};
+use common::state::{Found, State, StateFile, Status};
 use common::{cli, time, Config};
 use serde_json::json;
 
@@ -113,9 +114,7 @@ fn judge_copy(info: Option<&serde_json::Value>, state: Option<&State>) -> Copy {
         };
     }
     let held = state.is_some_and(|s| {
-        s.status == Status::Acquired
-            && s.locker_running()
-            && info["snapshot_id"].as_u64() == Some(s.started_at_ms)
+        s.verdict() == Verdict::Held && info["snapshot_id"].as_u64() == Some(s.started_at_ms)
     });
     match held {
         true => Copy {
@@ -137,7 +136,7 @@ const EXIT_GRACE_MS: u64 = 10_000;
 
 /// True if the locker recorded the end of its lock less than `EXIT_GRACE_MS` ago.
 fn just_ended(state: &State, now_ms: u64) -> bool {
-    matches!(state.status, Status::Released | Status::Lost)
+    matches!(state.status(), Status::Released | Status::Lost)
         && state
             .released_at_ms
             .is_some_and(|at| now_ms.saturating_sub(at) < EXIT_GRACE_MS)
@@ -148,9 +147,10 @@ fn judge(config: &Config, state: &State, now_ms: u64) -> (Level, String) {
     let locker = state.locker.as_ref().map_or(0, |l| l.pid);
     let held_ms = |until: u64| state.acquired_at_ms.map_or(0, |a| until.saturating_sub(a));
     let when = |ms: Option<u64>| ms.map_or("-".to_string(), time::rfc3339);
-    match state.status {
-        Status::Acquired if state.locker_running() => judge_held(config, state, held_ms(now_ms)),
-        Status::Starting | Status::Waiting if state.in_progress() => (
+    match state.verdict() {
+        Verdict::Held => judge_held(config, state, held_ms(now_ms)),
+        // Between attempts too: freeze is still at it.
+        Verdict::Freezing if state.status() != Status::Failed => (
             Level::Ok,
             format!(
                 "freeze PID {} waiting for the lock since {} (attempt {})",
@@ -163,7 +163,7 @@ fn judge(config: &Config, state: &State, now_ms: u64) -> (Level, String) {
             Level::Critical,
             format!(
                 "a locker (PID {locker}) is left over in state `{}`",
-                state.status.name()
+                state.status().name()
             ),
         ),
         _ if state.replica_sql_left().is_some() => (
@@ -174,10 +174,10 @@ fn judge(config: &Config, state: &State, now_ms: u64) -> (Level, String) {
                 when(Some(state.started_at_ms))
             ),
         ),
-        Status::Released if state.reason == Some(Reason::Thaw) => {
+        Verdict::HeldUntilThaw => {
             judge_thawed(config, state, state.released_at_ms.map_or(0, held_ms))
         }
-        Status::Released | Status::Lost | Status::Acquired => (
+        Verdict::EndedEarly => (
             Level::Warning,
             format!(
                 "idle; last snapshot at {} lost its lock before thaw: {}",
@@ -185,7 +185,7 @@ fn judge(config: &Config, state: &State, now_ms: u64) -> (Level, String) {
                 state.reason_or("the locker died")
             ),
         ),
-        Status::TimedOut | Status::Failed | Status::Starting | Status::Waiting => (
+        Verdict::NeverLocked | Verdict::Freezing => (
             Level::Warning,
             format!(
                 "idle; last freeze at {} took no lock: {}",
@@ -240,19 +240,21 @@ fn judge_thawed(config: &Config, state: &State, held: u64) -> (Level, String) {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use common::lifecycle::End;
     use common::process::Identity;
+    use common::state::Reason;
 
     /// A state whose locker is this (running) test process and whose lock ended at `released`.
     fn released_at(released: u64) -> State {
         let me = Identity::current().unwrap();
-        let mut state = State::starting(me.clone());
-        state.status = Status::Released;
+        let mut state = State::claimed(me.clone());
         state.locker = Some(me);
         state.acquired_at_ms = Some(released - 1_000);
+        state.ended(
+            End::Released,
+            Reason::Other("max-lock-time (1 s) reached before thaw".into()),
+        );
         state.released_at_ms = Some(released);
-        state.reason = Some(Reason::Other(
-            "max-lock-time (1 s) reached before thaw".into(),
-        ));
         state
     }
 

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use argh::FromArgs;
 use common::error::{Lost, NoLock};
-use common::info_file::{self, CopyState, Mark};
+use common::info_file;
+use common::lifecycle::{End, Verdict};
 use common::phase::Phase;
 use common::process::Identity;
 use common::server;
@@ -126,11 +127,14 @@ fn thaw(config: &Config, phase: Phase) -> Result<()> {
         return Ok(());
     };
     let outcome = settle(config, &state_file, &state)?;
-    if let (Status::Acquired, Outcome::Lost(what)) = (state.status, &outcome) {
+    if let (Status::Acquired, Outcome::Lost(what)) = (state.status(), &outcome) {
         // The lock was recorded held and is gone without a release of its own: say so in the
         // info file (a released one was marked by whoever released it).
-        let mark = Mark::new(CopyState::Lost, what.clone(), state.started_at_ms);
-        info_file::mark_now(config, &mark);
+        let mut lost = (*state).clone();
+        lost.ended(End::Lost, Reason::Other(what.clone()));
+        if let Some(mark) = lost.copy_mark() {
+            info_file::mark_now(config, &mark);
+        }
     }
     record_thawed(&state_file, &state, &outcome)?;
     publish_metrics(config, &state_file, &outcome, phase);
@@ -189,10 +193,7 @@ fn record_thawed(state_file: &StateFile, state: &State, outcome: &Outcome) -> Re
     let guard = state_file.lock()?;
     if let Found::State(mut now) = guard.read() {
         if now.started_at_ms == state.started_at_ms {
-            now.thawed_at_ms = Some(time::now_unix_ms());
-            if now.reason.is_none() {
-                now.reason = Some(Reason::Other(outcome.text().to_string()));
-            }
+            now.thawed(outcome.text());
             guard.write(&now)?;
         }
     }
@@ -282,9 +283,9 @@ fn settle(config: &Config, state_file: &StateFile, state: &State) -> Result<Outc
 fn judge_record(config: &Config, state_file: &StateFile, state: &State) -> Result<Option<Outcome>> {
     let locker_pid = state.locker.as_ref().map_or(0, |l| l.pid);
     let held_since = state.acquired_at_ms.map_or("-".to_string(), time::rfc3339);
-    Ok(Some(match state.status {
-        Status::Acquired if state.locker_running() => return Ok(None),
-        Status::Acquired => {
+    Ok(Some(match state.verdict() {
+        Verdict::Held => return Ok(None),
+        Verdict::EndedEarly if state.status() == Status::Acquired => {
             // The locker may have released (on another thaw's request) and exited between our
             // read and this check: judge what it recorded last, if it recorded anything since.
             if let Some(now) = recorded_since(state_file, state, |s| s != Status::Acquired)? {
@@ -294,16 +295,19 @@ fn judge_record(config: &Config, state_file: &StateFile, state: &State) -> Resul
                 "the locker (PID {locker_pid}) died while holding the lock taken at {held_since}; the server dropped the lock when its connection closed"
             ))
         }
-        Status::Released if state.reason == Some(Reason::Thaw) => {
+        Verdict::HeldUntilThaw => {
             Outcome::HeldUntilThaw("the lock was already released on thaw's request".into())
         }
-        Status::Released | Status::Lost => Outcome::Lost(format!(
-            "the lock taken at {held_since} ended at {} before thaw: {}",
-            state.released_at_ms.map_or("-".to_string(), time::rfc3339),
-            state.reason_or("no reason recorded")
-        )),
-        Status::TimedOut | Status::Failed | Status::Starting | Status::Waiting => {
-            // freeze may have taken the lock since our read: judge what it recorded last.
+        Verdict::EndedEarly if matches!(state.status(), Status::Released | Status::Lost) => {
+            Outcome::Lost(format!(
+                "the lock taken at {held_since} ended at {} before thaw: {}",
+                state.released_at_ms.map_or("-".to_string(), time::rfc3339),
+                state.reason_or("no reason recorded")
+            ))
+        }
+        // Still freezing, never locked, or a freeze that failed after its lock: freeze may have
+        // taken the lock since our read, so judge what it recorded last.
+        Verdict::Freezing | Verdict::NeverLocked | Verdict::EndedEarly => {
             if let Some(now) = recorded_since(state_file, state, |s| s == Status::Acquired)? {
                 return settle(config, state_file, &now).map(Some);
             }
@@ -319,7 +323,7 @@ fn ask_to_release(config: &Config, state_file: &StateFile, state: &State) -> Res
     {
         let guard = state_file.lock()?;
         if let Found::State(mut now) = guard.read() {
-            now.thaw_requested_at_ms = Some(time::now_unix_ms());
+            now.thaw_requested();
             guard.write(&now)?;
         }
     }
@@ -329,12 +333,11 @@ fn ask_to_release(config: &Config, state_file: &StateFile, state: &State) -> Res
     let held_since = state.acquired_at_ms.map_or("-".to_string(), time::rfc3339);
     // The info file first: the filesystems are thawed by now, so no copy from here on may carry
     // the held record. Bounded: thaw never waits long for a disk.
-    let mark = Mark::new(
-        CopyState::Released,
-        format!("released on thaw's request (the lock was held from {held_since})"),
-        state.started_at_ms,
-    );
-    info_file::mark_now(config, &mark);
+    let mut released = state.clone();
+    released.ended(End::Released, Reason::Thaw);
+    if let Some(mark) = released.copy_mark() {
+        info_file::mark_now(config, &mark);
+    }
     let asked = Instant::now();
     locker.signal(SIGTERM);
     loop {
@@ -370,7 +373,7 @@ fn release_recorded(
     let Found::State(now) = state_file.peek()? else {
         return Ok(None);
     };
-    Ok(match now.status {
+    Ok(match now.status() {
         Status::Released if now.reason == Some(Reason::Thaw) => {
             Some(Outcome::HeldUntilThaw(format!(
                 "lock held without a break since {held_since} ({} ms); released in {} ms",
@@ -397,7 +400,7 @@ fn recorded_since(
     moved: impl Fn(Status) -> bool,
 ) -> Result<Option<State>> {
     Ok(match state_file.peek()? {
-        Found::State(now) if now.started_at_ms == state.started_at_ms && moved(now.status) => {
+        Found::State(now) if now.started_at_ms == state.started_at_ms && moved(now.status()) => {
             Some(*now)
         }
         _ => None,
