@@ -204,6 +204,17 @@ impl State {
 mod tests {
     use super::*;
 
+    /// The lock held at 5, at no particular coordinates.
+    fn acquired() -> Acquired {
+        Acquired {
+            at_ms: 5,
+            coordinates: Coordinates::default(),
+            synced: None,
+            storage_flags: vec![],
+            durability_warnings: vec![],
+        }
+    }
+
     fn gone() -> Identity {
         // This process, with a start time it never had: "not running".
         let mut me = Identity::current().unwrap();
@@ -217,13 +228,7 @@ mod tests {
         assert_eq!(state.copy_mark().unwrap().state, CopyState::Freezing);
         state.waiting(Some(gone()), 7, "root".into(), LockMode::Ftwrl);
         assert_eq!(state.copy_mark().unwrap().state, CopyState::Freezing);
-        state.held(Acquired {
-            at_ms: 5,
-            coordinates: Coordinates::default(),
-            synced: None,
-            storage_flags: vec![],
-            durability_warnings: vec![],
-        });
+        state.held(acquired());
         assert!(
             state.copy_mark().is_none(),
             "held: the held record, not a mark"
@@ -252,13 +257,7 @@ mod tests {
     fn the_verdict_tells_held_until_thaw_from_every_other_end() {
         let mut state = State::claimed(gone());
         assert_eq!(state.verdict(), Verdict::NeverLocked, "its freeze is gone");
-        state.held(Acquired {
-            at_ms: 5,
-            coordinates: Coordinates::default(),
-            synced: None,
-            storage_flags: vec![],
-            durability_warnings: vec![],
-        });
+        state.held(acquired());
         assert_eq!(
             state.verdict(),
             Verdict::EndedEarly,
