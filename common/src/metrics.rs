@@ -91,6 +91,9 @@ pub struct Update {
     pub lock_held_seconds: Option<f64>,
     pub attempts: Option<u64>,
     pub killed_queries: Option<u64>,
+    /// Whether a copy of the disk taken now would be consistent (the info file says `held`).
+    #[serde(default)]
+    pub copy_consistent: bool,
 }
 
 impl Update {
@@ -101,6 +104,7 @@ impl Update {
             freeze: true,
             outcome,
             lock_held: outcome.is_none(),
+            copy_consistent: outcome.is_none(),
             ..Update::default()
         };
         if let Some(state) = state {
@@ -153,10 +157,12 @@ pub struct Metrics {
     pub runs: [u64; 6],
     pub lock_held: bool,
     pub mode: Option<String>,
+    /// Whether a copy taken now would be consistent (unknown: `None`).
+    pub copy_consistent: Option<bool>,
 }
 
 /// One metric: name, type, help.
-const FAMILIES: [(&str, &str, &str); 11] = [
+const FAMILIES: [(&str, &str, &str); 12] = [
     (
         "mysql_snapshot_last_freeze_timestamp_seconds",
         "gauge",
@@ -208,6 +214,11 @@ const FAMILIES: [(&str, &str, &str); 11] = [
         "1 while a lock is held (set by freeze, cleared by thaw).",
     ),
     (
+        "mysql_snapshot_copy_consistent",
+        "gauge",
+        "1 while a copy of the disk taken now would be consistent (the info file says held): set by a successful freeze, cleared by thaw and every failure; live in thaw --status --prometheus.",
+    ),
+    (
         "mysql_snapshot_metrics_written_timestamp_seconds",
         "gauge",
         "When this file was written (Unix time).",
@@ -237,6 +248,7 @@ impl Metrics {
             }
         }
         self.lock_held = update.lock_held;
+        self.copy_consistent = Some(update.copy_consistent);
         if update.mode.is_some() {
             self.mode = update.mode.clone();
         }
@@ -288,6 +300,9 @@ impl Metrics {
                 ),
                 u8::from(self.lock_held).to_string(),
             )],
+            "mysql_snapshot_copy_consistent" => {
+                plain(number(self.copy_consistent.map(|c| f64::from(u8::from(c)))))
+            }
             _ => plain(format!("{written:.3}")),
         }
     }
@@ -344,6 +359,9 @@ impl Metrics {
                         return Err(bad("a count must be a whole number"));
                     }
                     metrics.runs[outcome.index()] = value as u64;
+                }
+                "mysql_snapshot_copy_consistent" => {
+                    metrics.copy_consistent = given(value).map(|v| v == 1.0)
                 }
                 "mysql_snapshot_lock_held" => {
                     metrics.lock_held = value == 1.0;

@@ -66,6 +66,7 @@ pub(crate) fn run(config: &Config, as_json: bool, as_prometheus: bool) -> ExitCo
         if let Some(state) = &state {
             metrics.overlay_state(state);
         }
+        metrics.copy_consistent = Some(copy.consistent);
         cli::out(&metrics.render(time::now_unix_ms() as f64 / 1000.0));
     } else if as_json {
         let doc = json!({

@@ -68,6 +68,20 @@ fn end_long_write(server: &Server, write: thread::JoinHandle<()>) {
     write.join().unwrap();
 }
 
+/// What `thaw --status --prometheus` says of a copy taken now.
+fn copy_consistent_metric(sandbox: &Sandbox) -> String {
+    let out = sandbox
+        .command("thaw")
+        .args(["--status", "--prometheus"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines()
+        .find(|l| l.starts_with("mysql_snapshot_copy_consistent "))
+        .unwrap_or_else(|| panic!("no mysql_snapshot_copy_consistent sample:\n{text}"))
+        .to_string()
+}
+
 /// `thaw --status`: its exit code and what it printed.
 fn status(sandbox: &Sandbox) -> (Option<i32>, String) {
     let out = sandbox.command("thaw").arg("--status").output().unwrap();
@@ -177,6 +191,10 @@ fn a_locker_killed_while_holding_is_marked_lost_by_the_thaw_that_finds_it() {
         said.contains("a copy taken now: consistent: held since"),
         "{said}"
     );
+    assert_eq!(
+        copy_consistent_metric(&sandbox),
+        "mysql_snapshot_copy_consistent 1.000"
+    );
     let pid = sandbox.locker_pid().unwrap();
     signal(pid, "KILL");
     assert_nothing_left(&server, &sandbox, Duration::from_secs(10));
@@ -184,6 +202,10 @@ fn a_locker_killed_while_holding_is_marked_lost_by_the_thaw_that_finds_it() {
     let (code, said) = status(&sandbox);
     assert_eq!(code, Some(2), "{said}");
     assert!(said.contains("no lock of that snapshot is held"), "{said}");
+    assert_eq!(
+        copy_consistent_metric(&sandbox),
+        "mysql_snapshot_copy_consistent 0.000"
+    );
     let out = sandbox.thaw("thaw");
     assert!(!out.status.success(), "{}", text(&out));
     sandbox.assert_copy_says("lost", "died while holding the lock");

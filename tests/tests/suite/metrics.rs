@@ -121,6 +121,10 @@ fn promtool_accepts_every_file_written_after_a_success_a_refusal_a_lost_lock_and
         "{s:?}"
     );
     assert_eq!(s["mysql_snapshot_last_attempts"], 1.0);
+    assert_eq!(
+        s["mysql_snapshot_copy_consistent"], 1.0,
+        "held: a copy is consistent"
+    );
     let meta = std::fs::metadata(&file).unwrap();
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(meta.permissions().mode() & 0o777, 0o644);
@@ -129,6 +133,10 @@ fn promtool_accepts_every_file_written_after_a_success_a_refusal_a_lost_lock_and
     let s = checked_ending(&file, "a thaw", "thawed");
     assert_eq!((runs(&s, "thawed"), last(&s, "thawed")), (1.0, 1.0));
     assert_eq!(s["mysql_snapshot_lock_held{mode=\"backup-stage\"}"], 0.0);
+    assert_eq!(
+        s["mysql_snapshot_copy_consistent"], 0.0,
+        "thawed: a copy is not"
+    );
     assert!(s["mysql_snapshot_last_success_timestamp_seconds"] > 1.7e9);
 
     // Refused: every attempt is capped behind a LOCK TABLES … WRITE.
