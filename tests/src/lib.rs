@@ -493,34 +493,9 @@ impl Sandbox {
     }
 
     /// Asserts that a copy taken now would say it is not consistent, in `state`, with a reason
-    /// containing `why`, and would carry no coordinates at its top level; the info file.
+    /// containing `why` (see [`assert_copy_says`]); the info file.
     pub fn assert_copy_says(&self, state: &str, why: &str) -> serde_json::Value {
-        let info = self.info();
-        assert_eq!(info["format"], 2, "{info}");
-        assert_eq!(
-            info["consistent"], false,
-            "a copy taken now would claim consistency: {info}"
-        );
-        assert_eq!(info["state"], state, "{info}");
-        let reason = info["reason"].as_str().unwrap_or_default();
-        assert!(
-            reason.contains(why),
-            "the reason must name {why:?}: {reason}"
-        );
-        for key in [
-            "binlog",
-            "gtid",
-            "replicas",
-            "seed_replica_sql",
-            "clone_replica_sql",
-            "lock",
-        ] {
-            assert!(
-                info.get(key).is_none(),
-                "`{key}` at the top level of a copy no lock covered: {info}"
-            );
-        }
-        info
+        assert_copy_says(self.info(), state, why)
     }
 
     /// The recorded locker PID.
@@ -537,6 +512,36 @@ impl Sandbox {
     pub fn log(&mut self) -> String {
         self.syslog.drain().join("\n")
     }
+}
+
+/// Asserts that `info` (an info file) says its copy is not consistent, in `state`, with a reason
+/// containing `why`, and carries no coordinates at its top level; returns it.
+pub fn assert_copy_says(info: serde_json::Value, state: &str, why: &str) -> serde_json::Value {
+    assert_eq!(info["format"], 2, "{info}");
+    assert_eq!(
+        info["consistent"], false,
+        "a copy taken now would claim consistency: {info}"
+    );
+    assert_eq!(info["state"], state, "{info}");
+    let reason = info["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains(why),
+        "the reason must name {why:?}: {reason}"
+    );
+    for key in [
+        "binlog",
+        "gtid",
+        "replicas",
+        "seed_replica_sql",
+        "clone_replica_sql",
+        "lock",
+    ] {
+        assert!(
+            info.get(key).is_none(),
+            "`{key}` at the top level of a copy no lock covered: {info}"
+        );
+    }
+    info
 }
 
 /// Locker processes started with any of these config files (their argv names the config).

@@ -238,3 +238,49 @@ fn a_freeze_killed_at_its_callers_deadline_leaves_a_copy_that_says_no_lock() {
     sandbox.assert_copy_says("refused", "freeze ended without reporting success");
     end_long_write(&server, write);
 }
+
+/// KubeVirt before 1.6 gives the guest agent 5 s. With the settings docs/platforms.md gives for
+/// it (`snapshot-timeout = 2`, `lock-wait-timeout = 1`), a freeze that finds no quiet moment is
+/// refused through the real qemu-ga before that deadline, cleanly (no lock, no locker), and the
+/// copy KubeVirt's fallback then takes says `refused`.
+#[test]
+fn behind_a_long_write_a_kubevirt_freeze_is_refused_within_its_5_s_deadline_and_says_so() {
+    use harness::guest_agent::{machine_cannot_loop_mount, Hook, Rig, ServerSetup, Snapshot};
+    const TEST: &str =
+        "behind_a_long_write_a_kubevirt_freeze_is_refused_within_its_5_s_deadline_and_says_so";
+    if machine_cannot_loop_mount(TEST) {
+        return;
+    }
+    let setup = ServerSetup {
+        flavour: harness::Flavour::MariaDb1011,
+        server_args: &["--log-bin=binlog", "--server-id=1"],
+        copy_args: &["--log-bin=binlog", "--server-id=1"],
+    };
+    let mut rig = Rig::new(
+        setup,
+        "snapshot-timeout = 2\nlock-wait-timeout = 1\nlong-query-threshold = 0",
+        Hook::Project,
+    );
+    // The window first: waiting for another test's window must not age the long write.
+    let window = rig.mount.freeze_window();
+    let write = long_myisam_write(&rig.server);
+    let asked = std::time::Instant::now();
+    let snapshot = rig.snapshot_in(&window);
+    let took = asked.elapsed();
+    drop(window);
+    let Snapshot::Refused(desc) = snapshot else {
+        panic!("a freeze behind a 20 s MyISAM write with snapshot-timeout = 2 was accepted");
+    };
+    assert!(desc.contains("fsfreeze hook has failed"), "{desc}");
+    assert!(
+        took < Duration::from_secs(5),
+        "refused after {took:?}: KubeVirt < 1.6 would have given up at 5 s"
+    );
+    assert_nothing_left(&rig.server, &rig.sandbox, Duration::from_secs(10));
+    harness::assert_copy_says(
+        rig.info(),
+        "refused",
+        "no lock within snapshot-timeout (2 s)",
+    );
+    end_long_write(&rig.server, write);
+}
