@@ -735,6 +735,12 @@ impl Rig {
         serde_json::from_str(&text).expect("the info file is JSON")
     }
 
+    /// After a thaw: the info file on the original mount says `released` and keeps the snapshot's
+    /// held record under `last_consistent`; that record.
+    pub fn last_held(&self) -> Value {
+        crate::last_held(self.info())
+    }
+
     /// The promise of a snapshot through qemu-ga with the project's hook: the freeze is accepted,
     /// writes resume after the thaw, `check_info` accepts the info file the freeze wrote, a server
     /// booted on the copy agrees with that info file and finds sound tables, and the writers saw
@@ -752,7 +758,7 @@ impl Rig {
             }
         };
         self.assert_writes_resume();
-        check_info(&self.info());
+        check_info(&self.last_held());
         let report = self.assert_copy_is_consistent(&copy, what);
         assert!(
             report.errors.is_empty(),

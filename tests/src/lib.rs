@@ -492,6 +492,12 @@ impl Sandbox {
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("the info file ({e}): {text}"))
     }
 
+    /// After a thaw: the held record of the snapshot just thawed, which the info file (marked
+    /// `released`) keeps under `last_consistent`.
+    pub fn last_held(&self) -> serde_json::Value {
+        last_held(self.info())
+    }
+
     /// Asserts that a copy taken now would say it is not consistent, in `state`, with a reason
     /// containing `why` (see [`assert_copy_says`]); the info file.
     pub fn assert_copy_says(&self, state: &str, why: &str) -> serde_json::Value {
@@ -512,6 +518,16 @@ impl Sandbox {
     pub fn log(&mut self) -> String {
         self.syslog.drain().join("\n")
     }
+}
+
+/// The held record an info file marked `released` (after a thaw) keeps under `last_consistent`.
+pub fn last_held(info: serde_json::Value) -> serde_json::Value {
+    assert_eq!(
+        info["state"], "released",
+        "after the thaw the info file must say released: {info:#}"
+    );
+    assert_eq!(info["last_consistent"]["consistent"], true, "{info:#}");
+    info["last_consistent"].clone()
 }
 
 /// Asserts that `info` (an info file) says its copy is not consistent, in `state`, with a reason

@@ -147,20 +147,25 @@ fn compare_live(offline: &Offline, live: &LiveRows) -> Vec<String> {
 }
 
 impl Copies {
-    /// Boots `copy` as a VM of its own (no network) and waits for MariaDB to answer after its
-    /// crash recovery (a copy taken without a freeze); how many crash-recovery lines its journal
-    /// has.
-    pub fn boots(&self, copy: &Path) -> usize {
+    /// Boots `copy` — one taken without a freeze — as a VM of its own (no network), waits for
+    /// MariaDB to answer after its crash recovery, and reads the info file as the restored VM sees
+    /// it (after the journal's replay: a copy taken without a freeze may hold the file's newest
+    /// metadata only in the journal, which an offline `noload` mount does not read). The info
+    /// file's text and how many crash-recovery lines MariaDB's journal has.
+    pub fn boot_crash_copy(&self, copy: &Path) -> (String, usize) {
         let mut vm = Vm::boot("crash-copy", self.image, copy, false);
         wait_for_mariadb(&mut vm, Duration::from_secs(300));
-        vm.sh(
-            "journalctl -u mariadb --no-pager -b | grep -c -i 'crash recovery\\|not shut down normally'",
-            Duration::from_secs(30),
-        )
-        .stdout
-        .trim()
-        .parse()
-        .unwrap_or(0)
+        let info = vm.must(&format!("cat {INFO_FILE}"));
+        let recovered = vm
+            .sh(
+                "journalctl -u mariadb --no-pager -b | grep -c -i 'crash recovery\\|not shut down normally'",
+                Duration::from_secs(30),
+            )
+            .stdout
+            .trim()
+            .parse()
+            .unwrap_or(0);
+        (info, recovered)
     }
 }
 

@@ -317,7 +317,7 @@ fn a_qemu_ga_snapshot_of_mysql_under_the_backup_lock_never_waits_for_a_long_sele
             "run {run}: the long SELECT ended: the freeze must not touch it"
         );
         rig.assert_writes_resume();
-        let info = rig.info();
+        let info = rig.last_held();
         assert_eq!(info["lock"]["mode"], "backup-lock", "{info:#}");
         assert_eq!(info["binlog"]["exact"], false, "{info:#}");
         assert_eq!(info["gtid"]["exact"], false, "{info:#}");

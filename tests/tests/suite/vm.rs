@@ -12,7 +12,6 @@
 use std::thread;
 use std::time::Duration;
 
-use harness::vm::copy::read_offline;
 use harness::vm::guest::{message, Copies};
 use harness::vm::{machine_cannot_run_vms, AgentHook, Outcome, SnapshotPath, SourceGuest, Taken};
 use mysql::prelude::Queryable;
@@ -138,8 +137,10 @@ fn under_load_both_proxmox_paths_give_copies_that_boot_consistent_with_their_own
         .vm
         .must("cat /var/lib/mysql-snapshot/snapshot-info.json");
     let info: Value = serde_json::from_str(&info).unwrap();
+    // After the thaw the file says released; the last held record is the snapshot's.
+    assert_eq!(info["state"], "released", "{info}");
     assert_eq!(
-        info["lock"]["mode"], "backup-stage",
+        info["last_consistent"]["lock"]["mode"], "backup-stage",
         "lock-mode = auto on MariaDB 10.11"
     );
     let copies = guest.into_copies();
@@ -278,22 +279,11 @@ fn a_refused_freeze_leaves_nothing_behind_its_thaw_succeeds_and_the_next_snapsho
     let copies = guest.into_copies();
     assert_consistent(&copies, &after, "the snapshot after the refused one");
 
-    // The copy Proxmox made after the refusal says so itself, and boots by crash recovery.
-    let offline = read_offline(&crash_copy, copies.dir.path());
-    let info = offline.info.expect("the info file is inside the copy");
-    assert_eq!(info["consistent"], false, "{info}");
-    assert_eq!(info["state"], "refused", "{info}");
-    let reason = info["reason"].as_str().unwrap_or_default();
-    assert!(
-        reason.contains("snapshot-timeout (8 s)"),
-        "the reason names the refusal as freeze reported it: {reason}"
-    );
-    assert!(
-        info.get("binlog").is_none(),
-        "no coordinates at the top level of a copy no lock covered: {info}"
-    );
-    let recovered = copies.boots(&crash_copy);
+    // The copy Proxmox made after the refusal boots by crash recovery and says so itself.
+    let (info, recovered) = copies.boot_crash_copy(&crash_copy);
     eprintln!("the copy taken without a freeze booted ({recovered} crash-recovery lines)");
+    let info: Value = serde_json::from_str(&info).unwrap();
+    harness::assert_copy_says(info, "refused", "snapshot-timeout (8 s)");
 }
 
 /// Scenario 4: the hypervisor thaws only 6 s after the freeze, past `max-lock-time = 5`. The
