@@ -736,7 +736,7 @@ impl Rig {
     }
 
     /// The promise of a snapshot through qemu-ga with the project's hook: the freeze is accepted,
-    /// writes resume after the thaw, `check_info` accepts the info file the freeze wrote, a server
+    /// writes resume after the thaw, `check_info` accepts the record the freeze wrote, a server
     /// booted on the copy agrees with that info file and finds sound tables, and the writers saw
     /// no error. `what` names the snapshot in failure messages.
     pub fn assert_a_snapshot_is_consistent(
@@ -752,7 +752,14 @@ impl Rig {
             }
         };
         self.assert_writes_resume();
-        check_info(&self.info());
+        // After the thaw the file is the `released` mark; the record the freeze wrote (what the
+        // copy carries) is kept under `last_consistent`.
+        let info = self.info();
+        assert_eq!(
+            info["state"], "released",
+            "the info file after the thaw: {info:#}"
+        );
+        check_info(&info["last_consistent"]);
         let report = self.assert_copy_is_consistent(&copy, what);
         assert!(
             report.errors.is_empty(),
