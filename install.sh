@@ -63,7 +63,9 @@ Hook flags:
                   exists and /etc/qemu/fsfreeze-hook does not, as on RHEL/Fedora, the hook goes to
                   /etc/qemu-ga/fsfreeze-hook.d instead; QEMU_HOOK_DIR overrides.)
   --qemu-direct   --qemu, plus \$PREFIX/sbin/mysql-snapshot-qemu-hook (0755): our own dispatcher
-                  for qemu-ga -F, which passes a failed freeze on so the snapshot fails
+                  for qemu-ga -F, which passes a failed freeze on so the snapshot fails. It
+                  runs the other fsfreeze-hook.d scripts too (before our freeze, after our
+                  thaw) and passes their failures on as well
   --nutanix       Nutanix Guest Tools: $NUTANIX_FREEZE and $NUTANIX_THAW
                   (root-owned, 0700; fixed paths, not under \$PREFIX)
   --gcp           Google Compute Engine guest-flush snapshots (google-guest-agent):
@@ -95,7 +97,8 @@ Environment:
   PREFIX         installation prefix (default /usr/local); binaries go to \$PREFIX/sbin
   DESTDIR        staging root prepended to every path (default empty); the hooks still
                  refer to \$PREFIX/sbin, so a staged install works once copied to /
-  QEMU_HOOK_DIR  directory for the --qemu hook (default /etc/qemu/fsfreeze-hook.d)
+  QEMU_HOOK_DIR  directory for the --qemu hook (default /etc/qemu/fsfreeze-hook.d); the
+                 --qemu-direct dispatcher reads the default directory whatever it says
 Every installed hook reads MYSQL_SNAPSHOT_SBIN at run time (default: \$PREFIX/sbin as
 installed) to find the binaries; it exists for tests of a staged install.
 EOF
@@ -211,16 +214,22 @@ case $BIN_DIR in
 esac
 
 # The stock QEMU dispatcher lives in /etc/qemu (upstream, Debian) or /etc/qemu-ga (RHEL, Fedora).
+# mysql-snapshot-qemu-hook applies the same rule when it runs, QEMU_HOOK_DIR aside.
+if [ -e "$DESTDIR/etc/qemu-ga/fsfreeze-hook" ] && [ ! -e "$DESTDIR/etc/qemu/fsfreeze-hook" ]; then
+	QEMU_STOCK_HOOK_DIR=/etc/qemu-ga/fsfreeze-hook.d
+	QEMU_STOCK_LOG=/var/log/qemu-ga/fsfreeze-hook.log
+else
+	QEMU_STOCK_HOOK_DIR=/etc/qemu/fsfreeze-hook.d
+	QEMU_STOCK_LOG=/var/log/qga-fsfreeze-hook.log
+fi
 if [ -n "${QEMU_HOOK_DIR-}" ]; then
 	QEMU_HOOK_DIR=${QEMU_HOOK_DIR%/}
 	case $QEMU_HOOK_DIR in
 	/?*) ;;
 	*) bad_usage "QEMU_HOOK_DIR must be an absolute path (got '$QEMU_HOOK_DIR')" ;;
 	esac
-elif [ -e "$DESTDIR/etc/qemu-ga/fsfreeze-hook" ] && [ ! -e "$DESTDIR/etc/qemu/fsfreeze-hook" ]; then
-	QEMU_HOOK_DIR=/etc/qemu-ga/fsfreeze-hook.d
 else
-	QEMU_HOOK_DIR=/etc/qemu/fsfreeze-hook.d
+	QEMU_HOOK_DIR=$QEMU_STOCK_HOOK_DIR
 fi
 QEMU_HOOK=$QEMU_HOOK_DIR/mysql-snapshot
 QEMU_DISPATCHER=${QEMU_HOOK_DIR%.d}
@@ -562,7 +571,13 @@ qemu_notes() {
 	say "    (sysvinit: DAEMON_ARGS=\"-F$QEMU_DIRECT_HOOK\" in /etc/default/qemu-guest-agent)"
 	say "  RHEL/Fedora: FSFREEZE_HOOK_PATHNAME=$QEMU_DIRECT_HOOK in /etc/sysconfig/qemu-ga,"
 	say "    then systemctl restart qemu-guest-agent"
-	say "  This replaces the stock dispatcher: other fsfreeze-hook.d scripts no longer run."
+	say "  It replaces the stock dispatcher and runs the other scripts in $QEMU_STOCK_HOOK_DIR"
+	say "  itself (all but our mysql-snapshot there): theirs before our freeze and after our"
+	say "  thaw; a failure of any fails the freeze or the thaw. Their output goes to"
+	say "  $QEMU_STOCK_LOG, as under the stock dispatcher."
+	if [ "$QEMU_HOOK_DIR" != "$QEMU_STOCK_HOOK_DIR" ]; then
+		say "  QEMU_HOOK_DIR does not change that: it reads $QEMU_STOCK_HOOK_DIR."
+	fi
 }
 
 gcp_notes() {

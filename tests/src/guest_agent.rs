@@ -27,6 +27,12 @@ pub const IMAGE_MIB: u64 = 512;
 /// Where the hook wrapper records its calls and the hook's stderr (in the rig's host directory).
 const HOOK_CALLS: &str = "calls.log";
 const HOOK_STDERR: &str = "hook-stderr.log";
+/// The hook directory the project's dispatcher reads in place of /etc/qemu/fsfreeze-hook.d, the
+/// log it appends those hooks' output to, and where the rig's other hooks record their calls (all
+/// in the rig's host directory, outside every mount).
+const HOOK_DIR: &str = "fsfreeze-hook.d";
+const HOOK_DIR_LOG: &str = "qga-fsfreeze-hook.log";
+const OTHER_HOOK_CALLS: &str = "other-hooks.log";
 
 pub use crate::loopfs::machine_cannot_loop_mount;
 
@@ -147,11 +153,13 @@ pub enum Hook {
 }
 
 /// Writes the hook qemu-ga runs (in the host directory, outside every mount) and returns its path.
-/// For `Hook::Project` it is a wrapper that pins the config and the binaries' directory, runs the
-/// project's hook and passes its exit status on: the environment does not depend on what qemu-ga
-/// passes on (7.2 passes its own; without the config path the binaries would read
-/// /etc/mysql-snapshot.cnf and reach the machine's server). qemu-ga discards the hook's output, so
-/// the wrapper keeps the hook's stderr and a line per call with its exit status for diagnostics.
+/// For `Hook::Project` it is a wrapper that pins the config, the binaries' directory and the
+/// dispatcher's hook directory and log (the rig's own, empty until a test adds hooks: never the
+/// machine's /etc/qemu/fsfreeze-hook.d), runs the project's hook and passes its exit status on:
+/// the environment does not depend on what qemu-ga passes on (7.2 passes its own; without the
+/// config path the binaries would read /etc/mysql-snapshot.cnf and reach the machine's server).
+/// qemu-ga discards the hook's output, so the wrapper keeps the hook's stderr and a line per call
+/// with its exit status for diagnostics.
 fn write_hook(dir: &Path, config: &Path, hook: Hook) -> PathBuf {
     let path = dir.join("fsfreeze-hook");
     let body = match hook {
@@ -163,10 +171,14 @@ fn write_hook(dir: &Path, config: &Path, hook: Hook) -> PathBuf {
                 "the project's qemu-ga hook is missing: {}",
                 project_hook.display()
             );
+            fs::create_dir_all(dir.join(HOOK_DIR)).unwrap();
             format!(
                 "MYSQL_SNAPSHOT_CONFIG='{config}'\n\
                  MYSQL_SNAPSHOT_SBIN='{sbin}'\n\
-                 export MYSQL_SNAPSHOT_CONFIG MYSQL_SNAPSHOT_SBIN\n\
+                 MYSQL_SNAPSHOT_QEMU_HOOK_DIR='{hook_dir}'\n\
+                 MYSQL_SNAPSHOT_QEMU_HOOK_LOG='{hook_dir_log}'\n\
+                 export MYSQL_SNAPSHOT_CONFIG MYSQL_SNAPSHOT_SBIN MYSQL_SNAPSHOT_QEMU_HOOK_DIR \
+                 MYSQL_SNAPSHOT_QEMU_HOOK_LOG\n\
                  echo \"$(date +%T.%N) $1 started\" >>'{calls}'\n\
                  '{hook}' \"$@\" 2>>'{stderr}'\n\
                  rc=$?\n\
@@ -174,6 +186,8 @@ fn write_hook(dir: &Path, config: &Path, hook: Hook) -> PathBuf {
                  exit $rc\n",
                 config = config.display(),
                 sbin = bin_dir().display(),
+                hook_dir = dir.join(HOOK_DIR).display(),
+                hook_dir_log = dir.join(HOOK_DIR_LOG).display(),
                 hook = project_hook.display(),
                 calls = dir.join(HOOK_CALLS).display(),
                 stderr = dir.join(HOOK_STDERR).display(),
@@ -632,9 +646,34 @@ impl Rig {
 
     fn snapshot_in_with(
         &mut self,
-        _window: &FreezeWindow,
+        window: &FreezeWindow,
         while_frozen: impl FnOnce(&mut Rig),
     ) -> Snapshot {
+        let (snapshot, thawed) = self.freeze_copy_thaw(window, while_frozen);
+        if let Some(thawed) = thawed {
+            assert_eq!(
+                thawed,
+                Ok(json!(1)),
+                "guest-fsfreeze-thaw\n{}",
+                self.diagnostics()
+            );
+        }
+        snapshot
+    }
+
+    /// `snapshot`, with qemu-ga's answer to the thaw (`None` when the freeze was refused and no
+    /// thaw was sent) returned instead of asserted: a thaw hook's failure makes it an error although
+    /// the mount is thawed (asserted here).
+    pub fn snapshot_answering_thaw(&mut self) -> (Snapshot, Option<Result<Value, String>>) {
+        let window = self.mount.freeze_window();
+        self.freeze_copy_thaw(&window, |_| {})
+    }
+
+    fn freeze_copy_thaw(
+        &mut self,
+        _window: &FreezeWindow,
+        while_frozen: impl FnOnce(&mut Rig),
+    ) -> (Snapshot, Option<Result<Value, String>>) {
         self.agent.sync();
         let copy = self.dir.path().join("copy.img");
         let started = Instant::now();
@@ -649,7 +688,7 @@ impl Rig {
                     "qemu-ga refused the freeze ({desc}) yet reports `{status}`"
                 );
                 eprintln!("snapshot refused after {hook_took:?}: {desc}");
-                return Snapshot::Refused(desc);
+                return (Snapshot::Refused(desc), None);
             }
         };
         assert_eq!(
@@ -665,21 +704,60 @@ impl Rig {
         let copy_took = copying.elapsed();
         let thawed = self.agent.execute("guest-fsfreeze-thaw", None);
         assert_eq!(
-            thawed,
-            Ok(json!(1)),
-            "guest-fsfreeze-thaw\n{}",
-            self.diagnostics()
+            self.agent.status(),
+            "thawed",
+            "after guest-fsfreeze-thaw ({thawed:?})"
         );
-        assert_eq!(self.agent.status(), "thawed");
         eprintln!(
             "snapshot taken: freeze answered after {hook_took:?}, image copied in {copy_took:?} \
-             ({} MiB allocated of {IMAGE_MIB} MiB)",
+             ({} MiB allocated of {IMAGE_MIB} MiB); thaw answered {thawed:?}",
             allocated_mib(&copy)
         );
-        Snapshot::Taken {
+        let taken = Snapshot::Taken {
             copy,
             froze_in: hook_took,
-        }
+        };
+        (taken, Some(thawed))
+    }
+
+    /// Adds `name` to the hook directory the project's dispatcher reads (`Hook::Project` only): a
+    /// script with `mode` that records each call in `other_hook_calls` — its name, the phase, and
+    /// the `state` the info file on the mount says at that moment (`none` before there is one),
+    /// which tells whether our lock was held — writes a line to its stdout, and exits
+    /// `freeze_exit` on freeze, `thaw_exit` on thaw.
+    pub fn add_other_hook(&self, name: &str, mode: u32, freeze_exit: u8, thaw_exit: u8) {
+        let dir = self.dir.path().join(HOOK_DIR);
+        assert!(
+            dir.is_dir(),
+            "the rig's hook directory is made for Hook::Project only"
+        );
+        let script = format!(
+            "#!/bin/sh\n\
+             state=$(sed -n 's/^  \"state\": \"\\([a-z]*\\)\".*/\\1/p' '{info}' 2>/dev/null)\n\
+             echo \"{name} $1 ${{state:-none}}\" >>'{calls}'\n\
+             echo \"{name} says $1\"\n\
+             case $1 in freeze) exit {freeze_exit} ;; thaw) exit {thaw_exit} ;; esac\n\
+             exit 64\n",
+            info = self.mount.mountpoint.join(INFO_NAME).display(),
+            calls = self.dir.path().join(OTHER_HOOK_CALLS).display(),
+        );
+        let path = dir.join(name);
+        fs::write(&path, script).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    /// The calls of the hooks `add_other_hook` added, in order: `name phase state`.
+    pub fn other_hook_calls(&self) -> Vec<String> {
+        fs::read_to_string(self.dir.path().join(OTHER_HOOK_CALLS))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// The log the project's dispatcher appends the other hooks' output to.
+    pub fn other_hooks_output(&self) -> String {
+        fs::read_to_string(self.dir.path().join(HOOK_DIR_LOG)).unwrap_or_default()
     }
 
     /// A copy taken the way a caller takes one after a failed freeze (Proxmox goes on
@@ -742,7 +820,7 @@ impl Rig {
     }
 
     /// The promise of a snapshot through qemu-ga with the project's hook: the freeze is accepted,
-    /// writes resume after the thaw, `check_info` accepts the info file the freeze wrote, a server
+    /// writes resume after the thaw, `check_info` accepts the record the freeze wrote, a server
     /// booted on the copy agrees with that info file and finds sound tables, and the writers saw
     /// no error. `what` names the snapshot in failure messages.
     pub fn assert_a_snapshot_is_consistent(
@@ -837,10 +915,13 @@ impl Rig {
     /// Everything that helps explain a failure.
     pub fn diagnostics(&mut self) -> String {
         format!(
-            "hook calls:\n{}\nhook stderr:\n{}\nsyslog:\n{}\nload errors: {:?}\n\
+            "hook calls:\n{}\nhook stderr:\n{}\nother hooks' calls: {:?}\nother hooks' log:\n{}\n\
+             syslog:\n{}\nload errors: {:?}\n\
              server error log (tail):\n{}\nqemu-ga log (tail):\n{}",
             tail(&self.dir.path().join(HOOK_CALLS), 2000),
             tail(&self.dir.path().join(HOOK_STDERR), 4000),
+            self.other_hook_calls(),
+            tail(&self.dir.path().join(HOOK_DIR_LOG), 2000),
             self.sandbox.log(),
             self.load.errors.lock().unwrap(),
             tail(&self.server.dir.path().join("error.log"), 3000),

@@ -7,7 +7,9 @@
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use harness::guest_agent::{machine_cannot_loop_mount, Hook, Rig, ServerSetup, Snapshot};
+use harness::guest_agent::{
+    machine_cannot_loop_mount, Hook, Rig, ServerSetup, Snapshot, INFO_NAME,
+};
 use harness::{wait_until, Flavour, Server};
 use mysql::prelude::Queryable;
 
@@ -252,4 +254,198 @@ fn kill_long_queries_all_makes_a_snapshot_behind_a_long_myisam_write_consistent(
     );
     rig.assert_copy_is_consistent(&copy, "the snapshot taken after killing the long write");
     eprintln!("kill-long-queries = all: the long write was killed ({outcome:?}); consistent");
+}
+
+/// The other hooks of the chain tests, in glob order: a line per call in `other_hook_calls`.
+const FIRST: &str = "10-first";
+const SECOND: &str = "20-second";
+const THIRD: &str = "30-third";
+
+/// `name phase state`: what an other hook records of one call (`state`: the info file's, so
+/// `none` before our first freeze, `held` while our lock is, `released` after our thaw).
+fn call(name: &str, phase: &str, state: &str) -> String {
+    format!("{name} {phase} {state}")
+}
+
+/// A rig with the project's dispatcher, `settings`, and in its hook directory the executable
+/// other hooks `(name, freeze exit, thaw exit)`; `None` where the machine cannot loop-mount.
+fn rig_with_other_hooks(test: &str, settings: &str, hooks: &[(&str, u8, u8)]) -> Option<Rig> {
+    if machine_cannot_loop_mount(test) {
+        return None;
+    }
+    let rig = Rig::new(SETUP, settings, Hook::Project);
+    for &(name, freeze_exit, thaw_exit) in hooks {
+        rig.add_other_hook(name, 0o755, freeze_exit, thaw_exit);
+    }
+    Some(rig)
+}
+
+/// qemu-ga refused the freeze with the hook's `status` (`what` made it refuse); its error.
+fn refused_with(snapshot: Snapshot, status: u8, what: &str) -> String {
+    let Snapshot::Refused(desc) = snapshot else {
+        panic!("{what} must make qemu-ga refuse the freeze");
+    };
+    assert!(
+        desc.contains(&format!("fsfreeze hook has failed with status {status}")),
+        "qemu-ga passes the status on: {desc}"
+    );
+    desc
+}
+
+/// The other hooks were called exactly as `calls` says, no locker is left and a write goes
+/// through; `outcome` is what qemu-ga answered, for the record.
+fn assert_the_chain_ran(rig: &mut Rig, test: &str, outcome: &str, calls: &[String]) {
+    assert_eq!(rig.other_hook_calls(), calls, "{}", rig.diagnostics());
+    harness::assert_nothing_left(&rig.server, &rig.sandbox, Duration::from_secs(10));
+    eprintln!("{test}: {outcome}; calls {calls:?}");
+}
+
+/// Our dispatcher runs the other hooks of its directory as well, in glob order: theirs before our
+/// freeze (the info file has no lock yet when they run), ours first on thaw (released when they
+/// run), theirs after it in reverse; each once, their output in the dispatcher's log. Our own
+/// `mysql-snapshot` hook, a file that is not executable and a backup name are not run. The copy
+/// is consistent.
+#[test]
+fn the_qemu_ga_dispatcher_freezes_the_other_hooks_before_ours_and_thaws_them_after_ours() {
+    let test =
+        "the_qemu_ga_dispatcher_freezes_the_other_hooks_before_ours_and_thaws_them_after_ours";
+    let Some(mut rig) = rig_with_other_hooks(
+        test,
+        "lock-mode = ftwrl",
+        &[(SECOND, 0, 0), (FIRST, 0, 0), ("50-old.dpkg-old", 0, 0)],
+    ) else {
+        return;
+    };
+    // What install.sh --qemu puts there for the stock dispatcher: the binaries run once, by ours.
+    rig.add_other_hook("mysql-snapshot", 0o755, 0, 0);
+    rig.add_other_hook("40-not-executable", 0o644, 0, 0);
+    rig.assert_a_snapshot_is_consistent(test, "the snapshot with other hooks", |info| {
+        assert_eq!(info["lock"]["mode"], "ftwrl");
+    });
+    let output = rig.other_hooks_output();
+    for line in [
+        "10-first says freeze",
+        "20-second says freeze",
+        "20-second says thaw",
+        "10-first says thaw",
+    ] {
+        assert!(
+            output.contains(line),
+            "the dispatcher's log lacks `{line}`:\n{output}"
+        );
+    }
+    assert_the_chain_ran(
+        &mut rig,
+        test,
+        "taken, consistent",
+        &[
+            call(FIRST, "freeze", "none"),
+            call(SECOND, "freeze", "none"),
+            call(SECOND, "thaw", "released"),
+            call(FIRST, "thaw", "released"),
+        ],
+    );
+}
+
+/// A hook that fails its freeze stops the chain: qemu-ga refuses the freeze with that hook's
+/// status, the hooks frozen before it get their thaw, the ones after it and ours never run (no
+/// info file, no locker; writes go on), and the failed one gets no thaw.
+#[test]
+fn a_failing_second_hook_refuses_the_freeze_and_thaws_the_hooks_before_it() {
+    let test = "a_failing_second_hook_refuses_the_freeze_and_thaws_the_hooks_before_it";
+    let Some(mut rig) = rig_with_other_hooks(
+        test,
+        "lock-mode = ftwrl",
+        &[(FIRST, 0, 0), (SECOND, 5, 0), (THIRD, 0, 0)],
+    ) else {
+        return;
+    };
+    let snapshot = rig.snapshot();
+    let desc = refused_with(snapshot, 5, "a hook that fails its freeze");
+    assert!(
+        !rig.mount.mountpoint.join(INFO_NAME).exists(),
+        "our freeze ran although a hook before it failed: {}",
+        rig.diagnostics()
+    );
+    assert_the_chain_ran(
+        &mut rig,
+        test,
+        &format!("refused ({desc})"),
+        &[
+            call(FIRST, "freeze", "none"),
+            call(SECOND, "freeze", "none"),
+            call(FIRST, "thaw", "none"),
+        ],
+    );
+}
+
+/// Our freeze refused (FTWRL behind a 30 s MyISAM write, snapshot-timeout = 4) after the other
+/// hooks froze: qemu-ga refuses the freeze with our status, and the other hooks are thawed in
+/// reverse order (the info file says `refused` when they are); no locker, writes go on.
+#[test]
+fn a_refused_lock_refuses_the_freeze_and_thaws_the_hooks_frozen_before_it() {
+    let test = "a_refused_lock_refuses_the_freeze_and_thaws_the_hooks_frozen_before_it";
+    let Some(mut rig) = rig_with_other_hooks(
+        test,
+        "lock-mode = ftwrl\nsnapshot-timeout = 4\nlong-query-threshold = 1",
+        &[(FIRST, 0, 0), (SECOND, 0, 0)],
+    ) else {
+        return;
+    };
+    let (snapshot, _long) = snapshot_behind_a_long_myisam_write(&mut rig);
+    let desc = refused_with(
+        snapshot,
+        1,
+        "FTWRL behind a 30 s MyISAM write, snapshot-timeout = 4",
+    );
+    assert_the_chain_ran(
+        &mut rig,
+        test,
+        &format!("refused ({desc})"),
+        &[
+            call(FIRST, "freeze", "none"),
+            call(SECOND, "freeze", "none"),
+            call(SECOND, "thaw", "refused"),
+            call(FIRST, "thaw", "refused"),
+        ],
+    );
+}
+
+/// A hook that fails its thaw: ours and every other hook still thaw, in reverse order, the ones
+/// after the failed one included; qemu-ga's thaw answers with that hook's status, the mount is
+/// thawed and our lock released.
+#[test]
+fn a_failing_thaw_hook_still_thaws_every_hook_in_reverse_order_and_is_reported() {
+    let test = "a_failing_thaw_hook_still_thaws_every_hook_in_reverse_order_and_is_reported";
+    let Some(mut rig) = rig_with_other_hooks(
+        test,
+        "lock-mode = ftwrl",
+        &[(FIRST, 0, 0), (SECOND, 0, 7), (THIRD, 0, 0)],
+    ) else {
+        return;
+    };
+    let (snapshot, thawed) = rig.snapshot_answering_thaw();
+    let Snapshot::Taken { .. } = snapshot else {
+        panic!("the freeze was refused\n{}", rig.diagnostics());
+    };
+    let thawed = thawed.expect("a thaw follows a freeze");
+    assert!(
+        thawed
+            .as_ref()
+            .is_err_and(|e| e.contains("fsfreeze hook has failed with status 7")),
+        "qemu-ga's thaw reports the failed hook's status: {thawed:?}"
+    );
+    assert_the_chain_ran(
+        &mut rig,
+        test,
+        &format!("thaw answered {thawed:?}"),
+        &[
+            call(FIRST, "freeze", "none"),
+            call(SECOND, "freeze", "none"),
+            call(THIRD, "freeze", "none"),
+            call(THIRD, "thaw", "released"),
+            call(SECOND, "thaw", "released"),
+            call(FIRST, "thaw", "released"),
+        ],
+    );
 }

@@ -105,6 +105,17 @@ impl Fixture {
         self.dir.join("root")
     }
 
+    /// The hook directory the installed qemu-ga dispatcher reads in place of
+    /// /etc/qemu/fsfreeze-hook.d (`run_script` pins it; empty unless a test adds hooks), and the
+    /// log it writes their output to.
+    fn qemu_hook_dir(&self) -> PathBuf {
+        self.dir.join("fsfreeze-hook.d")
+    }
+
+    fn qemu_hook_log(&self) -> PathBuf {
+        self.dir.join("qga-fsfreeze-hook.log")
+    }
+
     /// `path` relative to the `DESTDIR`.
     fn at(&self, path: &str) -> PathBuf {
         self.root().join(path)
@@ -656,14 +667,29 @@ struct HookRun {
 }
 
 /// Runs the installed hook at `path` (relative to the DESTDIR) directly, as qemu-ga and NGT do,
-/// with the fake binaries exiting `fake_exit`.
+/// with the fake binaries exiting `fake_exit` (and the qemu-ga dispatcher reading the fixture's
+/// hook directory).
 fn run_script(fixture: &Fixture, path: &str, args: &[&str], fake_exit: u8) -> HookRun {
+    run_script_with(fixture, path, args, fake_exit, &[])
+}
+
+/// `run_script` with extra environment variables.
+fn run_script_with(
+    fixture: &Fixture,
+    path: &str,
+    args: &[&str],
+    fake_exit: u8,
+    env: &[(&str, &str)],
+) -> HookRun {
     let _ = fs::remove_file(fixture.calls_log());
     let _ = fs::remove_file(fixture.pids_log());
     let child = Command::new(fixture.at(path))
         .args(args)
         .env("MYSQL_SNAPSHOT_SBIN", fixture.at(SBIN))
+        .env("MYSQL_SNAPSHOT_QEMU_HOOK_DIR", fixture.qemu_hook_dir())
+        .env("MYSQL_SNAPSHOT_QEMU_HOOK_LOG", fixture.qemu_hook_log())
         .env("FAKE_EXIT", fake_exit.to_string())
+        .envs(env.iter().copied())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -785,6 +811,11 @@ fn install_all_lays_out_every_hook_with_its_mode() {
         "the output says how to point qemu-ga at the direct dispatcher:\n{out}"
     );
     assert!(
+        out.contains("runs the other scripts in /etc/qemu/fsfreeze-hook.d")
+            && out.contains("/var/log/qga-fsfreeze-hook.log"),
+        "the output says the direct dispatcher runs the other hooks, and where their output goes:\n{out}"
+    );
+    assert!(
         out.contains("[Snapshots]") && out.contains("enabled = true"),
         "the output says how to enable Google's snapshot scripts:\n{out}"
     );
@@ -845,8 +876,10 @@ fn every_hook_execs_the_right_binary_with_the_right_phase() {
             format!("{expected}\n"),
             "{path} {args:?} runs exactly one binary with the right phase"
         );
+        // The direct dispatcher waits for the binary: it runs the other hooks around it (that
+        // nothing stays behind holding its output: a_hook_left_running_by_the_qemu_direct_...).
         assert!(
-            run.exec,
+            run.exec || *path == QEMU_DIRECT,
             "{path} {args:?} execs the binary, so no shell stays behind holding the agent's \
              stdout/stderr (qemu-ga 9.1+ reads them until EOF)"
         );
@@ -897,6 +930,174 @@ fn the_qemu_direct_dispatcher_propagates_a_failing_freeze_exit_code() {
         assert_eq!(run.output.status.code(), Some(i32::from(code)));
         assert_eq!(run.calls, "mysql-snapshot-thaw thaw\n");
     }
+}
+
+/// Writes `name` into the fixture's qemu-ga hook directory: a hook that appends `name phase` to
+/// the calls log (where the fake binaries write theirs), says so on its stdout, and exits
+/// `freeze_exit` on freeze, `thaw_exit` on thaw.
+fn other_qemu_hook(fixture: &Fixture, name: &str, freeze_exit: u8, thaw_exit: u8) {
+    let dir = fixture.qemu_hook_dir();
+    fs::create_dir_all(&dir).expect("create the hook directory");
+    let script = format!(
+        "#!/bin/sh\nprintf '%s %s\\n' '{name}' \"$1\" >> '{calls}'\necho \"{name} says $1\"\n\
+         case $1 in freeze) exit {freeze_exit} ;; thaw) exit {thaw_exit} ;; esac\nexit 64\n",
+        calls = fixture.calls_log().display(),
+    );
+    let path = dir.join(name);
+    fs::write(&path, script).expect("write a hook");
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("chmod a hook");
+}
+
+#[test]
+fn the_qemu_direct_dispatcher_runs_the_other_hooks_around_ours_and_passes_their_failures_on() {
+    let fixture = Fixture::new("direct-chain");
+    fixture.install(&["--qemu-direct"]);
+    other_qemu_hook(&fixture, "20-b", 0, 0);
+    other_qemu_hook(&fixture, "10-a", 0, 0);
+    // Not run: our --qemu hook (the dispatcher runs the binaries itself), a file that is not
+    // executable, a backup name the stock dispatcher skips too, a directory.
+    let dir = fixture.qemu_hook_dir();
+    fs::copy(fixture.at(QEMU_HOOK), dir.join("mysql-snapshot")).expect("copy our --qemu hook");
+    other_qemu_hook(&fixture, "30-off", 0, 0);
+    fs::set_permissions(dir.join("30-off"), fs::Permissions::from_mode(0o644)).expect("chmod");
+    other_qemu_hook(&fixture, "40-old.dpkg-old", 0, 0);
+    fs::create_dir(dir.join("50-dir")).expect("create a directory");
+
+    let chain = |args: &[&str], fake_exit: u8, code: i32, calls: &[&str]| {
+        let run = run_script(&fixture, QEMU_DIRECT, args, fake_exit);
+        assert_eq!(
+            (
+                run.output.status.code(),
+                run.calls.lines().collect::<Vec<_>>()
+            ),
+            (Some(code), calls.to_vec()),
+            "{args:?} with the binaries exiting {fake_exit}: stderr {}",
+            stderr(&run.output)
+        );
+        run
+    };
+    let ours_freeze = "mysql-snapshot-freeze freeze";
+    let ours_thaw = "mysql-snapshot-thaw thaw";
+    let run = chain(
+        &["freeze"],
+        0,
+        0,
+        &["10-a freeze", "20-b freeze", ours_freeze],
+    );
+    assert!(
+        !stdout(&run.output).contains("says"),
+        "the other hooks' output goes to the log, not to qemu-ga's pipes"
+    );
+    chain(
+        &["FREEZE"],
+        0,
+        0,
+        &["10-a freeze", "20-b freeze", ours_freeze],
+    );
+    chain(&["thaw"], 0, 0, &[ours_thaw, "20-b thaw", "10-a thaw"]);
+    let log = read(&fixture.qemu_hook_log());
+    for line in [
+        "10-a says freeze",
+        "20-b says thaw",
+        "/10-a finished with status=0",
+    ] {
+        assert!(log.contains(line), "the log holds `{line}`:\n{log}");
+    }
+
+    // Our freeze refused: the hooks frozen before it are thawed, and its status is passed on.
+    chain(
+        &["freeze"],
+        3,
+        3,
+        &[
+            "10-a freeze",
+            "20-b freeze",
+            ours_freeze,
+            "20-b thaw",
+            "10-a thaw",
+        ],
+    );
+    // Our thaw failing (a lost lock): the others still thaw; the first failure is reported.
+    other_qemu_hook(&fixture, "20-b", 0, 7);
+    chain(&["thaw"], 4, 4, &[ours_thaw, "20-b thaw", "10-a thaw"]);
+    other_qemu_hook(&fixture, "10-a", 0, 8);
+    chain(&["thaw"], 0, 7, &[ours_thaw, "20-b thaw", "10-a thaw"]);
+    // Another hook refusing its freeze: the ones after it and ours never run, the ones before it
+    // are thawed, the failed one is not.
+    other_qemu_hook(&fixture, "20-b", 5, 0);
+    let run = chain(
+        &["freeze"],
+        0,
+        5,
+        &["10-a freeze", "20-b freeze", "10-a thaw"],
+    );
+    assert!(
+        stderr(&run.output).contains("20-b freeze failed with status 5"),
+        "{}",
+        stderr(&run.output)
+    );
+}
+
+#[test]
+fn a_hook_left_running_by_the_qemu_direct_dispatcher_holds_neither_its_output_nor_the_freeze() {
+    let fixture = Fixture::new("direct-daemon");
+    fixture.install(&["--qemu-direct"]);
+    let pid_file = fixture.dir.join("daemon.pid");
+    let dir = fixture.qemu_hook_dir();
+    fs::create_dir_all(&dir).expect("create the hook directory");
+    // A hook written for the stock dispatcher may leave a child behind on its stdout and stderr.
+    let daemon = dir.join("10-daemon");
+    fs::write(
+        &daemon,
+        format!(
+            "#!/bin/sh\nsleep 60 &\necho $! > '{}'\necho started\n",
+            pid_file.display()
+        ),
+    )
+    .expect("write a hook");
+    fs::set_permissions(&daemon, fs::Permissions::from_mode(0o755)).expect("chmod a hook");
+
+    // The hook's child, stopped by the PID it wrote (each run starts one).
+    let stop_child = || {
+        if let Ok(pid) = fs::read_to_string(&pid_file) {
+            let _ = Command::new("kill").arg(pid.trim()).status();
+        }
+    };
+    let started = std::time::Instant::now();
+    let run = run_script(&fixture, QEMU_DIRECT, &["freeze"], 0);
+    let took = started.elapsed();
+    stop_child();
+    assert_success(
+        &run.output,
+        "the dispatcher with a hook that leaves a child behind",
+    );
+    assert!(
+        took < std::time::Duration::from_secs(20),
+        "reading the dispatcher's stdout/stderr to EOF took {took:?}: the hook's child holds them"
+    );
+    assert_eq!(run.calls, "mysql-snapshot-freeze freeze\n");
+    assert!(read(&fixture.qemu_hook_log()).contains("started"));
+
+    // A log that cannot be written: the hooks still run, their output is discarded, and stderr
+    // says so.
+    let run = run_script_with(
+        &fixture,
+        QEMU_DIRECT,
+        &["thaw"],
+        0,
+        &[(
+            "MYSQL_SNAPSHOT_QEMU_HOOK_LOG",
+            "/nonexistent/qga-fsfreeze-hook.log",
+        )],
+    );
+    stop_child();
+    assert_success(&run.output, "the dispatcher with an unwritable log");
+    assert_eq!(run.calls, "mysql-snapshot-thaw thaw\n");
+    assert!(
+        stderr(&run.output).contains("cannot write /nonexistent/qga-fsfreeze-hook.log"),
+        "{}",
+        stderr(&run.output)
+    );
 }
 
 #[test]
@@ -1032,14 +1233,16 @@ fn the_qemu_hook_follows_the_rhel_layout_and_qemu_hook_dir() {
     let dispatcher = rhel.at("etc/qemu-ga/fsfreeze-hook");
     fs::create_dir_all(dispatcher.parent().expect("parent dir")).expect("create etc/qemu-ga");
     fs::write(&dispatcher, "#!/bin/sh\n").expect("write a stock dispatcher");
-    let output = rhel.install(&["--qemu"]);
+    let output = rhel.install(&["--qemu-direct"]);
     let hook = "etc/qemu-ga/fsfreeze-hook.d/mysql-snapshot";
     assert_mode(&rhel.at(hook), 0o755);
     assert!(!exists(&rhel.at(QEMU_HOOK)));
+    let out = stdout(&output);
+    assert!(out.contains("/etc/qemu-ga/fsfreeze-hook,"), "{out}");
     assert!(
-        stdout(&output).contains("/etc/qemu-ga/fsfreeze-hook,"),
-        "{}",
-        stdout(&output)
+        out.contains("runs the other scripts in /etc/qemu-ga/fsfreeze-hook.d")
+            && out.contains("/var/log/qemu-ga/fsfreeze-hook.log"),
+        "the direct dispatcher follows the RHEL layout too:\n{out}"
     );
     rhel.uninstall();
     assert!(!exists(&rhel.at(hook)));
@@ -1052,16 +1255,22 @@ fn the_qemu_hook_follows_the_rhel_layout_and_qemu_hook_dir() {
             "--no-build",
             "--bin-dir",
             bin_dir.to_str().expect("UTF-8 path"),
-            "--qemu",
+            "--qemu-direct",
         ],
         &[("QEMU_HOOK_DIR", "/opt/agent/hooks.d")],
     );
     assert_success(
         &output,
-        "QEMU_HOOK_DIR=/opt/agent/hooks.d install.sh --qemu",
+        "QEMU_HOOK_DIR=/opt/agent/hooks.d install.sh --qemu-direct",
     );
     assert_mode(&custom.at("opt/agent/hooks.d/mysql-snapshot"), 0o755);
     assert!(!exists(&custom.at(QEMU_HOOK)));
+    assert!(
+        stdout(&output)
+            .contains("QEMU_HOOK_DIR does not change that: it reads /etc/qemu/fsfreeze-hook.d"),
+        "the output says which directory the direct dispatcher reads:\n{}",
+        stdout(&output)
+    );
 }
 
 /// The plugin config install.sh writes for Azure Backup, key for key.

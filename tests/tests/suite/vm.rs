@@ -118,7 +118,18 @@ fn assert_consistent(copies: &Copies, taken: &Taken, what: &str) {
     );
 }
 
-/// Scenario 1: both of Proxmox's paths, under InnoDB and MyISAM writers from the host.
+/// An application's hook beside ours in the guest's /etc/qemu/fsfreeze-hook.d: it appends its
+/// phase and the info file's `state` at that moment to /run (tmpfs, never frozen).
+const APPLICATION_HOOK: &str = "/etc/qemu/fsfreeze-hook.d/50-application";
+const APPLICATION_HOOK_SCRIPT: &str = r#"#!/bin/sh
+state=$(sed -n 's/^  "state": "\([a-z]*\)".*/\1/p' /var/lib/mysql-snapshot/snapshot-info.json 2>/dev/null)
+echo "$1 ${state:-none}" >>/run/application-hook.calls
+echo "application hook: $1"
+"#;
+
+/// Scenario 1: both of Proxmox's paths, under InnoDB and MyISAM writers from the host. An
+/// application's hook in fsfreeze-hook.d runs under the package's dispatcher too: before our
+/// freeze (no lock held yet), after our thaw (released), its output in the stock log.
 #[test]
 fn under_load_both_proxmox_paths_give_copies_that_boot_consistent_with_their_own_info_file() {
     if machine_cannot_run_vms(
@@ -131,8 +142,29 @@ fn under_load_both_proxmox_paths_give_copies_that_boot_consistent_with_their_own
         &mut guest,
         "qemu-ga runs /usr/sbin/mysql-snapshot-qemu-hook",
     );
+    guest
+        .vm
+        .write_file(APPLICATION_HOOK, APPLICATION_HOOK_SCRIPT.as_bytes());
+    guest.vm.must(&format!("chmod 0755 {APPLICATION_HOOK}"));
     let (backup, _) = a_clean_snapshot(&mut guest, SnapshotPath::Backup);
     let (snapshot, _) = a_clean_snapshot(&mut guest, SnapshotPath::Snapshot);
+    let calls = guest.vm.must("cat /run/application-hook.calls");
+    assert_eq!(
+        calls.lines().collect::<Vec<_>>(),
+        [
+            "freeze none",
+            "thaw released",
+            "freeze released",
+            "thaw released"
+        ],
+        "the application's hook runs before our freeze and after our thaw, once each"
+    );
+    let log = guest.vm.must("cat /var/log/qga-fsfreeze-hook.log");
+    assert_eq!(
+        log.matches("application hook: thaw").count(),
+        2,
+        "the dispatcher's log holds the hook's output:\n{log}"
+    );
     let info = guest
         .vm
         .must("cat /var/lib/mysql-snapshot/snapshot-info.json");
