@@ -134,6 +134,10 @@ fn run(args: Args) -> Result<ExitCode> {
         log::error!("event=refused unknown --lock-mode {lock_mode}");
         return Ok(ExitCode::from(1));
     };
+    // freeze resolved the mode (its --lock-mode over the file's): one mode from here on, the
+    // privileges it needs included.
+    let mut config = config;
+    config.lock_mode = mode;
     let mut locker = match Locker::new(config, mode, args.sync_filesystems) {
         Ok(locker) => locker,
         Err(err) => {

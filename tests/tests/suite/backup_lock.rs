@@ -256,6 +256,36 @@ fn an_account_without_backup_admin_is_refused_with_the_grant_that_fixes_it() {
     assert_nothing_left(&server, &sandbox, LIMIT);
 }
 
+/// `--lock-mode backup-lock` over a config that names no mode: the locker checks the privileges
+/// of the mode freeze passed it (BACKUP_ADMIN), not of the file's (RELOAD), as `--check` does.
+#[test]
+fn a_lock_mode_given_to_freeze_decides_the_privileges_the_locker_checks() {
+    let Some(server) = durable_mysql(&[]) else {
+        return;
+    };
+    create_account(&server, "SELECT, PROCESS, REPLICATION CLIENT, BACKUP_ADMIN");
+    let sandbox = Sandbox::new(&server, &account_settings(""));
+    let check = sandbox
+        .command("freeze")
+        .args(["--lock-mode", "backup-lock", "--check"])
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "--check: {}", text(&check));
+    let out = sandbox
+        .command("freeze")
+        .args(["--lock-mode", "backup-lock", "freeze"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "--check said yes, so must freeze: {}",
+        text(&out)
+    );
+    let out = sandbox.thaw("thaw");
+    assert!(out.status.success(), "{}", text(&out));
+    assert_nothing_left(&server, &sandbox, LIMIT);
+}
+
 #[test]
 fn the_backup_lock_is_refused_where_the_filesystems_are_synced_not_frozen() {
     let Some(server) = durable_mysql(&[]) else {
