@@ -142,6 +142,18 @@ impl State {
         }
     }
 
+    /// Whether this snapshot keeps a new freeze out: its freeze still runs, or its locker runs
+    /// without having recorded its end. A locker that recorded its end (a release, a failure, a
+    /// capped attempt) holds nothing and writes nothing more: it is only exiting, and a thaw
+    /// followed at once by a freeze must not find the snapshot busy because of it.
+    pub fn keeps_a_new_freeze_out(&self) -> bool {
+        let ended = matches!(
+            self.status,
+            Status::Released | Status::Lost | Status::Failed | Status::TimedOut
+        );
+        self.freeze.is_running() || (self.locker_running() && !ended)
+    }
+
     /// The status, as the transitions left it.
     pub fn status(&self) -> Status {
         self.status

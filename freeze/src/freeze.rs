@@ -261,7 +261,7 @@ impl Freeze {
         })?;
         let guard = self.state.lock()?;
         match guard.read() {
-            Found::State(previous) if previous.in_progress() => {
+            Found::State(previous) if previous.keeps_a_new_freeze_out() => {
                 let who = match &previous.locker {
                     Some(locker) if previous.locker_running() => {
                         format!("locker PID {}", locker.pid)

@@ -236,6 +236,35 @@ fn freeze_fail_releases_the_lock_and_exits_0() {
     assert_nothing_left(&server, &sandbox, Duration::from_secs(5));
 }
 
+/// thaw returns once the locker recorded its release; the locker may still be exiting (writing
+/// the log lines it kept). A freeze right then must not be refused as busy: that locker holds
+/// nothing. Replayed with a state whose freeze is gone and whose "locker" is a live process that
+/// recorded `released`.
+#[test]
+fn a_freeze_right_after_a_thaw_is_not_kept_out_by_a_locker_that_is_still_exiting() {
+    let server = Server::start();
+    let sandbox = Sandbox::new(&server, "");
+    let out = sandbox.freeze();
+    assert!(out.status.success(), "{}", text(&out));
+    let out = sandbox.thaw("thaw");
+    assert!(out.status.success(), "{}", text(&out));
+    let mut exiting = std::process::Command::new("sleep")
+        .arg("300")
+        .spawn()
+        .unwrap();
+    let mut state = sandbox.state().unwrap();
+    state["locker"] =
+        serde_json::to_value(common::process::Identity::of(exiting.id()).unwrap()).unwrap();
+    write_private(&sandbox.run_dir.join("state.json"), &state.to_string());
+    let out = sandbox.freeze();
+    let _ = exiting.kill();
+    let _ = exiting.wait();
+    assert!(out.status.success(), "{}", text(&out));
+    let out = sandbox.thaw("thaw");
+    assert!(out.status.success(), "{}", text(&out));
+    assert_nothing_left(&server, &sandbox, Duration::from_secs(10));
+}
+
 #[test]
 fn a_second_freeze_while_locked_is_refused_and_starts_no_second_locker() {
     let server = Server::start();

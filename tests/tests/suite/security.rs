@@ -332,10 +332,12 @@ fn least_privilege_flow(mode: &str, kill_a_long_write: bool) {
     assert_nothing_left(&server, &sandbox, Duration::from_secs(5));
 
     // freezeFail, and a wedged locker that thaw must kill by connection.
-    assert!(sandbox.freeze().status.success());
+    let out = sandbox.freeze();
+    assert!(out.status.success(), "{}", text(&out));
     let out = sandbox.thaw("freezeFail");
     assert!(out.status.success(), "{}", text(&out));
-    assert!(sandbox.freeze().status.success());
+    let out = sandbox.freeze();
+    assert!(out.status.success(), "after freezeFail: {}", text(&out));
     let locker = sandbox.locker_pid().unwrap();
     signal(locker, "STOP");
     let out = sandbox.thaw("thaw");
