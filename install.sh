@@ -1,7 +1,7 @@
 #!/bin/sh
 # Install (or uninstall) mysql-snapshot: the three binaries, the hypervisor hooks (VMware Tools
 # backupScripts.d or legacy scripts, QEMU guest agent, Nutanix Guest Tools, Google Compute
-# Engine, Azure Backup), a config template, the info-file directory and a logrotate snippet.
+# Engine, Azure Backup, Veeam's job scripts with their sudoers grant), a config template, the info-file directory and a logrotate snippet.
 # Run ./install.sh --help for usage.
 # It never overwrites a file it did not install, and uninstall removes only what it recorded.
 set -eu
@@ -30,6 +30,7 @@ CONFIG=/etc/mysql-snapshot.cnf
 STATE_DIR=/var/lib/mysql-snapshot
 MANIFEST=$STATE_DIR/install-manifest
 LOGROTATE=/etc/logrotate.d/mysql-snapshot
+VEEAM_SUDOERS=/etc/sudoers.d/mysql-snapshot-veeam
 
 # Why the VMware hook and the legacy scripts are never installed together.
 DOUBLE_RUN_WHY="VMware Tools that read backupScripts.d also run the legacy scripts, so with both
@@ -82,8 +83,15 @@ Hook flags:
   --aws           AWS Data Lifecycle Manager: no hook on the machine (DLM runs an SSM document
                   you register); installs the binaries and the document, pointed at
                   \$PREFIX/sbin, as \$PREFIX/share/mysql-snapshot/aws/mysql-snapshot-ssm-document.yaml
+  --veeam         Veeam job scripts run over SSH by a non-root account with sudo:
+                  \$PREFIX/share/mysql-snapshot/veeam/pre-freeze.sh and post-thaw.sh (0755; copy
+                  them to the Veeam server, or name them in a Veeam Agent job), and
+                  $VEEAM_SUDOERS (0440), which lets that account run exactly
+                  their two commands as root (checked with visudo before it is installed)
+  --veeam-user NAME  the account Veeam logs in as (default veeam); implies --veeam
   --all           --vmware --qemu-direct --nutanix --gcp --azure --aws
-                  (with --legacy: legacy instead of --vmware)
+                  (with --legacy: legacy instead of --vmware; never --veeam: a sudo grant is
+                  yours to ask for)
 
 Options:
   --no-build      do not run 'cargo build --release --locked' first
@@ -128,6 +136,8 @@ NUTANIX=0
 GCP=0
 AZURE=0
 AWS=0
+VEEAM=0
+VEEAM_USER=veeam
 ALL=0
 while [ $# -gt 0 ]; do
 	case $1 in
@@ -147,6 +157,17 @@ while [ $# -gt 0 ]; do
 	--gcp) GCP=1 ;;
 	--azure) AZURE=1 ;;
 	--aws) AWS=1 ;;
+	--veeam) VEEAM=1 ;;
+	--veeam-user)
+		if [ $# -lt 2 ] || [ -z "$2" ]; then bad_usage "--veeam-user needs an account name"; fi
+		VEEAM=1
+		VEEAM_USER=$2
+		shift
+		;;
+	--veeam-user=*)
+		VEEAM=1
+		VEEAM_USER=${1#--veeam-user=}
+		;;
 	--all) ALL=1 ;;
 	--bin-dir)
 		if [ $# -lt 2 ] || [ -z "$2" ]; then bad_usage "--bin-dir needs a directory argument"; fi
@@ -179,12 +200,21 @@ if [ "$ALL" -eq 1 ]; then
 	[ "$LEGACY" -eq 1 ] || VMWARE=1
 fi
 [ "$VMWARE_FLAG" -eq 1 ] && VMWARE=1
-if [ $((VMWARE + LEGACY + QEMU + NUTANIX + GCP + AZURE + AWS)) -eq 0 ]; then
+if [ $((VMWARE + LEGACY + QEMU + NUTANIX + GCP + AZURE + AWS + VEEAM)) -eq 0 ]; then
 	VMWARE=1
 fi
-if [ "$ACTION" = uninstall ] && [ $((VMWARE_FLAG + LEGACY + QEMU + NUTANIX + GCP + AZURE + AWS + ALL)) -gt 0 ]; then
+if [ "$ACTION" = uninstall ] && [ $((VMWARE_FLAG + LEGACY + QEMU + NUTANIX + GCP + AZURE + AWS + VEEAM + ALL)) -gt 0 ]; then
 	bad_usage "uninstall takes no hook flags: it removes everything the install manifest lists"
 fi
+
+# A user name as useradd takes it; nothing in it is special to sudoers or to sed below.
+case $VEEAM_USER in
+[A-Za-z_]*) ;;
+*) bad_usage "--veeam-user must start with a letter or _ (got '$VEEAM_USER')" ;;
+esac
+case $VEEAM_USER in
+*[!A-Za-z0-9_.-]* | ALL) bad_usage "--veeam-user: an account name of letters, digits and . _ - (got '$VEEAM_USER')" ;;
+esac
 
 DESTDIR=${DESTDIR-}
 PREFIX=${PREFIX-/usr/local}
@@ -201,6 +231,8 @@ esac
 SBIN=$PREFIX/sbin
 QEMU_DIRECT_HOOK=$SBIN/mysql-snapshot-qemu-hook
 AWS_DOCUMENT=$PREFIX/share/mysql-snapshot/aws/mysql-snapshot-ssm-document.yaml
+VEEAM_PRE=$PREFIX/share/mysql-snapshot/veeam/pre-freeze.sh
+VEEAM_POST=$PREFIX/share/mysql-snapshot/veeam/post-thaw.sh
 
 # Resolve relative paths against the caller's directory before changing directory.
 case $DESTDIR in
@@ -546,6 +578,36 @@ remove_legacy_links() {
 	fi
 }
 
+# The sudoers drop-in for --veeam, checked with visudo first: a broken sudoers file can lock
+# every account out of sudo.
+install_veeam_sudoers() {
+	ivs_source=$SCRIPT_DIR/packaging/veeam/sudoers
+	[ -f "$ivs_source" ] || die "$ivs_source is missing: install.sh needs the packaging/ directory next to it"
+	sed "s|@SBIN@|$SBIN|g; s|@USER@|$VEEAM_USER|g" "$ivs_source" >"$TMPDIR_OWN/sudoers"
+	if command -v visudo >/dev/null 2>&1; then
+		visudo -cqf "$TMPDIR_OWN/sudoers" >/dev/null ||
+			die "visudo rejects the sudoers drop-in for --veeam-user $VEEAM_USER; nothing was written to $DESTDIR$VEEAM_SUDOERS"
+	else
+		say "WARNING: visudo not found: the sudoers drop-in was not checked (is sudo installed?)"
+	fi
+	# Debian's /etc/sudoers.d is 0755, RHEL's 0750: one that exists keeps its mode.
+	make_dir "$(dirname "$VEEAM_SUDOERS")" 0750 keep
+	inst -m 0440 "$TMPDIR_OWN/sudoers" "$DESTDIR$VEEAM_SUDOERS"
+	record hook "$VEEAM_SUDOERS"
+	say "installed $DESTDIR$VEEAM_SUDOERS"
+}
+
+veeam_notes() {
+	say ""
+	say "Veeam: $VEEAM_USER may now run, as root and without a password, exactly"
+	say "  $SBIN/mysql-snapshot-freeze --caller veeam --snapshot-timeout 540 freeze"
+	say "  $SBIN/mysql-snapshot-thaw --caller veeam thaw"
+	say "  Name $VEEAM_PRE and $VEEAM_POST as the job's pre-freeze"
+	say "  and post-thaw scripts (Backup & Replication: copy them to the Veeam server; Agent for"
+	say "  Linux: these paths), and give the job $VEEAM_USER's SSH credentials."
+	say "  The lock outlives the SSH session: freeze starts its locker outside it (systemd-run)."
+}
+
 qemu_notes() {
 	say ""
 	say "QEMU guest agent: $QEMU_HOOK is run by qemu-ga's stock dispatcher"
@@ -677,6 +739,11 @@ do_install() {
 		check_not_foreign "$AZURE_PRE"
 		check_not_foreign "$AZURE_POST"
 	fi
+	if [ "$VEEAM" -eq 1 ]; then
+		check_not_foreign "$VEEAM_PRE"
+		check_not_foreign "$VEEAM_POST"
+		check_not_foreign "$VEEAM_SUDOERS"
+	fi
 
 	# 3. Install. The state directory comes first: it holds the manifest.
 	make_dir "$STATE_DIR" 0700
@@ -747,6 +814,12 @@ do_install() {
 		fi
 	fi
 
+	if [ "$VEEAM" -eq 1 ]; then
+		install_hook veeam-pre-freeze.sh "$VEEAM_PRE" 0755
+		install_hook_file veeam-post-thaw.sh "$VEEAM_POST" 0755
+		install_veeam_sudoers
+	fi
+
 	make_dir "$(dirname "$CONFIG")" 0755
 	if present "$DESTDIR$CONFIG"; then
 		say "kept existing $DESTDIR$CONFIG"
@@ -769,6 +842,7 @@ do_install() {
 	[ "$GCP" -eq 0 ] || gcp_notes
 	[ "$AZURE" -eq 0 ] || azure_notes
 	[ "$AWS" -eq 0 ] || aws_notes
+	[ "$VEEAM" -eq 0 ] || veeam_notes
 }
 
 case $ACTION in

@@ -48,6 +48,8 @@ missing() {
     have prometheus-node-exporter || need="$need prometheus-node-exporter"
     # The AWS test reads the SSM document (YAML) with python3's yaml module: a package, not a program.
     python3 -c 'import yaml' 2>/dev/null || need="$need python3-yaml"
+    # The install tests check install.sh --veeam's sudoers drop-in with visudo and run its scripts through sudo.
+    have visudo || need="$need sudo"
     echo "$need"
 }
 

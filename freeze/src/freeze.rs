@@ -24,7 +24,7 @@ use common::info_file;
 use common::lock::LockMode;
 use common::metrics::{self, Outcome, Update};
 use common::phase::Phase;
-use common::process::{self, Identity};
+use common::process::Identity;
 use common::protocol::{self, Order, Report};
 use common::quiet::QuietWindow;
 use common::server::{self, Session};
@@ -763,7 +763,9 @@ fn start_locker(
     // `fds[i]` becomes the locker's descriptor 3 + i.
     const _: () = assert!(protocol::LOCKER_REPORTS_FD == 3 && protocol::FREEZE_ORDERS_FD == 4);
     let fds = [writer.as_raw_fd(), commit_reader.as_raw_fd()];
-    let child = process::spawn_detached(&mut command, &fds)
+    // Unique per locker: a scope of an earlier attempt may not be collected yet.
+    let unit = format!("mysql-snapshot-locker-{}-{attempt}", std::process::id());
+    let child = crate::login_session::spawn_locker(&mut command, &fds, locker_exe, &unit)
         .map_err(|e| Error::io("start the locker", locker_exe, e))?;
     drop(writer);
     drop(commit_reader);

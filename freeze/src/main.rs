@@ -4,6 +4,7 @@
 mod check;
 mod clouds;
 mod freeze;
+mod login_session;
 mod qemu_ga;
 
 fn main() -> std::process::ExitCode {

@@ -1,6 +1,6 @@
 //! Tests of `install.sh`: what it lays out where, the hypervisor hooks it writes (VMware Tools,
-//! legacy scripts, QEMU guest agent, Nutanix, Google Compute Engine, Azure Backup), and an
-//! uninstall that removes exactly what was installed.
+//! legacy scripts, QEMU guest agent, Nutanix, Google Compute Engine, Azure Backup, Veeam's job
+//! scripts and their sudoers grant), and an uninstall that removes exactly what was installed.
 //!
 //! No database and no release build is needed: a fake bin directory holds three tiny shell
 //! scripts named like the binaries, which append their name and arguments to a log file (and
@@ -38,6 +38,9 @@ const AZURE_PRE: &str = "etc/azure/mysql-snapshot-pre.sh";
 const AZURE_POST: &str = "etc/azure/mysql-snapshot-post.sh";
 const AZURE_CONFIG: &str = "etc/azure/VMSnapshotScriptPluginConfig.json";
 const AWS_DOCUMENT: &str = "usr/local/share/mysql-snapshot/aws/mysql-snapshot-ssm-document.yaml";
+const VEEAM_PRE: &str = "usr/local/share/mysql-snapshot/veeam/pre-freeze.sh";
+const VEEAM_POST: &str = "usr/local/share/mysql-snapshot/veeam/post-thaw.sh";
+const VEEAM_SUDOERS: &str = "etc/sudoers.d/mysql-snapshot-veeam";
 const MARKER: &str = "# installed by mysql-snapshot install.sh";
 
 fn install_sh() -> PathBuf {
@@ -603,6 +606,12 @@ fn bad_arguments_exit_2_with_a_message() {
         &["uninstall", "--qemu"][..],
         &["uninstall", "--gcp"][..],
         &["uninstall", "--azure"][..],
+        &["uninstall", "--veeam"][..],
+        &["--veeam-user"][..],
+        &["--veeam-user="][..],
+        &["--veeam-user", "ALL"][..],
+        &["--veeam-user", "bob ALL=(ALL) ALL"][..],
+        &["--veeam-user=-bob"][..],
     ] {
         let output = fixture.run(args);
         assert_eq!(
@@ -1790,4 +1799,153 @@ fn aws_installs_the_ssm_document_pointed_at_the_installed_binaries_and_no_hyperv
         fixture.uninstall();
         assert!(!exists(&path), "uninstall removes the document");
     }
+}
+
+/// `visudo -cf path`: sudo's own parser on a file outside /etc (tests/prerequisites.sh installs
+/// sudo, so a missing visudo fails the test).
+fn visudo_check(path: &Path) -> Output {
+    Command::new("visudo")
+        .arg("-cf")
+        .arg(path)
+        .output()
+        .unwrap_or_else(|e| panic!("run visudo (tests/prerequisites.sh installs sudo): {e}"))
+}
+
+/// The command lines the installed drop-in grants `user` (its one `user ALL=(root) NOPASSWD:`
+/// line, split at the commas).
+fn veeam_grants(fixture: &Fixture, user: &str) -> Vec<String> {
+    let text = read(&fixture.at(VEEAM_SUDOERS));
+    let prefix = format!("{user} ALL=(root) NOPASSWD: ");
+    let grants: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+    let rule = grants
+        .iter()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no NOPASSWD rule for {user}:\n{text}"));
+    assert_eq!(
+        grants.len(),
+        2,
+        "the drop-in holds the rule and its Defaults line, nothing else:\n{text}"
+    );
+    rule.split(", ").map(str::to_string).collect()
+}
+
+#[test]
+fn veeam_installs_two_job_scripts_and_a_0440_sudoers_drop_in_that_visudo_accepts() {
+    let fixture = Fixture::new("veeam");
+    let output = fixture.install(&["--veeam-user", "backup.svc"]);
+
+    for script in [VEEAM_PRE, VEEAM_POST] {
+        assert_mode(&fixture.at(script), 0o755);
+        assert_is_our_hook(&fixture, script, "/usr/local/sbin");
+    }
+    let sudoers = fixture.at(VEEAM_SUDOERS);
+    assert_mode(&sudoers, 0o440);
+    assert_mode(&fixture.at("etc/sudoers.d"), 0o750);
+    assert_root_owned(&fixture, &[VEEAM_PRE, VEEAM_POST, VEEAM_SUDOERS]);
+    let check = visudo_check(&sudoers);
+    assert_success(&check, "visudo -cf on the installed drop-in");
+    let text = read(&sudoers);
+    assert!(text.lines().any(|l| l == MARKER), "{text}");
+    assert!(
+        text.lines().any(|l| l == "Defaults:backup.svc !requiretty"),
+        "{text}"
+    );
+    assert_eq!(
+        veeam_grants(&fixture, "backup.svc"),
+        [
+            "/usr/local/sbin/mysql-snapshot-freeze --caller veeam --snapshot-timeout 540 freeze",
+            "/usr/local/sbin/mysql-snapshot-thaw --caller veeam thaw"
+        ],
+        "exactly the two commands, with their arguments, at the installed paths"
+    );
+    let out = stdout(&output);
+    assert!(out.contains("Veeam: backup.svc may now run"), "{out}");
+    // --veeam alone: no VMware hook (a hook flag was given), the default account.
+    assert!(
+        !exists(&fixture.at(HOOK)),
+        "--veeam installs no VMware hook"
+    );
+
+    let plain = Fixture::new("veeam-default");
+    plain.install(&["--veeam"]);
+    assert_eq!(veeam_grants(&plain, "veeam").len(), 2);
+
+    // visudo really parses: a broken rule fails it, so its acceptance above means something.
+    let bad = fixture.dir.join("bad-sudoers");
+    fs::write(&bad, "veeam ALL=(root) NOPASSWD /bin/true,\n").expect("write a bad sudoers");
+    assert!(
+        !visudo_check(&bad).status.success(),
+        "visudo accepted a broken rule"
+    );
+
+    fixture.uninstall();
+    for path in [VEEAM_PRE, VEEAM_POST, VEEAM_SUDOERS] {
+        assert!(!exists(&fixture.at(path)), "{path} is removed at uninstall");
+    }
+}
+
+#[test]
+fn a_foreign_sudoers_drop_in_is_never_overwritten() {
+    let fixture = Fixture::new("veeam-foreign");
+    let sudoers = fixture.at(VEEAM_SUDOERS);
+    fs::create_dir_all(sudoers.parent().expect("parent dir")).expect("create etc/sudoers.d");
+    let theirs = "veeam ALL=(ALL) NOPASSWD: ALL\n";
+    fs::write(&sudoers, theirs).expect("write a foreign drop-in");
+    let output = install_expecting_failure(&fixture, &["--veeam"]);
+    assert!(
+        stderr(&output).contains("was not installed by"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(
+        read(&sudoers),
+        theirs,
+        "the site's own drop-in is untouched"
+    );
+    assert!(!exists(&fixture.at(VEEAM_PRE)), "nothing was installed");
+}
+
+#[test]
+fn the_veeam_scripts_run_through_sudo_exactly_the_command_lines_the_drop_in_grants() {
+    assert!(
+        running_as_root(),
+        "this test runs the scripts through the machine's sudo as root (tests/run.sh runs as root)"
+    );
+    let fixture = Fixture::new("veeam-run");
+    fixture.install(&["--veeam"]);
+    let sbin = fixture.at(SBIN);
+    let sbin = sbin.to_str().expect("UTF-8 path");
+    let mut logged = Vec::new();
+    for script in [VEEAM_PRE, VEEAM_POST] {
+        let _ = fs::remove_file(fixture.argv_log());
+        // As Veeam runs an uploaded script: `sh <file>`, no arguments, no tty.
+        let output = Command::new("sh")
+            .arg(fixture.at(script))
+            .env("MYSQL_SNAPSHOT_SBIN", sbin)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run the script");
+        assert_success(&output, script);
+        logged.push(fixture.argv().trim_end().to_string());
+    }
+    assert_eq!(
+        logged,
+        [
+            "mysql-snapshot-freeze [--caller] [veeam] [--snapshot-timeout] [540] [freeze]",
+            "mysql-snapshot-thaw [--caller] [veeam] [thaw]"
+        ]
+    );
+    // What ran is what sudoers allows, word for word (the paths aside: the test's binaries).
+    let granted: Vec<String> = veeam_grants(&fixture, "veeam")
+        .iter()
+        .map(|g| {
+            let words: Vec<&str> = g.split(' ').collect();
+            let name = words[0].rsplit('/').next().expect("a path");
+            std::iter::once(name.to_string())
+                .chain(words[1..].iter().map(|w| format!("[{w}]")))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    assert_eq!(logged, granted, "the scripts run what the drop-in grants");
 }

@@ -16,7 +16,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 /// Every program the script looks for, with the package that brings it.
-const PROGRAMS: [(&str, &str); 11] = [
+const PROGRAMS: [(&str, &str); 12] = [
     ("mariadbd", "mariadb-server"),
     ("my_print_defaults", "mariadb-client"),
     ("qemu-ga", "qemu-guest-agent"),
@@ -28,6 +28,7 @@ const PROGRAMS: [(&str, &str); 11] = [
     ("promtool", "prometheus"),
     ("prometheus-node-exporter", "prometheus-node-exporter"),
     ("python3-yaml", "python3-yaml"),
+    ("visudo", "sudo"),
 ];
 
 /// A fake machine: `bin` holds the installed programs, `fake` the fake apt-get and python3.

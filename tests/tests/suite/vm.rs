@@ -13,6 +13,7 @@ use std::thread;
 use std::time::Duration;
 
 use harness::vm::guest::{message, Copies};
+use harness::vm::machine;
 use harness::vm::{machine_cannot_run_vms, AgentHook, Outcome, SnapshotPath, SourceGuest, Taken};
 use mysql::prelude::Queryable;
 use serde_json::{json, Value};
@@ -402,3 +403,171 @@ fn with_every_log_on_the_frozen_filesystem_the_release_follows_the_thaw_hook_at_
 /// The bound on the release after the thaw hook starts, under TCG, where starting a program costs
 /// tens of milliseconds (the figure and its native counterpart are in BENCHMARKS.md).
 const RELEASE_BOUND_MS: f64 = 1000.0;
+
+/// Where the guest's stand-in for an SSH login session lives: a scope under a user's slice, as
+/// systemd-logind makes `session-N.scope` for Veeam's or NAKIVO's SSH login.
+const SESSION_CGROUP: &str = "/sys/fs/cgroup/user.slice/user-1000.slice";
+
+/// Starts scope `unit` under `user-1000.slice` in the guest, held open by a `sleep` as an SSH
+/// session is by its shell.
+fn open_session(guest: &mut SourceGuest, unit: &str) {
+    guest.vm.must(&format!(
+        "setsid -f systemd-run --scope --quiet --unit={unit} --slice=user-1000.slice sleep 900 \
+         </dev/null >/dev/null 2>&1; \
+         for i in $(seq 100); do systemctl -q is-active {unit}.scope && exit 0; sleep 0.1; done; exit 1"
+    ));
+}
+
+/// Runs freeze inside the session scope `unit` (see [`open_session`]) as a job script would;
+/// freeze's exit and how long it took (guest clock, ms).
+fn freeze_in_session(guest: &mut SourceGuest, unit: &str) -> (machine::Exec, f64) {
+    let freeze = guest.vm.sh(
+        &format!(
+            "echo $$ > {SESSION_CGROUP}/{unit}.scope/cgroup.procs || exit 99; \
+             start=$(date +%s%N); mysql-snapshot-freeze --caller ssh-test freeze; rc=$?; \
+             echo $(( ($(date +%s%N) - start) / 1000 )) >&2; exit $rc"
+        ),
+        Duration::from_secs(120),
+    );
+    let took_us: f64 = freeze
+        .stderr
+        .lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or(f64::NAN);
+    (freeze, took_us / 1000.0)
+}
+
+/// The cgroup (v2) of the guest's one locker process, and its PID.
+fn locker_cgroup(guest: &mut SourceGuest) -> (String, String) {
+    let pid = guest.lockers();
+    assert!(
+        !pid.is_empty() && !pid.contains(' '),
+        "expected exactly one locker in the guest, found `{pid}`"
+    );
+    let cgroup = guest.vm.must(&format!("cat /proc/{pid}/cgroup"));
+    (cgroup.trim().to_string(), pid)
+}
+
+/// Issue 24: a caller that logs in (Veeam's job scripts, NAKIVO, over SSH) runs freeze inside its
+/// login session's scope, and logind stops that scope at logout (`KillUserProcesses=yes`, or
+/// `loginctl terminate-session`): every process in it is killed, `setsid` children included.
+///
+/// In one guest (real systemd, cgroup v2), with the load writing through the forwarded port:
+/// - a system service's freeze (qemu-ga's guest-exec) leaves its locker in the service's cgroup,
+///   as before;
+/// - today's spawn: with `/usr/bin/systemd-run` bind-mounted over by `/bin/false` (the fallback
+///   path, which warns), freeze's locker stays in the session scope; stopping the scope kills it,
+///   writes go through again, thaw reports the lock lost (exit non-zero);
+/// - the escape: freeze's locker runs in `mysql-snapshot-locker-*.scope` under `system.slice`
+///   (`event=scope`; the PID freeze started is the recorded locker); stopping the session scope
+///   leaves it alive, writes stay blocked, `thaw --status` exits 0, and thaw releases (exit 0,
+///   writes go through).
+///
+/// It also prints the guest's freeze time from the system service beside the session's (which
+/// includes systemd-run's round trip).
+#[test]
+fn a_locker_started_from_a_login_session_survives_the_end_of_that_session() {
+    if machine_cannot_run_vms(
+        "a_locker_started_from_a_login_session_survives_the_end_of_that_session",
+    ) {
+        return;
+    }
+    let mut guest = SourceGuest::start(AgentHook::Off, "");
+
+    // From a system service (guest-exec runs in qemu-guest-agent.service): the path unchanged.
+    let mut service_ms = Vec::new();
+    for _ in 0..3 {
+        let out = guest.vm.must(
+            "start=$(date +%s%N); mysql-snapshot-freeze --caller service-test freeze >&2 || exit 1; \
+             echo $(( ($(date +%s%N) - start) / 1000 ))",
+        );
+        service_ms.push(out.trim().parse::<f64>().unwrap() / 1000.0);
+        let (cgroup, _) = locker_cgroup(&mut guest);
+        assert_eq!(
+            cgroup, "0::/system.slice/qemu-guest-agent.service",
+            "a system service's locker must stay where it was spawned"
+        );
+        guest.vm.must("mysql-snapshot-thaw");
+    }
+    guest.assert_nothing_left(0);
+
+    // Today's spawn (systemd-run unusable): the end of the session takes the lock with it.
+    let cursor = guest.journal_cursor();
+    open_session(&mut guest, "fake-session-old");
+    guest
+        .vm
+        .must("mount --bind /bin/false /usr/bin/systemd-run");
+    let (freeze, _) = freeze_in_session(&mut guest, "fake-session-old");
+    guest.vm.must("umount /usr/bin/systemd-run");
+    assert!(
+        freeze.success(),
+        "freeze from the session (fallback): {freeze}"
+    );
+    let lines = tool_lines(&guest.journal_after(&cursor, "event=locked"));
+    position(
+        &lines,
+        "event=warning the locker stays in the caller's cgroup",
+    );
+    let (cgroup, _) = locker_cgroup(&mut guest);
+    assert!(
+        cgroup.ends_with("/user.slice/user-1000.slice/fake-session-old.scope"),
+        "the fallback locker runs elsewhere: {cgroup}"
+    );
+    assert!(guest.writes_blocked(), "the fallback locker holds no lock");
+    guest.vm.must("systemctl stop fake-session-old.scope");
+    assert!(
+        harness::wait_until(Duration::from_secs(20), || guest.lockers().is_empty()),
+        "stopping the session scope did not kill the locker in it"
+    );
+    assert!(
+        harness::wait_until(Duration::from_secs(20), || !guest.writes_blocked()),
+        "the locker died but writes are still blocked"
+    );
+    let thaw = guest.vm.sh("mysql-snapshot-thaw", Duration::from_secs(60));
+    assert!(
+        !thaw.success(),
+        "thaw must report the lock lost with the session: {thaw}"
+    );
+    guest.assert_nothing_left(1);
+
+    // The escape: the locker lives in a scope of its own and outlives the session.
+    let cursor = guest.journal_cursor();
+    open_session(&mut guest, "fake-session");
+    let (freeze, session_ms) = freeze_in_session(&mut guest, "fake-session");
+    assert!(freeze.success(), "freeze from the session: {freeze}");
+    let lines = tool_lines(&guest.journal_after(&cursor, "event=locked"));
+    position(&lines, "event=scope the locker");
+    let (cgroup, pid) = locker_cgroup(&mut guest);
+    assert!(
+        cgroup.starts_with("0::/system.slice/mysql-snapshot-locker-") && cgroup.ends_with(".scope"),
+        "the locker did not leave the session: {cgroup}"
+    );
+    let recorded = guest.state()["locker"]["pid"].to_string();
+    assert_eq!(recorded, pid, "the recorded locker is not the running one");
+    guest.vm.must("systemctl stop fake-session.scope");
+    assert!(
+        !guest
+            .vm
+            .sh(
+                "systemctl -q is-active fake-session.scope",
+                Duration::from_secs(30)
+            )
+            .success(),
+        "the session scope is still active after its stop"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(guest.lockers(), pid, "the locker died with the session");
+    assert!(guest.writes_blocked(), "the lock went with the session");
+    let status = guest
+        .vm
+        .sh("mysql-snapshot-thaw --status", Duration::from_secs(30));
+    assert!(status.success(), "thaw --status while held: {status}");
+    let thaw = guest.vm.sh("mysql-snapshot-thaw", Duration::from_secs(60));
+    assert!(thaw.success(), "thaw after the session ended: {thaw}");
+    guest.assert_nothing_left(0);
+    eprintln!(
+        "freeze in the guest (TCG): from a system service {service_ms:.0?} ms; from a session, \
+         through systemd-run, {session_ms:.0} ms"
+    );
+}
