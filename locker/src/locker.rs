@@ -768,10 +768,13 @@ impl Locker {
             Some(Stop::Signal(_)) if thaw_asked => Reason::Thaw,
             Some(stop) => Reason::Other(describe(&stop)),
         };
-        // thaw marked the info file before it asked; any other end is marked here, before the
-        // release (within a bound: a frozen filesystem must not delay it).
-        if reason != Reason::Thaw {
-            self.mark_before_release(self.mark_of_end(End::Released, &reason));
+        // The info file is marked before the release, within a bound: a frozen filesystem must
+        // not delay it. On thaw's request the filesystems are thawed (thaw runs after FITHAW), so
+        // the mark is written here, in-process: no process start on the path to the release.
+        let mark = self.mark_of_end(End::Released, &reason);
+        match reason {
+            Reason::Thaw => self.mark_here_before_release(mark),
+            Reason::Other(_) => self.mark_before_release(mark),
         }
         let released = held.mode.release(&mut held.session.conn);
         let held_ms = held.acquired.elapsed().as_millis();
@@ -960,6 +963,28 @@ impl Locker {
             return;
         };
         let marked = info_file::mark_detached(&self.config.path, &mark, MARK_BEFORE_RELEASE);
+        info_file::log_marked(&marked, &mark, &self.config.info_file, MARK_BEFORE_RELEASE);
+    }
+
+    /// Marks the info file with `mark` on a thread of ours, waited for at most
+    /// `MARK_BEFORE_RELEASE` (thaw's request: the filesystems are thawed, and thaw marks the file
+    /// itself if it still says held once the lock is gone). A write that hangs leaves this
+    /// process to end when the filesystem thaws; it holds nothing by then.
+    fn mark_here_before_release(&self, mark: Option<Mark>) {
+        let Some(mark) = mark else {
+            return;
+        };
+        let (done, written) = mpsc::channel();
+        let path = self.config.info_file.clone();
+        let writing = mark.clone();
+        std::thread::spawn(move || {
+            let _ = done.send(info_file::mark(&path, &writing).map(|_| ()));
+        });
+        let marked = match written.recv_timeout(MARK_BEFORE_RELEASE) {
+            Ok(Ok(())) => info_file::Marked::Done,
+            Ok(Err(err)) => info_file::Marked::Failed(err.to_string()),
+            Err(_) => info_file::Marked::Pending,
+        };
         info_file::log_marked(&marked, &mark, &self.config.info_file, MARK_BEFORE_RELEASE);
     }
 

@@ -127,15 +127,7 @@ fn thaw(config: &Config, phase: Phase) -> Result<()> {
         return Ok(());
     };
     let outcome = settle(config, &state_file, &state)?;
-    if let (Status::Acquired, Outcome::Lost(what)) = (state.status(), &outcome) {
-        // The lock was recorded held and is gone without a release of its own: say so in the
-        // info file (a released one was marked by whoever released it).
-        let mut lost = (*state).clone();
-        lost.ended(End::Lost, Reason::Other(what.clone()));
-        if let Some(mark) = lost.copy_mark() {
-            info_file::mark_now(config, &mark);
-        }
-    }
+    mark_if_still_held(config, &state_file, &state, &outcome);
     record_thawed(&state_file, &state, &outcome)?;
     publish_metrics(config, &state_file, &outcome, phase);
     // A locker that died (or was killed above) could not start the SQL threads it stopped.
@@ -185,6 +177,31 @@ fn snapshot_to_thaw(state_file: &StateFile) -> Result<Option<Box<State>>> {
         return Ok(None);
     }
     Ok(Some(state))
+}
+
+/// Once the lock of `state`'s snapshot is gone: if the info file still says `held` for it (its
+/// locker died, was killed, or its own mark did not land in time), marks it as the record now
+/// stands (`released`, or `lost` when nobody recorded an end). One read when the locker marked it.
+fn mark_if_still_held(config: &Config, state_file: &StateFile, state: &State, outcome: &Outcome) {
+    let Some(info) = info_file::read(&config.info_file) else {
+        return;
+    };
+    if info["consistent"] != true || info["snapshot_id"].as_u64() != Some(state.started_at_ms) {
+        return;
+    }
+    let mut now = match state_file.peek() {
+        Ok(Found::State(now)) if now.started_at_ms == state.started_at_ms => *now,
+        _ => state.clone(),
+    };
+    if now.status() == Status::Acquired {
+        match outcome {
+            Outcome::HeldUntilThaw(_) => now.ended(End::Released, Reason::Thaw),
+            other => now.ended(End::Lost, Reason::Other(other.text().to_string())),
+        }
+    }
+    if let Some(mark) = now.copy_mark() {
+        info_file::mark_now(config, &mark);
+    }
 }
 
 /// Marks the snapshot of `state` thawed (a later thaw has nothing to do), with the outcome as its
@@ -331,13 +348,8 @@ fn ask_to_release(config: &Config, state_file: &StateFile, state: &State) -> Res
         return Ok(Outcome::Lost("no locker recorded".into()));
     };
     let held_since = state.acquired_at_ms.map_or("-".to_string(), time::rfc3339);
-    // The info file first: the filesystems are thawed by now, so no copy from here on may carry
-    // the held record. Bounded: thaw never waits long for a disk.
-    let mut released = state.clone();
-    released.ended(End::Released, Reason::Thaw);
-    if let Some(mark) = released.copy_mark() {
-        info_file::mark_now(config, &mark);
-    }
+    // The locker marks the info file `released` before it releases (in-process: the filesystems
+    // are thawed by now).
     let asked = Instant::now();
     locker.signal(SIGTERM);
     loop {
@@ -349,12 +361,18 @@ fn ask_to_release(config: &Config, state_file: &StateFile, state: &State) -> Res
         }
         std::thread::sleep(RELEASE_POLL);
     }
-    // The locker did not answer (stopped, or wedged): kill it and its connection.
+    // The locker did not answer (stopped, or wedged): kill it and its connection — the info
+    // file marked first, as the locker would have.
     log::warn!(
         "event=unresponsive the locker (PID {}) did not release within {} ms; killing it",
         locker.pid,
         RELEASE_GRACE.as_millis()
     );
+    let mut released = state.clone();
+    released.ended(End::Released, Reason::Thaw);
+    if let Some(mark) = released.copy_mark() {
+        info_file::mark_now(config, &mark);
+    }
     let outcome = kill_connection(config, state, &locker)?;
     match (&outcome, release_recorded(state_file, &held_since, asked)?) {
         (Outcome::Lost(_), Some(late)) => Ok(late),
