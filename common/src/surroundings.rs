@@ -32,6 +32,17 @@ pub struct Surroundings {
 }
 
 impl Surroundings {
+    /// Why `lock-mode = backup-lock` cannot give a consistent copy in these surroundings (empty:
+    /// every precondition holds). The one list the locker refuses by and `--check` reports.
+    pub fn backup_lock_refusals(&self) -> Vec<String> {
+        let mut refusals = Vec::new();
+        if self.galera.is_some() {
+            refusals.push("this is a Galera node: its seqno is exact only under a lock that blocks commits. Use lock-mode = auto".to_string());
+        }
+        refusals.extend(self.durability.backup_lock_refusals());
+        refusals
+    }
+
     /// The filesystems `sync-filesystems` must sync: those holding the recovery paths, each once.
     /// Unlike the storage map, a path that cannot be resolved is an error here.
     pub fn filesystems_to_sync(&self) -> Result<Vec<storage::Filesystem>> {
@@ -242,6 +253,23 @@ fn as_shown(name: &str, value: String) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A MySQL-family Galera node (Percona XtraDB Cluster) refuses the backup lock — in the one
+    /// list both the locker and `--check` use, so `--check` cannot say it would work.
+    #[test]
+    fn a_galera_node_refuses_the_backup_lock_in_the_list_check_and_the_locker_share() {
+        let node = Surroundings {
+            galera: Some(Galera::default()),
+            ..Surroundings::default()
+        };
+        let refusals = node.backup_lock_refusals();
+        assert!(
+            refusals.iter().any(|r| r.contains("Galera node")),
+            "{refusals:?}"
+        );
+        let plain = Surroundings::default().backup_lock_refusals();
+        assert!(!plain.iter().any(|r| r.contains("Galera")), "{plain:?}");
+    }
 
     #[test]
     fn variables_a_flavour_never_has_are_not_asked_and_a_missing_wsrep_one_takes_all_wsrep_with_it()

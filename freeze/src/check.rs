@@ -71,7 +71,7 @@ fn backup_lock_item(
         refusals.push(common::lock::SYNCED_NOT_FROZEN.to_string());
     }
     match around {
-        Ok(around) => refusals.extend(around.durability.backup_lock_refusals()),
+        Ok(around) => refusals.extend(around.backup_lock_refusals()),
         Err(err) => refusals.push(format!("the surroundings could not be read: {err}")),
     }
     let name = "backup-lock";

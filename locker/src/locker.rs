@@ -940,11 +940,7 @@ impl Locker {
     /// is what crash recovery makes consistent, checked before the lock (the settings and tables
     /// read before it). What held, for the info file; a refusal naming each that failed.
     fn backup_lock_preconditions(&self, around: &Surroundings) -> Result<Vec<String>> {
-        let mut refusals = Vec::new();
-        if around.galera.is_some() {
-            refusals.push("this is a Galera node: its seqno is exact only under a lock that blocks commits. Use lock-mode = auto".to_string());
-        }
-        refusals.extend(around.durability.backup_lock_refusals());
+        let refusals = around.backup_lock_refusals();
         match refusals.is_empty() {
             true => Ok(around.durability.backup_lock_preconditions()),
             false => Err(Error::ModeRefused {
