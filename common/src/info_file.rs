@@ -343,6 +343,12 @@ pub fn verdict(info: &serde_json::Value) -> (bool, String) {
     }
 }
 
+/// Whether `info` is the held record of the snapshot `snapshot_id` (a copy taken now would claim
+/// that snapshot's lock).
+pub fn held_for(info: &serde_json::Value, snapshot_id: u64) -> bool {
+    info["consistent"] == true && info["snapshot_id"].as_u64() == Some(snapshot_id)
+}
+
 /// The held record an info file keeps: itself when it is one (a format-1 file was written only
 /// while held), else its `last_consistent`.
 fn held_record(info: serde_json::Value) -> Option<serde_json::Value> {

@@ -66,6 +66,13 @@ fn out_of_turn(stop: &Stop) -> Error {
 /// The longest a release the locker makes on its own waits for the info file's mark.
 const MARK_BEFORE_RELEASE: Duration = Duration::from_millis(250);
 
+/// The mark the info file must carry once the run of `state` ends as `end` (`reason`): the
+/// lifecycle's projection of the record that end will make.
+fn end_mark(mut state: State, end: End, reason: &Reason) -> Option<Mark> {
+    state.ended(end, reason.clone());
+    state.copy_mark()
+}
+
 /// How often the quiet-moment check runs while something long is running.
 const QUIET_POLL: Duration = Duration::from_millis(100);
 
@@ -758,8 +765,14 @@ impl Locker {
     /// Releases first, then records why the lock ended (`cause`; `None`: max-lock-time), then
     /// logs: only thaw's request keeps the promise.
     fn release(&mut self, held: &mut Held, cause: Option<Stop>) {
-        let thaw_asked =
-            matches!(self.state.peek(), Ok(Found::State(s)) if s.thaw_requested_at_ms.is_some());
+        // One read of the record: whether thaw asked, and what the mark must say.
+        let recorded = match self.state.peek() {
+            Ok(Found::State(state)) => Some(state),
+            _ => None,
+        };
+        let thaw_asked = recorded
+            .as_ref()
+            .is_some_and(|s| s.thaw_requested_at_ms.is_some());
         let reason = match cause {
             None => Reason::Other(format!(
                 "max-lock-time ({} s) reached before thaw",
@@ -771,7 +784,7 @@ impl Locker {
         // The info file is marked before the release, within a bound: a frozen filesystem must
         // not delay it. On thaw's request the filesystems are thawed (thaw runs after FITHAW), so
         // the mark is written here, in-process: no process start on the path to the release.
-        let mark = self.mark_of_end(End::Released, &reason);
+        let mark = recorded.and_then(|state| end_mark(*state, End::Released, &reason));
         match reason {
             Reason::Thaw => self.mark_here_before_release(mark),
             Reason::Other(_) => self.mark_before_release(mark),
@@ -987,11 +1000,10 @@ impl Locker {
     /// The mark the info file must carry once this run ends as `end` (`reason`): the lifecycle's
     /// projection of the record that end will make (`None`: the record is gone).
     fn mark_of_end(&self, end: End, reason: &Reason) -> Option<Mark> {
-        let Ok(Found::State(mut state)) = self.state.peek() else {
+        let Ok(Found::State(state)) = self.state.peek() else {
             return None;
         };
-        state.ended(end, reason.clone());
-        state.copy_mark()
+        end_mark(*state, end, reason)
     }
 
     /// The `freezing` mark: this snapshot's record as freeze left it for `go`, projected.

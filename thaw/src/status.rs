@@ -115,7 +115,7 @@ fn judge_copy(info: Option<&serde_json::Value>, state: Option<&State>) -> Copy {
         };
     }
     let held = state.is_some_and(|s| {
-        s.verdict() == Verdict::Held && info["snapshot_id"].as_u64() == Some(s.started_at_ms)
+        s.verdict() == Verdict::Held && common::info_file::held_for(info, s.started_at_ms)
     });
     match held {
         true => Copy {

@@ -186,7 +186,7 @@ fn mark_if_still_held(config: &Config, state_file: &StateFile, state: &State, ou
     let Some(info) = info_file::read(&config.info_file) else {
         return;
     };
-    if info["consistent"] != true || info["snapshot_id"].as_u64() != Some(state.started_at_ms) {
+    if !info_file::held_for(&info, state.started_at_ms) {
         return;
     }
     let mut now = match state_file.peek() {
