@@ -235,6 +235,14 @@ impl Durability {
     /// commits through until the filesystems freeze, so the copy must be one that crash recovery
     /// restores exactly: only crash-safe tables, and every commit durable when it returns.
     pub fn backup_lock_refusals(&self) -> Vec<String> {
+        let mut refusals = self.table_refusals();
+        refusals.extend(self.setting_refusals());
+        refusals
+    }
+
+    /// The backup lock's preconditions on the tables: every user table crash-safe, and the list
+    /// known. Checked under the lock, where no table can change engine or appear.
+    pub fn table_refusals(&self) -> Vec<String> {
         let mut refusals = Vec::new();
         match self.non_transactional_count {
             None => refusals.push(format!(
@@ -257,6 +265,13 @@ impl Durability {
             }
             Some(_) => {}
         }
+        refusals
+    }
+
+    /// The backup lock's preconditions on the settings: every commit durable when it returns,
+    /// torn pages repairable. Known before the lock.
+    pub fn setting_refusals(&self) -> Vec<String> {
+        let mut refusals = Vec::new();
         let value = |v: &Option<String>| v.clone().unwrap_or_else(|| "(unknown)".into());
         if self.innodb_flush_log_at_trx_commit.as_deref() != Some("1") {
             refusals.push(format!(

@@ -7,7 +7,7 @@ use mysql::Conn;
 
 use crate::batch::Answers;
 use crate::config::{Config, KillLongQueries};
-use crate::lock::LockMode;
+use crate::lock::{Choice, LockMode};
 use crate::server::{Flavor, ServerInfo};
 use crate::{Error, Result};
 
@@ -61,9 +61,10 @@ impl GrantReport {
     }
 }
 
-/// The privileges needed on `info`'s server with `config`'s settings.
-pub fn needed(info: &ServerInfo, config: &Config) -> Vec<Needed> {
-    let lock = match config.lock_mode {
+/// The privileges needed on `info`'s server to take `mode` (resolved: never `auto`) with
+/// `config`'s settings.
+pub fn needed(info: &ServerInfo, config: &Config, mode: LockMode) -> Vec<Needed> {
+    let lock = match mode {
         LockMode::BackupLock => Needed {
             name: "BACKUP_ADMIN",
             also: &[],
@@ -84,7 +85,7 @@ pub fn needed(info: &ServerInfo, config: &Config) -> Vec<Needed> {
         },
     ];
     list.extend(status_privileges(info));
-    list.extend(setting_privileges(info, config));
+    list.extend(setting_privileges(info, config, mode));
     list
 }
 
@@ -115,9 +116,9 @@ fn status_privileges(info: &ServerInfo) -> Vec<Needed> {
 
 /// The privileges that settings add: backup-lock's global SELECT, kill-long-queries' right to
 /// kill, replica-safe's right to stop and start SQL threads.
-fn setting_privileges(info: &ServerInfo, config: &Config) -> Vec<Needed> {
+fn setting_privileges(info: &ServerInfo, config: &Config, mode: LockMode) -> Vec<Needed> {
     let mut list = Vec::new();
-    if config.lock_mode == LockMode::BackupLock {
+    if mode == LockMode::BackupLock {
         list.push(Needed {
             name: "SELECT",
             also: &[],
@@ -150,16 +151,59 @@ fn setting_privileges(info: &ServerInfo, config: &Config) -> Vec<Needed> {
     list
 }
 
-/// Reads `SHOW GRANTS` and reports which of `needed` the account lacks.
-/// `answers` may hold `SHOW_GRANTS`' rows.
-pub fn check(conn: &mut Conn, answers: &mut Answers, needed: &[Needed]) -> Result<GrantReport> {
+/// Reads `SHOW GRANTS` (`answers` may hold its rows) and reports which privileges `choice`'s
+/// mode needs that the account lacks; `auto`'s backup lock settles on its fallback when the
+/// account lacks one of the lock's privileges and has all the fallback needs.
+pub fn check(
+    conn: &mut Conn,
+    answers: &mut Answers,
+    info: &ServerInfo,
+    config: &Config,
+    choice: Choice,
+) -> Result<(Choice, GrantReport)> {
     let rows: Vec<String> = answers
         .query(conn, SHOW_GRANTS)
         .map_err(|e| Error::server(SHOW_GRANTS, &e))?
         .into_iter()
         .map(|row| mysql::from_row_opt::<String>(row).unwrap_or_default())
         .collect();
-    Ok(report(&rows, needed))
+    settle(&rows, info, config, choice)
+}
+
+/// [`check`] on the text of `SHOW GRANTS` rows.
+pub fn settle(
+    rows: &[String],
+    info: &ServerInfo,
+    config: &Config,
+    choice: Choice,
+) -> Result<(Choice, GrantReport)> {
+    let wanted = report(rows, &needed(info, config, choice.mode));
+    let Some(fallback) = choice.fallback else {
+        return Ok((choice, wanted));
+    };
+    // Only the privileges of the lock itself decide: one both modes need is missing either way.
+    let fallback_needs = needed(info, config, fallback);
+    let own: Vec<&str> = wanted
+        .missing
+        .iter()
+        .filter(|n| !fallback_needs.iter().any(|f| f.name == n.name))
+        .map(|n| n.name)
+        .collect();
+    if own.is_empty() {
+        return Ok((choice, wanted));
+    }
+    let instead = report(rows, &fallback_needs);
+    let names = own;
+    let why = format!(
+        "the account lacks {} ({}{})",
+        names.join(", "),
+        wanted.fix().unwrap_or_default(),
+        match wanted.has_roles {
+            true => "; roles are not read",
+            false => "",
+        }
+    );
+    Ok((choice.settle(vec![why])?, instead))
 }
 
 /// The statement that lists the account's privileges.
@@ -231,7 +275,11 @@ mod tests {
     fn root_with_all_privileges_lacks_nothing() {
         let config = Config::defaults("/x".into());
         let rows = ["GRANT ALL PRIVILEGES ON *.* TO `root`@`localhost` IDENTIFIED VIA unix_socket WITH GRANT OPTION".to_string()];
-        assert!(report(&rows, &needed(&maria(), &config)).missing.is_empty());
+        assert!(
+            report(&rows, &needed(&maria(), &config, LockMode::BackupStage))
+                .missing
+                .is_empty()
+        );
     }
 
     #[test]
@@ -239,7 +287,7 @@ mod tests {
         let config = Config::defaults("/x".into());
         let rows = ["GRANT RELOAD, BINLOG MONITOR ON *.* TO `snapper`@`localhost` IDENTIFIED BY PASSWORD '*AB'".to_string(),
             "GRANT SELECT ON `snap`.* TO `snapper`@`localhost`".to_string()];
-        let r = report(&rows, &needed(&maria(), &config));
+        let r = report(&rows, &needed(&maria(), &config, LockMode::BackupStage));
         assert_eq!(names(&r), ["PROCESS", "SLAVE MONITOR"]);
         assert_eq!(
             r.fix().as_deref(),
@@ -250,12 +298,11 @@ mod tests {
 
     #[test]
     fn backup_lock_needs_backup_admin_and_a_global_select_instead_of_reload() {
-        let mut config = Config::defaults("/x".into());
-        config.lock_mode = LockMode::BackupLock;
+        let config = Config::defaults("/x".into());
         let mysql = ServerInfo::new("8.4.3".into(), 1);
         let rows =
             ["GRANT RELOAD, PROCESS, REPLICATION CLIENT ON *.* TO `bk`@`localhost`".to_string()];
-        let r = report(&rows, &needed(&mysql, &config));
+        let r = report(&rows, &needed(&mysql, &config, LockMode::BackupLock));
         assert_eq!(names(&r), ["BACKUP_ADMIN", "SELECT"]);
         assert_eq!(
             r.fix().as_deref(),
@@ -265,7 +312,46 @@ mod tests {
             "GRANT SELECT, PROCESS, REPLICATION CLIENT ON *.* TO `bk`@`localhost`".to_string(),
             "GRANT BACKUP_ADMIN ON *.* TO `bk`@`localhost`".to_string(),
         ];
-        assert!(report(&rows, &needed(&mysql, &config)).missing.is_empty());
+        assert!(
+            report(&rows, &needed(&mysql, &config, LockMode::BackupLock))
+                .missing
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn auto_takes_ftwrl_when_the_account_lacks_only_the_backup_locks_privileges() {
+        let config = Config::defaults("/x".into());
+        let mysql = ServerInfo::new("8.4.3".into(), 1);
+        let auto = || LockMode::Auto.resolve(&mysql).expect("resolves");
+        // The classic FTWRL account: RELOAD, no BACKUP_ADMIN.
+        let ftwrl_account =
+            ["GRANT RELOAD, PROCESS, REPLICATION CLIENT ON *.* TO `bk`@`localhost`".to_string()];
+        let (choice, r) = settle(&ftwrl_account, &mysql, &config, auto()).expect("resolves");
+        assert_eq!(choice.mode, LockMode::Ftwrl);
+        assert!(r.missing.is_empty(), "{:?}", names(&r));
+        assert!(
+            choice.why.contains("the account lacks BACKUP_ADMIN, SELECT (GRANT BACKUP_ADMIN, SELECT ON *.* TO 'bk'@'localhost';"),
+            "{}",
+            choice.why
+        );
+        // An account with neither lock's privilege: FTWRL's is named (the mode every server has).
+        let neither = ["GRANT PROCESS, REPLICATION CLIENT ON *.* TO `bk`@`localhost`".to_string()];
+        let (choice, r) = settle(&neither, &mysql, &config, auto()).expect("resolves");
+        assert_eq!(choice.mode, LockMode::Ftwrl);
+        assert_eq!(names(&r), ["RELOAD"]);
+        // A privilege both modes need decides nothing: the backup lock stays, and it is named.
+        let no_process = [
+            "GRANT SELECT, REPLICATION CLIENT, BACKUP_ADMIN ON *.* TO `bk`@`localhost`".to_string(),
+        ];
+        let (choice, r) = settle(&no_process, &mysql, &config, auto()).expect("resolves");
+        assert_eq!(choice.mode, LockMode::BackupLock);
+        assert_eq!(names(&r), ["PROCESS"]);
+        // An explicit backup-lock never falls back: its missing privileges are reported.
+        let explicit = LockMode::BackupLock.resolve(&mysql).expect("resolves");
+        let (choice, r) = settle(&ftwrl_account, &mysql, &config, explicit).expect("resolves");
+        assert_eq!(choice.mode, LockMode::BackupLock);
+        assert_eq!(names(&r), ["BACKUP_ADMIN", "SELECT"]);
     }
 
     #[test]
@@ -278,7 +364,7 @@ mod tests {
             "GRANT BACKUP_ADMIN,CONNECTION_ADMIN ON *.* TO `bk`@`%`".to_string(),
             "GRANT `dba`@`%` TO `bk`@`%`".to_string(),
         ];
-        let r = report(&rows, &needed(&mysql, &config));
+        let r = report(&rows, &needed(&mysql, &config, LockMode::Ftwrl));
         assert!(r.missing.is_empty(), "{:?}", names(&r));
         assert!(r.has_roles);
     }

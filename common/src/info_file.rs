@@ -171,6 +171,12 @@ pub struct ServerSection {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LockSection {
     pub mode: String,
+    /// The `lock-mode` asked for (`auto`, or the mode itself).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub requested: String,
+    /// Why this mode was taken (for `auto` that falls back to FTWRL: what ruled the backup lock out).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub why: String,
     pub acquired_at: String,
     pub waited_ms: u64,
     pub locker_pid: u32,

@@ -35,11 +35,13 @@ pub enum LockMode {
     BackupStage,
     /// MySQL's `LOCK INSTANCE FOR BACKUP` (8.0 and later): blocks DDL, file operations and account
     /// changes, **not** DML or commits. The snapshot is then consistent only by crash recovery,
-    /// which is why the mode is chosen explicitly and refused unless every precondition holds
-    /// (`durability::Durability::backup_lock_refusals`): no non-transactional user table and
-    /// durable settings. A non-transactional table cannot appear while the lock is held: creating
-    /// one is DDL, which the lock blocks. Coordinates come from one read of
-    /// `performance_schema.log_status` and are a lower bound (commits flow until the freeze).
+    /// which is why the mode is taken only when every precondition holds
+    /// (`surroundings::Surroundings::backup_lock_refusals`): no non-transactional user table and
+    /// durable settings — `auto` falls back to FTWRL otherwise, an explicit `backup-lock` is
+    /// refused. The tables are listed under the lock itself: a non-transactional table cannot
+    /// appear while it is held (creating one is DDL, which the lock blocks), and writers never
+    /// wait for the scan. Coordinates come from one read of `performance_schema.log_status` and
+    /// are a lower bound (commits flow until the freeze).
     BackupLock,
 }
 
@@ -72,12 +74,20 @@ impl LockMode {
         self != LockMode::BackupLock
     }
 
-    /// The concrete mode for this server: `Auto` picks backup stages on MariaDB 10.4.1 and later
-    /// and FTWRL elsewhere (never the backup lock: its promise is another one, chosen explicitly);
-    /// an explicit `backup-stage` or `backup-lock` on a server without it is an error.
-    pub fn resolve(self, info: &ServerInfo) -> Result<LockMode> {
+    /// The mode to take on this server, with why: `Auto` picks backup stages on MariaDB 10.4.1
+    /// and later, the backup lock on MySQL and Percona Server 8.0.14 and later (where
+    /// `performance_schema.log_status` exists) with FTWRL to fall back to, and FTWRL elsewhere; an
+    /// explicit `backup-stage` or `backup-lock` on a server without it is an error. The choice is
+    /// settled by [`Choice::settle`] once the backup lock's preconditions are known.
+    pub fn resolve(self, info: &ServerInfo) -> Result<Choice> {
         let has_backup_stage = info.flavor == Flavor::MariaDb && info.at_least(10, 4, 1);
         let has_backup_lock = info.flavor == Flavor::MySql && info.at_least(8, 0, 0);
+        let choice = |mode: LockMode, fallback: Option<LockMode>, why: &str| Choice {
+            requested: self,
+            mode,
+            fallback,
+            why: why.to_string(),
+        };
         match self {
             LockMode::BackupLock if !has_backup_lock => Err(Error::Server {
                 statement: "LOCK INSTANCE FOR BACKUP".into(),
@@ -87,8 +97,21 @@ impl LockMode {
                     info.version
                 ),
             }),
-            LockMode::Auto if has_backup_stage => Ok(LockMode::BackupStage),
-            LockMode::Auto => Ok(LockMode::Ftwrl),
+            LockMode::Auto if has_backup_stage => Ok(choice(
+                LockMode::BackupStage,
+                None,
+                "MariaDB 10.4.1 or later: backup stages block commits without waiting for InnoDB writes",
+            )),
+            LockMode::Auto if has_backup_lock && info.at_least(8, 0, 14) => Ok(choice(
+                LockMode::BackupLock,
+                Some(LockMode::Ftwrl),
+                "MySQL 8.0.14 or later and every precondition of the backup lock holds: writers never wait for it",
+            )),
+            LockMode::Auto => Ok(choice(
+                LockMode::Ftwrl,
+                None,
+                "the server has neither backup stages (MariaDB 10.4.1) nor the backup lock with log_status (MySQL 8.0.14)",
+            )),
             LockMode::BackupStage if !has_backup_stage => Err(Error::Server {
                 statement: "BACKUP STAGE".into(),
                 message: format!(
@@ -96,7 +119,7 @@ impl LockMode {
                     info.version
                 ),
             }),
-            mode => Ok(mode),
+            mode => Ok(choice(mode, None, "chosen in the configuration")),
         }
     }
 
@@ -189,6 +212,54 @@ impl LockMode {
     }
 }
 
+/// The lock a freeze takes, resolved once from `lock-mode` for this server: never `Auto`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Choice {
+    /// What the configuration (or `--lock-mode`) asked for.
+    pub requested: LockMode,
+    /// The mode to take.
+    pub mode: LockMode,
+    /// `auto`'s backup lock: the mode taken instead when one of its preconditions fails (an
+    /// explicit `backup-lock` is refused then).
+    pub fallback: Option<LockMode>,
+    /// Why this mode, in a line (the `event=lock-mode` log line, the info file, `--check`).
+    pub why: String,
+}
+
+impl Choice {
+    /// The choice once `refusals` (why the backup lock cannot keep its promise here; empty when
+    /// every precondition known so far holds) are known: unchanged when there are none or the
+    /// mode is not the backup lock, the fallback when `auto` picked it, a refusal naming each
+    /// cause when it was asked for.
+    pub fn settle(self, refusals: Vec<String>) -> Result<Choice> {
+        if self.mode != LockMode::BackupLock || refusals.is_empty() {
+            return Ok(self);
+        }
+        match self.fallback {
+            Some(mode) => Ok(Choice {
+                mode,
+                fallback: None,
+                why: format!("the backup lock is ruled out: {}", refusals.join("; ")),
+                ..self
+            }),
+            None => Err(Error::ModeRefused {
+                mode: LockMode::BackupLock.name(),
+                reasons: refusals,
+            }),
+        }
+    }
+
+    /// One line for the log and `--check`: `backup-lock (lock-mode = auto: why)`.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} (lock-mode = {}: {})",
+            self.mode.name(),
+            self.requested.name(),
+            self.why
+        )
+    }
+}
+
 /// Extra seconds of `wait_timeout` beyond `max-lock-time`: the server's own dead-man switch.
 pub const WAIT_TIMEOUT_MARGIN: u64 = 10;
 
@@ -249,15 +320,59 @@ mod tests {
         assert_eq!(LockMode::parse("read-only"), None);
     }
 
+    fn pick(version: &str) -> Option<LockMode> {
+        LockMode::Auto
+            .resolve(&ServerInfo::new(version.into(), 1))
+            .ok()
+            .map(|c| c.mode)
+    }
+
     #[test]
-    fn auto_picks_backup_stage_on_mariadb_10_4_1_and_later_and_ftwrl_elsewhere() {
-        let pick = |v: &str| LockMode::Auto.resolve(&ServerInfo::new(v.into(), 1)).ok();
+    fn auto_picks_backup_stage_on_mariadb_the_backup_lock_on_mysql_8_and_ftwrl_elsewhere() {
         assert_eq!(pick("10.11.6-MariaDB-log"), Some(LockMode::BackupStage));
         assert_eq!(pick("11.8.2-MariaDB-1"), Some(LockMode::BackupStage));
         assert_eq!(pick("10.4.1-MariaDB"), Some(LockMode::BackupStage));
         assert_eq!(pick("10.4.0-MariaDB"), Some(LockMode::Ftwrl));
-        assert_eq!(pick("8.0.36"), Some(LockMode::Ftwrl));
-        assert_eq!(pick("9.7.4"), Some(LockMode::Ftwrl));
+        assert_eq!(pick("8.0.36"), Some(LockMode::BackupLock));
+        assert_eq!(pick("8.4.3"), Some(LockMode::BackupLock));
+        assert_eq!(pick("9.7.4"), Some(LockMode::BackupLock));
+        // Before 8.0.14 there is no log_status to read the coordinates under it.
+        assert_eq!(pick("8.0.13"), Some(LockMode::Ftwrl));
+        assert_eq!(pick("5.7.44"), Some(LockMode::Ftwrl));
+    }
+
+    #[test]
+    fn auto_falls_back_to_ftwrl_naming_why_and_an_explicit_backup_lock_is_refused_instead() {
+        let mysql = ServerInfo::new("8.0.36".into(), 1);
+        let why = vec!["innodb_flush_log_at_trx_commit = 2: …".to_string()];
+        let auto = LockMode::Auto.resolve(&mysql).expect("resolves");
+        assert_eq!(auto.fallback, Some(LockMode::Ftwrl));
+        let settled = auto.clone().settle(why.clone()).expect("resolves");
+        assert_eq!(settled.mode, LockMode::Ftwrl);
+        assert_eq!(settled.fallback, None, "a fallback falls back once");
+        assert_eq!(settled.requested, LockMode::Auto);
+        assert!(
+            settled.describe().starts_with("ftwrl (lock-mode = auto: the backup lock is ruled out: innodb_flush_log_at_trx_commit = 2"),
+            "{}",
+            settled.describe()
+        );
+        assert_eq!(auto.clone().settle(Vec::new()).expect("resolves"), auto);
+        let explicit = LockMode::BackupLock.resolve(&mysql).expect("resolves");
+        let refused = explicit
+            .settle(why)
+            .expect_err("asked for: refused")
+            .to_string();
+        assert!(
+            refused.contains("lock-mode = backup-lock cannot promise")
+                && refused.contains("innodb_flush_log_at_trx_commit = 2"),
+            "{refused}"
+        );
+        // Refusals of the backup lock change nothing for another mode.
+        let ftwrl = LockMode::Ftwrl.resolve(&mysql).expect("resolves");
+        assert_eq!(
+            ftwrl.clone().settle(vec!["x".into()]).expect("resolves"),
+            ftwrl
+        );
     }
 
     #[test]
@@ -283,14 +398,18 @@ mod tests {
         assert!(LockMode::BackupStage.resolve(&old).is_err());
         let new = ServerInfo::new("10.11.6-MariaDB".into(), 1);
         assert_eq!(
-            LockMode::BackupStage.resolve(&new).ok(),
+            LockMode::BackupStage.resolve(&new).ok().map(|c| c.mode),
             Some(LockMode::BackupStage)
         );
     }
 
     #[test]
-    fn backup_lock_is_mysql_8_and_later_only_and_auto_never_picks_it() {
-        let resolve = |v: &str| LockMode::BackupLock.resolve(&ServerInfo::new(v.into(), 1));
+    fn backup_lock_is_mysql_8_and_later_only() {
+        let resolve = |v: &str| {
+            LockMode::BackupLock
+                .resolve(&ServerInfo::new(v.into(), 1))
+                .map(|c| c.mode)
+        };
         assert_eq!(resolve("8.0.36").ok(), Some(LockMode::BackupLock));
         assert_eq!(resolve("8.4.3").ok(), Some(LockMode::BackupLock));
         assert_eq!(resolve("9.7.4").ok(), Some(LockMode::BackupLock));
@@ -306,8 +425,6 @@ mod tests {
             .to_string();
         assert!(refused.contains("mariadb 10.11.6-MariaDB"), "{refused}");
         assert!(refused.contains("Use lock-mode=auto"), "{refused}");
-        let auto = LockMode::Auto.resolve(&ServerInfo::new("8.0.36".into(), 1));
-        assert_eq!(auto.ok(), Some(LockMode::Ftwrl));
     }
 
     #[test]

@@ -35,11 +35,19 @@ impl Surroundings {
     /// Why `lock-mode = backup-lock` cannot give a consistent copy in these surroundings (empty:
     /// every precondition holds). The one list the locker refuses by and `--check` reports.
     pub fn backup_lock_refusals(&self) -> Vec<String> {
+        let mut refusals = self.durability.table_refusals();
+        refusals.extend(self.backup_lock_refusals_before_tables());
+        refusals
+    }
+
+    /// The refusals known before the tables are listed (the settings, the cluster): the locker
+    /// checks these before the lock and the tables under it.
+    pub fn backup_lock_refusals_before_tables(&self) -> Vec<String> {
         let mut refusals = Vec::new();
         if self.galera.is_some() {
             refusals.push("this is a Galera node: its seqno is exact only under a lock that blocks commits. Use lock-mode = auto".to_string());
         }
-        refusals.extend(self.durability.backup_lock_refusals());
+        refusals.extend(self.durability.setting_refusals());
         refusals
     }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use common::config::SyncFilesystems;
 use common::coordinates;
 use common::grants;
-use common::lock::{Attempt, LockMode};
+use common::lock::{Attempt, Choice, LockMode};
 use common::processlist;
 use common::server;
 use common::storage;
@@ -53,34 +53,19 @@ pub(crate) fn run(config: &Config, as_json: bool, caller_does_not_freeze: bool) 
     ok
 }
 
-/// The `backup-lock` line, on MySQL 8.0 and later: in that mode, whether every precondition holds
-/// (a FAIL otherwise); in another, a recommendation when the preconditions hold and statements
-/// running now would hold FTWRL off, or which precondition rules the mode out.
+/// The `backup-lock` line, on MySQL 8.0 and later when another mode is taken: a recommendation
+/// when the backup lock's preconditions hold and statements running now would hold the chosen
+/// mode off, or which precondition rules it out. (When it is taken, the `lock mode` line says so.)
 fn backup_lock_item(
     config: &Config,
-    mode: LockMode,
-    sync_on: bool,
+    choice: &Choice,
+    refusals: &[String],
     session: &mut server::Session,
-    around: &Result<Surroundings, String>,
 ) -> Option<Item> {
-    if LockMode::BackupLock.resolve(&session.info).is_err() {
+    if choice.mode == LockMode::BackupLock || LockMode::BackupLock.resolve(&session.info).is_err() {
         return None;
     }
-    let mut refusals = Vec::new();
-    if sync_on {
-        refusals.push(common::lock::SYNCED_NOT_FROZEN.to_string());
-    }
-    match around {
-        Ok(around) => refusals.extend(around.backup_lock_refusals()),
-        Err(err) => refusals.push(format!("the surroundings could not be read: {err}")),
-    }
     let name = "backup-lock";
-    if mode == LockMode::BackupLock {
-        return Some(match refusals.is_empty() {
-            true => Item { name, ok: true, text: "every precondition holds: all tables crash-safe, durable commits; the coordinates in the info file are a lower bound, the restored copy holds the exact ones".into() },
-            false => Item { name, ok: false, text: format!("refused: {}", refusals.join("; ")) },
-        });
-    }
     if !refusals.is_empty() {
         return Some(Item {
             name,
@@ -88,6 +73,7 @@ fn backup_lock_item(
             text: format!("not possible here: {}", refusals.join("; ")),
         });
     }
+    let mode = choice.mode;
     let threshold = config.long_query_threshold;
     let holding: Vec<processlist::Blocker> =
         processlist::long_statements(&mut session.conn, threshold, &config.ignore_commands)
@@ -108,6 +94,23 @@ fn backup_lock_item(
             None => "possible (every precondition holds); not needed now: no long statement would hold the lock off".into(),
         },
     })
+}
+
+/// The `lock mode` line: the mode a freeze would take now and why, settled as the locker settles
+/// it (the sync setting, the privileges, the surroundings, then the tables), or the refusal.
+fn lock_mode_item(choice: &Result<Choice, String>) -> Item {
+    match choice {
+        Ok(choice) if choice.mode == LockMode::BackupLock => item(
+            "lock mode",
+            true,
+            format!(
+                "{}; commits flow until the filesystems freeze: the copy is consistent by crash recovery and the info file's coordinates are a lower bound (\"exact\": false; the restored copy holds the exact ones)",
+                choice.describe()
+            ),
+        ),
+        Ok(choice) => item("lock mode", true, choice.describe()),
+        Err(err) => item("lock mode", false, err.clone()),
+    }
 }
 
 /// Every line of the report, in order: the host side, then (when the server answers) the
@@ -133,29 +136,54 @@ fn rehearse(config: &Config, caller_does_not_freeze: bool) -> Vec<Item> {
             config.client.target()
         ),
     ));
-    let mode = match config.lock_mode.resolve(&session.info) {
-        Ok(mode) => mode,
+    let requested = match config.lock_mode.resolve(&session.info) {
+        Ok(choice) => choice,
         Err(err) => {
             items.push(item("lock mode", false, err.to_string()));
             return items;
         }
     };
-    items.push(item(
-        "lock mode",
-        true,
-        format!("{} (lock-mode = {})", mode.name(), config.lock_mode.name()),
-    ));
-    items.push(privileges_item(config, &mut session));
+    // Settled in the locker's order: the sync setting, the privileges, the surroundings, the tables.
+    let mut refusals = Vec::new();
+    if config.sync_filesystems.resolve(caller_does_not_freeze) {
+        refusals.push(common::lock::SYNCED_NOT_FROZEN.to_string());
+    }
+    let (privileges, choice) = match requested.clone().settle(refusals.clone()) {
+        Ok(choice) => privileges_item(config, &mut session, choice),
+        Err(err) => {
+            let (line, _) = privileges_item(config, &mut session, requested);
+            (line, Err(err.to_string()))
+        }
+    };
+    let (server_lines, around) = server_items(config, caller_does_not_freeze, &mut session);
+    let choice = choice.and_then(|choice| {
+        let around = around.as_ref().map_err(Clone::clone)?;
+        choice
+            .settle(around.backup_lock_refusals_before_tables())
+            .and_then(|c| c.settle(around.durability.table_refusals()))
+            .map_err(|e| e.to_string())
+    });
+    items.push(lock_mode_item(&choice));
+    items.push(privileges);
     if let Some(note) = system_user_note(config, &mut session) {
         items.push(item("kill", true, note));
     }
-    items.extend(server_items(
-        config,
-        mode,
-        caller_does_not_freeze,
-        &mut session,
-    ));
-    items.push(lock_rehearsal(config, mode, &mut session));
+    items.extend(server_lines);
+    match &around {
+        Ok(around) => refusals.extend(around.backup_lock_refusals()),
+        Err(err) => refusals.push(format!("the surroundings could not be read: {err}")),
+    }
+    if let Some(line) = choice
+        .as_ref()
+        .ok()
+        .and_then(|choice| backup_lock_item(config, choice, &refusals, &mut session))
+    {
+        items.push(line);
+    }
+    items.extend(surroundings_items(around));
+    if let Ok(choice) = choice {
+        items.push(lock_rehearsal(config, choice.mode, &mut session));
+    }
     items
 }
 
@@ -200,10 +228,25 @@ fn host_items(config: &Config) -> Vec<Item> {
     items
 }
 
-/// The account's privileges; a missing one FAILs unless roles may grant it.
-fn privileges_item(config: &Config, session: &mut server::Session) -> Item {
-    let needed = grants::needed(&session.info, config);
-    match grants::check(&mut session.conn, &mut Default::default(), &needed) {
+/// The account's privileges for `choice` (settled by them as the locker settles it); a missing one
+/// FAILs unless roles may grant it.
+fn privileges_item(
+    config: &Config,
+    session: &mut server::Session,
+    choice: Choice,
+) -> (Item, Result<Choice, String>) {
+    let checked = grants::check(
+        &mut session.conn,
+        &mut Default::default(),
+        &session.info,
+        config,
+        choice,
+    );
+    let (choice, report) = match checked {
+        Ok((choice, report)) => (Ok(choice), Ok(report)),
+        Err(err) => (Err(err.to_string()), Err(err)),
+    };
+    let line = match report {
         Ok(report) => match report.error() {
             None => item(
                 "privileges",
@@ -218,17 +261,17 @@ fn privileges_item(config: &Config, session: &mut server::Session) -> Item {
             Some(err) => item("privileges", false, err.to_string()),
         },
         Err(err) => item("privileges", false, err.to_string()),
-    }
+    };
+    (line, choice)
 }
 
-/// The server's surroundings, read once as a freeze reads them: the replica line, the sync
-/// rehearsal, the backup-lock line and the storage and durability lines.
+/// The server's surroundings, read once as a freeze reads them, and the lines read from them
+/// first: the replica line and the sync rehearsal.
 fn server_items(
     config: &Config,
-    mode: LockMode,
     caller_does_not_freeze: bool,
     session: &mut server::Session,
-) -> Vec<Item> {
+) -> (Vec<Item>, Result<Surroundings, String>) {
     let mut items = Vec::new();
     let replicas = common::replication::read_replicas(
         &mut session.conn,
@@ -253,12 +296,7 @@ fn server_items(
     })
     .map_err(|err| err.to_string());
     items.push(sync_rehearsal(config, caller_does_not_freeze, &around));
-    let sync_on = config.sync_filesystems.resolve(caller_does_not_freeze);
-    if let Some(line) = backup_lock_item(config, mode, sync_on, session, &around) {
-        items.push(line);
-    }
-    items.extend(surroundings_items(around));
-    items
+    (items, around)
 }
 
 /// The rehearsal: take and release the lock once, capped like a real attempt, and time it.

@@ -33,7 +33,7 @@ use common::error::{Lost, NoLock};
 use common::grants;
 use common::info_file::{self, InfoFile, LockSection, Mark, PendingInfoFile, StorageSection};
 use common::lifecycle::{Acquired, End};
-use common::lock::{Attempt, LockMode};
+use common::lock::{Attempt, Choice, LockMode};
 use common::process::Identity;
 use common::protocol::{self, Order, Report};
 use common::quiet::QuietWindow;
@@ -159,6 +159,17 @@ fn run(args: Args) -> Result<ExitCode> {
             ExitCode::from(1)
         }
     })
+}
+
+/// Logs the lock mode a freeze takes, once it is final, and why (stable keys: `event=lock-mode
+/// mode= requested= reason=`).
+fn log_choice(choice: &Choice) {
+    log::info!(
+        "event=lock-mode mode={} requested={} reason=\"{}\"",
+        choice.mode.name(),
+        choice.requested.name(),
+        choice.why
+    );
 }
 
 /// Starts the scan for non-transactional tables (the slowest read before the lock: milliseconds
@@ -335,21 +346,21 @@ struct Locker {
 /// What `prepare` leaves for the steps after `go`.
 struct Prepared {
     session: server::Session,
-    mode: LockMode,
+    choice: Choice,
     around: Surroundings,
     to_sync: Option<Vec<storage::Filesystem>>,
-    tables: std::thread::JoinHandle<Option<durability::TablesScan>>,
+    /// The tables scan running aside; `None` for the backup lock, which lists them under the lock.
+    tables: Option<std::thread::JoinHandle<Option<durability::TablesScan>>>,
 }
 
-/// What `get_ready` leaves for the lock: `Prepared`'s, with the info file's writer running, the
-/// backup-lock preconditions that held, and when the freeze started.
+/// What `get_ready` leaves for the lock: `Prepared`'s, with the info file's writer running and
+/// when the freeze started.
 struct Ready {
     session: server::Session,
-    mode: LockMode,
+    choice: Choice,
     around: Surroundings,
     to_sync: Option<Vec<storage::Filesystem>>,
     writer: InfoWriter,
-    preconditions: Option<Vec<String>>,
     /// When freeze claimed the run: the snapshot's id in the info file.
     started_at_ms: u64,
 }
@@ -457,16 +468,18 @@ impl Locker {
     fn prepare(&mut self) -> Result<Prepared> {
         let read_timeout = Duration::from_secs(self.config.lock_wait_timeout + 10);
         let mut session = server::connect(&self.config.client, read_timeout)?;
-        // Only once the locker's own connection is had: the lock must never lose the last free
-        // connection slot to the scan.
-        let tables = scan_tables_aside(&self.config.client, &session.info, read_timeout);
-        let mode = self.mode.resolve(&session.info)?;
-        if mode == LockMode::BackupLock && self.sync {
-            return Err(Error::ModeRefused {
-                mode: mode.name(),
-                reasons: vec![common::lock::SYNCED_NOT_FROZEN.to_string()],
-            });
+        let mut choice = self.mode.resolve(&session.info)?;
+        if self.sync {
+            choice = choice.settle(vec![common::lock::SYNCED_NOT_FROZEN.to_string()])?;
         }
+        // Only once the locker's own connection is had: the lock must never lose the last free
+        // connection slot to the scan. The backup lock lists the tables under itself instead.
+        let info = session.info.clone();
+        let scan_aside = |choice: &Choice| {
+            (choice.mode != LockMode::BackupLock)
+                .then(|| scan_tables_aside(&self.config.client, &info, read_timeout))
+        };
+        let mut tables = scan_aside(&choice);
         let setup = common::lock::session_caps(
             self.config.lock_wait_timeout,
             self.config.max_lock_time,
@@ -477,7 +490,7 @@ impl Locker {
         let mut batch = vec![grants::SHOW_GRANTS.to_string(), setup.clone()];
         batch.extend(surroundings::statements(&session.info));
         let (mut answers, _) = Answers::fetch(&mut session.conn, &batch);
-        self.check_grants(&mut session, &mut answers)?;
+        let choice = self.check_grants(&mut session, &mut answers, choice)?;
         answers
             .query_drop(&mut session.conn, &setup)
             .map_err(|e| Error::server(&setup, &e))?;
@@ -495,9 +508,20 @@ impl Locker {
         if let Some(member) = &around.group_replication {
             member.check_queue()?;
         }
+        let choice = choice.settle(around.backup_lock_refusals_before_tables())?;
+        match choice.mode {
+            // Final once the tables are listed under it.
+            LockMode::BackupLock => {}
+            _ => {
+                log_choice(&choice);
+                if tables.is_none() {
+                    tables = scan_aside(&choice);
+                }
+            }
+        }
         Ok(Prepared {
             session,
-            mode,
+            choice,
             around,
             to_sync,
             tables,
@@ -531,28 +555,40 @@ impl Locker {
         Ok(around)
     }
 
-    /// The account's privileges for this server and settings; a missing one is an error unless
-    /// the account has roles (which may grant it: they are not read), then a warning.
-    fn check_grants(&self, session: &mut server::Session, answers: &mut Answers) -> Result<()> {
-        let needed = grants::needed(&session.info, &self.config);
-        let grants = grants::check(&mut session.conn, answers, &needed)?;
+    /// The account's privileges for `choice` on this server with these settings (`auto`'s
+    /// backup lock settles on FTWRL when only its own privileges are missing); a missing one is
+    /// an error unless the account has roles (which may grant it: they are not read), then a
+    /// warning.
+    fn check_grants(
+        &self,
+        session: &mut server::Session,
+        answers: &mut Answers,
+        choice: Choice,
+    ) -> Result<Choice> {
+        let (choice, grants) = grants::check(
+            &mut session.conn,
+            answers,
+            &session.info,
+            &self.config,
+            choice,
+        )?;
         if let Some(err) = grants.error() {
             if !grants.has_roles {
                 return Err(err);
             }
             log::warn!("event=privileges {err} (unless a role grants it: roles are not checked)");
         }
-        Ok(())
+        Ok(choice)
     }
 
     /// After `go`, before the lock: opens the info file (an unwritable directory fails before any
-    /// lock), makes a replica safe, waits for a quiet moment, applies the tables scan, checks
-    /// backup-lock's preconditions and records `waiting`. `None` when told to stop meanwhile
+    /// lock), makes a replica safe, waits for a quiet moment, applies the tables scan (the backup
+    /// lock's runs under it) and records `waiting`. `None` when told to stop meanwhile
     /// (recorded).
     fn get_ready(&mut self, prepared: Prepared) -> Result<Option<Ready>> {
         let Prepared {
             mut session,
-            mode,
+            choice,
             mut around,
             to_sync,
             tables,
@@ -576,27 +612,20 @@ impl Locker {
             );
             return Ok(None);
         }
-        let quiet = QuietWindow {
-            config: &self.config,
-            mode,
-            flavor: session.info.flavor,
-        };
-        let stopped = self.wait_for_quiet_moment(&quiet, &mut session.conn)?;
+        let stopped = self.wait_for_quiet_moment(choice.mode, &mut session)?;
         // The scan aside has had the privilege check, the surroundings and the quiet moment to
         // run in; it is capped on the server side. Without it (no second connection, say), here.
-        let scan = tables.join().ok().flatten().unwrap_or_else(|| {
-            durability::scan_tables(&mut session.conn, &mut Answers::default(), &session.info)
-        });
-        around.durability.apply(scan);
+        if let Some(tables) = tables {
+            let scan = tables.join().ok().flatten().unwrap_or_else(|| {
+                durability::scan_tables(&mut session.conn, &mut Answers::default(), &session.info)
+            });
+            around.durability.apply(scan);
+        }
         if let Some(stop) = stopped {
             self.stopped(&stop, "while waiting for a quiet moment");
             return Ok(None);
         }
-        let preconditions = match mode {
-            LockMode::BackupLock => Some(self.backup_lock_preconditions(&around)?),
-            _ => None,
-        };
-        let started_at_ms = self.record_waiting(&session, mode)?;
+        let started_at_ms = self.record_waiting(&session, choice.mode)?;
         match self.marked.take() {
             Some(marked) => marked?,
             None => match self.wait_for("the info file was being marked freezing")? {
@@ -610,11 +639,10 @@ impl Locker {
         }
         Ok(Some(Ready {
             session,
-            mode,
+            choice,
             around,
             to_sync,
             writer,
-            preconditions,
             started_at_ms,
         }))
     }
@@ -647,29 +675,61 @@ impl Locker {
 
     /// Takes the lock, capped by the server, then reads and records what the snapshot is and says
     /// `acquired`. `None` when the server capped the attempt (recorded, told). Anything that fails
-    /// once the lock is held releases it before it reports.
+    /// once the lock is held releases it before it reports. The backup lock lists the tables
+    /// under itself; one that is not crash-safe releases it, and `auto` then takes FTWRL.
     fn take_lock(&mut self, ready: Ready) -> Result<Option<Held>> {
         let Ready {
             mut session,
-            mode,
-            around,
+            mut choice,
+            mut around,
             to_sync,
             mut writer,
-            preconditions,
             started_at_ms,
         } = ready;
-        self.notify(Report::Locking);
-        let attempt_started = Instant::now();
-        // The coordinates' reads travel with the lock statement: no round trip between the lock
-        // and what it makes exact.
-        let reads = coordinates::statements(&session.info, mode);
-        let (attempt, answers) = mode.acquire(&mut session.conn, self.config.pre_flush, &reads)?;
-        if let Attempt::TimedOut { statement, message } = attempt {
-            let reason = self.timed_out(&mut session, statement, &message, attempt_started);
-            self.record_end(End::TimedOut, Reason::Other(reason));
-            self.notify(Report::TimedOut);
-            return Ok(None);
-        }
+        let (attempt_started, answers, preconditions) = loop {
+            self.notify(Report::Locking);
+            let mode = choice.mode;
+            let attempt_started = Instant::now();
+            // The coordinates' reads travel with the lock statement: no round trip between the
+            // lock and what it makes exact.
+            let mut reads = coordinates::statements(&session.info, mode);
+            if mode == LockMode::BackupLock {
+                reads.push(durability::tables_statement(&session.info));
+            }
+            let (attempt, mut answers) =
+                mode.acquire(&mut session.conn, self.config.pre_flush, &reads)?;
+            if let Attempt::TimedOut { statement, message } = attempt {
+                let reason = self.timed_out(&mut session, statement, &message, attempt_started);
+                self.record_end(End::TimedOut, Reason::Other(reason));
+                self.notify(Report::TimedOut);
+                return Ok(None);
+            }
+            if mode != LockMode::BackupLock {
+                break (attempt_started, answers, None);
+            }
+            // DDL is blocked: no table can appear or change engine while this scan runs.
+            let scan = durability::scan_tables(&mut session.conn, &mut answers, &session.info);
+            around.durability.apply(scan);
+            let refusals = around.durability.table_refusals();
+            if refusals.is_empty() {
+                log_choice(&choice);
+                break (
+                    attempt_started,
+                    answers,
+                    Some(around.durability.backup_lock_preconditions()),
+                );
+            }
+            mode.release(&mut session.conn)?;
+            choice = choice.settle(refusals)?;
+            log_choice(&choice);
+            // The fallback waits for what holds it up, as any attempt does.
+            if let Some(stop) = self.wait_for_quiet_moment(choice.mode, &mut session)? {
+                self.stopped(&stop, "while waiting for a quiet moment");
+                return Ok(None);
+            }
+            self.record_waiting(&session, choice.mode)?;
+        };
+        let mode = choice.mode;
         let acquired = Instant::now();
         let acquired_at_ms = time::now_unix_ms();
         // From here until release the log file waits: only the info file (before `acquired`, by
@@ -682,6 +742,8 @@ impl Locker {
             around,
             LockSection {
                 mode: mode.name().into(),
+                requested: choice.requested.name().into(),
+                why: choice.why.clone(),
                 acquired_at: time::rfc3339(acquired_at_ms),
                 waited_ms: acquired_at_ms.saturating_sub(started_at_ms),
                 locker_pid: std::process::id(),
@@ -949,20 +1011,6 @@ impl Locker {
         })
     }
 
-    /// `lock-mode = backup-lock`: the preconditions under which a copy taken while commits flow
-    /// is what crash recovery makes consistent, checked before the lock (the settings and tables
-    /// read before it). What held, for the info file; a refusal naming each that failed.
-    fn backup_lock_preconditions(&self, around: &Surroundings) -> Result<Vec<String>> {
-        let refusals = around.backup_lock_refusals();
-        match refusals.is_empty() {
-            true => Ok(around.durability.backup_lock_preconditions()),
-            false => Err(Error::ModeRefused {
-                mode: LockMode::BackupLock.name(),
-                reasons: refusals,
-            }),
-        }
-    }
-
     /// Marks the info file with `mark` before a release the locker makes on its own, by a
     /// detached writer waited for at most `MARK_BEFORE_RELEASE`: the release is never held up
     /// longer, and a copy taken while the filesystem is frozen still holds what the held record
@@ -1150,9 +1198,15 @@ impl Locker {
     /// telling freeze about each one in the way. `Some(stop)` when told to stop meanwhile.
     fn wait_for_quiet_moment(
         &self,
-        quiet: &QuietWindow<'_>,
-        conn: &mut mysql::Conn,
+        mode: LockMode,
+        session: &mut server::Session,
     ) -> Result<Option<Stop>> {
+        let quiet = QuietWindow {
+            config: &self.config,
+            mode,
+            flavor: session.info.flavor,
+        };
+        let conn = &mut session.conn;
         let mut reported: Option<u64> = None;
         loop {
             let Some(blocker) = quiet.blocker(conn)? else {

@@ -35,7 +35,8 @@ impl Case {
         Case::mariadb(Some("backup-stage"), "backup_stage")
     }
 
-    /// MySQL 9.7 with no `lock-mode` line: `auto`, which takes FTWRL there.
+    /// MySQL 9.7 with no `lock-mode` line: `auto`, which takes FTWRL there (the harness's MySQL
+    /// runs with `innodb_flush_log_at_trx_commit = 2`, which rules the backup lock out).
     pub fn mysql_9_7() -> Case {
         Case {
             flavour: Flavour::MySql97,

@@ -59,7 +59,8 @@ impl Flavour {
         self == Flavour::MySql97
     }
 
-    /// The lock `lock-mode = auto` must pick on this server.
+    /// The lock `lock-mode = auto` must pick on this flavour's throwaway server: MySQL's runs with
+    /// `innodb_flush_log_at_trx_commit = 2`, which rules the backup lock out, so FTWRL.
     pub fn auto_lock_mode(self) -> &'static str {
         if self.is_mysql() {
             "ftwrl"

@@ -1,7 +1,10 @@
-//! `lock-mode = backup-lock` on a real MySQL 9.7 (the harness's cached chroot, GTID on, durable
-//! settings): the lock never waits for a long SELECT and lets commits through, the info file says
-//! its coordinates are a lower bound, and each failed precondition refuses the freeze with an
-//! error naming it, leaving no lock and no locker. On MariaDB the mode is refused. The copy a
+//! The backup lock on a real MySQL 9.7 (the harness's cached chroot, GTID on, durable settings):
+//! `lock-mode = auto` takes it where every precondition holds; it never waits for a long SELECT
+//! and lets commits through, and the info file says its coordinates are a lower bound. Where a
+//! precondition fails, `auto` takes FTWRL and says why (a setting: before any lock; a
+//! non-transactional table: found under the backup lock, which is then released), and an explicit
+//! `lock-mode = backup-lock` is refused with an error naming it, leaving no lock and no locker. On
+//! MariaDB the mode is refused. The copy a
 //! snapshot makes under this lock is booted and checked in guest_agent_mysql.rs. A chroot that
 //! cannot be built fails every MySQL test unless `MYSQL_SNAPSHOT_SKIP_MATRIX=1` asks for a loud
 //! skip.
@@ -35,6 +38,16 @@ fn durable_mysql(extra: &[&str]) -> Option<Server> {
     Some(server)
 }
 
+/// `durable_mysql` with one MyISAM user table, `snap.legacy`.
+fn durable_mysql_with_a_myisam_table() -> Option<Server> {
+    let server = durable_mysql(&[])?;
+    server
+        .conn()
+        .query_drop("CREATE TABLE snap.legacy (id INT PRIMARY KEY) ENGINE=MyISAM")
+        .unwrap();
+    Some(server)
+}
+
 /// Starts `SELECT SLEEP(seconds)` over a one-row table on a connection of its own and waits until
 /// the processlist shows it.
 fn long_select(server: &Server, seconds: u64) -> Writer {
@@ -65,6 +78,12 @@ fn a_commit_returns_within(server: &Server, limit: Duration) -> bool {
 /// Asserts a freeze refused in backup-lock mode: exit 1, stderr naming `cause`, no lock statement
 /// run, no lock and no locker left, and `--check` failing on the same cause.
 fn assert_refused_naming(server: &Server, sandbox: &Sandbox, cause: &str) {
+    assert_refused_naming_after(server, sandbox, cause, 0);
+}
+
+/// `assert_refused_naming` where `locks` lock statements run first (the backup lock that lists
+/// the tables under itself).
+fn assert_refused_naming_after(server: &Server, sandbox: &Sandbox, cause: &str, locks: u64) {
     let before = lock_statements_run(server);
     let out = sandbox.freeze();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
@@ -75,8 +94,8 @@ fn assert_refused_naming(server: &Server, sandbox: &Sandbox, cause: &str) {
     );
     assert_eq!(
         lock_statements_run(server),
-        before,
-        "a lock statement ran although the mode was refused"
+        before + locks,
+        "{locks} lock statement(s) must run before this refusal"
     );
     assert_nothing_left(server, sandbox, LIMIT);
     assert_ne!(sandbox.status(), "acquired");
@@ -94,14 +113,15 @@ fn assert_refused_naming(server: &Server, sandbox: &Sandbox, cause: &str) {
     );
 }
 
+/// The default on MySQL 8+: with every precondition holding, `auto` takes the backup lock.
 #[test]
-fn the_backup_lock_never_waits_for_a_long_select_lets_commits_through_and_says_its_coordinates_are_a_lower_bound(
+fn auto_takes_the_backup_lock_on_a_durable_all_innodb_mysql_never_waits_for_a_long_select_lets_commits_through_and_says_its_coordinates_are_a_lower_bound(
 ) {
     let Some(server) = durable_mysql(&[]) else {
         return;
     };
     let select = long_select(&server, 120);
-    let mut sandbox = Sandbox::new(&server, SETTINGS);
+    let mut sandbox = Sandbox::new(&server, "");
     let started = Instant::now();
     let out = sandbox.freeze();
     let took = started.elapsed();
@@ -128,6 +148,7 @@ fn the_backup_lock_never_waits_for_a_long_select_lets_commits_through_and_says_i
     let info: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&sandbox.info_file).unwrap()).unwrap();
     assert_eq!(info["lock"]["mode"], "backup-lock", "{info:#}");
+    assert_eq!(info["lock"]["requested"], "auto", "{info:#}");
     assert_eq!(info["binlog"]["exact"], false, "{info:#}");
     assert_eq!(info["gtid"]["exact"], false, "{info:#}");
     assert!(info["binlog"]["position"].as_u64().is_some(), "{info:#}");
@@ -167,6 +188,120 @@ fn the_backup_lock_never_waits_for_a_long_select_lets_commits_through_and_says_i
     assert!(!server.statements_like("SELECT SLEEP(120)").is_empty());
     let log = sandbox.log();
     assert!(log.contains("event=locked mode=backup-lock"), "{log}");
+    assert!(
+        log.contains("event=lock-mode mode=backup-lock requested=auto reason=\"MySQL 8.0.14 or later and every precondition"),
+        "{log}"
+    );
+}
+
+/// How many times the server ran `LOCK INSTANCE FOR BACKUP`.
+fn backup_locks_taken(server: &Server) -> u64 {
+    server
+        .conn()
+        .query_first::<(String, u64), _>("SHOW GLOBAL STATUS LIKE 'Com_lock_instance'")
+        .unwrap()
+        .map_or(0, |(_, n)| n)
+}
+
+/// A freeze with `lock-mode = auto` that must take FTWRL after `backup_locks` backup locks: its
+/// sandbox and info file.
+fn freeze_with_auto(server: &Server, backup_locks: u64) -> (Sandbox, serde_json::Value) {
+    let mut sandbox = Sandbox::new(server, "");
+    let before = backup_locks_taken(server);
+    let out = sandbox.freeze();
+    assert!(out.status.success(), "{}\n{}", text(&out), sandbox.log());
+    assert_eq!(
+        backup_locks_taken(server),
+        before + backup_locks,
+        "backup locks taken on the way to FTWRL"
+    );
+    let info = sandbox.info();
+    assert_eq!(info["lock"]["mode"], "ftwrl", "{info:#}");
+    assert_eq!(info["lock"]["requested"], "auto", "{info:#}");
+    (sandbox, info)
+}
+
+/// Thaws, asserts nothing is left, and returns the log.
+fn thaw_cleanly(server: &Server, sandbox: &mut Sandbox) -> String {
+    let out = sandbox.thaw("thaw");
+    assert!(out.status.success(), "{}", text(&out));
+    assert_nothing_left(server, sandbox, LIMIT);
+    sandbox.log()
+}
+
+/// `auto` with a MyISAM table: the backup lock is taken, the tables are listed under it (where
+/// none can appear or change engine), and on finding one that crash recovery cannot make
+/// consistent it is released and FTWRL taken: writes are blocked, the coordinates exact, and the
+/// info file and the log say why.
+#[test]
+fn auto_falls_back_to_ftwrl_when_the_tables_listed_under_the_backup_lock_include_a_myisam_table() {
+    let Some(server) = durable_mysql_with_a_myisam_table() else {
+        return;
+    };
+    // The tables are listed under the backup lock.
+    let (mut sandbox, info) = freeze_with_auto(&server, 1);
+    assert!(server.writes_blocked(), "FTWRL must block writes");
+    let why = info["lock"]["why"].as_str().unwrap_or_default();
+    assert!(
+        why.starts_with(
+            "the backup lock is ruled out: 1 non-transactional user table(s) (snap.legacy MyISAM)"
+        ),
+        "{info:#}"
+    );
+    assert_eq!(info["binlog"]["exact"], true, "{info:#}");
+    assert_eq!(info["gtid"]["exact"], true, "{info:#}");
+    let log = thaw_cleanly(&server, &mut sandbox);
+    assert!(
+        log.contains("event=lock-mode mode=ftwrl requested=auto reason=\"the backup lock is ruled out: 1 non-transactional user table(s) (snap.legacy MyISAM)"),
+        "{log}"
+    );
+    let check = sandbox.command("freeze").arg("--check").output().unwrap();
+    assert!(check.status.success(), "{}", text(&check));
+    assert!(
+        text(&check).contains("lock mode   ftwrl (lock-mode = auto: the backup lock is ruled out: 1 non-transactional user table(s) (snap.legacy MyISAM)"),
+        "--check must say the mode a freeze takes and why: {}",
+        text(&check)
+    );
+}
+
+/// `auto` where a setting rules the backup lock out: FTWRL, chosen before any lock is taken.
+#[test]
+fn auto_takes_ftwrl_without_trying_the_backup_lock_when_a_setting_rules_it_out() {
+    let Some(server) = durable_mysql(&["--innodb-flush-log-at-trx-commit=2"]) else {
+        return;
+    };
+    let (mut sandbox, info) = freeze_with_auto(&server, 0);
+    assert!(
+        info["lock"]["why"]
+            .as_str()
+            .is_some_and(|w| w.contains("innodb_flush_log_at_trx_commit = 2")),
+        "{info:#}"
+    );
+    assert!(thaw_cleanly(&server, &mut sandbox).contains("event=lock-mode mode=ftwrl requested=auto reason=\"the backup lock is ruled out: innodb_flush_log_at_trx_commit = 2"));
+}
+
+/// `auto` for the classic FTWRL account (RELOAD, no BACKUP_ADMIN): FTWRL, saying which grant would
+/// give the backup lock; never a refusal.
+#[test]
+fn auto_takes_ftwrl_for_an_account_without_backup_admin_and_names_the_grant() {
+    let Some(server) = durable_mysql(&[]) else {
+        return;
+    };
+    create_account(&server, "PROCESS, REPLICATION CLIENT, RELOAD");
+    let sandbox = Sandbox::new(&server, &account_settings(""));
+    let out = sandbox.freeze();
+    assert!(out.status.success(), "{}", text(&out));
+    let info = sandbox.info();
+    assert_eq!(info["lock"]["mode"], "ftwrl", "{info:#}");
+    assert!(
+        info["lock"]["why"].as_str().is_some_and(|w| w.contains(
+            "the account lacks BACKUP_ADMIN, SELECT (GRANT BACKUP_ADMIN, SELECT ON *.* TO 'snapper'@'localhost';)"
+        )),
+        "{info:#}"
+    );
+    let out = sandbox.thaw("thaw");
+    assert!(out.status.success(), "{}", text(&out));
+    assert_nothing_left(&server, &sandbox, LIMIT);
 }
 
 #[test]
@@ -197,18 +332,16 @@ fn ftwrl_waits_for_the_same_long_select_until_snapshot_timeout_refuses_it() {
 
 #[test]
 fn a_myisam_table_refuses_the_backup_lock_naming_the_table() {
-    let Some(server) = durable_mysql(&[]) else {
+    let Some(server) = durable_mysql_with_a_myisam_table() else {
         return;
     };
-    server
-        .conn()
-        .query_drop("CREATE TABLE snap.legacy (id INT PRIMARY KEY) ENGINE=MyISAM")
-        .unwrap();
     let sandbox = Sandbox::new(&server, SETTINGS);
-    assert_refused_naming(
+    // Listed under the backup lock, which is then released.
+    assert_refused_naming_after(
         &server,
         &sandbox,
         "1 non-transactional user table(s) (snap.legacy MyISAM)",
+        1,
     );
 }
 
@@ -300,7 +433,15 @@ fn check_recommends_the_backup_lock_when_a_long_select_would_hold_ftwrl_off() {
     let Some(server) = durable_mysql(&[]) else {
         return;
     };
-    let sandbox = Sandbox::new(&server, "long-query-threshold = 1");
+    let auto = Sandbox::new(&server, "");
+    let out = auto.command("freeze").arg("--check").output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("lock mode   backup-lock (lock-mode = auto: MySQL 8.0.14 or later"),
+        "--check must say that auto takes the backup lock here: {}",
+        text(&out)
+    );
+    let sandbox = Sandbox::new(&server, "lock-mode = ftwrl\nlong-query-threshold = 1");
     let quiet = sandbox.command("freeze").arg("--check").output().unwrap();
     assert!(quiet.status.success(), "{}", text(&quiet));
     assert!(

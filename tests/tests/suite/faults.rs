@@ -6,7 +6,8 @@
 //!
 //! A scenario declared with `scenario!` runs on each case listed (`harness::Case`): MariaDB 10.11
 //! in a lock mode (`default_mode`, `ftwrl`, `backup_stage`) and MySQL 9.7 (`mysql_9_7`, in the
-//! harness's cached chroot with GTID on; `lock-mode = auto` picks FTWRL there). The MySQL-only
+//! harness's cached chroot with GTID on; `lock-mode = auto` takes FTWRL there, as the harness's
+//! `innodb_flush_log_at_trx_commit = 2` rules the backup lock out). The MySQL-only
 //! faults, and those whose MySQL set-up differs, are in faults_mysql.rs.
 
 use std::fs;
@@ -57,7 +58,7 @@ fn thaw_reports_a_locker_killed_while_holding(case: Case) {
         assert_eq!(
             recorded_mode(&sandbox),
             "ftwrl",
-            "auto must pick FTWRL on MySQL"
+            "auto must take FTWRL on a MySQL whose settings rule the backup lock out"
         );
     }
     assert_a_locker_killed_while_holding_is_reported(&server, &sandbox, case.limit());

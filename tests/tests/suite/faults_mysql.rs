@@ -2,7 +2,7 @@
 //! the harness's cached chroot with GTID on: each test injects one fault on a MySQL server and
 //! checks the promise faults.rs, core.rs and security.rs check on MariaDB. The scenarios whose
 //! set-up is the same on both are declared once there, with a `mysql_9_7` case.
-//! `lock-mode = auto` picks FTWRL on MySQL (BACKUP STAGE is MariaDB's). A chroot that cannot be built fails every test unless
+//! `lock-mode = auto` takes FTWRL on the harness's MySQL (its `innodb_flush_log_at_trx_commit = 2` rules the backup lock out; BACKUP STAGE is MariaDB's). A chroot that cannot be built fails every test unless
 //! `MYSQL_SNAPSHOT_SKIP_MATRIX=1` asks for a loud skip; mounts are undone in Drop guards.
 
 use std::time::{Duration, Instant};

@@ -1,5 +1,6 @@
-//! End to end through Debian's real `qemu-ga` on MySQL 9.7 (GTID on; `lock-mode = auto` picks
-//! FTWRL): the datadir and binlogs live on a loop-mounted ext4 mounted INSIDE the MySQL chroot, so
+//! End to end through Debian's real `qemu-ga` on MySQL 9.7 (GTID on; `lock-mode = auto` takes the
+//! backup lock on the all-InnoDB server and falls back to FTWRL where it finds the load's MyISAM
+//! tables under it): the datadir and binlogs live on a loop-mounted ext4 mounted INSIDE the MySQL chroot, so
 //! qemu-ga freezes the mount's host path while the chrooted mysqld uses the chroot path. A copy of
 //! the image taken while frozen is booted by a second chrooted mysqld and checked (the rig is
 //! `harness::guest_agent`'s). Only the test's own loop mounts are frozen or unmounted, every one is
@@ -44,7 +45,8 @@ const DURABLE_SETUP: ServerSetup = ServerSetup {
 };
 
 /// The original server: binlogs named relative to the datadir (binlog.index then says
-/// `./binlog.000002`), so the index stays right wherever a copy is mounted; GTID mode on. The
+/// `./binlog.000002`), so the index stays right wherever a copy is mounted; GTID mode on; commits
+/// durable (so that only the load's MyISAM tables rule the backup lock out, found under it). The
 /// server booted on a copy: the same binlog and GTID settings and another server id.
 const SETUP: ServerSetup = ServerSetup {
     flavour: FLAVOUR,
@@ -53,6 +55,7 @@ const SETUP: ServerSetup = ServerSetup {
         "--server-id=1",
         "--gtid-mode=ON",
         "--enforce-gtid-consistency=ON",
+        "--innodb-flush-log-at-trx-commit=1",
     ],
     copy_args: &[
         "--log-bin=binlog",
@@ -70,12 +73,19 @@ fn a_qemu_ga_snapshot_of_mysql_under_ftwrl_boots_with_the_recorded_coordinates_a
     if machine_cannot_loop_mount(test) || !matrix::require(FLAVOUR) {
         return;
     }
-    // No lock-mode setting: auto must pick FTWRL on MySQL.
+    // No lock-mode setting, durable settings: auto takes the backup lock, finds the load's MyISAM
+    // tables under it, releases it and takes FTWRL.
     let mut rig = Rig::new(SETUP, "", Hook::Project);
     rig.assert_a_snapshot_is_consistent(test, "the MySQL ftwrl snapshot", |info| {
         assert_eq!(
             info["lock"]["mode"], "ftwrl",
-            "auto must pick FTWRL on MySQL"
+            "auto must fall back to FTWRL on MySQL with MyISAM tables: {info:#}"
+        );
+        assert!(
+            info["lock"]["why"].as_str().is_some_and(|w| w.starts_with(
+                "the backup lock is ruled out: 3 non-transactional user table(s) (snap.my MyISAM"
+            )),
+            "{info:#}"
         );
         assert_eq!(info["server"]["flavor"], "mysql");
         assert!(
@@ -249,7 +259,8 @@ fn binlog_at(file: &str, position: u64) -> (u64, u64) {
     (number.expect("a numbered binlog file"), position)
 }
 
-/// The promise of `lock-mode = backup-lock`: with all-InnoDB tables and durable settings, a
+/// The promise of the backup lock, which `lock-mode = auto` takes on MySQL with all-InnoDB tables
+/// and durable settings: a
 /// snapshot through the real qemu-ga under write load from five connections, while a 120 s SELECT
 /// runs, is taken without waiting for the SELECT or touching it; the copy boots through crash
 /// recovery with sound tables and holds exactly what the live server showed committed while the
@@ -258,9 +269,9 @@ fn binlog_at(file: &str, position: u64) -> (u64, u64) {
 /// others as the live server), and its binlog ends at or past the recorded position.
 /// `MYSQL_SNAPSHOT_BACKUP_LOCK_RUNS` snapshots (2 by default) on one rig.
 #[test]
-fn a_qemu_ga_snapshot_of_mysql_under_the_backup_lock_never_waits_for_a_long_select_and_recovers_exactly_what_was_committed(
+fn a_qemu_ga_snapshot_of_mysql_under_auto_takes_the_backup_lock_never_waits_for_a_long_select_and_recovers_exactly_what_was_committed(
 ) {
-    let test = "a_qemu_ga_snapshot_of_mysql_under_the_backup_lock_never_waits_for_a_long_select_and_recovers_exactly_what_was_committed";
+    let test = "a_qemu_ga_snapshot_of_mysql_under_auto_takes_the_backup_lock_never_waits_for_a_long_select_and_recovers_exactly_what_was_committed";
     if machine_cannot_loop_mount(test) || !matrix::require(FLAVOUR) {
         return;
     }
@@ -268,12 +279,7 @@ fn a_qemu_ga_snapshot_of_mysql_under_the_backup_lock_never_waits_for_a_long_sele
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(2);
-    let mut rig = Rig::with_workload(
-        DURABLE_SETUP,
-        "lock-mode = backup-lock",
-        Hook::Project,
-        innodb_workload(),
-    );
+    let mut rig = Rig::with_workload(DURABLE_SETUP, "", Hook::Project, innodb_workload());
     let mut others = Vec::new();
     for run in 1..=runs {
         let select = Writer::start(&rig.server, LONG_SELECT);
@@ -319,6 +325,7 @@ fn a_qemu_ga_snapshot_of_mysql_under_the_backup_lock_never_waits_for_a_long_sele
         rig.assert_writes_resume();
         let info = rig.last_held();
         assert_eq!(info["lock"]["mode"], "backup-lock", "{info:#}");
+        assert_eq!(info["lock"]["requested"], "auto", "{info:#}");
         assert_eq!(info["binlog"]["exact"], false, "{info:#}");
         assert_eq!(info["gtid"]["exact"], false, "{info:#}");
 

@@ -31,7 +31,7 @@ fn check_passes_on_a_good_setup_and_takes_and_releases_the_lock_once() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("A real freeze would work"), "{stdout}");
     assert!(
-        stdout.contains("backup-stage (lock-mode = auto)"),
+        stdout.contains("lock mode   backup-stage (lock-mode = auto: MariaDB 10.4.1 or later"),
         "{stdout}"
     );
     assert!(stdout.contains("took the lock in"), "{stdout}");
