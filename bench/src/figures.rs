@@ -698,11 +698,11 @@ pub(crate) fn failed_attempt(b: &mut Bench, target: &dyn Target) -> Outcome {
             stall.clone(),
         );
         let row = match mode {
-            Mode::Ftwrl => row.target(
+            Mode::Ftwrl | Mode::Auto => row.target(
                 "≤ lock-wait-timeout (1000 ms) + 100 ms",
                 stall.median() <= 1100.0,
             ),
-            Mode::BackupStage => row.target(
+            Mode::BackupStage | Mode::BackupLock => row.target(
                 &format!(
                     "no stall: ≤ {NO_STALL_MS} ms above the no-freeze baseline ({:.1} ms)",
                     noise.median()

@@ -15,6 +15,10 @@ use mysql::Conn;
 pub(crate) enum Mode {
     Ftwrl,
     BackupStage,
+    /// MySQL's `LOCK INSTANCE FOR BACKUP`.
+    BackupLock,
+    /// The product's default (`lock-mode = auto`); the floor has no such mode.
+    Auto,
 }
 
 impl Mode {
@@ -22,6 +26,8 @@ impl Mode {
         match self {
             Mode::Ftwrl => "ftwrl",
             Mode::BackupStage => "backup-stage",
+            Mode::BackupLock => "backup-lock",
+            Mode::Auto => "auto",
         }
     }
 }

@@ -163,6 +163,8 @@ fn milestones(
     let (lock_first, release) = match mode {
         Mode::Ftwrl => ("FLUSH ", "UNLOCK TABLES"),
         Mode::BackupStage => ("BACKUP STAGE START", "BACKUP STAGE END"),
+        Mode::BackupLock => ("LOCK INSTANCE FOR BACKUP", "UNLOCK INSTANCE"),
+        Mode::Auto => return Err("the profile traces a named lock mode, not auto".into()),
     };
     let need = |v: Option<f64>, what: &str| v.ok_or_else(|| missing(what));
     let f_exec = need(freeze.at(f, "execve", "", 0.0), "freeze exec")?;

@@ -327,6 +327,7 @@ fn listen_for_signals(
 
 struct Locker {
     config: Config,
+    /// The `lock-mode` freeze passed (resolved against the server in `prepare`).
     mode: LockMode,
     state: StateFile,
     notify: Option<std::fs::File>,
@@ -462,9 +463,10 @@ impl Locker {
         Ok(0)
     }
 
-    /// Before `go`: connects (then starts the tables scan aside), resolves the lock mode for the
-    /// server, checks privileges, caps the session and reads the surroundings. Everything that
-    /// can refuse the freeze while nothing is held refuses it here.
+    /// Before `go`: connects, resolves the lock mode for the server and settles it by the sync
+    /// setting, the privileges and the surroundings (the backup lock's last precondition, the
+    /// tables, is checked under it), starts the tables scan aside for the other modes, caps the
+    /// session. Everything that can refuse the freeze while nothing is held refuses it here.
     fn prepare(&mut self) -> Result<Prepared> {
         let read_timeout = Duration::from_secs(self.config.lock_wait_timeout + 10);
         let mut session = server::connect(&self.config.client, read_timeout)?;

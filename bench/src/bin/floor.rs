@@ -5,7 +5,7 @@
 //! It must stay minimal (no config file, no state, no second process) and must never be installed
 //! or used to take a real snapshot: it verifies nothing.
 //!
-//! Usage: `mysql-snapshot-bench-floor --socket S --mode ftwrl|backup-stage [--flavour mariadb|mysql]
+//! Usage: `mysql-snapshot-bench-floor --socket S --mode ftwrl|backup-stage|backup-lock [--flavour mariadb|mysql]
 //! [--user U] [--pre-flush] [--via-child]`. Prints `locked connect_us=… preflush_us=… lock_us=…
 //! status_us=…` once the lock is held, releases on the first line (or end) of stdin, prints
 //! `released release_us=…` and exits 0. Any failure prints `error …` to stdout and exits 1.
@@ -69,6 +69,7 @@ fn lock_statements(mode: &str) -> Result<(&'static [&'static str], &'static str)
             ],
             "BACKUP STAGE END",
         )),
+        "backup-lock" => Ok((&["LOCK INSTANCE FOR BACKUP"], "UNLOCK INSTANCE")),
         other => Err(format!("unknown mode {other}")),
     }
 }
