@@ -33,6 +33,7 @@ pub mod server;
 pub mod state;
 pub mod storage;
 pub mod surroundings;
+pub mod thaw;
 pub mod time;
 
 pub use config::Config;
