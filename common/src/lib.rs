@@ -12,6 +12,7 @@ pub mod config;
 pub mod coordinates;
 pub mod durability;
 pub mod error;
+pub mod fsfreeze;
 pub mod galera;
 pub mod grants;
 pub mod group_replication;

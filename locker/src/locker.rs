@@ -103,6 +103,13 @@ struct Args {
     /// detached, when a copy stops being consistent)
     #[argh(switch)]
     mark_info_file: bool,
+    /// freeze the `--mount` filesystems, and thaw them on `thaw` or the end of stdin (started
+    /// by `freeze --run --fsfreeze`, detached; see common::fsfreeze)
+    #[argh(switch)]
+    fsfreeze_watchdog: bool,
+    /// with --fsfreeze-watchdog: a mount point to freeze (repeated)
+    #[argh(option)]
+    mount: Vec<PathBuf>,
     /// print the version and exit
     #[argh(switch)]
     version: bool,
@@ -119,6 +126,24 @@ pub(crate) fn main() -> ExitCode {
     cli::run(run)
 }
 
+/// The fsfreeze watchdog's run: thaws at the latest `max-lock-time` plus a margin after it froze.
+/// It writes nothing but its words to freeze (no log: it must not need the frozen filesystems).
+fn fsfreeze_watchdog(config: Option<&std::path::Path>, mounts: &[PathBuf]) -> ExitCode {
+    use common::fsfreeze;
+    let config = match Config::load(config) {
+        Ok(config) => config,
+        Err(err) => {
+            println!("failed the config: {}", cli::one_line(&err.to_string()));
+            return ExitCode::from(1);
+        }
+    };
+    let deadline = Duration::from_secs(config.max_lock_time) + fsfreeze::WATCHDOG_MARGIN;
+    match fsfreeze::watch(mounts, deadline, std::io::stdin(), std::io::stdout()) {
+        true => ExitCode::SUCCESS,
+        false => ExitCode::from(1),
+    }
+}
+
 /// The locker's run (or the metrics writer's) with its arguments; `Err` only for a usage error.
 fn run(args: Args) -> Result<ExitCode> {
     if args.write_metrics {
@@ -126,6 +151,9 @@ fn run(args: Args) -> Result<ExitCode> {
     }
     if args.mark_info_file {
         return Ok(mark_info_file(args.config.as_deref()));
+    }
+    if args.fsfreeze_watchdog {
+        return Ok(fsfreeze_watchdog(args.config.as_deref(), &args.mount));
     }
     let Some(lock_mode) = args.lock_mode else {
         return Err(Error::Usage(
