@@ -212,7 +212,7 @@ fn watch(holding: &Holding, child: &mut Child) -> (ExitStatus, Option<i32>, Opti
         }
         if kill_at.is_some_and(|at| Instant::now() >= at) {
             log::error!(
-                "event=killed the command (PID {pid}) did not end within {} s of SIGTERM",
+                "event=command-killed the command (PID {pid}) did not end within {} s of SIGTERM",
                 COMMAND_GRACE.as_secs()
             );
             let _ = child.kill();
@@ -290,7 +290,7 @@ fn exit_status(program: &str, ran: Ran, released: Result<()>) -> u8 {
     };
     let code = u8::try_from(code).unwrap_or(u8::MAX);
     match code {
-        0 => log::info!("event=done {program} succeeded under the lock, held without a break until it ended"),
+        0 => log::info!("event=command-done {program} succeeded under the lock, held without a break until it ended"),
         _ => log::error!("event=command-failed {program} failed ({status}) under the lock, which held without a break until it ended; exit {code}"),
     }
     code
