@@ -58,6 +58,7 @@ pub fn mounts_to_freeze(asked: &[PathBuf], config: &Config) -> Result<Vec<PathBu
         keep_thawed.push((log.to_path_buf(), "the log file"));
     }
     let mut mounts = Vec::new();
+    let mut devices = Vec::new();
     for path in asked {
         let refuse = |why: String| {
             Error::Usage(format!(
@@ -89,7 +90,9 @@ pub fn mounts_to_freeze(asked: &[PathBuf], config: &Config) -> Result<Vec<PathBu
                 )));
             }
         }
-        if !mounts.contains(&mount) {
+        // One filesystem named twice (a bind mount, a symlink): frozen once.
+        if !devices.contains(&meta.dev()) {
+            devices.push(meta.dev());
             mounts.push(mount);
         }
     }

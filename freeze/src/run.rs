@@ -189,7 +189,12 @@ fn watch(holding: &Holding, child: &mut Child) -> (ExitStatus, Option<i32>, Opti
             Ok(None) => {}
             Err(_) => {
                 // Cannot happen for our own child; do not leave it running unwatched.
+                use std::os::unix::process::ExitStatusExt;
                 let _ = child.kill();
+                let status = child
+                    .wait()
+                    .unwrap_or_else(|_| ExitStatus::from_raw(libc::SIGKILL));
+                return (status, forwarded, lock_ended);
             }
         }
         match holding.events.recv_timeout(WATCH_POLL) {

@@ -551,12 +551,11 @@ fn a_btrfs_snapshot_taken_under_the_lock_starts_consistent_and_matches_its_info_
         .query_first("SELECT @@gtid_binlog_pos")
         .unwrap()
         .unwrap();
-    if let Some(recorded) = info["gtid"]["binlog_pos"].as_str() {
-        assert_eq!(
-            gtid, recorded,
-            "the snapshot's GTID position vs its info file"
-        );
-    }
+    assert_eq!(
+        Some(gtid.as_str()),
+        info["gtid"]["binlog_pos"].as_str(),
+        "the snapshot's GTID position vs its info file"
+    );
     drop(conn);
     drop(restored);
     drop(server);
