@@ -76,6 +76,30 @@ fn end_mark(mut state: State, end: End, reason: &Reason) -> Option<Mark> {
 /// How often the quiet-moment check runs while something long is running.
 const QUIET_POLL: Duration = Duration::from_millis(100);
 
+/// `rotate-binlog = on`, with commits blocked: closes the binary log (it ends at the snapshot)
+/// and sends the coordinates' `reads` after it, so that they name the next one. How long the
+/// rotation took, or `None` when the server refused it: the coordinates are exact either way,
+/// and the failure is logged with the lock (`event=locked rotate_ms=-`, then the warning).
+fn rotate_binlog(conn: &mut mysql::Conn, reads: &[String], answers: &mut Answers) -> Option<u64> {
+    let asked = Instant::now();
+    let rotated = conn.query_drop(ROTATE_BINLOG);
+    let rotate_ms = asked.elapsed().as_millis() as u64;
+    *answers = Answers::fetch(conn, reads).0;
+    match rotated {
+        Ok(()) => Some(rotate_ms),
+        Err(err) => {
+            log::warn!(
+                "event=warning rotate-binlog: {}; the snapshot's coordinates are exact, but its binary log was not rotated",
+                Error::server(ROTATE_BINLOG, &err)
+            );
+            None
+        }
+    }
+}
+
+/// What `rotate-binlog = on` runs under the lock.
+const ROTATE_BINLOG: &str = "FLUSH BINARY LOGS";
+
 /// The least of max-lock-time that must be left when freeze is told `acquired`: a quarter of
 /// it, at most a second.
 fn hold_margin(max_lock_time: u64) -> Duration {
@@ -690,8 +714,12 @@ impl Locker {
         let attempt_started = Instant::now();
         // The coordinates' reads travel with the lock statement: no round trip between the lock
         // and what it makes exact.
+        // With rotate-binlog they follow the rotation instead: it changes what they read.
         let reads = coordinates::statements(&session.info, mode);
-        let (attempt, answers) = mode.acquire(&mut session.conn, self.config.pre_flush, &reads)?;
+        let rotate = self.config.rotate_binlog && mode.blocks_commits();
+        let batched: &[String] = if rotate { &[] } else { &reads };
+        let (attempt, mut answers) =
+            mode.acquire(&mut session.conn, self.config.pre_flush, batched)?;
         if let Attempt::TimedOut { statement, message } = attempt {
             let reason = self.timed_out(&mut session, statement, &message, attempt_started);
             self.record_end(End::TimedOut, Reason::Other(reason));
@@ -703,6 +731,10 @@ impl Locker {
         // From here until release the log file waits: only the info file (before `acquired`, by
         // its writer thread) and the state file on tmpfs are written.
         logging::defer_file();
+        let binlog_rotated_ms = match rotate {
+            true => rotate_binlog(&mut session.conn, &reads, &mut answers),
+            false => None,
+        };
         let recorded = self.record_acquired(
             &mut session,
             &mut writer,
@@ -714,6 +746,7 @@ impl Locker {
                 waited_ms: acquired_at_ms.saturating_sub(started_at_ms),
                 locker_pid: std::process::id(),
                 preconditions,
+                binlog_rotated_ms,
             },
             Taken {
                 mode,
@@ -736,10 +769,11 @@ impl Locker {
         self.notify(Report::Acquired);
         self.notify = None; // freeze has what it needs; close our end.
         log::info!(
-            "event=locked mode={} connection={} lock_ms={}",
+            "event=locked mode={} connection={} lock_ms={} rotate_ms={}",
             mode.name(),
             session.info.connection_id,
-            acquired.duration_since(attempt_started).as_millis()
+            acquired.duration_since(attempt_started).as_millis(),
+            binlog_rotated_ms.map_or("-".to_string(), |ms| ms.to_string())
         );
         Ok(Some(Held {
             session,
@@ -981,7 +1015,10 @@ impl Locker {
     /// is what crash recovery makes consistent, checked before the lock (the settings and tables
     /// read before it). What held, for the info file; a refusal naming each that failed.
     fn backup_lock_preconditions(&self, around: &Surroundings) -> Result<Vec<String>> {
-        let refusals = around.backup_lock_refusals();
+        let mut refusals = around.backup_lock_refusals();
+        if self.config.rotate_binlog {
+            refusals.push("rotate-binlog = on: under the backup lock commits go on, so a binary log rotated then would not start at the snapshot. Use lock-mode = auto, or rotate-binlog = off".to_string());
+        }
         match refusals.is_empty() {
             true => Ok(around.durability.backup_lock_preconditions()),
             false => Err(Error::ModeRefused {

@@ -437,6 +437,18 @@ fn mixed_load(server: &Server, stop: Arc<AtomicBool>) -> Vec<thread::JoinHandle<
         .collect()
 }
 
+/// The mixed load started, once it has brought `snap.inno` past `rows`: its stop flag and threads.
+fn load_until(server: &Server, rows: u64) -> (Arc<AtomicBool>, Vec<thread::JoinHandle<u64>>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = mixed_load(server, stop.clone());
+    assert!(
+        wait_until(Duration::from_secs(20), || figures(&mut server.conn()).0
+            > rows),
+        "the load did not get going"
+    );
+    (stop, load)
+}
+
 /// Row counts and sums that must match between the live server at the lock and the snapshot.
 fn figures(conn: &mut mysql::Conn) -> (u64, u64, u64) {
     let inno: u64 = conn
@@ -454,85 +466,127 @@ fn figures(conn: &mut mysql::Conn) -> (u64, u64, u64) {
     (inno, mylog, my)
 }
 
+/// A private MariaDB whose datadir lies on a btrfs subvolume (`volume`/data) of a loop mount
+/// this test made, with the info file on the same subvolume (the snapshot carries it), the
+/// binary log on, and the tables of `figures`. Fields drop in order: the servers before the mount
+/// before its directory.
+struct BtrfsServer {
+    server: Server,
+    sandbox: Sandbox,
+    volume: PathBuf,
+    mount: LoopMount,
+    _dir: TempDir,
+}
+
+impl BtrfsServer {
+    /// `None` (after a loud skip) on a machine that cannot loop-mount.
+    fn start(test: &str, settings: &str) -> Option<BtrfsServer> {
+        if machine_cannot_loop_mount(test) {
+            return None;
+        }
+        let dir = TempDir::new("btrfs");
+        let mount = LoopMount::create_btrfs(&dir.path().join("img"), &dir.path().join("mnt"), 512);
+        let volume = mount.mountpoint.join("db");
+        btrfs(&["subvolume", "create"], &[&volume]);
+        let datadir = volume.join("data");
+        install_datadir(&datadir);
+        let server = Server::start_on(&datadir, &["--log-bin=binlog", "--server-id=1"]);
+        server
+            .conn()
+            .query_drop(
+                "CREATE DATABASE snap;
+                 CREATE TABLE snap.inno (id INT AUTO_INCREMENT PRIMARY KEY, v INT) ENGINE=InnoDB;
+                 CREATE TABLE snap.mylog (id INT AUTO_INCREMENT PRIMARY KEY, v INT) ENGINE=MyISAM;
+                 CREATE TABLE snap.my (id INT PRIMARY KEY, v INT) ENGINE=MyISAM;
+                 INSERT INTO snap.my VALUES (1, 0);",
+            )
+            .unwrap();
+        let info_file = volume.join("snapshot-info.json");
+        let sandbox = Sandbox::new(
+            &server,
+            &format!("info-file = {}\n{settings}", info_file.display()),
+        );
+        Some(BtrfsServer {
+            server,
+            sandbox,
+            volume,
+            mount,
+            _dir: dir,
+        })
+    }
+
+    /// Runs `freeze --run -- btrfs subvolume snapshot -r` of the volume to `name` under a mixed
+    /// load (stopped after the run); what the live server held while the command ran (writes
+    /// blocked: what was committed at the lock), and the number of writes the load made.
+    fn snapshot_under_load(&self, name: &str) -> ((u64, u64, u64), u64) {
+        let (stop, load) = load_until(&self.server, figures(&mut self.server.conn()).0 + 200);
+        let marks = Marks::new();
+        let script = format!(
+            "btrfs subvolume snapshot -r '{volume}' '{snapshot}' && touch '{snapped}' && {wait}",
+            volume = self.volume.display(),
+            snapshot = self.mount.mountpoint.join(name).display(),
+            snapped = marks.path("snapped").display(),
+            wait = marks.wait_for_go()
+        );
+        let child = start_run(&self.sandbox, &[], &script);
+        marks.wait_for("snapped");
+        assert!(self.server.writes_blocked(), "no lock around the snapshot");
+        let at_lock = figures(&mut self.server.conn());
+        marks.go();
+        let out = finish(child);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        stop.store(true, Ordering::Relaxed);
+        let writes = load.into_iter().map(|t| t.join().unwrap()).sum();
+        (at_lock, writes)
+    }
+
+    /// The read-only snapshot `name`, made writable as `copy` and started as a server of its own
+    /// (crash recovery included); the info file it carries.
+    fn start_copy(&self, name: &str, copy: &str) -> (Server, serde_json::Value) {
+        let copy = self.mount.mountpoint.join(copy);
+        btrfs(
+            &["subvolume", "snapshot"],
+            &[&self.mount.mountpoint.join(name), &copy],
+        );
+        let info: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(copy.join("snapshot-info.json")).unwrap())
+                .unwrap();
+        assert_eq!(info["consistent"], true, "the snapshot's info file: {info}");
+        assert_eq!(info["state"], "held", "{info}");
+        // The binary log in the snapshot ends exactly where the info file says.
+        let binlog = info["binlog"]["file"].as_str().unwrap();
+        let position = info["binlog"]["position"].as_u64().unwrap();
+        let size = fs::metadata(copy.join("data").join(binlog)).unwrap().len();
+        assert_eq!(
+            size, position,
+            "the snapshot's {binlog} is {size} bytes; the info file says it ended at {position}"
+        );
+        let server = Server::start_on(&copy.join("data"), &["--log-bin=binlog", "--server-id=2"]);
+        (server, info)
+    }
+}
+
+/// `btrfs -q ARGS PATHS`, which must succeed.
+fn btrfs(args: &[&str], paths: &[&Path]) {
+    let status = Command::new("btrfs")
+        .arg("-q")
+        .args(args)
+        .args(paths)
+        .status()
+        .unwrap();
+    assert!(status.success(), "btrfs {args:?} {paths:?} failed");
+}
+
 #[test]
 fn a_btrfs_snapshot_taken_under_the_lock_starts_consistent_and_matches_its_info_file() {
-    if machine_cannot_loop_mount(
+    let Some(btrfs) = BtrfsServer::start(
         "a_btrfs_snapshot_taken_under_the_lock_starts_consistent_and_matches_its_info_file",
-    ) {
+        "",
+    ) else {
         return;
-    }
-    let dir = TempDir::new("btrfs");
-    let mount = LoopMount::create_btrfs(&dir.path().join("img"), &dir.path().join("mnt"), 512);
-    let volume = mount.mountpoint.join("db");
-    let status = Command::new("btrfs")
-        .args(["-q", "subvolume", "create"])
-        .arg(&volume)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let datadir = volume.join("data");
-    install_datadir(&datadir);
-    let server = Server::start_on(&datadir, &["--log-bin=binlog", "--server-id=1"]);
-    server
-        .conn()
-        .query_drop(
-            "CREATE DATABASE snap;
-             CREATE TABLE snap.inno (id INT AUTO_INCREMENT PRIMARY KEY, v INT) ENGINE=InnoDB;
-             CREATE TABLE snap.mylog (id INT AUTO_INCREMENT PRIMARY KEY, v INT) ENGINE=MyISAM;
-             CREATE TABLE snap.my (id INT PRIMARY KEY, v INT) ENGINE=MyISAM;
-             INSERT INTO snap.my VALUES (1, 0);",
-        )
-        .unwrap();
-    // The info file lives on the volume: the snapshot carries it.
-    let info_file = volume.join("snapshot-info.json");
-    let sandbox = Sandbox::new(&server, &format!("info-file = {}", info_file.display()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = mixed_load(&server, stop.clone());
-    assert!(wait_until(Duration::from_secs(10), || {
-        figures(&mut server.conn()).0 > 200
-    }));
-    let marks = Marks::new();
-    let snapshot = mount.mountpoint.join("snap-ro");
-    let script = format!(
-        "btrfs subvolume snapshot -r '{volume}' '{snapshot}' && touch '{snapped}' && {wait}",
-        volume = volume.display(),
-        snapshot = snapshot.display(),
-        snapped = marks.path("snapped").display(),
-        wait = marks.wait_for_go()
-    );
-    let child = start_run(&sandbox, &[], &script);
-    marks.wait_for("snapped");
-    // Writes are blocked: what the live server holds now is what was committed at the lock.
-    assert!(server.writes_blocked());
-    let at_lock = figures(&mut server.conn());
-    marks.go();
-    let out = finish(child);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    stop.store(true, Ordering::Relaxed);
-    let writes: u64 = load.into_iter().map(|t| t.join().unwrap()).sum();
-    // The snapshot, made writable, started as a server of its own (crash recovery included).
-    let copy = mount.mountpoint.join("snap-rw");
-    let status = Command::new("btrfs")
-        .args(["-q", "subvolume", "snapshot"])
-        .arg(&snapshot)
-        .arg(&copy)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let info: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(copy.join("snapshot-info.json")).unwrap())
-            .unwrap();
-    assert_eq!(info["consistent"], true, "the snapshot's info file: {info}");
-    assert_eq!(info["state"], "held", "{info}");
-    // The binary log in the snapshot ends exactly where the info file says.
-    let binlog = info["binlog"]["file"].as_str().unwrap();
-    let position = info["binlog"]["position"].as_u64().unwrap();
-    let size = fs::metadata(copy.join("data").join(binlog)).unwrap().len();
-    assert_eq!(
-        size, position,
-        "the snapshot's {binlog} is {size} bytes; the info file says it ended at {position}"
-    );
-    let restored = Server::start_on(&copy.join("data"), &["--log-bin=binlog", "--server-id=2"]);
+    };
+    let (at_lock, writes) = btrfs.snapshot_under_load("snap-ro");
+    let (restored, info) = btrfs.start_copy("snap-ro", "snap-rw");
     let mut conn = restored.conn();
     let in_snapshot = figures(&mut conn);
     assert_eq!(
@@ -556,11 +610,140 @@ fn a_btrfs_snapshot_taken_under_the_lock_starts_consistent_and_matches_its_info_
         info["gtid"]["binlog_pos"].as_str(),
         "the snapshot's GTID position vs its info file"
     );
-    drop(conn);
-    drop(restored);
-    drop(server);
     eprintln!(
-        "figures: snapshot rows inno={} mylog={} my.v={} at {binlog}:{position}; {writes} writes in all",
-        at_lock.0, at_lock.1, at_lock.2
+        "figures: snapshot rows inno={} mylog={} my.v={} at {}:{}; {writes} writes in all",
+        at_lock.0, at_lock.1, at_lock.2, info["binlog"]["file"], info["binlog"]["position"]
+    );
+}
+
+/// `rotate-binlog = on` in `mode`: a snapshot under load, more writes (updates and deletes too)
+/// after it; the snapshot restored, then the live server's binary logs from the one the info file
+/// names replayed into it, gives exactly the live server's rows.
+fn point_in_time_recovery_from_a_rotated_snapshot(test: &str, mode: &str) {
+    let Some(btrfs) = BtrfsServer::start(test, &format!("rotate-binlog = on\nlock-mode = {mode}"))
+    else {
+        return;
+    };
+    let server = &btrfs.server;
+    let (at_lock, _) = btrfs.snapshot_under_load("snap-ro");
+    // After the snapshot: the load again, then updates and deletes.
+    let (stop, load) = load_until(server, at_lock.0 + 200);
+    stop.store(true, Ordering::Relaxed);
+    let after: u64 = load.into_iter().map(|t| t.join().unwrap()).sum();
+    server
+        .conn()
+        .query_drop(
+            "UPDATE snap.inno SET v = v + id WHERE id % 3 = 0;
+             DELETE FROM snap.inno WHERE id % 7 = 0;
+             DELETE FROM snap.mylog WHERE id % 5 = 0;",
+        )
+        .unwrap();
+    let live = (figures(&mut server.conn()), checksums(&mut server.conn()));
+    let (restored, info) = btrfs.start_copy("snap-ro", "snap-rw");
+    let rotate_ms = info["lock"]["binlog_rotated_ms"].as_u64();
+    assert!(
+        rotate_ms.is_some(),
+        "the info file does not say the binary log was rotated: {info}"
+    );
+    assert_eq!(
+        figures(&mut restored.conn()),
+        at_lock,
+        "the snapshot itself"
+    );
+    // The info file names the fresh binary log; the one before it closed at the snapshot: the
+    // live server's copy of it never grew after.
+    let next = info["binlog"]["file"].as_str().unwrap().to_string();
+    let live_data = btrfs.volume.join("data");
+    let names: Vec<String> = server
+        .conn()
+        .query_map("SHOW BINARY LOGS", |row: mysql::Row| {
+            row.get::<String, _>(0).unwrap()
+        })
+        .unwrap();
+    let at = names.iter().position(|n| *n == next).unwrap_or_else(|| {
+        panic!("the info file names {next}, which the live server does not have: {names:?}")
+    });
+    assert!(
+        at > 0,
+        "{next} is the first binary log: nothing was rotated"
+    );
+    let closed = &names[at - 1];
+    let snap_data = btrfs.mount.mountpoint.join("snap-ro").join("data");
+    assert_eq!(
+        fs::metadata(snap_data.join(closed)).unwrap().len(),
+        fs::metadata(live_data.join(closed)).unwrap().len(),
+        "{closed} grew after the snapshot: it did not end there"
+    );
+    // Replay what came after: every binary log from `next` on, as they are on the live server.
+    let replay: Vec<PathBuf> = names[at..].iter().map(|n| live_data.join(n)).collect();
+    let events = Command::new("mariadb-binlog")
+        .args(&replay)
+        .output()
+        .unwrap();
+    assert!(
+        events.status.success(),
+        "mariadb-binlog: {}",
+        String::from_utf8_lossy(&events.stderr)
+    );
+    let mut client = Command::new("mariadb")
+        .arg("-uroot")
+        .arg(format!("--socket={}", restored.socket.display()))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        client
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(&events.stdout)
+            .unwrap();
+    }
+    let applied = client.wait_with_output().unwrap();
+    assert!(
+        applied.status.success(),
+        "the replay failed: {}",
+        text(&applied)
+    );
+    let mut conn = restored.conn();
+    assert_eq!(
+        (figures(&mut conn), checksums(&mut conn)),
+        live,
+        "restore + replay from {next} differs from the live server"
+    );
+    eprintln!(
+        "figures: {mode}: FLUSH BINARY LOGS under the lock took {} ms; snapshot at {next}:{} (inno={}), {after} writes and the updates/deletes after it replayed from {} file(s): rows match",
+        rotate_ms.unwrap_or(0),
+        info["binlog"]["position"],
+        at_lock.0,
+        replay.len()
+    );
+}
+
+/// `CHECKSUM TABLE` of the three tables.
+fn checksums(conn: &mut mysql::Conn) -> Vec<u64> {
+    conn.query_map(
+        "CHECKSUM TABLE snap.inno, snap.mylog, snap.my",
+        |row: mysql::Row| row.get::<u64, _>(1).unwrap(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn with_rotate_binlog_a_snapshot_plus_the_later_binlogs_restores_the_live_rows_backup_stage() {
+    point_in_time_recovery_from_a_rotated_snapshot(
+        "with_rotate_binlog_a_snapshot_plus_the_later_binlogs_restores_the_live_rows_backup_stage",
+        "backup-stage",
+    );
+}
+
+#[test]
+fn with_rotate_binlog_a_snapshot_plus_the_later_binlogs_restores_the_live_rows_ftwrl() {
+    point_in_time_recovery_from_a_rotated_snapshot(
+        "with_rotate_binlog_a_snapshot_plus_the_later_binlogs_restores_the_live_rows_ftwrl",
+        "ftwrl",
     );
 }
