@@ -70,6 +70,9 @@ fn backup_lock_item(
     if sync_on {
         refusals.push(common::lock::SYNCED_NOT_FROZEN.to_string());
     }
+    if config.rotate_binlog {
+        refusals.push(common::lock::ROTATED_NOT_AT_SNAPSHOT.to_string());
+    }
     match around {
         Ok(around) => refusals.extend(around.backup_lock_refusals()),
         Err(err) => refusals.push(format!("the surroundings could not be read: {err}")),

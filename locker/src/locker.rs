@@ -513,11 +513,24 @@ impl Locker {
         // connection slot to the scan.
         let tables = scan_tables_aside(&self.config.client, &session.info, read_timeout);
         let mode = self.mode.resolve(&session.info)?;
-        if mode == LockMode::BackupLock && self.sync {
-            return Err(Error::ModeRefused {
-                mode: mode.name(),
-                reasons: vec![common::lock::SYNCED_NOT_FROZEN.to_string()],
-            });
+        if mode == LockMode::BackupLock {
+            let refusals: Vec<String> = [
+                (self.sync, common::lock::SYNCED_NOT_FROZEN),
+                (
+                    self.config.rotate_binlog,
+                    common::lock::ROTATED_NOT_AT_SNAPSHOT,
+                ),
+            ]
+            .into_iter()
+            .filter(|(applies, _)| *applies)
+            .map(|(_, why)| why.to_string())
+            .collect();
+            if !refusals.is_empty() {
+                return Err(Error::ModeRefused {
+                    mode: mode.name(),
+                    reasons: refusals,
+                });
+            }
         }
         let setup = common::lock::session_caps(
             self.config.lock_wait_timeout,
@@ -1015,10 +1028,7 @@ impl Locker {
     /// is what crash recovery makes consistent, checked before the lock (the settings and tables
     /// read before it). What held, for the info file; a refusal naming each that failed.
     fn backup_lock_preconditions(&self, around: &Surroundings) -> Result<Vec<String>> {
-        let mut refusals = around.backup_lock_refusals();
-        if self.config.rotate_binlog {
-            refusals.push("rotate-binlog = on: under the backup lock commits go on, so a binary log rotated then would not start at the snapshot. Use lock-mode = auto, or rotate-binlog = off".to_string());
-        }
+        let refusals = around.backup_lock_refusals();
         match refusals.is_empty() {
             true => Ok(around.durability.backup_lock_preconditions()),
             false => Err(Error::ModeRefused {

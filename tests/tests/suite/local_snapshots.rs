@@ -747,3 +747,43 @@ fn with_rotate_binlog_a_snapshot_plus_the_later_binlogs_restores_the_live_rows_f
         "ftwrl",
     );
 }
+
+#[test]
+fn on_mysql_rotate_binlog_under_ftwrl_names_the_fresh_binary_log_in_the_info_file() {
+    if !harness::matrix::require(harness::Flavour::MySql97) {
+        return;
+    }
+    let server = Server::start_flavour(harness::Flavour::MySql97, &[]);
+    let sandbox = Sandbox::new(&server, "rotate-binlog = on");
+    let before: Vec<String> = server
+        .conn()
+        .query_map("SHOW BINARY LOGS", |row: mysql::Row| {
+            row.get::<String, _>(0).unwrap()
+        })
+        .unwrap();
+    let out = sandbox.freeze();
+    assert!(out.status.success(), "{}", text(&out));
+    let info = sandbox.info();
+    assert_eq!(info["lock"]["mode"], "ftwrl", "{info}");
+    let rotate_ms = info["lock"]["binlog_rotated_ms"].as_u64();
+    assert!(rotate_ms.is_some(), "not rotated: {info}");
+    let after: Vec<String> = server
+        .conn()
+        .query_map("SHOW BINARY LOGS", |row: mysql::Row| {
+            row.get::<String, _>(0).unwrap()
+        })
+        .unwrap();
+    assert_eq!(after.len(), before.len() + 1, "{before:?} -> {after:?}");
+    assert_eq!(
+        info["binlog"]["file"].as_str(),
+        after.last().map(String::as_str),
+        "the info file must name the fresh binary log: {info}"
+    );
+    assert!(server.writes_blocked(), "the lock is not held");
+    let out = sandbox.thaw("thaw");
+    assert!(out.status.success(), "{}", text(&out));
+    eprintln!(
+        "figures: MySQL 9.7 ftwrl: FLUSH BINARY LOGS under the lock took {} ms",
+        rotate_ms.unwrap_or(0)
+    );
+}
