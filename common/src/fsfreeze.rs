@@ -57,6 +57,12 @@ pub fn mounts_to_freeze(asked: &[PathBuf], config: &Config) -> Result<Vec<PathBu
     if let Some(log) = config.log_file.as_ref().and_then(|l| l.parent()) {
         keep_thawed.push((log.to_path_buf(), "the log file"));
     }
+    let mount_points: Vec<PathBuf> = std::fs::read_to_string("/proc/self/mountinfo")
+        .map(|text| crate::storage::parse_mountinfo(&text))
+        .map_err(|e| Error::io("read", "/proc/self/mountinfo", e))?
+        .into_iter()
+        .map(|m| m.mount_point)
+        .collect();
     let mut mounts = Vec::new();
     let mut devices = Vec::new();
     for path in asked {
@@ -75,11 +81,8 @@ pub fn mounts_to_freeze(asked: &[PathBuf], config: &Config) -> Result<Vec<PathBu
         if !meta.is_dir() {
             return Err(refuse("is not a directory".into()));
         }
-        let parent_dev = mount
-            .parent()
-            .and_then(|p| p.metadata().ok())
-            .map(|m| m.dev());
-        if parent_dev == Some(meta.dev()) {
+        // From the mount table, not from device numbers: a btrfs subvolume has one of its own.
+        if !mount_points.contains(&mount) {
             return Err(refuse("is not a mount point".into()));
         }
         for (path, what) in &keep_thawed {

@@ -585,6 +585,18 @@ fn a_btrfs_snapshot_taken_under_the_lock_starts_consistent_and_matches_its_info_
     ) else {
         return;
     };
+    // A subvolume has a device number of its own but is no mount point: --fsfreeze refuses it
+    // (FIFREEZE on it would freeze the whole btrfs).
+    let out = btrfs
+        .sandbox
+        .command("freeze")
+        .args(["--run", "--fsfreeze"])
+        .arg(&btrfs.volume)
+        .args(["--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_says(&out, "is not a mount point");
     let (at_lock, writes) = btrfs.snapshot_under_load("snap-ro");
     let (restored, info) = btrfs.start_copy("snap-ro", "snap-rw");
     let mut conn = restored.conn();
