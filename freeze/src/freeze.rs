@@ -39,7 +39,8 @@ const LOCKER_POLL: Duration = Duration::from_millis(100);
 #[derive(FromArgs)]
 /// Takes a verified database lock before a VM snapshot (phase argument: `freeze` or none).
 struct Args {
-    /// the phase the hypervisor passes (`freeze`); extra or empty arguments are ignored
+    /// the phase the hypervisor passes (`freeze`; extra or empty arguments are ignored); with
+    /// --run, the command and its arguments, after `--`
     #[argh(positional)]
     phase: Vec<String>,
     /// config file (default: $MYSQL_SNAPSHOT_CONFIG, else /etc/mysql-snapshot.cnf)
