@@ -86,7 +86,7 @@ pub fn mounts_to_freeze(asked: &[PathBuf], config: &Config) -> Result<Vec<PathBu
             return Err(refuse("is not a mount point".into()));
         }
         for (path, what) in &keep_thawed {
-            if path.metadata().is_ok_and(|m| m.dev() == meta.dev()) {
+            if device_of_nearest(path) == Some(meta.dev()) {
                 return Err(refuse(format!(
                     "holds {what} ({}), which must stay writable while the command runs",
                     path.display()
@@ -100,6 +100,14 @@ pub fn mounts_to_freeze(asked: &[PathBuf], config: &Config) -> Result<Vec<PathBu
         }
     }
     Ok(mounts)
+}
+
+/// The device of `path`, or of its nearest existing ancestor: where it lies, or will once it is
+/// created (freeze makes the run directory on first use).
+fn device_of_nearest(path: &Path) -> Option<u64> {
+    path.ancestors()
+        .find_map(|p| p.metadata().ok())
+        .map(|m| m.dev())
 }
 
 /// freeze's handle on a running watchdog whose filesystems are frozen. Dropping it (or freeze's

@@ -167,6 +167,10 @@ fn a_failing_command_exits_with_its_own_status_and_an_unrunnable_one_with_125() 
     );
     sandbox.last_held();
     assert_nothing_left(&server, &sandbox, Duration::from_secs(5));
+    // Killed by a signal of its own: 128 + 9, as a shell says it.
+    let out = finish(start_run(&sandbox, &[], "kill -KILL $$"));
+    assert_eq!(out.status.code(), Some(137), "{}", text(&out));
+    assert_nothing_left(&server, &sandbox, Duration::from_secs(5));
     let out = sandbox
         .command("freeze")
         .args(["--run", "--", "/nonexistent/snapshot-tool"])
@@ -382,6 +386,20 @@ fn fsfreeze_freezes_the_mount_only_while_the_command_runs() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert_says(&out, "is not a mount point");
+    // A filesystem holding the run directory must stay writable: refused before any lock.
+    let on_mount = Sandbox::new(
+        &run.server,
+        &format!("run-dir = {}", run.mount.mountpoint.join("run").display()),
+    );
+    let out = on_mount
+        .command("freeze")
+        .args(["--run", "--fsfreeze"])
+        .arg(&run.mount.mountpoint)
+        .args(["--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_says(&out, "holds the run directory");
 }
 
 #[test]
