@@ -510,6 +510,7 @@ write_config_template() {
 # sync-timeout = 30            # seconds the syncs may take before the freeze fails and releases
 # metrics-file =               # Prometheus textfile, e.g. /var/lib/prometheus/node-exporter/mysql_snapshot.prom
 # replica-safe = off           # on a replica: stop its SQL threads while none holds a temporary table, restart them at release
+# rotate-binlog = off          # FLUSH BINARY LOGS under the lock: the next binlog (named in the info file) starts the replay for point-in-time recovery
 EOF
 }
 

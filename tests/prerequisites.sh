@@ -50,6 +50,8 @@ missing() {
     python3 -c 'import yaml' 2>/dev/null || need="$need python3-yaml"
     # The install tests check install.sh --veeam's sudoers drop-in with visudo and run its scripts through sudo.
     have visudo || need="$need sudo"
+    # The local-snapshot tests: a btrfs loop mount snapshotted by `freeze --run -- btrfs subvolume snapshot`.
+    have mkfs.btrfs || need="$need btrfs-progs"
     echo "$need"
 }
 

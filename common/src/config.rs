@@ -58,6 +58,9 @@ pub struct Config {
     /// `replica-safe`: on a replica, stop its SQL threads at a moment with no open temporary
     /// tables before the lock, and start them again at release (see `replica_safe`).
     pub replica_safe: bool,
+    /// `rotate-binlog`: `FLUSH BINARY LOGS` under the lock, so that the snapshot's last binary
+    /// log ends at the snapshot and the next one (named in the info file) starts the replay.
+    pub rotate_binlog: bool,
     /// `metrics-file`: the Prometheus textfile freeze and thaw keep up to date (empty: none).
     pub metrics_file: Option<PathBuf>,
 }
@@ -176,6 +179,7 @@ impl Config {
             ("sync-timeout", self.sync_timeout.as_secs().to_string()),
             ("metrics-file", path(&self.metrics_file)),
             ("replica-safe", on_off(self.replica_safe)),
+            ("rotate-binlog", on_off(self.rotate_binlog)),
         ];
         settings
             .into_iter()
@@ -221,6 +225,7 @@ impl Config {
             sync_filesystems: SyncFilesystems::Auto,
             sync_timeout: Duration::from_secs(30),
             replica_safe: false,
+            rotate_binlog: false,
             metrics_file: None,
         }
     }
@@ -338,6 +343,7 @@ impl Config {
             "sync-filesystems" => self.sync_filesystems = sync_filesystems(entry)?,
             "sync-timeout" => self.sync_timeout = Duration::from_secs(number(entry, 1, 3600)?),
             "replica-safe" => self.replica_safe = boolean(entry)?,
+            "rotate-binlog" => self.rotate_binlog = boolean(entry)?,
             "metrics-file" => self.metrics_file = optional_path(entry)?,
             "lock-mode" => {
                 self.lock_mode = LockMode::parse(required_value(entry)?)

@@ -12,6 +12,22 @@
 //! | 1 | a failure before the configuration could be read (bad or unreadable config file) |
 //! | 2 | bad command-line arguments |
 //!
+//! `freeze --run -- COMMAND` has its own statuses (its caller is a script or a snapshot tool's
+//! hook, not a hypervisor agent; `error-exit-code` does not apply to them):
+//!
+//! | code | meaning |
+//! |---|---|
+//! | 0 | COMMAND exited 0 and the lock held without a break until it ended: the copy is consistent |
+//! | COMMAND's status | COMMAND failed (1-255; 128+N when killed by signal N), the lock held throughout |
+//! | 128+N | freeze got signal N (SIGTERM: 143, SIGINT: 130), passed it to COMMAND, then released |
+//! | 123 | COMMAND ran under the lock, but the release or the `--fsfreeze` thaw failed (see the log) |
+//! | 124 | the lock ended before COMMAND did (lost, or `max-lock-time`: COMMAND was then stopped): the snapshot is **not** consistent |
+//! | 125 | no lock was taken: COMMAND never ran (server unreachable, refused, busy, timed out, or COMMAND not executable) |
+//! | 2 | bad command-line arguments (COMMAND never ran) |
+//!
+//! 124 and 125 win over COMMAND's own status; a COMMAND that itself exits 123-125 is told apart
+//! only by the log.
+//!
 //! The locker is internal; it exits 0 after a clean release and 1 otherwise, and reports the
 //! details through the state file. `thaw --status` uses the Nagios codes documented in docs/operations.md.
 use std::fmt;
@@ -22,6 +38,12 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Exit status for bad command-line arguments.
 pub const EXIT_USAGE: u8 = 2;
+/// `freeze --run`: the release after COMMAND, or the `--fsfreeze` thaw, failed.
+pub const EXIT_RUN_UNFINISHED: u8 = 123;
+/// `freeze --run`: the lock ended before COMMAND did; the snapshot is not consistent.
+pub const EXIT_RUN_LOCK_ENDED: u8 = 124;
+/// `freeze --run`: no lock was taken; COMMAND never ran.
+pub const EXIT_RUN_NOT_RUN: u8 = 125;
 /// Exit status for failures before the configuration is read.
 pub const EXIT_DEFAULT_ERROR: u8 = 1;
 

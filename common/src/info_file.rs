@@ -183,6 +183,11 @@ pub struct LockSection {
     /// `lock-mode = backup-lock`: the preconditions checked before the lock, each found holding.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preconditions: Option<Vec<String>>,
+    /// `rotate-binlog = on`: `FLUSH BINARY LOGS` ran under the lock, in this many milliseconds.
+    /// The binary log before `binlog.file` ends at the snapshot; `binlog.file` (read after the
+    /// rotation) starts the replay of what came after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binlog_rotated_ms: Option<u64>,
 }
 
 /// The machine's host name.

@@ -12,6 +12,7 @@ pub mod config;
 pub mod coordinates;
 pub mod durability;
 pub mod error;
+pub mod fsfreeze;
 pub mod galera;
 pub mod grants;
 pub mod group_replication;
@@ -33,6 +34,7 @@ pub mod server;
 pub mod state;
 pub mod storage;
 pub mod surroundings;
+pub mod thaw;
 pub mod time;
 
 pub use config::Config;

@@ -22,6 +22,22 @@ const TIMEOUT_CODES: [u16; 3] = [
 /// Why `backup-lock` is refused where the filesystems are synced (`sync-filesystems`), not frozen.
 pub const SYNCED_NOT_FROZEN: &str = "the caller does not freeze the filesystems (sync-filesystems is on): commits would go on until the disk copy, which nothing bounds. Use lock-mode = auto on this platform";
 
+/// Why `backup-lock` is refused with `rotate-binlog = on`.
+pub const ROTATED_NOT_AT_SNAPSHOT: &str = "rotate-binlog = on: under the backup lock commits go on, so a binary log rotated then would not start at the snapshot. Use lock-mode = auto, or rotate-binlog = off";
+
+/// The backup lock's refusals known from this run's settings alone: a caller that does not
+/// freeze the filesystems (`sync_filesystems`), and `rotate_binlog`.
+pub fn setting_refusals(sync_filesystems: bool, rotate_binlog: bool) -> Vec<String> {
+    [
+        (sync_filesystems, SYNCED_NOT_FROZEN),
+        (rotate_binlog, ROTATED_NOT_AT_SNAPSHOT),
+    ]
+    .into_iter()
+    .filter(|(applies, _)| *applies)
+    .map(|(_, why)| why.to_string())
+    .collect()
+}
+
 /// The lock mode the configuration asks for (in the state file: the mode the locker resolved,
 /// spelt as in the config).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -123,6 +123,12 @@ pub fn spawn_detached_with_stdin(command: &mut Command) -> std::io::Result<Child
     detach(command, &[])
 }
 
+/// As [`spawn_detached`], with stdin, stdout and stderr as `command` sets them (the fsfreeze
+/// watchdog talks to freeze over its stdin and stdout).
+pub fn spawn_detached_keeping_stdio(command: &mut Command) -> std::io::Result<Child> {
+    detach(command, &[])
+}
+
 /// Starts the locker binary installed next to this one with `flag` (and `--config` when `config`
 /// exists), detached, with `payload` on its stdin, and waits for it at most `deadline`: its exit
 /// status if it ended by then, `None` if it is left to finish on its own. A writer stuck on a

@@ -143,11 +143,12 @@ fn rehearse(config: &Config, caller_does_not_freeze: bool) -> Vec<Item> {
             return items;
         }
     };
-    // Settled in the locker's order: the sync setting, the privileges, the surroundings, the tables.
-    let mut refusals = Vec::new();
-    if config.sync_filesystems.resolve(caller_does_not_freeze) {
-        refusals.push(common::lock::SYNCED_NOT_FROZEN.to_string());
-    }
+    // Settled in the locker's order: this run's settings, the privileges, the surroundings, the
+    // tables.
+    let mut refusals = common::lock::setting_refusals(
+        config.sync_filesystems.resolve(caller_does_not_freeze),
+        config.rotate_binlog,
+    );
     let (privileges, choice) = match requested.clone().settle(refusals.clone()) {
         Ok(choice) => privileges_item(config, &mut session, choice),
         Err(err) => {

@@ -39,7 +39,8 @@ const LOCKER_POLL: Duration = Duration::from_millis(100);
 #[derive(FromArgs)]
 /// Takes a verified database lock before a VM snapshot (phase argument: `freeze` or none).
 struct Args {
-    /// the phase the hypervisor passes (`freeze`); extra or empty arguments are ignored
+    /// the phase the hypervisor passes (`freeze`; extra or empty arguments are ignored); with
+    /// --run, the command and its arguments, after `--`
     #[argh(positional)]
     phase: Vec<String>,
     /// config file (default: $MYSQL_SNAPSHOT_CONFIG, else /etc/mysql-snapshot.cnf)
@@ -67,6 +68,14 @@ struct Args {
     /// with --check: print the report as JSON
     #[argh(switch)]
     json: bool,
+    /// run the command after `--` while the lock is held, then release it as thaw does; the exit
+    /// status tells the command's failure from a lock that did not hold (see the man page)
+    #[argh(switch)]
+    run: bool,
+    /// with --run: FIFREEZE this mount point once the lock is held and FITHAW it after the
+    /// command (repeat for several); for snapshot tools that do not freeze filesystems themselves
+    #[argh(option)]
+    fsfreeze: Vec<PathBuf>,
     /// print the version and exit
     #[argh(switch)]
     version: bool,
@@ -85,7 +94,11 @@ pub(crate) fn main() -> ExitCode {
 
 /// freeze's (or `--check`'s) run with its arguments; `Err` only for a usage error.
 fn run(args: Args) -> Result<ExitCode> {
-    Phase::from_args(&args.phase, Phase::Freeze, &[Phase::Freeze])?;
+    let command =
+        crate::run::CommandLine::from_args(&args.phase, &args.fsfreeze, args.run, args.check)?;
+    if command.is_none() {
+        Phase::from_args(&args.phase, Phase::Freeze, &[Phase::Freeze])?;
+    }
     let mut config = match cli::start("freeze", args.config.as_deref(), true) {
         Ok(config) => config,
         Err(code) => return Ok(code),
@@ -103,6 +116,9 @@ fn run(args: Args) -> Result<ExitCode> {
         );
     }
     resolve_sync(&mut config, args.sync_filesystems);
+    if let Some(command) = command {
+        return crate::run::run(config, command);
+    }
     let result = Freeze::new(config.clone()).and_then(|mut freeze| freeze.run());
     let outcome = result.as_ref().err().map(Outcome::of_freeze_error);
     let code = cli::finish(result, &config);
@@ -132,7 +148,7 @@ fn apply_overrides(args: &Args, config: &mut Config) -> Result<()> {
 }
 
 /// Hands this freeze's outcome (`None`: it holds its lock) to the metrics writer.
-fn publish_metrics(config: &Config, outcome: Option<Outcome>) {
+pub(crate) fn publish_metrics(config: &Config, outcome: Option<Outcome>) {
     // A busy freeze's state file is the other snapshot's: none of its facts are ours.
     let state = match outcome {
         Some(Outcome::Busy) => None,
@@ -163,7 +179,7 @@ fn resolve_sync(config: &mut Config, caller_does_not_freeze: bool) {
 }
 
 /// What freeze waits on.
-enum Event {
+pub(crate) enum Event {
     Signal(i32),
     /// A status line from the pipe of the locker of attempt `.0`.
     Locker(u32, String),
@@ -171,7 +187,7 @@ enum Event {
     LockerClosed(u32),
 }
 
-struct Freeze {
+pub(crate) struct Freeze {
     config: Config,
     started: Instant,
     deadline: Instant,
@@ -185,6 +201,43 @@ struct Freeze {
     commit: Option<std::io::PipeWriter>,
 }
 
+/// Whether freeze tells the locker, once it holds, that freeze reports success (`committed`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Commit {
+    /// A hook's freeze: it exits 0 now, and only thaw or max-lock-time ends the lock.
+    Now,
+    /// `--run`: freeze stays, and its end (however it comes) ends the lock.
+    Withheld,
+}
+
+/// The lock a `--run` freeze holds for its command. The locker holds it and listens on the
+/// pipe kept here: dropping this (or freeze's death) makes it release at once.
+pub(crate) struct Holding {
+    pub(crate) config: Config,
+    /// Signals to freeze (and the locker's last words, which say nothing now).
+    pub(crate) events: Receiver<Event>,
+    pub(crate) state_file: StateFile,
+    /// The `acquired` record.
+    pub(crate) acquired: Box<State>,
+    locker: Child,
+    commit: std::io::PipeWriter,
+}
+
+impl Holding {
+    /// After the release: closes the locker's pipe and reaps it (it exits right after its
+    /// release; one that does not within a second is left to init).
+    pub(crate) fn end(self) {
+        let Holding {
+            mut locker, commit, ..
+        } = self;
+        drop(commit);
+        let until = Instant::now() + Duration::from_secs(1);
+        while matches!(locker.try_wait(), Ok(None)) && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
 /// How one locker run ended, as far as freeze is concerned.
 enum AttemptEnd {
     Acquired(Box<State>),
@@ -194,7 +247,7 @@ enum AttemptEnd {
 impl Freeze {
     /// Starts the first locker (first thing: its start-up and connect are the longest step
     /// before the lock), then installs the signal handlers and opens the state file.
-    fn new(config: Config) -> Result<Freeze> {
+    pub(crate) fn new(config: Config) -> Result<Freeze> {
         let (sender, events) = mpsc::channel();
         let locker_exe = locker_path()?;
         let (mut child, commit) = start_locker(&config, 1, &locker_exe, &sender)?;
@@ -238,6 +291,29 @@ impl Freeze {
     }
 
     fn run(&mut self) -> Result<()> {
+        self.take_lock(Commit::Now).map(|_| ())
+    }
+
+    /// For `--run`: takes the lock as [`Freeze::run`] does, but does not tell the locker that
+    /// freeze reported success: its pipe from us stays open, so that our end (even by SIGKILL)
+    /// makes it release at once. The lock stays held by the locker until [`common::thaw`].
+    pub(crate) fn hold(mut self) -> Result<Holding> {
+        let state = self.take_lock(Commit::Withheld)?;
+        match (self.locker.take(), self.commit.take()) {
+            (Some(locker), Some(commit)) => Ok(Holding {
+                config: self.config.clone(),
+                events: std::mem::replace(&mut self.events, mpsc::channel().1),
+                state_file: StateFile::open(&self.config.run_dir, false)?,
+                acquired: state,
+                locker,
+                commit,
+            }),
+            _ => Err(Error::LockLost(Lost::NotOurLocker)),
+        }
+    }
+
+    /// Claims the run and takes the lock; the `acquired` record.
+    fn take_lock(&mut self, commit: Commit) -> Result<Box<State>> {
         // The locker (started in `new`) connects while freeze claims the run; it touches nothing
         // and takes the lock only on freeze's `go`.
         let locker_exe = self.locker_exe.clone();
@@ -246,7 +322,7 @@ impl Freeze {
             self.discard_locker();
             return Err(err);
         }
-        let result = self.lock_and_verify(&locker_exe);
+        let result = self.lock_and_verify(&locker_exe, commit);
         if let Err(err) = &result {
             self.abandon(err);
         }
@@ -297,7 +373,7 @@ impl Freeze {
         guard.write(&State::claimed(me))
     }
 
-    fn lock_and_verify(&mut self, locker_exe: &Path) -> Result<()> {
+    fn lock_and_verify(&mut self, locker_exe: &Path, commit: Commit) -> Result<Box<State>> {
         let (state, attempts) = self.lock(locker_exe)?;
         // The locker wrote the info file and checked its connection before it said `acquired`:
         // make sure it is still there, and ours, before saying so.
@@ -309,6 +385,9 @@ impl Freeze {
             if let Event::Signal(signal) = event {
                 return Err(interrupted(signal));
             }
+        }
+        if commit == Commit::Withheld {
+            return Ok(state);
         }
         // Tell the locker that freeze reports success: from now on only thaw or max-lock-time
         // ends the lock. The locker stays; dropping the handle does not touch it.
@@ -323,7 +402,7 @@ impl Freeze {
                 })?;
         }
         self.locker = None;
-        Ok(())
+        Ok(state)
     }
 
     /// Attempts until a locker holds the lock: after each capped attempt a fresh locker, and a

@@ -6,6 +6,7 @@ mod clouds;
 mod freeze;
 mod login_session;
 mod qemu_ga;
+mod run;
 
 fn main() -> std::process::ExitCode {
     freeze::main()

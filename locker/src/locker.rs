@@ -76,6 +76,30 @@ fn end_mark(mut state: State, end: End, reason: &Reason) -> Option<Mark> {
 /// How often the quiet-moment check runs while something long is running.
 const QUIET_POLL: Duration = Duration::from_millis(100);
 
+/// `rotate-binlog = on`, with commits blocked: closes the binary log (it ends at the snapshot)
+/// and sends the coordinates' `reads` after it, so that they name the next one. How long the
+/// rotation took, or `None` when the server refused it: the coordinates are exact either way,
+/// and the failure is logged with the lock (`event=locked rotate_ms=-`, then the warning).
+fn rotate_binlog(conn: &mut mysql::Conn, reads: &[String], answers: &mut Answers) -> Option<u64> {
+    let asked = Instant::now();
+    let rotated = conn.query_drop(ROTATE_BINLOG);
+    let rotate_ms = asked.elapsed().as_millis() as u64;
+    *answers = Answers::fetch(conn, reads).0;
+    match rotated {
+        Ok(()) => Some(rotate_ms),
+        Err(err) => {
+            log::warn!(
+                "event=warning rotate-binlog: {}; the snapshot's coordinates are exact, but its binary log was not rotated",
+                Error::server(ROTATE_BINLOG, &err)
+            );
+            None
+        }
+    }
+}
+
+/// What `rotate-binlog = on` runs under the lock.
+const ROTATE_BINLOG: &str = "FLUSH BINARY LOGS";
+
 /// The least of max-lock-time that must be left when freeze is told `acquired`: a quarter of
 /// it, at most a second.
 fn hold_margin(max_lock_time: u64) -> Duration {
@@ -103,6 +127,13 @@ struct Args {
     /// detached, when a copy stops being consistent)
     #[argh(switch)]
     mark_info_file: bool,
+    /// freeze the `--mount` filesystems, and thaw them on `thaw` or the end of stdin (started
+    /// by `freeze --run --fsfreeze`, detached; see common::fsfreeze)
+    #[argh(switch)]
+    fsfreeze_watchdog: bool,
+    /// with --fsfreeze-watchdog: a mount point to freeze (repeated)
+    #[argh(option)]
+    mount: Vec<PathBuf>,
     /// print the version and exit
     #[argh(switch)]
     version: bool,
@@ -119,6 +150,24 @@ pub(crate) fn main() -> ExitCode {
     cli::run(run)
 }
 
+/// The fsfreeze watchdog's run: thaws at the latest `max-lock-time` plus a margin after it froze.
+/// It writes nothing but its words to freeze (no log: it must not need the frozen filesystems).
+fn fsfreeze_watchdog(config: Option<&std::path::Path>, mounts: &[PathBuf]) -> ExitCode {
+    use common::fsfreeze;
+    let config = match Config::load(config) {
+        Ok(config) => config,
+        Err(err) => {
+            println!("failed the config: {}", cli::one_line(&err.to_string()));
+            return ExitCode::from(1);
+        }
+    };
+    let deadline = Duration::from_secs(config.max_lock_time) + fsfreeze::WATCHDOG_MARGIN;
+    match fsfreeze::watch(mounts, deadline, std::io::stdin(), std::io::stdout()) {
+        true => ExitCode::SUCCESS,
+        false => ExitCode::from(1),
+    }
+}
+
 /// The locker's run (or the metrics writer's) with its arguments; `Err` only for a usage error.
 fn run(args: Args) -> Result<ExitCode> {
     if args.write_metrics {
@@ -126,6 +175,9 @@ fn run(args: Args) -> Result<ExitCode> {
     }
     if args.mark_info_file {
         return Ok(mark_info_file(args.config.as_deref()));
+    }
+    if args.fsfreeze_watchdog {
+        return Ok(fsfreeze_watchdog(args.config.as_deref(), &args.mount));
     }
     let Some(lock_mode) = args.lock_mode else {
         return Err(Error::Usage(
@@ -470,10 +522,13 @@ impl Locker {
     fn prepare(&mut self) -> Result<Prepared> {
         let read_timeout = Duration::from_secs(self.config.lock_wait_timeout + 10);
         let mut session = server::connect(&self.config.client, read_timeout)?;
-        let mut choice = self.mode.resolve(&session.info)?;
-        if self.sync {
-            choice = choice.settle(vec![common::lock::SYNCED_NOT_FROZEN.to_string()])?;
-        }
+        let choice = self
+            .mode
+            .resolve(&session.info)?
+            .settle(common::lock::setting_refusals(
+                self.sync,
+                self.config.rotate_binlog,
+            ))?;
         // Only once the locker's own connection is had: the lock must never lose the last free
         // connection slot to the scan. The backup lock lists the tables under itself instead.
         let info = session.info.clone();
@@ -688,18 +743,24 @@ impl Locker {
             mut writer,
             started_at_ms,
         } = ready;
-        let (attempt_started, answers, preconditions) = loop {
+        // With rotate-binlog the coordinates' reads follow the rotation instead: it changes what
+        // they read.
+        let rotates = |mode: LockMode| self.config.rotate_binlog && mode.blocks_commits();
+        let (attempt_started, mut answers, preconditions) = loop {
             self.notify(Report::Locking);
             let mode = choice.mode;
             let attempt_started = Instant::now();
             // The coordinates' reads travel with the lock statement: no round trip between the
             // lock and what it makes exact.
-            let mut reads = coordinates::statements(&session.info, mode);
+            let mut batched = match rotates(mode) {
+                true => Vec::new(),
+                false => coordinates::statements(&session.info, mode),
+            };
             if mode == LockMode::BackupLock {
-                reads.push(durability::tables_statement(&session.info));
+                batched.push(durability::tables_statement(&session.info));
             }
             let (attempt, mut answers) =
-                mode.acquire(&mut session.conn, self.config.pre_flush, &reads)?;
+                mode.acquire(&mut session.conn, self.config.pre_flush, &batched)?;
             if let Attempt::TimedOut { statement, message } = attempt {
                 let reason = self.timed_out(&mut session, statement, &message, attempt_started);
                 self.record_end(End::TimedOut, Reason::Other(reason));
@@ -732,11 +793,17 @@ impl Locker {
             self.record_waiting(&session, choice.mode)?;
         };
         let mode = choice.mode;
+        let rotate = rotates(mode);
+        let reads = coordinates::statements(&session.info, mode);
         let acquired = Instant::now();
         let acquired_at_ms = time::now_unix_ms();
         // From here until release the log file waits: only the info file (before `acquired`, by
         // its writer thread) and the state file on tmpfs are written.
         logging::defer_file();
+        let binlog_rotated_ms = match rotate {
+            true => rotate_binlog(&mut session.conn, &reads, &mut answers),
+            false => None,
+        };
         let recorded = self.record_acquired(
             &mut session,
             &mut writer,
@@ -750,6 +817,7 @@ impl Locker {
                 waited_ms: acquired_at_ms.saturating_sub(started_at_ms),
                 locker_pid: std::process::id(),
                 preconditions,
+                binlog_rotated_ms,
             },
             Taken {
                 mode,
@@ -772,10 +840,11 @@ impl Locker {
         self.notify(Report::Acquired);
         self.notify = None; // freeze has what it needs; close our end.
         log::info!(
-            "event=locked mode={} connection={} lock_ms={}",
+            "event=locked mode={} connection={} lock_ms={} rotate_ms={}",
             mode.name(),
             session.info.connection_id,
-            acquired.duration_since(attempt_started).as_millis()
+            acquired.duration_since(attempt_started).as_millis(),
+            binlog_rotated_ms.map_or("-".to_string(), |ms| ms.to_string())
         );
         Ok(Some(Held {
             session,

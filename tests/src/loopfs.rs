@@ -1,5 +1,5 @@
-//! Loop-mounted ext4 images that a test may freeze for real, and private servers whose datadir
-//! lives on one.
+//! Loop-mounted ext4 (or btrfs) images that a test may freeze or snapshot for real, and private
+//! servers whose datadir lives on one.
 //!
 //! A `LoopMount` thaws, unmounts and detaches its own loop device when dropped, panics included,
 //! and a `FreezeWindow` opened around a freeze thaws even if the test process dies. Nothing here
@@ -94,28 +94,46 @@ impl LoopMount {
     /// Creates a sparse image of `size_mib` MiB, makes an ext4 on it and mounts it at `mountpoint`
     /// (created if missing).
     pub fn create(image: &Path, mountpoint: &Path, size_mib: u64) -> LoopMount {
+        LoopMount::make(image, mountpoint, size_mib, "ext4", &["-q", "-F"])
+    }
+
+    /// Creates a sparse image of `size_mib` MiB (btrfs needs 128 at least), makes a btrfs on it
+    /// and mounts it at `mountpoint` (created if missing).
+    pub fn create_btrfs(image: &Path, mountpoint: &Path, size_mib: u64) -> LoopMount {
+        LoopMount::make(image, mountpoint, size_mib, "btrfs", &["-q", "-f"])
+    }
+
+    /// A sparse image of `size_mib` MiB made into a `fstype` (`mkfs.FSTYPE MKFS_ARGS IMAGE`),
+    /// mounted read-write.
+    fn make(
+        image: &Path,
+        mountpoint: &Path,
+        size_mib: u64,
+        fstype: &str,
+        mkfs_args: &[&str],
+    ) -> LoopMount {
         run(Command::new("truncate")
             .arg("-s")
             .arg(format!("{size_mib}M"))
             .arg(image));
-        run(Command::new(tool("mkfs.ext4"))
-            .args(["-q", "-F"])
+        run(Command::new(tool(&format!("mkfs.{fstype}")))
+            .args(mkfs_args)
             .arg(image));
-        LoopMount::attach(image, mountpoint)
+        LoopMount::attach_with(image, mountpoint, fstype, "rw")
     }
 
     /// Attaches an existing image (e.g. a copy) to a free loop device and mounts it read-write.
     pub fn attach(image: &Path, mountpoint: &Path) -> LoopMount {
-        LoopMount::attach_with(image, mountpoint, "rw")
+        LoopMount::attach_with(image, mountpoint, "ext4", "rw")
     }
 
     /// Attaches an image read-only and mounts it without replaying its journal (`ro,noload`): what
     /// a copy holds, exactly as the hypervisor made it, before anything has booted on it.
     pub fn attach_untouched(image: &Path, mountpoint: &Path) -> LoopMount {
-        LoopMount::attach_with(image, mountpoint, "ro,noload")
+        LoopMount::attach_with(image, mountpoint, "ext4", "ro,noload")
     }
 
-    fn attach_with(image: &Path, mountpoint: &Path, options: &str) -> LoopMount {
+    fn attach_with(image: &Path, mountpoint: &Path, fstype: &str, options: &str) -> LoopMount {
         fs::create_dir_all(mountpoint).unwrap();
         let mut losetup = Command::new(tool("losetup"));
         if options.starts_with("ro") {
@@ -134,7 +152,7 @@ impl LoopMount {
             mounted: false,
         };
         run(Command::new(tool("mount"))
-            .args(["-t", "ext4", "-o", options])
+            .args(["-t", fstype, "-o", options])
             .arg(&mount.device)
             .arg(mountpoint));
         mount.mounted = true;

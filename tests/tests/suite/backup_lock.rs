@@ -429,6 +429,15 @@ fn the_backup_lock_is_refused_where_the_filesystems_are_synced_not_frozen() {
 }
 
 #[test]
+fn the_backup_lock_is_refused_with_rotate_binlog() {
+    let Some(server) = durable_mysql(&[]) else {
+        return;
+    };
+    let sandbox = Sandbox::new(&server, &format!("{SETTINGS}\nrotate-binlog = on"));
+    assert_refused_naming(&server, &sandbox, "rotate-binlog = on");
+}
+
+#[test]
 fn check_recommends_the_backup_lock_when_a_long_select_would_hold_ftwrl_off() {
     let Some(server) = durable_mysql(&[]) else {
         return;

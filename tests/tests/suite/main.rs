@@ -39,6 +39,7 @@ mod galera;
 mod guest_agent;
 mod guest_agent_mysql;
 mod install;
+mod local_snapshots;
 mod matrix;
 mod metrics;
 mod monitoring;

@@ -16,7 +16,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 /// Every program the script looks for, with the package that brings it.
-const PROGRAMS: [(&str, &str); 12] = [
+const PROGRAMS: [(&str, &str); 13] = [
     ("mariadbd", "mariadb-server"),
     ("my_print_defaults", "mariadb-client"),
     ("qemu-ga", "qemu-guest-agent"),
@@ -29,6 +29,7 @@ const PROGRAMS: [(&str, &str); 12] = [
     ("prometheus-node-exporter", "prometheus-node-exporter"),
     ("python3-yaml", "python3-yaml"),
     ("visudo", "sudo"),
+    ("mkfs.btrfs", "btrfs-progs"),
 ];
 
 /// A fake machine: `bin` holds the installed programs, `fake` the fake apt-get and python3.
