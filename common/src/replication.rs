@@ -83,7 +83,7 @@ impl Replica {
 }
 
 /// The replica-status statements a server may know, newest first.
-pub(crate) fn status_statements(info: &ServerInfo) -> &'static [&'static str] {
+pub fn status_statements(info: &ServerInfo) -> &'static [&'static str] {
     match info.flavor {
         Flavor::MariaDb => &["SHOW ALL SLAVES STATUS"],
         Flavor::MySql if info.at_least(8, 0, 22) => &["SHOW REPLICA STATUS", "SHOW SLAVE STATUS"],

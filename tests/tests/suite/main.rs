@@ -50,5 +50,6 @@ mod security;
 mod soak;
 mod surroundings;
 mod sync_filesystems;
+mod verify;
 mod vm;
 mod vmtools;

@@ -1,0 +1,351 @@
+//! `mysql-snapshot-verify` on copies made here by the real paths: a qemu-ga snapshot of a loop
+//! mount taken under the lock (consistent), a copy taken after the release (crash-consistent
+//! only, with the info file's reason), a copy taken with a hook that does nothing under a MyISAM
+//! write load (no info file, or damaged), and its promise never to change a byte of the copy it
+//! boots. Each copy is loop-mounted as a DBA would mount a restored disk, and verify is pointed at
+//! the mount's root.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use harness::guest_agent::{machine_cannot_loop_mount, Hook, Rig, Snapshot, MARIADB};
+use harness::loopfs::LoopMount;
+use harness::{text, TempDir};
+use serde_json::Value;
+
+/// What one run of verify said.
+struct Verdict {
+    code: Option<i32>,
+    report: Value,
+    took: Duration,
+    output: String,
+}
+
+/// A work directory for verify that the server's unprivileged account may search.
+fn work_dir() -> TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let work = TempDir::new("verify-work");
+    std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    work
+}
+
+/// Runs `mysql-snapshot-verify --json PATH` with the rig's config (syslog, metrics) and `work`
+/// as its work directory.
+fn verify(rig: &Rig, path: &Path, work: &Path) -> Verdict {
+    let started = Instant::now();
+    let out = rig
+        .sandbox
+        .command("verify")
+        .arg("--json")
+        .arg("--work-dir")
+        .arg(work)
+        .arg(path)
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    let output = text(&out);
+    let report = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("verify printed no JSON ({e}): {output}"));
+    eprintln!(
+        "verify of {} took {took:?}: {} (exit {:?})",
+        path.display(),
+        report_line(&report),
+        out.status.code()
+    );
+    Verdict {
+        code: out.status.code(),
+        report,
+        took,
+        output,
+    }
+}
+
+fn report_line(report: &Value) -> String {
+    format!(
+        "{} {}",
+        report["verdict"].as_str().unwrap_or("-"),
+        report["why"]
+    )
+}
+
+/// How a test mounts its copy.
+enum Mount {
+    /// Read-only, without replaying the journal: the disk as the hypervisor copied it.
+    Untouched,
+    /// Read-write, as a restored disk is mounted.
+    Writable,
+}
+
+/// A copy loop-mounted in its rig's mount directory, and work directory for verify. Fields drop
+/// in order: the mount goes before the rig that holds its directory.
+struct Copy {
+    mount: LoopMount,
+    work: TempDir,
+    rig: Rig,
+}
+
+impl Copy {
+    /// `copy` (an image the rig made) mounted `how`.
+    fn mount(rig: Rig, copy: &Path, how: Mount) -> Copy {
+        let at = rig.mounts.path().join("copy-mnt");
+        let mount = match how {
+            Mount::Untouched => LoopMount::attach_untouched(copy, &at),
+            Mount::Writable => LoopMount::attach(copy, &at),
+        };
+        Copy {
+            mount,
+            work: work_dir(),
+            rig,
+        }
+    }
+
+    /// A snapshot through qemu-ga running `hook` on a rig with `settings`, mounted `how`.
+    fn snapshot(settings: &str, hook: Hook, how: Mount) -> Copy {
+        let mut rig = Rig::new(MARIADB, settings, hook);
+        let copy = match rig.snapshot() {
+            Snapshot::Taken { copy, .. } => copy,
+            Snapshot::Refused(desc) => {
+                panic!("the freeze was refused: {desc}\n{}", rig.diagnostics())
+            }
+        };
+        Copy::mount(rig, &copy, how)
+    }
+
+    fn verify(&self) -> Verdict {
+        verify(&self.rig, &self.mount.mountpoint, self.work.path())
+    }
+}
+
+/// Every file below `root` with its size, mode, owner, mtime and content hash, sorted.
+fn fingerprint(root: &Path) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(
+            "cd \"$1\" && find . -printf '%p %s %m %U:%G %T@\\n' | sort && \
+             find . -type f -print0 | sort -z | xargs -0 -r sha256sum",
+        )
+        .arg("fingerprint")
+        .arg(root)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_copy_made_under_the_lock_verifies_consistent_with_the_statements_that_make_it_a_replica() {
+    const TEST: &str =
+        "a_copy_made_under_the_lock_verifies_consistent_with_the_statements_that_make_it_a_replica";
+    if machine_cannot_loop_mount(TEST) {
+        return;
+    }
+    let metrics = TempDir::new("verify-metrics");
+    let prom = metrics.path().join("mysql_snapshot.prom");
+    let mut copy = Copy::snapshot(
+        &format!("lock-mode = ftwrl\nmetrics-file = {}", prom.display()),
+        Hook::Project,
+        Mount::Untouched,
+    );
+    copy.rig.assert_writes_resume();
+    let verdict = copy.verify();
+    let report = &verdict.report;
+    assert_eq!(verdict.code, Some(0), "{}", verdict.output);
+    assert_eq!(report["verdict"], "consistent", "{report:#}");
+    let checked = report["checked"].to_string();
+    assert!(
+        checked.contains("the copy's binlog ends at") && checked.contains("(exact): equal to it"),
+        "the binlog end must be checked equal: {checked}"
+    );
+    assert!(
+        checked.contains("@@GLOBAL.gtid_binlog_pos") && checked.contains(": equal"),
+        "the GTID position must be checked equal: {checked}"
+    );
+    assert!(
+        report["tables_checked"].as_u64().unwrap_or(0) >= 3,
+        "the load's MyISAM tables are checked: {report:#}"
+    );
+    assert!(
+        report["server"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("mariadbd"),
+        "it says which server it used: {report:#}"
+    );
+    let seed = report["seed_replica_sql"]["binlog_position"][0]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        seed.starts_with("CHANGE MASTER TO"),
+        "a consistent copy comes with the statements that make it a replica: {report:#}"
+    );
+    let steps = report["before_first_start"].to_string();
+    assert!(
+        steps.contains("server_id")
+            && steps.contains("auto.cnf")
+            && steps.contains("skip_slave_start"),
+        "{steps}"
+    );
+    let log = copy.rig.sandbox.log();
+    assert!(
+        log.contains("event=verified verdict=consistent"),
+        "no event=verified line in syslog: {log}"
+    );
+    let prom = std::fs::read_to_string(&prom).unwrap();
+    assert!(
+        prom.contains("mysql_snapshot_last_verify_verdict{verdict=\"consistent\"} 1\n"),
+        "{prom}"
+    );
+    assert!(
+        !prom.contains("mysql_snapshot_last_verified_consistent_timestamp_seconds 0.000\n"),
+        "{prom}"
+    );
+    eprintln!("{TEST}: consistent, verified in {:?}", verdict.took);
+}
+
+#[test]
+fn a_copy_taken_after_the_release_is_crash_consistent_only_and_says_the_info_files_reason() {
+    const TEST: &str =
+        "a_copy_taken_after_the_release_is_crash_consistent_only_and_says_the_info_files_reason";
+    if machine_cannot_loop_mount(TEST) {
+        return;
+    }
+    let mut rig = Rig::new(MARIADB, "lock-mode = ftwrl", Hook::Project);
+    let out = rig.sandbox.freeze();
+    assert!(out.status.success(), "{}", text(&out));
+    let out = rig.sandbox.thaw("thaw");
+    assert!(out.status.success(), "{}", text(&out));
+    // No write in flight when the disk is cut: the copy is sound, only no lock covered it.
+    let _ = rig.load.stop();
+    let image = rig.copy_without_hook();
+    let verdict = Copy::mount(rig, &image, Mount::Untouched).verify();
+    let report = &verdict.report;
+    assert_eq!(verdict.code, Some(3), "{}", verdict.output);
+    assert_eq!(report["verdict"], "crash-consistent", "{report:#}");
+    let why = report["why"][0].as_str().unwrap_or_default();
+    assert!(
+        why.contains("the info file says released") && why.contains("thaw's request"),
+        "the verdict gives the info file's reason: {report:#}"
+    );
+    assert!(
+        report["seed_replica_sql"].is_null(),
+        "no replica statements for a copy no lock covered: {report:#}"
+    );
+    eprintln!("{TEST}: crash-consistent, verified in {:?}", verdict.took);
+}
+
+#[test]
+fn a_copy_taken_with_a_hook_that_does_nothing_under_myisam_writes_is_never_called_consistent() {
+    const TEST: &str =
+        "a_copy_taken_with_a_hook_that_does_nothing_under_myisam_writes_is_never_called_consistent";
+    if machine_cannot_loop_mount(TEST) {
+        return;
+    }
+    let copy = Copy::snapshot("lock-mode = ftwrl", Hook::DoesNothing, Mount::Untouched);
+    let verdict = copy.verify();
+    let report = &verdict.report;
+    assert!(report["info_file"].is_null(), "{report:#}");
+    let why = report["why"].to_string();
+    match verdict.code {
+        Some(4) => assert!(
+            report["verdict"] == "damaged" && why.contains("CHECK TABLE"),
+            "damaged must say which table: {report:#}"
+        ),
+        Some(3) => assert!(
+            report["verdict"] == "crash-consistent" && why.contains("no info file"),
+            "{report:#}"
+        ),
+        other => panic!(
+            "a copy no lock covered was called {other:?}: {}",
+            verdict.output
+        ),
+    }
+    eprintln!("{TEST}: {} in {:?}", report_line(report), verdict.took);
+}
+
+#[test]
+fn verify_never_changes_a_byte_of_the_copy_it_boots_and_leaves_nothing_behind() {
+    const TEST: &str = "verify_never_changes_a_byte_of_the_copy_it_boots_and_leaves_nothing_behind";
+    if machine_cannot_loop_mount(TEST) {
+        return;
+    }
+    // Read-write, as a restored disk is mounted: only verify's discipline keeps it unchanged.
+    let copy = Copy::snapshot("lock-mode = ftwrl", Hook::DoesNothing, Mount::Writable);
+    let before = fingerprint(&copy.mount.mountpoint);
+    let verdict = copy.verify();
+    assert!(
+        matches!(verdict.code, Some(3 | 4)),
+        "crash recovery must have run on this copy: {}",
+        verdict.output
+    );
+    assert!(
+        verdict.report["checked"]
+            .to_string()
+            .contains("crash recovery ran"),
+        "crash recovery must have written to this copy's layer: {}",
+        verdict.report
+    );
+    let after = fingerprint(&copy.mount.mountpoint);
+    assert!(
+        before == after,
+        "verify changed the copy:\n{}",
+        before
+            .lines()
+            .zip(after.lines())
+            .filter(|(b, a)| b != a)
+            .take(10)
+            .map(|(b, a)| format!("before {b}\nafter  {a}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let work = copy.work.path();
+    let left: Vec<_> = std::fs::read_dir(work).unwrap().flatten().collect();
+    let servers: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(&*work.to_string_lossy()))
+        .collect();
+    assert!(
+        servers.is_empty(),
+        "verify left a server running: {servers:?}"
+    );
+    assert!(
+        left.is_empty(),
+        "verify left {left:?} in its work directory"
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(&*work.to_string_lossy()),
+        "an overlay is left mounted: {mounts}"
+    );
+    eprintln!("{TEST}: unchanged; verified in {:?}", verdict.took);
+}
+
+#[test]
+fn a_copy_with_a_broken_myisam_table_is_damaged_and_the_verdict_names_the_table() {
+    const TEST: &str =
+        "a_copy_with_a_broken_myisam_table_is_damaged_and_the_verdict_names_the_table";
+    if machine_cannot_loop_mount(TEST) {
+        return;
+    }
+    let copy = Copy::snapshot("lock-mode = ftwrl", Hook::Project, Mount::Writable);
+    // The index file's header overwritten, as a torn write or a bad block leaves it.
+    let index = copy.mount.mountpoint.join("data/snap/my_counter.MYI");
+    let mut bytes = std::fs::read(&index).unwrap();
+    bytes[..64].fill(0xff);
+    std::fs::write(&index, bytes).unwrap();
+    let verdict = copy.verify();
+    let report = &verdict.report;
+    assert_eq!(verdict.code, Some(4), "{}", verdict.output);
+    assert_eq!(report["verdict"], "damaged", "{report:#}");
+    assert!(
+        report["why"]
+            .to_string()
+            .contains("CHECK TABLE `snap`.`my_counter`"),
+        "the verdict names the broken table: {report:#}"
+    );
+    assert!(report["seed_replica_sql"].is_null(), "{report:#}");
+    eprintln!("{TEST}: damaged, verified in {:?}", verdict.took);
+}
