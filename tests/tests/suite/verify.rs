@@ -192,6 +192,9 @@ fn a_copy_made_under_the_lock_verifies_consistent_with_the_statements_that_make_
         "no event=verified line in syslog: {log}"
     );
     let prom = std::fs::read_to_string(&prom).unwrap();
+    if let Some(complaint) = crate::metrics::promtool_rejects(&prom) {
+        panic!("promtool rejects the metrics file after a verify: {complaint}\n{prom}");
+    }
     assert!(
         prom.contains("mysql_snapshot_last_verify_verdict{verdict=\"consistent\"} 1\n"),
         "{prom}"
