@@ -4,9 +4,11 @@
 //! an unprivileged account — stopped by its PID when dropped.
 //!
 //! It never starts a server on the copy itself, never reads the machine's option files, and never
-//! connects to any server but the one it started.
+//! connects to any server but the one it started. A SIGTERM, SIGINT or SIGHUP kills that server at
+//! once, so that verify goes on to unmount its layer and exit instead of dying with both left.
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use common::server::{self, Client, Flavor, ServerInfo, Session};
@@ -16,6 +18,45 @@ use crate::layer::{Account, Layer};
 
 /// The server id the booted copy runs with (another when the copy's own is this one).
 const OWN_SERVER_ID: u64 = 4_294_967_290;
+
+/// The PID of the server running now (0: none), for the signal thread.
+static SERVER_PID: AtomicU32 = AtomicU32::new(0);
+/// The signal that stopped verify (0: none).
+static STOPPED_BY: AtomicI32 = AtomicI32::new(0);
+
+/// On SIGTERM, SIGINT or SIGHUP: remember it and kill the running server, whose connection then
+/// fails, so that the layer is dropped (unmounted) on the ordinary way out.
+pub(crate) fn stop_on_signals() -> Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
+        .map_err(|e| Error::io("install signal handlers for", "verify", e))?;
+    std::thread::spawn(move || {
+        for signal in signals.forever() {
+            STOPPED_BY.store(signal, Ordering::SeqCst);
+            let pid = SERVER_PID.load(Ordering::SeqCst);
+            if pid != 0 {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+    });
+    Ok(())
+}
+
+/// The signal that stopped verify, by name.
+pub(crate) fn stopped_by() -> Option<String> {
+    match STOPPED_BY.load(Ordering::SeqCst) {
+        0 => None,
+        signal => Some(
+            signal_hook::low_level::signal_name(signal)
+                .map_or_else(|| format!("signal {signal}"), str::to_string),
+        ),
+    }
+}
 
 /// A server binary and the version it reports.
 pub(crate) struct Binary {
@@ -192,6 +233,9 @@ impl Booted {
         layer: &Layer,
         plan: &Plan<'_>,
     ) -> std::result::Result<Booted, String> {
+        if let Some(signal) = stopped_by() {
+            return Err(format!("stopped by {signal} before the server started"));
+        }
         let socket = layer.run.join("mysqld.sock");
         let error_log = layer.run.join("error.log");
         let server_id = match plan.copy_server_id {
@@ -248,8 +292,14 @@ impl Booted {
             .stderr(output)
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", binary.path.display()))?;
+        SERVER_PID.store(child.id(), Ordering::SeqCst);
         let started = Instant::now();
         loop {
+            if let Some(signal) = stopped_by() {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("stopped by {signal} while the server started"));
+            }
             if let Ok(Some(status)) = child.try_wait() {
                 return Err(format!(
                     "the server exited ({status}) during startup; its error log ends:\n{}{}",
@@ -314,5 +364,6 @@ impl Drop for Booted {
         // Its files are thrown away with the layer: no clean shutdown is owed to anyone.
         let _ = self.child.kill();
         let _ = self.child.wait();
+        SERVER_PID.store(0, Ordering::SeqCst);
     }
 }

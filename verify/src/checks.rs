@@ -205,10 +205,14 @@ pub(crate) fn gtid(session: &mut Session, held: &InfoFile, findings: &mut Findin
             true => normalized(&value) == normalized(recorded),
             false => contains(session.info.flavor, &value, recorded),
         };
+        let shown = |set: &str| match normalized(set) {
+            empty if empty.is_empty() => "empty".to_string(),
+            set => format!("`{set}`"),
+        };
         let said = format!(
-            "{variable} of the copy is `{}`; the info file records `{}`",
-            normalized(&value),
-            normalized(recorded)
+            "{variable} of the copy is {}; the info file records {}",
+            shown(&value),
+            shown(recorded)
         );
         match (agrees, exact) {
             (true, true) => findings.passed.push(format!("{said}: equal")),

@@ -193,12 +193,14 @@ fn find_info_file(path: &Path, given: Option<&Path>) -> Result<(Option<PathBuf>,
         }
         return Ok((Some(given.to_path_buf()), vec![given.to_path_buf()]));
     }
-    let candidates = vec![
+    let mut candidates = vec![
         path.join(INFO_NAME),
         path.join(PACKAGED_INFO_DIR).join(INFO_NAME),
-        // PATH is a datadir /var/lib/mysql: the packaged info file is its sibling.
-        path.join("..").join("mysql-snapshot").join(INFO_NAME),
     ];
+    // PATH is a datadir /var/lib/mysql: the packaged info file is its sibling.
+    if let Some(parent) = path.parent() {
+        candidates.push(parent.join("mysql-snapshot").join(INFO_NAME));
+    }
     let found = candidates.iter().find(|c| c.is_file()).cloned();
     Ok((found, candidates))
 }

@@ -89,7 +89,14 @@ fn run(args: Args) -> Result<ExitCode> {
         Err(code) => return Ok(code),
     };
     let started = Instant::now();
-    match verify(&args, &path, started) {
+    boot::stop_on_signals()?;
+    let result = verify(&args, &path, started);
+    // A verdict reached while a signal killed the server is no verdict.
+    let result = match boot::stopped_by() {
+        Some(signal) => Err(Error::Interrupted { signal }),
+        None => result,
+    };
+    match result {
         Ok((report, verdict)) => {
             log_and_publish(&config, &report, verdict.kind, started);
             match args.json {

@@ -10,8 +10,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use harness::guest_agent::{machine_cannot_loop_mount, Hook, Rig, Snapshot, MARIADB};
-use harness::loopfs::LoopMount;
-use harness::{text, TempDir};
+use harness::loopfs::{install_datadir, LoopMount};
+use harness::{bin, signal, text, wait_until, write_private, TempDir};
 use serde_json::Value;
 
 /// What one run of verify said.
@@ -203,6 +203,25 @@ fn a_copy_made_under_the_lock_verifies_consistent_with_the_statements_that_make_
         !prom.contains("mysql_snapshot_last_verified_consistent_timestamp_seconds 0.000\n"),
         "{prom}"
     );
+    // The same verdict for a person: the steps and the statements, after the checks.
+    let out = copy
+        .rig
+        .sandbox
+        .command("verify")
+        .arg("--work-dir")
+        .arg(copy.work.path())
+        .arg(&copy.mount.mountpoint)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{said}");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        said.contains(": CONSISTENT\n")
+            && said.contains("Before its first start")
+            && said.contains("  CHANGE MASTER TO"),
+        "{said}"
+    );
     eprintln!("{TEST}: consistent, verified in {:?}", verdict.took);
 }
 
@@ -351,4 +370,113 @@ fn a_copy_with_a_broken_myisam_table_is_damaged_and_the_verdict_names_the_table(
     );
     assert!(report["seed_replica_sql"].is_null(), "{report:#}");
     eprintln!("{TEST}: damaged, verified in {:?}", verdict.took);
+}
+
+/// A bare datadir (the harness's initialised one, cleanly shut down, no info file) at `dir/under/data`,
+/// and a config that keeps verify's log and metrics inside `dir`.
+fn bare_datadir(dir: &Path, under: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let parent = dir.join(under);
+    std::fs::create_dir_all(&parent).unwrap();
+    let datadir = parent.join("data");
+    install_datadir(&datadir);
+    let config = dir.join("mysql-snapshot.cnf");
+    write_private(
+        &config,
+        &format!(
+            "[mysql-snapshot]\nrun-dir = {}\nsyslog-socket = {}\n",
+            dir.join("run").display(),
+            dir.join("no-syslog.sock").display()
+        ),
+    );
+    (datadir, config)
+}
+
+/// Processes whose command line names `path`.
+fn processes_naming(path: &Path) -> Vec<(u32, String)> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let pid = e.file_name().to_str()?.parse::<u32>().ok()?;
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            Some((pid, String::from_utf8_lossy(&cmdline).replace('\0', " ")))
+        })
+        .filter(|(_, c)| c.contains(&*path.to_string_lossy()))
+        .collect()
+}
+
+#[test]
+fn a_datadir_whose_path_overlayfs_cannot_carry_is_verified_on_a_copy_that_the_report_names() {
+    let dir = TempDir::new("verify-bare");
+    let (datadir, config) = bare_datadir(dir.path(), "copy,1");
+    let before = fingerprint(&datadir);
+    let work = work_dir();
+    let started = Instant::now();
+    let out = std::process::Command::new(bin("verify"))
+        .args(["--json", "--config"])
+        .arg(&config)
+        .arg("--work-dir")
+        .arg(work.path())
+        .arg(&datadir)
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("no JSON ({e}): {}", text(&out)));
+    eprintln!(
+        "verify of a bare datadir took {:?}: {}",
+        started.elapsed(),
+        report_line(&report)
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let layer = report["layer"].as_str().unwrap_or_default();
+    assert!(
+        layer.contains("cp -a") && layer.contains("overlayfs options cannot carry"),
+        "the report says the copy was booted on a cp -a, and why: {report:#}"
+    );
+    assert!(report["why"][0]
+        .as_str()
+        .unwrap_or_default()
+        .contains("no info file"));
+    assert_eq!(before, fingerprint(&datadir), "verify changed the datadir");
+    assert!(std::fs::read_dir(work.path()).unwrap().next().is_none());
+}
+
+#[test]
+fn a_signal_stops_verify_with_its_server_killed_and_its_overlay_unmounted() {
+    let dir = TempDir::new("verify-bare");
+    let (datadir, config) = bare_datadir(dir.path(), "copy");
+    let work = work_dir();
+    let verify = std::process::Command::new(bin("verify"))
+        .arg("--config")
+        .arg(&config)
+        .arg("--work-dir")
+        .arg(work.path())
+        .arg(&datadir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The server it starts names the work directory on its command line.
+    let server_up = wait_until(Duration::from_secs(30), || {
+        processes_naming(work.path())
+            .iter()
+            .any(|(_, c)| c.contains("mariadbd"))
+    });
+    assert!(server_up, "verify started no server");
+    signal(verify.id(), "TERM");
+    let out = verify.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("stopped by SIGTERM"), "{}", text(&out));
+    assert!(
+        processes_naming(work.path()).is_empty(),
+        "a server is left: {:?}",
+        processes_naming(work.path())
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(&*work.path().to_string_lossy()),
+        "{mounts}"
+    );
+    assert!(std::fs::read_dir(work.path()).unwrap().next().is_none());
 }
