@@ -216,10 +216,16 @@ pub(crate) struct Plan<'a> {
     pub(crate) limit: Duration,
 }
 
+/// The socket's name in the layer's run directory, where verify connects from: a socket path is
+/// limited to 107 bytes, which a deep work directory (or a chroot) would exceed.
+const SOCKET: &str = "mysqld.sock";
+
 /// The server running on the layer; killed by its PID when dropped (the layer is thrown away).
+/// While it runs, verify's working directory is the layer's run directory (see [`SOCKET`]).
 pub(crate) struct Booted {
     child: Child,
-    pub(crate) socket: PathBuf,
+    /// The working directory to go back to.
+    previous_dir: Option<PathBuf>,
     pub(crate) error_log: PathBuf,
     /// How long it took to accept connections (crash recovery included).
     pub(crate) took: Duration,
@@ -236,7 +242,7 @@ impl Booted {
         if let Some(signal) = stopped_by() {
             return Err(format!("stopped by {signal} before the server started"));
         }
-        let socket = layer.run.join("mysqld.sock");
+        let socket = layer.run.join(SOCKET);
         let error_log = layer.run.join("error.log");
         let server_id = match plan.copy_server_id {
             Some(id) if id == OWN_SERVER_ID => OWN_SERVER_ID + 1,
@@ -253,6 +259,11 @@ impl Booted {
             ))
             .arg(format!("--log-error={}", error_log.display()))
             .arg(format!("--tmpdir={}", layer.run.join("tmp").display()))
+            // Its own, existing directory: a packaged default (/var/lib/mysql-files) may be absent.
+            .arg(format!(
+                "--secure-file-priv={}",
+                layer.run.join("tmp").display()
+            ))
             .arg(format!("--server-id={server_id}"))
             .args([
                 "--skip-networking",
@@ -293,35 +304,43 @@ impl Booted {
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", binary.path.display()))?;
         SERVER_PID.store(child.id(), Ordering::SeqCst);
+        let previous_dir = std::env::current_dir().ok();
+        if let Err(e) = std::env::set_current_dir(&layer.run) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("cannot enter {}: {e}", layer.run.display()));
+        }
+        let mut booted = Booted {
+            child,
+            previous_dir,
+            error_log,
+            took: Duration::ZERO,
+        };
         let started = Instant::now();
         loop {
             if let Some(signal) = stopped_by() {
-                let _ = child.kill();
-                let _ = child.wait();
                 return Err(format!("stopped by {signal} while the server started"));
             }
-            if let Ok(Some(status)) = child.try_wait() {
+            if let Ok(Some(status)) = booted.child.try_wait() {
                 return Err(format!(
                     "the server exited ({status}) during startup; its error log ends:\n{}{}",
-                    tail(&error_log),
+                    tail(&booted.error_log),
                     tail(&early)
                 ));
             }
-            if server::open(&client(&socket), Duration::from_secs(5)).is_ok() {
-                return Ok(Booted {
-                    child,
-                    socket,
-                    error_log,
-                    took: started.elapsed(),
-                });
-            }
+            let refused = match server::open(&client(), Duration::from_secs(5)) {
+                Ok(_) => {
+                    booted.took = started.elapsed();
+                    return Ok(booted);
+                }
+                Err(e) => e.to_string(),
+            };
             if started.elapsed() > plan.limit {
-                let _ = child.kill();
-                let _ = child.wait();
                 return Err(format!(
-                    "the server did not accept connections within {} s; its error log ends:\n{}",
+                    "the server did not accept connections on {} within {} s (last: {refused}); its error log ends:\n{}",
+                    socket.display(),
                     plan.limit.as_secs(),
-                    tail(&error_log)
+                    tail(&booted.error_log)
                 ));
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -330,7 +349,7 @@ impl Booted {
 
     /// A session with the booted server (no password: the grant tables are skipped).
     pub(crate) fn connect(&self) -> Result<Session> {
-        server::connect(&client(&self.socket), Duration::from_secs(3600))
+        server::connect(&client(), Duration::from_secs(3600))
     }
 
     /// The error log so far.
@@ -339,11 +358,12 @@ impl Booted {
     }
 }
 
-fn client(socket: &Path) -> Client {
+/// The booted server's client: the socket by its name in the working directory.
+fn client() -> Client {
     Client {
         user: "root".into(),
         password: None,
-        socket: socket.to_path_buf(),
+        socket: PathBuf::from(SOCKET),
         host: None,
         port: 0,
     }
@@ -365,5 +385,8 @@ impl Drop for Booted {
         let _ = self.child.kill();
         let _ = self.child.wait();
         SERVER_PID.store(0, Ordering::SeqCst);
+        if let Some(dir) = &self.previous_dir {
+            let _ = std::env::set_current_dir(dir);
+        }
     }
 }

@@ -50,12 +50,12 @@ impl Layer {
         account: Option<&Account>,
         owner_uid: u32,
     ) -> Result<Layer> {
-        if let Some(account) = account {
+        if let Some(account) = account.filter(|a| a.uid != 0) {
             reachable_by(parent, account)?;
         }
         static N: AtomicU32 = AtomicU32::new(0);
         let dir = parent.join(format!(
-            "mysql-snapshot-verify-{}-{}",
+            "msv-{}-{}",
             std::process::id(),
             N.fetch_add(1, Ordering::SeqCst)
         ));
@@ -218,14 +218,47 @@ impl Drop for Layer {
 }
 
 /// The account the server runs as: `None` (this process's own) unless verify runs as root; then
-/// the owner of the copy's datadir, or `mysql` when root owns it.
-pub(crate) fn server_account(owner_uid: u32, owner_gid: u32) -> Option<Account> {
-    let me = fs::metadata("/proc/self").map(|m| m.uid()).ok()?;
-    if me != 0 {
-        return None;
+/// `wanted` (a name from /etc/passwd), else the owner of the copy's datadir, or `mysql` when root
+/// owns it.
+pub(crate) fn server_account(
+    wanted: Option<&str>,
+    owner_uid: u32,
+    owner_gid: u32,
+) -> Result<Option<Account>> {
+    let me = fs::metadata("/proc/self").map(|m| m.uid()).ok();
+    if me != Some(0) {
+        return Ok(None);
     }
+    let entries = accounts();
+    if let Some(name) = wanted {
+        return entries
+            .into_iter()
+            .find(|a| a.name == name)
+            .map(Some)
+            .ok_or_else(|| Error::Unverifiable {
+                problem: format!("--user {name}: no such account in /etc/passwd"),
+                fix: "Name an account of this machine, or leave --user out".into(),
+            });
+    }
+    if owner_uid != 0 {
+        return Ok(Some(
+            entries
+                .into_iter()
+                .find(|a| a.uid == owner_uid)
+                .unwrap_or(Account {
+                    name: owner_uid.to_string(),
+                    uid: owner_uid,
+                    gid: owner_gid,
+                }),
+        ));
+    }
+    Ok(entries.into_iter().find(|a| a.name == "mysql"))
+}
+
+/// The accounts of /etc/passwd.
+fn accounts() -> Vec<Account> {
     let passwd = fs::read_to_string("/etc/passwd").unwrap_or_default();
-    let entries: Vec<Account> = passwd
+    passwd
         .lines()
         .filter_map(|line| {
             let fields: Vec<&str> = line.split(':').collect();
@@ -235,18 +268,5 @@ pub(crate) fn server_account(owner_uid: u32, owner_gid: u32) -> Option<Account> 
                 gid: fields.get(3)?.parse().ok()?,
             })
         })
-        .collect();
-    if owner_uid != 0 {
-        return Some(
-            entries
-                .into_iter()
-                .find(|a| a.uid == owner_uid)
-                .unwrap_or(Account {
-                    name: owner_uid.to_string(),
-                    uid: owner_uid,
-                    gid: owner_gid,
-                }),
-        );
-    }
-    entries.into_iter().find(|a| a.name == "mysql")
+        .collect()
 }

@@ -42,6 +42,10 @@ struct Args {
     /// boot with a server of another release than the copy's (refused otherwise)
     #[argh(switch)]
     any_version: bool,
+    /// the account the server runs as when verify runs as root (default: the owner of the
+    /// copy's datadir; mysql when root owns it)
+    #[argh(option)]
+    user: Option<String>,
     /// an extra server option (e.g. --innodb-page-size=4k), passed last; repeatable
     #[argh(option)]
     server_option: Vec<String>,
@@ -127,13 +131,15 @@ fn verify(args: &Args, path: &Path, started: Instant) -> Result<(Report, Verdict
         args.any_version,
     )?;
     let (owner_uid, owner_gid) = copy.owner()?;
-    let account = layer::server_account(owner_uid, owner_gid);
+    let account = layer::server_account(args.user.as_deref(), owner_uid, owner_gid)?;
     let parent = args.work_dir.clone().unwrap_or_else(std::env::temp_dir);
     let layer = Layer::over(&copy.datadir, &parent, account.as_ref(), owner_uid)?;
     let mut notes: Vec<String> = copy.notes.iter().chain(&layer.notes).cloned().collect();
     notes.extend(choice);
-    if account.is_none() && is_root() {
-        notes.push("the copy's datadir belongs to root and there is no mysql account: the server ran as root".into());
+    match &account {
+        None if is_root() => notes.push("the copy's datadir belongs to root and there is no mysql account: the server ran as root".into()),
+        Some(account) if account.uid == 0 => notes.push("--user root: the server ran as root".into()),
+        _ => {}
     }
     let plan = Plan {
         account: account.as_ref(),

@@ -33,10 +33,13 @@ fn work_dir() -> TempDir {
 /// Runs `mysql-snapshot-verify --json PATH` with the rig's config (syslog, metrics) and `work`
 /// as its work directory.
 fn verify(rig: &Rig, path: &Path, work: &Path) -> Verdict {
+    verify_with(rig.sandbox.command("verify"), path, work)
+}
+
+/// `command` (verify, with the test's own options) run with `--json --work-dir WORK PATH`.
+fn verify_with(mut command: Command, path: &Path, work: &Path) -> Verdict {
     let started = Instant::now();
-    let out = rig
-        .sandbox
-        .command("verify")
+    let out = command
         .arg("--json")
         .arg("--work-dir")
         .arg(work)
@@ -411,23 +414,11 @@ fn a_datadir_whose_path_overlayfs_cannot_carry_is_verified_on_a_copy_that_the_re
     let (datadir, config) = bare_datadir(dir.path(), "copy,1");
     let before = fingerprint(&datadir);
     let work = work_dir();
-    let started = Instant::now();
-    let out = std::process::Command::new(bin("verify"))
-        .args(["--json", "--config"])
-        .arg(&config)
-        .arg("--work-dir")
-        .arg(work.path())
-        .arg(&datadir)
-        .output()
-        .unwrap();
-    let report: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("no JSON ({e}): {}", text(&out)));
-    eprintln!(
-        "verify of a bare datadir took {:?}: {}",
-        started.elapsed(),
-        report_line(&report)
-    );
-    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let mut command = Command::new(bin("verify"));
+    command.arg("--config").arg(&config);
+    let verdict = verify_with(command, &datadir, work.path());
+    let report = &verdict.report;
+    assert_eq!(verdict.code, Some(3), "{}", verdict.output);
     let layer = report["layer"].as_str().unwrap_or_default();
     assert!(
         layer.contains("cp -a") && layer.contains("overlayfs options cannot carry"),
@@ -479,4 +470,84 @@ fn a_signal_stops_verify_with_its_server_killed_and_its_overlay_unmounted() {
         "{mounts}"
     );
     assert!(std::fs::read_dir(work.path()).unwrap().next().is_none());
+}
+
+/// MySQL 9.7 runs in its chroot: a server binary for verify that runs the chroot's mysqld with
+/// every path argument taken back below the chroot (`--datadir=/var/cache/…/srv/x` is `/srv/x`
+/// to it). The copy, the work directory and the overlay all lie inside the chroot.
+fn chrooted_mysqld(dir: &Path, root: &Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("mysqld-in-chroot");
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\nroot='{root}'\n\
+             for a do shift; set -- \"$@\" \"$(printf '%s\\n' \"$a\" | sed \"s|$root||g\")\"; done\n\
+             exec chroot \"$root\" /usr/sbin/mysqld \"$@\"\n",
+            root = root.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+#[test]
+fn a_mysql_backup_lock_copy_is_consistent_with_a_gtid_set_containing_the_recorded_lower_bound() {
+    use crate::guest_agent_mysql::{innodb_workload, DURABLE_SETUP};
+    use harness::{matrix, Flavour};
+    const TEST: &str =
+        "a_mysql_backup_lock_copy_is_consistent_with_a_gtid_set_containing_the_recorded_lower_bound";
+    if machine_cannot_loop_mount(TEST) || !matrix::require(Flavour::MySql97) {
+        return;
+    }
+    let root = Flavour::MySql97.chroot().unwrap().unwrap();
+    let mut rig = Rig::with_workload(
+        DURABLE_SETUP,
+        "lock-mode = backup-lock",
+        Hook::Project,
+        innodb_workload(),
+    );
+    let image = match rig.snapshot() {
+        Snapshot::Taken { copy, .. } => copy,
+        Snapshot::Refused(desc) => panic!("the freeze was refused: {desc}\n{}", rig.diagnostics()),
+    };
+    rig.assert_writes_resume();
+    let held = rig.last_held();
+    assert_eq!(held["gtid"]["exact"], false, "{held:#}");
+    let _ = rig.load.stop();
+    let server = chrooted_mysqld(rig.dir.path(), root);
+    let work = TempDir::new_in(&matrix::inside(root, matrix::SERVERS), "verify-work");
+    let copy = Copy {
+        mount: LoopMount::attach_untouched(&image, &rig.mounts.path().join("copy-mnt")),
+        work,
+        rig,
+    };
+    let mut command = copy.rig.sandbox.command("verify");
+    // The chroot knows no mysql account; the harness runs its servers as root too.
+    command
+        .arg("--server")
+        .arg(&server)
+        .args(["--user", "root"]);
+    let verdict = verify_with(command, &copy.mount.mountpoint, copy.work.path());
+    let report = &verdict.report;
+    assert_eq!(verdict.code, Some(0), "{}", verdict.output);
+    let checked = report["checked"].to_string();
+    eprintln!("checked: {:#}", report["checked"]);
+    assert!(
+        checked.contains("@@GLOBAL.gtid_executed")
+            && checked.contains("it contains that lower bound"),
+        "the GTID set is checked to contain the lower bound: {checked}"
+    );
+    assert!(
+        checked.contains("(a lower bound): at or past it"),
+        "the binlog end is checked at or past the lower bound: {checked}"
+    );
+    assert!(
+        report["server"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("9.7"),
+        "{report:#}"
+    );
 }
