@@ -22,6 +22,8 @@ pub(crate) struct Findings {
     pub(crate) passed: Vec<String>,
     pub(crate) warnings: Vec<String>,
     pub(crate) tables_checked: usize,
+    /// The GTID state the copy recovered (MariaDB `gtid_binlog_pos`, MySQL `gtid_executed`).
+    pub(crate) recovered_gtid: Option<String>,
 }
 
 /// Engines whose tables crash recovery does not make whole: checked by default.
@@ -141,6 +143,29 @@ fn identifier(name: &str) -> String {
     format!("`{}`", name.replace('`', "``"))
 }
 
+/// MySQL: the copy's `auto.cnf` (read from the copy itself) names the server the info file records.
+pub(crate) fn server_uuid(copy: &Copy, held: &InfoFile, findings: &mut Findings) {
+    let Some(recorded) = &held.server.server_uuid else {
+        return;
+    };
+    let text = std::fs::read_to_string(copy.datadir.join("auto.cnf")).unwrap_or_default();
+    let uuid = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server-uuid="))
+        .map(str::trim);
+    match uuid {
+        Some(uuid) if uuid == recorded => findings
+            .passed
+            .push(format!("auto.cnf names the recorded server_uuid {uuid}")),
+        Some(uuid) => findings.mismatch.push(format!(
+            "auto.cnf names server_uuid {uuid}; the info file records {recorded}: the copy is another server's"
+        )),
+        None => findings.warnings.push(format!(
+            "the copy has no auto.cnf to compare with the recorded server_uuid {recorded}"
+        )),
+    }
+}
+
 /// The copy's binlog end (read before the boot) against the held record's position: equal when
 /// `exact`, at or past it when a lower bound.
 pub(crate) fn binlog(copy: &Copy, held: &InfoFile, findings: &mut Findings) {
@@ -201,6 +226,9 @@ pub(crate) fn gtid(session: &mut Session, held: &InfoFile, findings: &mut Findin
                 continue;
             }
         };
+        if variable != "@@GLOBAL.gtid_slave_pos" {
+            findings.recovered_gtid = Some(normalized(&value));
+        }
         let agrees = match exact {
             true => normalized(&value) == normalized(recorded),
             false => contains(session.info.flavor, &value, recorded),

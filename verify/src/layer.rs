@@ -87,6 +87,17 @@ impl Layer {
         Ok(layer)
     }
 
+    /// Removes `auto.cnf` from the layer (never from the copy), so that a MySQL server makes a
+    /// server_uuid of its own; `true` if there was one.
+    pub(crate) fn forget_server_uuid(&self) -> Result<bool> {
+        let auto = self.datadir.join("auto.cnf");
+        match fs::remove_file(&auto) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Error::io("remove from the writable layer", &auto, e)),
+        }
+    }
+
     fn mount_overlay(&self, lower: &Path) -> std::result::Result<(), String> {
         let lower = lower.to_string_lossy();
         // The option string's separators cannot be escaped reliably: such a path is copied.

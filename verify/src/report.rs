@@ -9,8 +9,9 @@ use std::time::Duration;
 use common::error::{EXIT_CRASH_CONSISTENT, EXIT_DAMAGED};
 use common::info_file::{self, InfoFile};
 use common::metrics::Verified;
-use common::replication::SeedSql;
-use common::server::Flavor;
+use common::position::{Binlog, Gtid};
+use common::replication::{self, SeedSql, SourceAddress};
+use common::server::{Flavor, ServerInfo};
 use serde::Serialize;
 
 use crate::checks::Findings;
@@ -130,6 +131,49 @@ impl Report {
         self.clone_replica_sql = held.clone_replica_sql.clone();
     }
 
+    /// With a lower bound recorded (`lock-mode = backup-lock`), the statements at the coordinates
+    /// the copy recovered, which the checks found at or past that bound: its binlog end and GTID
+    /// state are exact for this copy.
+    pub(crate) fn seed_at_recovered(
+        &mut self,
+        held: &InfoFile,
+        end: Option<&(String, u64)>,
+        recovered_gtid: Option<&str>,
+    ) {
+        let (Some(recorded), Some((file, size))) = (&self.seed_replica_sql, end) else {
+            return;
+        };
+        if held.binlog.exact != Some(false) {
+            return;
+        }
+        let info = ServerInfo::new(held.server.version.clone(), 0);
+        let binlog = Binlog {
+            file: Some(file.clone()),
+            position: Some(*size),
+            exact: Some(true),
+        };
+        let gtid = match info.flavor {
+            Flavor::MySql => Gtid {
+                executed: recovered_gtid.map(str::to_string),
+                ..Gtid::default()
+            },
+            Flavor::MariaDb => Gtid {
+                binlog_pos: recovered_gtid.map(str::to_string),
+                ..Gtid::default()
+            },
+        };
+        let source = SourceAddress {
+            host: &held.hostname,
+            port: recorded_port(recorded),
+        };
+        if let Some(seed) = replication::seed_replica_sql(&info, &source, &binlog, &gtid) {
+            self.seed_replica_sql = Some(seed);
+            self.notes.push(format!(
+                "the info file's coordinates are a lower bound: the replica statements carry the ones this copy recovered ({file}:{size})"
+            ));
+        }
+    }
+
     /// The report for a person.
     pub(crate) fn text(&self) -> String {
         let mut out = format!(
@@ -196,6 +240,16 @@ impl Report {
         }
         out
     }
+}
+
+/// The source port the recorded statements name (3306 when they name none).
+fn recorded_port(seed: &SeedSql) -> u64 {
+    seed.binlog_position
+        .iter()
+        .find_map(|line| line.split("_PORT = ").nth(1))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|port| port.trim().parse().ok())
+        .unwrap_or(3306)
 }
 
 fn seconds(ms: u128) -> String {

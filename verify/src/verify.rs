@@ -135,6 +135,9 @@ fn verify(args: &Args, path: &Path, started: Instant) -> Result<(Report, Verdict
     let parent = args.work_dir.clone().unwrap_or_else(std::env::temp_dir);
     let layer = Layer::over(&copy.datadir, &parent, account.as_ref(), owner_uid)?;
     let mut notes: Vec<String> = copy.notes.iter().chain(&layer.notes).cloned().collect();
+    if layer.forget_server_uuid()? {
+        notes.push("auto.cnf was removed in the writable layer: the booted copy made a server_uuid of its own".into());
+    }
     notes.extend(choice);
     match &account {
         None if is_root() => notes.push("the copy's datadir belongs to root and there is no mysql account: the server ran as root".into()),
@@ -171,6 +174,7 @@ fn verify(args: &Args, path: &Path, started: Instant) -> Result<(Report, Verdict
     };
     drop(layer);
     let verdict = Verdict::of(&copy, &findings);
+    let recovered_gtid = findings.recovered_gtid.clone();
     let mut report = Report {
         verdict: verdict.kind.name(),
         why: verdict.why.clone(),
@@ -192,6 +196,9 @@ fn verify(args: &Args, path: &Path, started: Instant) -> Result<(Report, Verdict
         grastate: None,
     };
     report.restore_steps(&verdict, copy.held.as_ref(), binary.info.flavor);
+    if let (Some(held), Some(binlog)) = (&copy.held, &copy.binlog) {
+        report.seed_at_recovered(held, binlog.end.as_ref().ok(), recovered_gtid.as_deref());
+    }
     Ok((report, verdict))
 }
 
@@ -201,6 +208,7 @@ fn check(booted: &Booted, copy: &Copy, thorough: bool, findings: &mut Findings) 
     checks::error_log(&booted.error_log(), findings);
     checks::tables(&mut session, thorough, findings);
     if let Some(held) = &copy.held {
+        checks::server_uuid(copy, held, findings);
         checks::binlog(copy, held, findings);
         checks::gtid(&mut session, held, findings);
         checks::replicas(&mut session, held, findings);

@@ -539,6 +539,21 @@ fn a_mysql_backup_lock_copy_is_consistent_with_a_gtid_set_containing_the_recorde
             && checked.contains("it contains that lower bound"),
         "the GTID set is checked to contain the lower bound: {checked}"
     );
+    let seed = report["seed_replica_sql"]["binlog_position"].to_string();
+    assert!(
+        seed.contains("SOURCE_LOG_FILE = 'binlog.") && !seed.contains("<Log_name"),
+        "the statements carry the coordinates the copy recovered, not the lower bound: {seed}"
+    );
+    assert!(
+        checked.contains("auto.cnf names the recorded server_uuid"),
+        "the copy is the recorded server: {checked}"
+    );
+    assert!(
+        report["notes"]
+            .to_string()
+            .contains("auto.cnf was removed in the writable layer"),
+        "the booted copy takes a server_uuid of its own: {report:#}"
+    );
     assert!(
         checked.contains("(a lower bound): at or past it"),
         "the binlog end is checked at or past the lower bound: {checked}"
