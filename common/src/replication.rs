@@ -71,7 +71,8 @@ impl Replica {
         }
     }
 
-    fn uses_gtid(&self) -> bool {
+    /// Whether it resumes by GTID (MariaDB `Using_Gtid`, MySQL `Auto_Position`).
+    pub fn uses_gtid(&self) -> bool {
         matches!(
             self.gtid_mode
                 .as_deref()

@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use harness::guest_agent::{machine_cannot_loop_mount, Hook, Rig, Snapshot, MARIADB};
-use harness::loopfs::{install_datadir, LoopMount};
+use harness::loopfs::{install_datadir, install_flavour_datadir, LoopMount};
 use harness::{bin, signal, text, wait_until, write_private, TempDir};
 use serde_json::Value;
 
@@ -382,6 +382,11 @@ fn bare_datadir(dir: &Path, under: &str) -> (std::path::PathBuf, std::path::Path
     std::fs::create_dir_all(&parent).unwrap();
     let datadir = parent.join("data");
     install_datadir(&datadir);
+    (datadir, private_config(dir))
+}
+
+/// A config that keeps verify's log and metrics inside `dir`.
+fn private_config(dir: &Path) -> std::path::PathBuf {
     let config = dir.join("mysql-snapshot.cnf");
     write_private(
         &config,
@@ -391,7 +396,7 @@ fn bare_datadir(dir: &Path, under: &str) -> (std::path::PathBuf, std::path::Path
             dir.join("no-syslog.sock").display()
         ),
     );
-    (datadir, config)
+    config
 }
 
 /// Processes whose command line names `path`.
@@ -565,4 +570,36 @@ fn a_mysql_backup_lock_copy_is_consistent_with_a_gtid_set_containing_the_recorde
             .contains("9.7"),
         "{report:#}"
     );
+}
+
+#[test]
+fn a_copy_written_by_another_release_is_refused_naming_both_and_what_to_do() {
+    use harness::{matrix, Flavour};
+    if !matrix::require(Flavour::MariaDb118) {
+        return;
+    }
+    // A datadir MariaDB 11.8 wrote (its mariadb_upgrade_info says so); the machine has 10.11.
+    let dir = TempDir::new("verify-release");
+    let datadir = dir.path().join("data");
+    install_flavour_datadir(Flavour::MariaDb118, &datadir);
+    let before = fingerprint(&datadir);
+    let work = work_dir();
+    let out = Command::new(bin("verify"))
+        .arg("--config")
+        .arg(private_config(dir.path()))
+        .arg("--work-dir")
+        .arg(work.path())
+        .arg(&datadir)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        said.contains("written by mariadb 11.8")
+            && said.contains("10.11")
+            && said.contains("--server"),
+        "the refusal names the copy's release, the servers found and what to do: {said}"
+    );
+    assert_eq!(before, fingerprint(&datadir));
+    assert!(std::fs::read_dir(work.path()).unwrap().next().is_none());
 }
