@@ -603,3 +603,68 @@ fn a_copy_written_by_another_release_is_refused_naming_both_and_what_to_do() {
     assert_eq!(before, fingerprint(&datadir));
     assert!(std::fs::read_dir(work.path()).unwrap().next().is_none());
 }
+
+#[test]
+fn a_copy_of_a_replica_made_under_the_lock_is_consistent_at_its_replication_position_with_clone_statements(
+) {
+    use harness::guest_agent::ServerSetup;
+    use harness::replication::Source;
+    use mysql::prelude::Queryable;
+    const TEST: &str = "a_copy_of_a_replica_made_under_the_lock_is_consistent_at_its_replication_position_with_clone_statements";
+    /// The rig's server as a replica: its own server id.
+    const REPLICA: ServerSetup = ServerSetup {
+        flavour: harness::Flavour::MariaDb1011,
+        server_args: &["--log-bin=binlog", "--server-id=2"],
+        copy_args: &["--log-bin=binlog", "--server-id=3"],
+    };
+    if machine_cannot_loop_mount(TEST) {
+        return;
+    }
+    let source = Source::start(&[]);
+    let rig = Rig::new(REPLICA, "lock-mode = ftwrl", Hook::Project);
+    source.attach(&rig.server);
+    let mut feed = source.server.conn();
+    for v in 0..50 {
+        feed.exec_drop("INSERT INTO snap.feed (v) VALUES (?)", (v,))
+            .unwrap();
+    }
+    let caught_up = wait_until(Duration::from_secs(60), || {
+        rig.server
+            .conn()
+            .query_first::<u64, _>("SELECT COUNT(*) FROM snap.feed")
+            .ok()
+            .flatten()
+            == Some(50)
+    });
+    let status: Vec<mysql::Row> = rig.server.conn().query("SHOW SLAVE STATUS").unwrap();
+    assert!(
+        caught_up,
+        "the replica did not apply the source's rows: {status:?}"
+    );
+    let mut rig = rig;
+    let image = match rig.snapshot() {
+        Snapshot::Taken { copy, .. } => copy,
+        Snapshot::Refused(desc) => panic!("the freeze was refused: {desc}\n{}", rig.diagnostics()),
+    };
+    rig.assert_writes_resume();
+    assert_eq!(rig.last_held()["replicas"][0]["gtid_mode"], "Slave_Pos");
+    let copy = Copy::mount(rig, &image, Mount::Untouched);
+    let verdict = copy.verify();
+    let report = &verdict.report;
+    assert_eq!(verdict.code, Some(0), "{}", verdict.output);
+    let checked = report["checked"].to_string();
+    assert!(
+        checked.contains("the default replication connection replicates from 127.0.0.1:")
+            && checked.contains("@@GLOBAL.gtid_slave_pos of the copy is `0-1-"),
+        "the replica's position is checked against the record: {checked}"
+    );
+    let clone = report["clone_replica_sql"].to_string();
+    assert!(
+        clone.contains("SET GLOBAL gtid_slave_pos")
+            && clone.contains("MASTER_USE_GTID = slave_pos"),
+        "a consistent copy of a replica comes with the statements that make a sibling: {report:#}"
+    );
+    eprintln!("{TEST}: consistent, verified in {:?}", verdict.took);
+    drop(copy);
+    drop(source);
+}
