@@ -31,8 +31,8 @@ struct Args {
     /// PATH/var/lib/mysql-snapshot/snapshot-info.json)
     #[argh(option)]
     info_file: Option<PathBuf>,
-    /// the copy's datadir (default: mapped from the info file's storage map, else PATH or
-    /// PATH/var/lib/mysql)
+    /// the copy's datadir (default: mapped from the info file's storage map, else PATH,
+    /// PATH/var/lib/mysql or the one datadir just below PATH)
     #[argh(option)]
     datadir: Option<PathBuf>,
     /// the server binary to boot the copy with (default: the mariadbd or mysqld on PATH of the
