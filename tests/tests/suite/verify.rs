@@ -668,3 +668,36 @@ fn a_copy_of_a_replica_made_under_the_lock_is_consistent_at_its_replication_posi
     drop(copy);
     drop(source);
 }
+
+#[test]
+fn thorough_checks_every_table_where_the_default_checks_the_non_transactional_ones() {
+    let dir = TempDir::new("verify-bare");
+    let (datadir, config) = bare_datadir(dir.path(), "copy");
+    let work = work_dir();
+    let run = |extra: &[&str]| {
+        let mut command = Command::new(bin("verify"));
+        command.arg("--config").arg(&config).args(extra);
+        verify_with(command, &datadir, work.path()).report
+    };
+    let default = run(&[]);
+    let thorough = run(&["--thorough"]);
+    let count = |report: &Value| report["tables_checked"].as_u64().unwrap_or(0);
+    assert!(
+        count(&default) > 0 && count(&thorough) > count(&default),
+        "--thorough must check the InnoDB tables too: {} vs {}",
+        count(&thorough),
+        count(&default)
+    );
+    assert!(
+        thorough["checked"]
+            .to_string()
+            .contains("CHECK TABLE passed on every table"),
+        "{thorough:#}"
+    );
+    assert!(
+        default["checked"]
+            .to_string()
+            .contains("CHECK TABLE passed on every non-transactional table"),
+        "{default:#}"
+    );
+}
