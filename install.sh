@@ -1,5 +1,5 @@
 #!/bin/sh
-# Install (or uninstall) mysql-snapshot: the three binaries, the hypervisor hooks (VMware Tools
+# Install (or uninstall) mysql-snapshot: the four binaries, the hypervisor hooks (VMware Tools
 # backupScripts.d or legacy scripts, QEMU guest agent, Nutanix Guest Tools, Google Compute
 # Engine, Azure Backup, Veeam's job scripts with their sudoers grant), a config template, the info-file directory and a logrotate snippet.
 # Run ./install.sh --help for usage.
@@ -8,9 +8,9 @@ set -eu
 
 PROG=install.sh
 MARKER='# installed by mysql-snapshot install.sh'
-BINARIES='mysql-snapshot-freeze mysql-snapshot-thaw mysql-snapshot-locker'
+BINARIES='mysql-snapshot-freeze mysql-snapshot-thaw mysql-snapshot-locker mysql-snapshot-verify'
 # Each binary is its own package's: build those and nothing else of the workspace.
-CARGO_PACKAGES='-p mysql-snapshot-freeze -p mysql-snapshot-thaw -p mysql-snapshot-locker'
+CARGO_PACKAGES='-p mysql-snapshot-freeze -p mysql-snapshot-thaw -p mysql-snapshot-locker -p mysql-snapshot-verify'
 
 # Paths on the target system (without DESTDIR).
 HOOK=/etc/vmware-tools/backupScripts.d/50-mysql-snapshot
@@ -44,7 +44,7 @@ Usage: ./install.sh [--no-build] [--bin-dir DIR] [HOOK FLAGS] [install]
        ./install.sh --help
 
 Installs mysql-snapshot:
-  \$DESTDIR\$PREFIX/sbin/mysql-snapshot-{freeze,thaw,locker}     (0755)
+  \$DESTDIR\$PREFIX/sbin/mysql-snapshot-{freeze,thaw,locker,verify} (0755)
   \$DESTDIR$CONFIG                        (0600, template; never overwritten)
   \$DESTDIR$STATE_DIR/                     (0700, info file + install manifest)
   \$DESTDIR$LOGROTATE                (0644)
@@ -703,7 +703,7 @@ do_install() {
 			die "cargo not found on PATH. Install Rust (https://rustup.rs), or build first with
   'cargo build --release --locked' as your user and rerun with --no-build
   (under sudo, ~/.cargo/bin is usually not on PATH)."
-		# The three binaries only: the test and benchmark crates are not installed.
+		# The four binaries only: the test and benchmark crates are not installed.
 		say "running cargo build --release --locked $CARGO_PACKAGES in $SCRIPT_DIR"
 		# shellcheck disable=SC2086
 		cargo build --release --locked $CARGO_PACKAGES ||

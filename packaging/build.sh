@@ -15,7 +15,7 @@ Usage: ./packaging/build.sh [--deb-only | --rpm-only] [--no-build]
 
 Builds target/packages/mysql-snapshot_<version>-1_<arch>.deb and
 target/packages/mysql-snapshot-<version>-1.<arch>.rpm:
-  /usr/sbin/mysql-snapshot-{freeze,thaw,locker}            0755
+  /usr/sbin/mysql-snapshot-{freeze,thaw,locker,verify}     0755
   /usr/sbin/mysql-snapshot-qemu-hook                       0755  (for qemu-ga -F)
   /etc/vmware-tools/backupScripts.d/50-mysql-snapshot      0755  conffile
   /etc/qemu/fsfreeze-hook.d/mysql-snapshot                 0755  conffile
@@ -27,7 +27,7 @@ target/packages/mysql-snapshot-<version>-1.<arch>.rpm:
   /usr/share/mysql-snapshot/azure/mysql-snapshot-{pre,post}.sh, VMSnapshotScriptPluginConfig.json
                                                            0644  (copy to /etc/azure: 0700, 0600)
   /usr/share/mysql-snapshot/aws/mysql-snapshot-ssm-document.yaml  0644  (register with aws ssm)
-  /usr/share/man/man8/mysql-snapshot-{freeze,thaw,locker}.8.gz, man5/mysql-snapshot.cnf.5.gz
+  /usr/share/man/man8/mysql-snapshot-{freeze,thaw,locker,verify}.8.gz, man5/mysql-snapshot.cnf.5.gz
   /var/lib/mysql-snapshot                                  0700  (made by postinst / %post)
 
 Options:
@@ -109,7 +109,8 @@ fi
 if [ "$BUILD" -eq 1 ]; then
 	echo "$PROG: cargo build --release --locked"
 	cargo build --release --locked \
-		-p mysql-snapshot-freeze -p mysql-snapshot-thaw -p mysql-snapshot-locker
+		-p mysql-snapshot-freeze -p mysql-snapshot-thaw -p mysql-snapshot-locker \
+		-p mysql-snapshot-verify
 fi
 
 # 2. Staging tree: exactly what install.sh lays out for PREFIX=/usr, hooks included.

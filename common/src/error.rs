@@ -28,6 +28,16 @@
 //! 124 and 125 win over COMMAND's own status; a COMMAND that itself exits 123-125 is told apart
 //! only by the log.
 //!
+//! `mysql-snapshot-verify` answers with its verdict on the copy it booted:
+//!
+//! | code | verdict |
+//! |---|---|
+//! | 0 | consistent: the copy's info file says the lock was held, the copy recovers, its tables check and its binlog and GTID state are what the info file records |
+//! | 1 | not verified: the copy, its datadir or a server binary could not be found or used (the message says which and what to do) |
+//! | 2 | bad command-line arguments |
+//! | 3 | crash-consistent only: the copy recovers and its tables check, but no lock covered it (the info file says why: refused, released, lost…, or there is none) or it is not at the moment its info file records |
+//! | 4 | damaged: the copy does not start, InnoDB reports corruption, or a table fails `CHECK TABLE` |
+//!
 //! The locker is internal; it exits 0 after a clean release and 1 otherwise, and reports the
 //! details through the state file. `thaw --status` uses the Nagios codes documented in docs/operations.md.
 use std::fmt;
@@ -46,6 +56,10 @@ pub const EXIT_RUN_LOCK_ENDED: u8 = 124;
 pub const EXIT_RUN_NOT_RUN: u8 = 125;
 /// Exit status for failures before the configuration is read.
 pub const EXIT_DEFAULT_ERROR: u8 = 1;
+/// verify: the copy is crash-consistent only.
+pub const EXIT_CRASH_CONSISTENT: u8 = 3;
+/// verify: the copy is damaged.
+pub const EXIT_DAMAGED: u8 = 4;
 
 #[derive(Debug)]
 pub enum Error {
@@ -106,6 +120,8 @@ pub enum Error {
     /// `replica-safe` could not make (or leave) the replica safe: open temporary tables that
     /// cannot clear, or SQL threads it stopped that it cannot start again.
     Replication { message: String },
+    /// verify cannot check the copy: `problem` says what is missing or refused, `fix` what to do.
+    Unverifiable { problem: String, fix: String },
 }
 
 impl Error {
@@ -129,6 +145,7 @@ impl Error {
             Error::Busy { .. } => "busy",
             Error::Interrupted { .. } => "aborted",
             Error::Replication { .. } => "replica",
+            Error::Unverifiable { .. } => "unverified",
             _ => "refused",
         }
     }
@@ -201,6 +218,9 @@ impl fmt::Display for Error {
             Error::Unreachable { message } => write!(f, "no lock taken: {message}"),
             Error::LockLost(how) => write!(f, "{how}"),
             Error::Replication { message } => write!(f, "{message}"),
+            Error::Unverifiable { problem, fix } => {
+                write!(f, "cannot verify the copy: {problem}. {fix}")
+            }
             Error::Interrupted { signal } => write!(f, "stopped by {signal}"),
             Error::ModeRefused { mode, reasons } => write!(
                 f,

@@ -75,6 +75,34 @@ impl Outcome {
     }
 }
 
+/// The verdict of the last `mysql-snapshot-verify` on a copy, as the metrics name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verified {
+    /// Taken under the lock, recovers, tables sound, at the recorded coordinates.
+    Consistent,
+    /// Recovers with sound tables, but no lock covered it (or not at the recorded moment).
+    CrashConsistent,
+    /// Does not start, or InnoDB or `CHECK TABLE` reports damage.
+    Damaged,
+}
+
+impl Verified {
+    pub const ALL: [Verified; 3] = [
+        Verified::Consistent,
+        Verified::CrashConsistent,
+        Verified::Damaged,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Verified::Consistent => "consistent",
+            Verified::CrashConsistent => "crash-consistent",
+            Verified::Damaged => "damaged",
+        }
+    }
+}
+
 /// What one freeze or thaw tells the metrics, handed to the writer as JSON.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Update {
@@ -94,6 +122,9 @@ pub struct Update {
     /// Whether a copy of the disk taken now would be consistent (the info file says `held`).
     #[serde(default)]
     pub copy_consistent: bool,
+    /// From `mysql-snapshot-verify`: its verdict (and nothing else of this update applies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified: Option<Verified>,
 }
 
 impl Update {
@@ -116,6 +147,15 @@ impl Update {
             update.killed_queries = Some(state.killed_queries);
         }
         update
+    }
+
+    /// The update for a verify that ended with `verdict`.
+    pub fn of_verify(verdict: Verified, now_ms: u64) -> Update {
+        Update {
+            at: seconds(now_ms),
+            verified: Some(verdict),
+            ..Update::default()
+        }
     }
 
     /// The update for a thaw that ended the snapshot of `state` with `outcome`.
@@ -159,10 +199,15 @@ pub struct Metrics {
     pub mode: Option<String>,
     /// Whether a copy taken now would be consistent (unknown: `None`).
     pub copy_consistent: Option<bool>,
+    /// When the last verify ended, and its verdict.
+    pub last_verify: Option<f64>,
+    pub last_verify_verdict: Option<Verified>,
+    /// When the last verify that found a copy consistent ended.
+    pub last_verified_consistent: Option<f64>,
 }
 
 /// One metric: name, type, help.
-const FAMILIES: [(&str, &str, &str); 12] = [
+const FAMILIES: [(&str, &str, &str); 15] = [
     (
         "mysql_snapshot_last_freeze_timestamp_seconds",
         "gauge",
@@ -219,6 +264,21 @@ const FAMILIES: [(&str, &str, &str); 12] = [
         "1 while a copy of the disk taken now would be consistent (the info file says held): set by a successful freeze, cleared by thaw and every failure; live in thaw --status --prometheus.",
     ),
     (
+        "mysql_snapshot_last_verify_timestamp_seconds",
+        "gauge",
+        "When mysql-snapshot-verify last ended (Unix time).",
+    ),
+    (
+        "mysql_snapshot_last_verify_verdict",
+        "gauge",
+        "1 for the verdict of the last mysql-snapshot-verify, 0 for the others.",
+    ),
+    (
+        "mysql_snapshot_last_verified_consistent_timestamp_seconds",
+        "gauge",
+        "When mysql-snapshot-verify last found a copy consistent (Unix time; 0: never).",
+    ),
+    (
         "mysql_snapshot_metrics_written_timestamp_seconds",
         "gauge",
         "When this file was written (Unix time).",
@@ -228,6 +288,14 @@ const FAMILIES: [(&str, &str, &str); 12] = [
 impl Metrics {
     /// Applies what a freeze or thaw reports.
     pub fn apply(&mut self, update: &Update) {
+        if let Some(verdict) = update.verified {
+            self.last_verify = Some(update.at);
+            self.last_verify_verdict = Some(verdict);
+            if verdict == Verified::Consistent {
+                self.last_verified_consistent = Some(update.at);
+            }
+            return;
+        }
         if update.freeze {
             self.last_freeze = Some(update.at);
             self.lock_wait_seconds = update.lock_wait_seconds;
@@ -303,6 +371,19 @@ impl Metrics {
             "mysql_snapshot_copy_consistent" => {
                 plain(number(self.copy_consistent.map(|c| f64::from(u8::from(c)))))
             }
+            "mysql_snapshot_last_verify_timestamp_seconds" => plain(when(self.last_verify)),
+            "mysql_snapshot_last_verify_verdict" => Verified::ALL
+                .iter()
+                .map(|&v| {
+                    (
+                        format!("{{verdict=\"{}\"}}", v.name()),
+                        u8::from(self.last_verify_verdict == Some(v)).to_string(),
+                    )
+                })
+                .collect(),
+            "mysql_snapshot_last_verified_consistent_timestamp_seconds" => {
+                plain(when(self.last_verified_consistent))
+            }
             _ => plain(format!("{written:.3}")),
         }
     }
@@ -362,6 +443,14 @@ impl Metrics {
                 }
                 "mysql_snapshot_copy_consistent" => {
                     metrics.copy_consistent = given(value).map(|v| v == 1.0)
+                }
+                "mysql_snapshot_last_verify_timestamp_seconds" => metrics.last_verify = time(value),
+                "mysql_snapshot_last_verify_verdict" if value == 1.0 => {
+                    metrics.last_verify_verdict =
+                        label.and_then(|l| Verified::ALL.into_iter().find(|v| v.name() == l))
+                }
+                "mysql_snapshot_last_verified_consistent_timestamp_seconds" => {
+                    metrics.last_verified_consistent = time(value)
                 }
                 "mysql_snapshot_lock_held" => {
                     metrics.lock_held = value == 1.0;
@@ -541,6 +630,23 @@ mod tests {
         assert!(text.contains("mysql_snapshot_last_outcome{outcome=\"thawed\"} 0\n"));
         assert!(text.contains("mysql_snapshot_lock_held{mode=\"ftwrl\"} 0\n"));
         assert_eq!(text.matches("# TYPE").count(), FAMILIES.len());
+    }
+
+    #[test]
+    fn a_verify_sets_its_time_and_verdict_and_leaves_the_snapshot_numbers_alone() {
+        let mut metrics = Metrics::default();
+        metrics.apply(&Update::of_freeze(None, None, 100_000));
+        metrics.apply(&Update::of_verify(Verified::Consistent, 200_000));
+        metrics.apply(&Update::of_verify(Verified::Damaged, 300_000));
+        let text = metrics.render(301.0);
+        let back = Metrics::parse(&text).unwrap();
+        assert_eq!(back.last_verify, Some(300.0));
+        assert_eq!(back.last_verify_verdict, Some(Verified::Damaged));
+        assert_eq!(back.last_verified_consistent, Some(200.0));
+        assert!(back.lock_held, "a verify says nothing of the lock");
+        assert_eq!(back.copy_consistent, Some(true));
+        assert!(text.contains("mysql_snapshot_last_verify_verdict{verdict=\"damaged\"} 1\n"));
+        assert!(text.contains("mysql_snapshot_last_verify_verdict{verdict=\"consistent\"} 0\n"));
     }
 
     #[test]

@@ -71,7 +71,8 @@ impl Replica {
         }
     }
 
-    fn uses_gtid(&self) -> bool {
+    /// Whether it resumes by GTID (MariaDB `Using_Gtid`, MySQL `Auto_Position`).
+    pub fn uses_gtid(&self) -> bool {
         matches!(
             self.gtid_mode
                 .as_deref()
@@ -83,7 +84,7 @@ impl Replica {
 }
 
 /// The replica-status statements a server may know, newest first.
-pub(crate) fn status_statements(info: &ServerInfo) -> &'static [&'static str] {
+pub fn status_statements(info: &ServerInfo) -> &'static [&'static str] {
     match info.flavor {
         Flavor::MariaDb => &["SHOW ALL SLAVES STATUS"],
         Flavor::MySql if info.at_least(8, 0, 22) => &["SHOW REPLICA STATUS", "SHOW SLAVE STATUS"],

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use mysql::prelude::Queryable;
 use serde_json::{json, Value};
 
-use crate::loopfs::{install_datadir, tail, FreezeWindow, LoopMount};
+use crate::loopfs::{install_flavour_datadir, tail, FreezeWindow, LoopMount};
 use crate::{bin_dir, matrix, text, wait_until, Flavour, Sandbox, Server, TempDir};
 
 /// The info file's name, at the root of the loop mount so that a copy carries its own coordinates.
@@ -48,6 +48,18 @@ pub struct ServerSetup {
     /// from CHECK TABLE.
     pub copy_args: &'static [&'static str],
 }
+
+/// The machine's MariaDB, binlogs named relative to the datadir (so the index stays right
+/// wherever a copy is mounted); the copy boots with the same settings.
+pub const MARIADB: ServerSetup = ServerSetup {
+    flavour: Flavour::MariaDb1011,
+    server_args: &["--log-bin=binlog", "--server-id=1"],
+    copy_args: &[
+        "--log-bin=binlog",
+        "--server-id=1",
+        "--myisam-recover-options=OFF",
+    ],
+};
 
 impl ServerSetup {
     /// The chroot the server runs in (`None`: the machine's own server).
@@ -565,22 +577,7 @@ impl Rig {
             IMAGE_MIB,
         );
         let datadir = mount.mountpoint.join("data");
-        match root {
-            None => install_datadir(&datadir),
-            Some(root) => {
-                let copied = Command::new("cp")
-                    .arg("-a")
-                    .arg(matrix::inside(root, matrix::TEMPLATE))
-                    .arg(&datadir)
-                    .output()
-                    .unwrap();
-                assert!(
-                    copied.status.success(),
-                    "copying the template datadir: {}",
-                    text(&copied)
-                );
-            }
-        }
+        install_flavour_datadir(setup.flavour, &datadir);
         if setup.flavour.is_mysql() {
             // This server makes its own server_uuid on first start.
             fs::remove_file(datadir.join("auto.cnf")).unwrap();

@@ -94,6 +94,7 @@ pub fn bin_dir() -> PathBuf {
                 ("freeze", "mysql-snapshot-freeze"),
                 ("thaw", "mysql-snapshot-thaw"),
                 ("locker", "mysql-snapshot-locker"),
+                ("verify", "mysql-snapshot-verify"),
             ] {
                 let built = fs::metadata(dir.join(name)).and_then(|m| m.modified());
                 let Ok(built) = built else {

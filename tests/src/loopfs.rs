@@ -295,6 +295,21 @@ pub fn install_datadir(datadir: &Path) {
     let _ = fs::remove_file(datadir.join(".complete"));
 }
 
+/// Copies `flavour`'s initialised datadir (the machine's, or the one in its chroot) to `datadir`
+/// (which must not exist yet).
+pub fn install_flavour_datadir(flavour: Flavour, datadir: &Path) {
+    match flavour.chroot() {
+        Err(reason) => panic!("{} is unavailable: {reason}", flavour.name()),
+        Ok(None) => install_datadir(datadir),
+        Ok(Some(root)) => {
+            run(Command::new("cp")
+                .arg("-a")
+                .arg(matrix::inside(root, matrix::TEMPLATE))
+                .arg(datadir));
+        }
+    }
+}
+
 impl Server {
     /// Starts a private server on an existing `datadir` (e.g. on a loop mount) with `extra`
     /// mariadbd arguments. Socket, PID file, error log and tmpdir live in a temp dir of their own,

@@ -10,10 +10,11 @@ use std::sync::OnceLock;
 use std::time::SystemTime;
 
 /// The binaries the package ships.
-pub const BINARIES: [&str; 3] = [
+pub const BINARIES: [&str; 4] = [
     "mysql-snapshot-freeze",
     "mysql-snapshot-thaw",
     "mysql-snapshot-locker",
+    "mysql-snapshot-verify",
 ];
 
 /// The repository this test crate belongs to.
@@ -98,7 +99,7 @@ fn build_deb() -> Result<PathBuf, String> {
         let built = Command::new("cargo")
             .args(["build", "--release", "--locked"])
             .args(["-p", "mysql-snapshot-freeze", "-p", "mysql-snapshot-thaw"])
-            .args(["-p", "mysql-snapshot-locker"])
+            .args(["-p", "mysql-snapshot-locker", "-p", "mysql-snapshot-verify"])
             .current_dir(repo())
             .env("CARGO_TARGET_DIR", &target)
             .output()

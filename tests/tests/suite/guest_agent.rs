@@ -10,20 +10,11 @@ use std::time::Duration;
 use harness::guest_agent::{
     machine_cannot_loop_mount, Hook, Rig, ServerSetup, Snapshot, INFO_NAME,
 };
-use harness::{wait_until, Flavour, Server};
+use harness::{wait_until, Server};
 use mysql::prelude::Queryable;
 
-/// The machine's MariaDB, binlogs named relative to the datadir (so the index stays right
-/// wherever a copy is mounted); the copy boots with the same settings.
-const SETUP: ServerSetup = ServerSetup {
-    flavour: Flavour::MariaDb1011,
-    server_args: &["--log-bin=binlog", "--server-id=1"],
-    copy_args: &[
-        "--log-bin=binlog",
-        "--server-id=1",
-        "--myisam-recover-options=OFF",
-    ],
-};
+/// The machine's MariaDB (see `guest_agent::MARIADB`).
+const SETUP: ServerSetup = harness::guest_agent::MARIADB;
 
 /// A statement run in the background on its own connection; its outcome once it ends.
 struct Background {

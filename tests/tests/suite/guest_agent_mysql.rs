@@ -21,7 +21,7 @@ use mysql::prelude::Queryable;
 const FLAVOUR: Flavour = Flavour::MySql97;
 /// The server of the backup-lock test: `SETUP`'s, with every commit durable when it returns (the
 /// mode's preconditions), and its copy booted alike.
-const DURABLE_SETUP: ServerSetup = ServerSetup {
+pub(crate) const DURABLE_SETUP: ServerSetup = ServerSetup {
     flavour: FLAVOUR,
     server_args: &[
         "--log-bin=binlog",
@@ -124,7 +124,7 @@ fn the_mysql_copy_check_tells_when_the_hook_did_nothing() {
 /// Several InnoDB tables and no other engine: four inserters (each on its own table, `snap.inno`
 /// among them for the harness's write probe), a hot-row updater, and a one-row table for the long
 /// SELECT.
-fn innodb_workload() -> Workload {
+pub(crate) fn innodb_workload() -> Workload {
     let counters: Vec<String> = (1..=20).map(|id| format!("({id}, 0)")).collect();
     let mut schema = String::from("CREATE DATABASE snap;");
     for table in INSERTED {

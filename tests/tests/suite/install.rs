@@ -2,7 +2,7 @@
 //! legacy scripts, QEMU guest agent, Nutanix, Google Compute Engine, Azure Backup, Veeam's job
 //! scripts and their sudoers grant), and an uninstall that removes exactly what was installed.
 //!
-//! No database and no release build is needed: a fake bin directory holds three tiny shell
+//! No database and no release build is needed: a fake bin directory holds four tiny shell
 //! scripts named like the binaries, which append their name and arguments to a log file (and
 //! each argument bracketed to another, their PID to a third, and exit with `$FAKE_EXIT`), and
 //! every run uses `DESTDIR` inside a private temporary directory.
@@ -13,10 +13,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-const BINARIES: [&str; 3] = [
+const BINARIES: [&str; 4] = [
     "mysql-snapshot-freeze",
     "mysql-snapshot-thaw",
     "mysql-snapshot-locker",
+    "mysql-snapshot-verify",
 ];
 const HOOK: &str = "etc/vmware-tools/backupScripts.d/50-mysql-snapshot";
 const CONFIG: &str = "etc/mysql-snapshot.cnf";

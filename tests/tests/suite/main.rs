@@ -51,5 +51,6 @@ mod security;
 mod soak;
 mod surroundings;
 mod sync_filesystems;
+mod verify;
 mod vm;
 mod vmtools;

@@ -25,7 +25,7 @@ fn samples(text: &str) -> BTreeMap<String, f64> {
 }
 
 /// `promtool check metrics` on `text`: its complaints, or `None` when it accepts it.
-fn promtool_rejects(text: &str) -> Option<String> {
+pub(crate) fn promtool_rejects(text: &str) -> Option<String> {
     let mut child = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())

@@ -18,10 +18,11 @@ use harness::package::{repo, text};
 use harness::TempDir;
 
 /// Every file the .deb installs, with its mode. Directories are all 0755 and not listed.
-const FILES: [(&str, u32); 21] = [
+const FILES: [(&str, u32); 23] = [
     ("usr/sbin/mysql-snapshot-freeze", 0o755),
     ("usr/sbin/mysql-snapshot-thaw", 0o755),
     ("usr/sbin/mysql-snapshot-locker", 0o755),
+    ("usr/sbin/mysql-snapshot-verify", 0o755),
     ("usr/sbin/mysql-snapshot-qemu-hook", 0o755),
     ("etc/vmware-tools/backupScripts.d/50-mysql-snapshot", 0o755),
     ("etc/qemu/fsfreeze-hook.d/mysql-snapshot", 0o755),
@@ -50,6 +51,7 @@ const FILES: [(&str, u32); 21] = [
     ("usr/share/man/man8/mysql-snapshot-freeze.8.gz", 0o644),
     ("usr/share/man/man8/mysql-snapshot-thaw.8.gz", 0o644),
     ("usr/share/man/man8/mysql-snapshot-locker.8.gz", 0o644),
+    ("usr/share/man/man8/mysql-snapshot-verify.8.gz", 0o644),
     ("usr/share/man/man5/mysql-snapshot.cnf.5.gz", 0o644),
     // cargo-deb writes it from the workspace license.
     ("usr/share/doc/mysql-snapshot/copyright", 0o644),
@@ -186,7 +188,11 @@ fn the_packaged_hooks_point_at_usr_sbin_and_the_binaries_run() {
     // The packaged binaries are real, runnable builds of this version.
     let sbin = root.path().join("usr/sbin");
     // (The locker is left out: argh makes its required options win over --version.)
-    for binary in ["mysql-snapshot-freeze", "mysql-snapshot-thaw"] {
+    for binary in [
+        "mysql-snapshot-freeze",
+        "mysql-snapshot-thaw",
+        "mysql-snapshot-verify",
+    ] {
         let output = run(
             Command::new(sbin.join(binary)).arg("--version"),
             &format!("{binary} --version"),
@@ -228,6 +234,10 @@ fn the_packaged_hooks_point_at_usr_sbin_and_the_binaries_run() {
         (
             "usr/share/man/man8/mysql-snapshot-locker.8.gz",
             "mysql-snapshot-locker.8",
+        ),
+        (
+            "usr/share/man/man8/mysql-snapshot-verify.8.gz",
+            "mysql-snapshot-verify.8",
         ),
         (
             "usr/share/man/man5/mysql-snapshot.cnf.5.gz",
