@@ -61,8 +61,9 @@ impl SourceGuest {
 
     /// `start`, with raw disks of `(serial, MiB)` beside the root one (sparse files in the
     /// guest's directory; see `Vm::boot_with_disks`), and `prepare` run in the guest once the
-    /// package is installed and configured, before MariaDB is waited for and the load's tables
-    /// are made (say, to move the datadir onto one of those disks).
+    /// package is installed and configured and MariaDB has finished starting (a stop while its
+    /// start job runs can hang), before the load's tables are made (say, to move the datadir onto
+    /// one of those disks; MariaDB must answer again when it returns).
     pub fn start_with(
         hook: AgentHook,
         settings: &str,
@@ -105,8 +106,8 @@ impl SourceGuest {
         if hook == AgentHook::Package {
             configure_agent_hook(&mut vm);
         }
-        prepare(&mut vm);
         wait_for_mariadb(&mut vm, Duration::from_secs(120));
+        prepare(&mut vm);
         vm.must(&format!(
             "mariadb -e \"CREATE USER '{TEST_USER}'@'%' IDENTIFIED BY '{TEST_PASSWORD}'; \
              GRANT ALL ON *.* TO '{TEST_USER}'@'%'\""

@@ -28,6 +28,9 @@ pub const INFO_FILE: &str = "/var/lib/mysql/mysql-snapshot-info.json";
 /// Where the snapshot LV is mounted, and the second server's socket.
 pub const SNAPSHOT_MOUNT: &str = "/mnt/snap";
 pub const SNAPSHOT_SOCKET: &str = "/run/mss-snap/sock";
+/// The longest a step of the datadir's move may take (seconds under TCG when the machine is idle;
+/// another run's load can make it many times slower).
+const STEP_LIMIT: Duration = Duration::from_secs(300);
 /// Marks the command under the lock leaves and waits for (on /run, tmpfs).
 const MARKS: &str = "/run/mss-lvm";
 
@@ -61,31 +64,51 @@ pub fn start_on_lvm() -> SourceGuest {
 }
 
 /// Stops MariaDB, makes the PV, VG and LV on the second disk, moves the datadir onto it (ext4,
-/// mounted at /var/lib/mysql) and starts MariaDB again.
+/// mounted at /var/lib/mysql) and starts MariaDB again: step by step, each timed, so that a slow
+/// or stuck one is named with the guest's journal.
 fn datadir_on_lv(vm: &mut Vm) {
-    let started = Instant::now();
-    vm.must(&format!(
-        "set -e
-         systemctl stop mariadb
-         pvcreate -q /dev/disk/by-id/virtio-{serial}
-         vgcreate -q mss /dev/disk/by-id/virtio-{serial}
-         lvcreate -q -y --name data --size 600M mss
-         mkfs.ext4 -q /dev/{ORIGIN}
-         mkdir -p /mnt/lv
-         mount /dev/{ORIGIN} /mnt/lv
-         rmdir /mnt/lv/lost+found
-         cp -a /var/lib/mysql/. /mnt/lv/
-         umount /mnt/lv
-         rm -rf /var/lib/mysql/*
-         mount /dev/{ORIGIN} /var/lib/mysql
-         chown mysql:mysql /var/lib/mysql
-         systemctl start mariadb
-         findmnt -n -o SOURCE /var/lib/mysql",
-        serial = DATA_DISK.0
-    ));
+    let disk = format!("/dev/disk/by-id/virtio-{}", DATA_DISK.0);
+    let steps = [
+        "systemctl stop mariadb".to_string(),
+        format!("pvcreate -q {disk}"),
+        format!("vgcreate -q mss {disk}"),
+        "lvcreate -q -y --name data --size 600M mss".into(),
+        format!("mkfs.ext4 -q /dev/{ORIGIN}"),
+        format!(
+            "mkdir -p /mnt/lv && mount /dev/{ORIGIN} /mnt/lv && rmdir /mnt/lv/lost+found && \
+             cp -a /var/lib/mysql/. /mnt/lv/ && umount /mnt/lv"
+        ),
+        format!(
+            "rm -rf /var/lib/mysql/* && mount /dev/{ORIGIN} /var/lib/mysql && \
+             chown mysql:mysql /var/lib/mysql"
+        ),
+        "systemctl start mariadb".into(),
+    ];
+    let mut took = Vec::new();
+    for step in &steps {
+        let started = Instant::now();
+        let out = vm.try_exec(&["/bin/sh", "-c", step], STEP_LIMIT);
+        if !out.as_ref().is_ok_and(Exec::success) {
+            let journal = vm.sh(
+                "systemctl status --no-pager mariadb; journalctl -b --no-pager | grep -v qemu-ga | \
+                 tail -40",
+                Duration::from_secs(60),
+            );
+            panic!(
+                "moving the datadir onto LV {ORIGIN}: `{step}`: {out:?}\njournal:\n{}\nconsole:\n{}",
+                journal.stdout,
+                vm.console()
+            );
+        }
+        took.push(format!(
+            "{} {:.1} s",
+            step.split_whitespace().next().unwrap(),
+            started.elapsed().as_secs_f64()
+        ));
+    }
     eprintln!(
-        "vm source: datadir moved onto LV {ORIGIN} in {:.1} s",
-        started.elapsed().as_secs_f64()
+        "vm source: datadir moved onto LV {ORIGIN} ({})",
+        took.join(", ")
     );
 }
 
