@@ -1,7 +1,8 @@
 #!/bin/sh
 # Builds the Debian 12 guest image the VM tests boot: one ext4 root filesystem (no partition
-# table) made with debootstrap from the machine's own Debian mirror, holding MariaDB, qemu-ga and
-# systemd, plus the kernel and initrd copied out of it for direct boot.
+# table) made with debootstrap from the machine's own Debian mirror, holding MariaDB, qemu-ga,
+# systemd and lvm2 (the LVM test puts the datadir on an LV of a second disk: this machine's kernel
+# has no device-mapper, the guest's has), plus the kernel and initrd copied out of it for direct boot.
 #
 #   tests/vm/build-guest.sh MIRROR OUTDIR
 #
@@ -57,7 +58,7 @@ mount -t proc proc "$mnt/proc"
 mount -t sysfs sysfs "$mnt/sys"
 DEBIAN_FRONTEND=noninteractive chroot "$mnt" apt-get -o Acquire::Check-Valid-Until=false \
 	install -y --no-install-recommends \
-	linux-image-cloud-amd64 initramfs-tools mariadb-server mariadb-client qemu-guest-agent
+	linux-image-cloud-amd64 initramfs-tools mariadb-server mariadb-client qemu-guest-agent lvm2
 chroot "$mnt" apt-get clean
 rm -f "$mnt/usr/sbin/policy-rc.d"
 
@@ -102,7 +103,7 @@ EOF
 
 cp "$mnt/boot/vmlinuz-"* "$OUT/vmlinuz"
 cp "$mnt/boot/initrd.img-"* "$OUT/initrd.img"
-chroot "$mnt" dpkg-query -W linux-image-cloud-amd64 mariadb-server qemu-guest-agent systemd \
+chroot "$mnt" dpkg-query -W linux-image-cloud-amd64 mariadb-server qemu-guest-agent systemd lvm2 \
 	>"$OUT/versions.txt"
 
 umount "$mnt/dev" "$mnt/proc" "$mnt/sys"

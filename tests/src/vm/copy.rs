@@ -91,7 +91,8 @@ pub fn read_offline(copy: &Path, scratch: &Path) -> Offline {
     offline
 }
 
-fn compare_offline(offline: &Offline) -> Vec<String> {
+/// What an info file and the binlog end beside it disagree on (see the module header).
+pub fn compare_offline(offline: &Offline) -> Vec<String> {
     let mut found = Vec::new();
     let (file, size, gtid) = match &offline.binlog_end {
         Ok(end) => end.clone(),
@@ -132,7 +133,8 @@ fn compare_offline(offline: &Offline) -> Vec<String> {
     found
 }
 
-fn compare_live(offline: &Offline, live: &LiveRows) -> Vec<String> {
+/// Whether the copy's last GTID is what the live server showed under the lock.
+pub fn compare_live(offline: &Offline, live: &LiveRows) -> Vec<String> {
     let mut found = Vec::new();
     if let Ok((file, size, gtid)) = &offline.binlog_end {
         if *gtid != live.gtid_binlog_pos {
@@ -172,7 +174,6 @@ impl Copies {
 /// Boots the copy as a VM of its own (no network), waits for MariaDB and checks its tables and
 /// row counts.
 fn boot_and_check(source: &Copies, taken: &Taken) -> Vec<String> {
-    let mut found = Vec::new();
     let started = Instant::now();
     let mut vm = Vm::boot("copy", source.image, &taken.copy, false);
     wait_for_mariadb(&mut vm, Duration::from_secs(300));
@@ -187,10 +188,18 @@ fn boot_and_check(source: &Copies, taken: &Taken) -> Vec<String> {
         started.elapsed().as_secs_f64(),
         recovery.trim()
     );
-    let tables = vm.must(
-        "mariadb -N -B -e \"SELECT TABLE_NAME, ENGINE FROM information_schema.TABLES \
-         WHERE TABLE_SCHEMA = 'snap' ORDER BY TABLE_NAME\"",
-    );
+    check_tables_and_rows(&mut vm, "mariadb", taken.live.as_ref())
+}
+
+/// What is wrong with the load's tables on a copy's server in `vm`, reached with the client
+/// command `client` (`mariadb`, plus say `--socket=…` for a second server): the MyISAM tables
+/// must be there, CHECK TABLE must find every table OK, and the row counts must equal `live`'s.
+pub fn check_tables_and_rows(vm: &mut Vm, client: &str, live: Option<&LiveRows>) -> Vec<String> {
+    let mut found = Vec::new();
+    let tables = vm.must(&format!(
+        "{client} -N -B -e \"SELECT TABLE_NAME, ENGINE FROM information_schema.TABLES \
+         WHERE TABLE_SCHEMA = 'snap' ORDER BY TABLE_NAME\""
+    ));
     let myisam: Vec<&str> = tables
         .lines()
         .filter_map(|l| l.split_once('\t'))
@@ -202,7 +211,7 @@ fn boot_and_check(source: &Copies, taken: &Taken) -> Vec<String> {
     }
     for table in tables.lines().filter_map(|l| l.split('\t').next()) {
         let check = vm.sh(
-            &format!("mariadb -N -B -e 'CHECK TABLE snap.`{table}`'"),
+            &format!("{client} -N -B -e 'CHECK TABLE snap.`{table}`'"),
             Duration::from_secs(120),
         );
         let rows: Vec<Vec<&str>> = check
@@ -221,15 +230,22 @@ fn boot_and_check(source: &Copies, taken: &Taken) -> Vec<String> {
             ));
         }
     }
-    if let Some(live) = &taken.live {
-        let counts = vm.must(
-            "mariadb -N -B -e 'SELECT (SELECT COUNT(*) FROM snap.inno), (SELECT COUNT(*) FROM snap.my_log)'",
+    if let Some(live) = live {
+        // A table marked crashed cannot be counted: a discrepancy too, not a panic.
+        let counted = vm.sh(
+            &format!(
+                "{client} -N -B -e 'SELECT (SELECT COUNT(*) FROM snap.inno), (SELECT COUNT(*) FROM snap.my_log)'"
+            ),
+            Duration::from_secs(120),
         );
-        let counts: Vec<u64> = counts
+        let counts: Vec<u64> = counted
+            .stdout
             .split_whitespace()
             .filter_map(|n| n.parse().ok())
             .collect();
-        if counts != [live.innodb, live.myisam] {
+        if !counted.success() {
+            found.push(format!("counting the copy's rows failed: {counted}"));
+        } else if counts != [live.innodb, live.myisam] {
             found.push(format!(
                 "the copy has {counts:?} rows in snap.inno and snap.my_log, the live server showed [{}, {}] while frozen",
                 live.innodb, live.myisam
@@ -254,7 +270,7 @@ fn binlog_end(datadir: &Path) -> Result<(String, u64, String), String> {
 }
 
 /// The last `GTID d-s-n` event in `mariadb-binlog` output, else its `Gtid list [...]`.
-fn last_gtid(text: &str) -> Option<String> {
+pub fn last_gtid(text: &str) -> Option<String> {
     // `#261202  5:56:03 server id 1  end_log_pos 658 CRC32 0x1a2b3c4d \tGTID 0-1-3 trans`
     let event = text
         .lines()

@@ -56,6 +56,20 @@ impl SourceGuest {
     /// qemu-ga with `hook` and the tool with `settings` (lines for `[mysql-snapshot]`; empty:
     /// zero-config), creates the load's tables and starts the load.
     pub fn start(hook: AgentHook, settings: &str) -> SourceGuest {
+        SourceGuest::start_with(hook, settings, &[], |_| {})
+    }
+
+    /// `start`, with raw disks of `(serial, MiB)` beside the root one (sparse files in the
+    /// guest's directory; see `Vm::boot_with_disks`), and `prepare` run in the guest once the
+    /// package is installed and configured and MariaDB has finished starting (a stop while its
+    /// start job runs can hang), before the load's tables are made (say, to move the datadir onto
+    /// one of those disks; MariaDB must answer again when it returns).
+    pub fn start_with(
+        hook: AgentHook,
+        settings: &str,
+        disks: &[(&str, u64)],
+        prepare: impl FnOnce(&mut Vm),
+    ) -> SourceGuest {
         crate::heavy(); // a TCG guest runs alone, then takes the machine's VM slot (see `gate`)
         let slot = Slot::take();
         let started = Instant::now();
@@ -64,7 +78,19 @@ impl SourceGuest {
         let dir = TempDir::new("vm-source");
         let disk = dir.path().join("source.qcow2");
         overlay(&image.disk, &disk);
-        let mut vm = Vm::boot("source", image, &disk, true);
+        let extra: Vec<(&str, std::path::PathBuf)> = disks
+            .iter()
+            .map(|(serial, mib)| {
+                let path = dir.path().join(format!("{serial}.raw"));
+                std::fs::File::create(&path)
+                    .and_then(|f| f.set_len(mib << 20))
+                    .unwrap_or_else(|e| panic!("cannot make {}: {e}", path.display()));
+                (*serial, path)
+            })
+            .collect();
+        let extra: Vec<(&str, &std::path::Path)> =
+            extra.iter().map(|(s, p)| (*s, p.as_path())).collect();
+        let mut vm = Vm::boot_with_disks("source", image, &disk, &extra, true);
         let port = vm.port.expect("a source VM has the forwarded port");
 
         vm.write_file("/root/mysql-snapshot.deb", &deb);
@@ -81,6 +107,7 @@ impl SourceGuest {
             configure_agent_hook(&mut vm);
         }
         wait_for_mariadb(&mut vm, Duration::from_secs(120));
+        prepare(&mut vm);
         vm.must(&format!(
             "mariadb -e \"CREATE USER '{TEST_USER}'@'%' IDENTIFIED BY '{TEST_PASSWORD}'; \
              GRANT ALL ON *.* TO '{TEST_USER}'@'%'\""

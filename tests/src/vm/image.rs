@@ -1,12 +1,14 @@
 //! The guest image every VM test boots: built once by `tests/vm/build-guest.sh` (debootstrap of
 //! Debian 12 with MariaDB and qemu-ga) and cached under the chroots' cache directory, keyed by the
 //! script's own text so that a changed script means a fresh build. One builder at a time across
-//! every test binary (a file lock); an image that some QEMU still uses is never deleted.
+//! every test binary (a file lock); an image that some QEMU still uses is never deleted, and
+//! neither is one of another key used in the last `KEEP_UNUSED` (checkouts of different branches
+//! share the cache: each deleting the other's image would rebuild it on every run).
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::matrix::{self, cache_root};
 
@@ -14,6 +16,10 @@ use crate::matrix::{self, cache_root};
 const LAYOUT: &str = "v1";
 /// debootstrap and apt-get fetch about 150 MiB; the whole build took about a minute here.
 const BUILD_LIMIT: Duration = Duration::from_secs(900);
+/// How long an image of another key is kept after its last use (about 1 GiB each).
+const KEEP_UNUSED: Duration = Duration::from_secs(2 * 24 * 3600);
+/// In an image's directory: touched each time a test process first uses it.
+const USED: &str = ".used";
 
 /// A built guest: a qcow2 of its root filesystem and the kernel and initrd to boot it directly.
 #[derive(Debug, Clone)]
@@ -37,6 +43,17 @@ pub fn guest_image() -> Result<&'static GuestImage, String> {
 }
 
 fn ensure() -> Result<GuestImage, String> {
+    let image = ensure_built()?;
+    if let Some(dir) = image.disk.parent() {
+        let used = dir.join(USED);
+        File::create(&used)
+            .and_then(|f| f.set_modified(SystemTime::now()))
+            .map_err(|e| format!("cannot touch {}: {e}", used.display()))?;
+    }
+    Ok(image)
+}
+
+fn ensure_built() -> Result<GuestImage, String> {
     let text =
         fs::read(script()).map_err(|e| format!("cannot read {}: {e}", script().display()))?;
     let name = format!("guest-bookworm-{LAYOUT}-{:016x}", fnv1a(&text));
@@ -109,7 +126,15 @@ fn complete(dir: &Path) -> Option<GuestImage> {
     })
 }
 
-/// Images of other keys, and builds that were interrupted, unless a process still uses them.
+/// When the image in `dir` was last used (its build's end if it never was), if it is complete.
+fn last_used(dir: &Path) -> Option<SystemTime> {
+    [USED, ".complete"]
+        .iter()
+        .find_map(|name| fs::metadata(dir.join(name)).ok()?.modified().ok())
+}
+
+/// Images of other keys unused for `KEEP_UNUSED`, and builds that were interrupted, unless a
+/// process still uses them.
 fn remove_stale_images(root: &Path, keep: &str) -> Result<(), String> {
     let entries = fs::read_dir(root).map_err(|e| format!("cannot list {}: {e}", root.display()))?;
     for path in entries.filter_map(|e| Some(e.ok()?.path())) {
@@ -118,6 +143,12 @@ fn remove_stale_images(root: &Path, keep: &str) -> Result<(), String> {
         };
         let ours = name.starts_with("guest-") || name.starts_with(".guest-");
         if !ours || name == keep || !path.is_dir() {
+            continue;
+        }
+        let recent = last_used(&path)
+            .and_then(|at| at.elapsed().ok())
+            .is_some_and(|age| age < KEEP_UNUSED);
+        if recent {
             continue;
         }
         match matrix::process_using(&path) {

@@ -68,6 +68,19 @@ impl Vm {
     /// Boots `image`'s kernel on `disk` (a qcow2 the caller owns: an overlay of the image, or a
     /// copy) and waits until the guest agent answers. `network` gives it the loopback forward.
     pub fn boot(name: &str, image: &GuestImage, disk: &Path, network: bool) -> Vm {
+        Vm::boot_with_disks(name, image, disk, &[], network)
+    }
+
+    /// `boot`, with `extra` disks after the root one: raw files the caller owns, each a
+    /// virtio-blk device whose serial is its `(serial, path)` pair's first half (in the guest,
+    /// `/dev/disk/by-id/virtio-SERIAL`).
+    pub fn boot_with_disks(
+        name: &str,
+        image: &GuestImage,
+        disk: &Path,
+        extra: &[(&str, &Path)],
+        network: bool,
+    ) -> Vm {
         let dir = TempDir::new(&format!("vm-{name}"));
         let qga = dir.path().join("qga.sock");
         let qmp = dir.path().join("qmp.sock");
@@ -93,7 +106,19 @@ impl Vm {
                 "file={},if=none,id=d0,format=qcow2,cache=none,aio=threads",
                 disk.display()
             ))
-            .args(["-device", "virtio-blk-pci,drive=d0"])
+            .args(["-device", "virtio-blk-pci,drive=d0"]);
+        for (i, (serial, path)) in extra.iter().enumerate() {
+            let id = format!("x{i}");
+            command
+                .arg("-drive")
+                .arg(format!(
+                    "file={},if=none,id={id},format=raw,cache=none,aio=threads",
+                    path.display()
+                ))
+                .arg("-device")
+                .arg(format!("virtio-blk-pci,drive={id},serial={serial}"));
+        }
+        command
             .args(["-device", "virtio-serial"])
             .arg("-chardev")
             .arg(format!(
@@ -169,8 +194,35 @@ impl Vm {
     /// No request waits longer than `limit` for its answer (one sent to an agent that is going
     /// away gets none).
     pub fn try_exec(&mut self, argv: &[&str], limit: Duration) -> Result<Exec, String> {
-        let (path, args) = argv.split_first().expect("a program to run");
         let answer_limit = limit.min(Duration::from_secs(30));
+        let pid = self.try_spawn(argv, answer_limit)?;
+        let end = Instant::now() + limit;
+        loop {
+            if let Some(done) = self.try_exited(&pid, answer_limit)? {
+                return Ok(done);
+            }
+            if Instant::now() >= end {
+                return Err(format!("did not end within {limit:?}"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts `argv` in the guest through the agent without waiting for it: its guest PID, for
+    /// `exited`. The agent answers other requests meanwhile.
+    pub fn spawn(&mut self, argv: &[&str]) -> Value {
+        self.try_spawn(argv, Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("{}: {argv:?}: {e}", self.name))
+    }
+
+    /// What a command started by `spawn` did, or `None` while it runs.
+    pub fn exited(&mut self, pid: &Value) -> Option<Exec> {
+        self.try_exited(pid, Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("{}: guest PID {pid}: {e}", self.name))
+    }
+
+    fn try_spawn(&mut self, argv: &[&str], answer_limit: Duration) -> Result<Value, String> {
+        let (path, args) = argv.split_first().expect("a program to run");
         let started = self
             .agent
             .execute(
@@ -179,29 +231,23 @@ impl Vm {
                 answer_limit,
             )
             .map_err(|e| format!("guest-exec: {e}"))?;
-        let pid = started["pid"].clone();
-        let end = Instant::now() + limit;
-        loop {
-            let status = self
-                .agent
-                .execute(
-                    "guest-exec-status",
-                    Some(json!({ "pid": pid })),
-                    answer_limit,
-                )
-                .map_err(|e| format!("guest-exec-status: {e}"))?;
-            if status["exited"] == json!(true) {
-                return Ok(Exec {
-                    code: status["exitcode"].as_i64(),
-                    stdout: output_of(&status, "out-data"),
-                    stderr: output_of(&status, "err-data"),
-                });
-            }
-            if Instant::now() >= end {
-                return Err(format!("did not end within {limit:?}"));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        Ok(started["pid"].clone())
+    }
+
+    fn try_exited(&mut self, pid: &Value, answer_limit: Duration) -> Result<Option<Exec>, String> {
+        let status = self
+            .agent
+            .execute(
+                "guest-exec-status",
+                Some(json!({ "pid": pid })),
+                answer_limit,
+            )
+            .map_err(|e| format!("guest-exec-status: {e}"))?;
+        Ok((status["exited"] == json!(true)).then(|| Exec {
+            code: status["exitcode"].as_i64(),
+            stdout: output_of(&status, "out-data"),
+            stderr: output_of(&status, "err-data"),
+        }))
     }
 
     /// `sh -c script` in the guest.

@@ -8,6 +8,7 @@ pub mod channel;
 pub mod copy;
 pub mod guest;
 pub mod image;
+pub mod lvm;
 pub mod machine;
 pub mod proxmox;
 

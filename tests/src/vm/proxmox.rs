@@ -243,7 +243,7 @@ impl SourceGuest {
 
 /// The live server's row counts and GTID position, read on `conn` by a thread that is abandoned past
 /// `LIVE_READ_LIMIT`; if it does not answer, what `watcher` sees in the processlist is printed.
-fn read_live(mut conn: mysql::Conn, watcher: mysql::Conn) -> Option<LiveRows> {
+pub fn read_live(mut conn: mysql::Conn, watcher: mysql::Conn) -> Option<LiveRows> {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let mut read = || -> Result<LiveRows, String> {
