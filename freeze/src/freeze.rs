@@ -773,7 +773,7 @@ impl Freeze {
                 }
             }
         }
-        log::info!("event=aborted stopped the locker (PID {pid}); no lock remains");
+        log::info!("event=locker-stopped the locker (PID {pid}) was stopped on a failed freeze; no lock remains");
     }
 }
 

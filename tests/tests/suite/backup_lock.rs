@@ -310,7 +310,7 @@ fn ftwrl_waits_for_the_same_long_select_until_snapshot_timeout_refuses_it() {
         return;
     };
     let _select = long_select(&server, 120);
-    let sandbox = Sandbox::new(
+    let mut sandbox = Sandbox::new(
         &server,
         "lock-mode = ftwrl\nlong-query-threshold = 1\nsnapshot-timeout = 4",
     );
@@ -328,6 +328,12 @@ fn ftwrl_waits_for_the_same_long_select_until_snapshot_timeout_refuses_it() {
         text(&out)
     );
     assert_nothing_left(&server, &sandbox, LIMIT);
+    // An ordinary refusal is no abort: `event=aborted` is kept for a freeze stopped by a signal.
+    let log = sandbox.log();
+    assert!(
+        log.contains("event=locker-stopped") && !log.contains("event=aborted"),
+        "{log}"
+    );
 }
 
 #[test]
