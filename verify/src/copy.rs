@@ -12,6 +12,8 @@ use common::{Error, Result};
 
 /// The info file's name, and where the packages put it (relative to the root of the copy).
 const INFO_NAME: &str = "snapshot-info.json";
+/// The info file's name in a datadir (the local-snapshot recipes' `info-file`).
+const DATADIR_INFO_NAME: &str = "mysql-snapshot-info.json";
 const PACKAGED_INFO_DIR: &str = "var/lib/mysql-snapshot";
 /// Where a datadir usually is, relative to the root of a copy of `/`.
 const PACKAGED_DATADIR: &str = "var/lib/mysql";
@@ -195,6 +197,8 @@ fn find_info_file(path: &Path, given: Option<&Path>) -> Result<(Option<PathBuf>,
     }
     let mut candidates = vec![
         path.join(INFO_NAME),
+        // A local snapshot's datadir: docs/local-snapshots.md puts the info file in it.
+        path.join(DATADIR_INFO_NAME),
         path.join(PACKAGED_INFO_DIR).join(INFO_NAME),
     ];
     // PATH is a datadir /var/lib/mysql: the packaged info file is its sibling.
@@ -415,5 +419,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("outside the datadir"), "{err}");
+    }
+
+    #[test]
+    fn the_info_file_a_local_snapshot_recipe_puts_in_the_datadir_is_found() {
+        let dir = std::env::temp_dir().join(format!("mss-verify-find-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (found, _) = find_info_file(&dir, None).unwrap();
+        assert_eq!(found, None);
+        std::fs::write(dir.join(DATADIR_INFO_NAME), "{}").unwrap();
+        let (found, _) = find_info_file(&dir, None).unwrap();
+        assert_eq!(found, Some(dir.join(DATADIR_INFO_NAME)));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
