@@ -494,7 +494,7 @@ write_config_template() {
 # snapshot-timeout = 600       # seconds freeze may take in all before it gives up
 # long-query-threshold = 10    # seconds; a statement running longer means "not a quiet moment"
 # ignore-commands = Sleep,Daemon,Binlog Dump,Binlog Dump GTID,Connect,Delayed insert
-# lock-mode = auto             # auto, ftwrl, backup-stage or backup-lock (MySQL 8.0+, docs/consistency.md)
+# lock-mode = auto             # auto (backup-stage on MariaDB, backup-lock on MySQL 8.0.14+ where it can, else ftwrl), ftwrl, backup-stage or backup-lock (docs/consistency.md)
 # lock-wait-timeout = 2        # seconds; server-side cap on one lock attempt
 # pre-flush = on               # FLUSH NO_WRITE_TO_BINLOG TABLES before FLUSH TABLES WITH READ LOCK
 # kill-long-queries = off      # off, select or all: statements a lock attempt may KILL QUERY
