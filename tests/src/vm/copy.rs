@@ -49,10 +49,9 @@ impl Copies {
     }
 }
 
-/// Converts the copy to raw, mounts it untouched and reads the info file and the binlog's end.
-pub fn read_offline(copy: &Path, scratch: &Path) -> Offline {
-    let raw = scratch.join("offline.raw");
-    let started = Instant::now();
+/// The copy converted to a raw image at `raw`: what a loop device reads (a DBA restoring an
+/// exported qcow2 converts it the same way). The qcow2 itself is only read.
+pub fn to_raw(copy: &Path, raw: &Path) {
     qemu_img(&[
         "convert",
         "-O",
@@ -60,6 +59,13 @@ pub fn read_offline(copy: &Path, scratch: &Path) -> Offline {
         copy.to_str().unwrap(),
         raw.to_str().unwrap(),
     ]);
+}
+
+/// Converts the copy to raw, mounts it untouched and reads the info file and the binlog's end.
+pub fn read_offline(copy: &Path, scratch: &Path) -> Offline {
+    let raw = scratch.join("offline.raw");
+    let started = Instant::now();
+    to_raw(copy, &raw);
     let offline = {
         let mount = LoopMount::attach_untouched(&raw, &scratch.join("offline-mnt"));
         let root = &mount.mountpoint;

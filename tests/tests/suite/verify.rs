@@ -15,15 +15,15 @@ use harness::{bin, signal, text, wait_until, write_private, TempDir};
 use serde_json::Value;
 
 /// What one run of verify said.
-struct Verdict {
-    code: Option<i32>,
-    report: Value,
-    took: Duration,
-    output: String,
+pub(crate) struct Verdict {
+    pub(crate) code: Option<i32>,
+    pub(crate) report: Value,
+    pub(crate) took: Duration,
+    pub(crate) output: String,
 }
 
 /// A work directory for verify that the server's unprivileged account may search.
-fn work_dir() -> TempDir {
+pub(crate) fn work_dir() -> TempDir {
     use std::os::unix::fs::PermissionsExt;
     let work = TempDir::new("verify-work");
     std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
@@ -37,7 +37,7 @@ fn verify(rig: &Rig, path: &Path, work: &Path) -> Verdict {
 }
 
 /// `command` (verify, with the test's own options) run with `--json --work-dir WORK PATH`.
-fn verify_with(mut command: Command, path: &Path, work: &Path) -> Verdict {
+pub(crate) fn verify_with(mut command: Command, path: &Path, work: &Path) -> Verdict {
     let started = Instant::now();
     let out = command
         .arg("--json")
@@ -64,7 +64,7 @@ fn verify_with(mut command: Command, path: &Path, work: &Path) -> Verdict {
     }
 }
 
-fn report_line(report: &Value) -> String {
+pub(crate) fn report_line(report: &Value) -> String {
     format!(
         "{} {}",
         report["verdict"].as_str().unwrap_or("-"),
@@ -120,6 +120,35 @@ impl Copy {
     }
 }
 
+/// A MariaDB copy under the load verified consistent (exit 0): the copy's binlog end and GTID
+/// position checked equal to its info file's exact record, the load's MyISAM tables checked, the
+/// server used named.
+pub(crate) fn assert_consistent_at_its_info_files_coordinates(verdict: &Verdict) {
+    let report = &verdict.report;
+    assert_eq!(verdict.code, Some(0), "{}", verdict.output);
+    assert_eq!(report["verdict"], "consistent", "{report:#}");
+    let checked = report["checked"].to_string();
+    assert!(
+        checked.contains("the copy's binlog ends at") && checked.contains("(exact): equal to it"),
+        "the binlog end must be checked equal: {checked}"
+    );
+    assert!(
+        checked.contains("@@GLOBAL.gtid_binlog_pos") && checked.contains(": equal"),
+        "the GTID position must be checked equal: {checked}"
+    );
+    assert!(
+        report["tables_checked"].as_u64().unwrap_or(0) >= 3,
+        "the load's MyISAM tables are checked: {report:#}"
+    );
+    assert!(
+        report["server"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("mariadbd"),
+        "it says which server it used: {report:#}"
+    );
+}
+
 /// Every file below `root` with its size, mode, owner, mtime and content hash, sorted.
 fn fingerprint(root: &Path) -> String {
     let out = Command::new("sh")
@@ -153,28 +182,7 @@ fn a_copy_made_under_the_lock_verifies_consistent_with_the_statements_that_make_
     copy.rig.assert_writes_resume();
     let verdict = copy.verify();
     let report = &verdict.report;
-    assert_eq!(verdict.code, Some(0), "{}", verdict.output);
-    assert_eq!(report["verdict"], "consistent", "{report:#}");
-    let checked = report["checked"].to_string();
-    assert!(
-        checked.contains("the copy's binlog ends at") && checked.contains("(exact): equal to it"),
-        "the binlog end must be checked equal: {checked}"
-    );
-    assert!(
-        checked.contains("@@GLOBAL.gtid_binlog_pos") && checked.contains(": equal"),
-        "the GTID position must be checked equal: {checked}"
-    );
-    assert!(
-        report["tables_checked"].as_u64().unwrap_or(0) >= 3,
-        "the load's MyISAM tables are checked: {report:#}"
-    );
-    assert!(
-        report["server"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("mariadbd"),
-        "it says which server it used: {report:#}"
-    );
+    assert_consistent_at_its_info_files_coordinates(&verdict);
     let seed = report["seed_replica_sql"]["binlog_position"][0]
         .as_str()
         .unwrap_or_default();
@@ -386,7 +394,7 @@ fn bare_datadir(dir: &Path, under: &str) -> (std::path::PathBuf, std::path::Path
 }
 
 /// A config that keeps verify's log and metrics inside `dir`.
-fn private_config(dir: &Path) -> std::path::PathBuf {
+pub(crate) fn private_config(dir: &Path) -> std::path::PathBuf {
     let config = dir.join("mysql-snapshot.cnf");
     write_private(
         &config,
