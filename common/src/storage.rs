@@ -270,6 +270,13 @@ fn resolve<'a>(path: &Path, mounts: &'a [Mount]) -> Option<(&'a Mount, PathBuf)>
     Some((mount, resolved))
 }
 
+/// The mounted filesystem holding `path` on this machine (reads `/proc/self/mountinfo`).
+pub fn mount_of(path: &Path) -> Option<Mount> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let mounts = parse_mountinfo(&text);
+    resolve(path, &mounts).map(|(mount, _)| mount.clone())
+}
+
 /// How often the syncs are looked at while they run.
 const SYNC_POLL: Duration = Duration::from_millis(1);
 
@@ -329,6 +336,8 @@ pub struct Mount {
     pub fstype: String,
     /// The mount source: a device path, a server:share, or a name like `tmpfs`.
     pub source: String,
+    /// The filesystem's own options (the last field: `ro,norecovery`, say).
+    pub options: String,
 }
 
 /// The mounts listed in `text` (the format of `/proc/self/mountinfo`); malformed lines are
@@ -346,11 +355,13 @@ fn parse_mountinfo_line(line: &str) -> Option<Mount> {
     let mut rest = right.split(' ');
     let fstype = rest.next()?.to_string();
     let source = unescape(rest.next().unwrap_or(""));
+    let options = rest.next().unwrap_or("").to_string();
     Some(Mount {
         device_number: (major.parse().ok()?, minor.parse().ok()?),
         mount_point: PathBuf::from(mount_point),
         fstype,
         source,
+        options,
     })
 }
 
@@ -611,6 +622,7 @@ mod tests {
         assert_eq!(mounts[2].fstype, "xfs");
         assert_eq!(mounts[3].mount_point, PathBuf::from("/mnt/my disk"));
         assert_eq!(mounts[3].source, "server:/export");
+        assert_eq!(mounts[1].options, "rw,size=1000k");
         assert!(parse_mountinfo("garbage\n\n1 2 3").is_empty());
     }
 

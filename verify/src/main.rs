@@ -4,6 +4,7 @@
 mod boot;
 mod checks;
 mod copy;
+mod journal;
 mod layer;
 mod report;
 mod verify;

@@ -15,6 +15,7 @@ use common::{cli, info_file, Config, Error, Result};
 use crate::boot::{self, Booted, Plan};
 use crate::checks::{self, Findings};
 use crate::copy::Copy;
+use crate::journal;
 use crate::layer::{self, Kind, Layer};
 use crate::report::{Report, Verdict};
 
@@ -125,6 +126,12 @@ fn run(args: Args) -> Result<ExitCode> {
 /// Finds, boots and checks the copy at `path`; the report and its verdict.
 fn verify(args: &Args, path: &Path, started: Instant) -> Result<(Report, Verdict)> {
     let copy = Copy::locate(path, args.info_file.as_deref(), args.datadir.as_deref())?;
+    if let Some(why) = journal::unreplayed(&copy.datadir) {
+        return Err(Error::Unverifiable {
+            problem: why,
+            fix: "Mount the copy so that its journal is replayed (read-write, on a copy of the image or a snapshot of it: never the only copy), then verify it again".into(),
+        });
+    }
     let (binary, choice) = boot::choose(
         args.server.as_deref(),
         copy.server_version().as_deref(),

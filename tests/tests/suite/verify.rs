@@ -118,6 +118,18 @@ impl Copy {
     fn verify(&self) -> Verdict {
         verify(&self.rig, &self.mount.mountpoint, self.work.path())
     }
+
+    /// verify's text report (no `--json`), as a person reads it.
+    fn verify_for_a_person(&self) -> std::process::Output {
+        self.rig
+            .sandbox
+            .command("verify")
+            .arg("--work-dir")
+            .arg(self.work.path())
+            .arg(&self.mount.mountpoint)
+            .output()
+            .unwrap()
+    }
 }
 
 /// A MariaDB copy under the load verified consistent (exit 0): the copy's binlog end and GTID
@@ -215,15 +227,7 @@ fn a_copy_made_under_the_lock_verifies_consistent_with_the_statements_that_make_
         "{prom}"
     );
     // The same verdict for a person: the steps and the statements, after the checks.
-    let out = copy
-        .rig
-        .sandbox
-        .command("verify")
-        .arg("--work-dir")
-        .arg(copy.work.path())
-        .arg(&copy.mount.mountpoint)
-        .output()
-        .unwrap();
+    let out = copy.verify_for_a_person();
     let said = String::from_utf8_lossy(&out.stdout);
     eprintln!("{said}");
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
@@ -265,6 +269,36 @@ fn a_copy_taken_after_the_release_is_crash_consistent_only_and_says_the_info_fil
         "no replica statements for a copy no lock covered: {report:#}"
     );
     eprintln!("{TEST}: crash-consistent, verified in {:?}", verdict.took);
+}
+
+/// A disk copied while its filesystem ran (no freeze at all), after a real snapshot left its held
+/// record and binlog in the journal's last checkpoint, mounted without journal recovery: what the
+/// mount shows may be that checkpoint's files over later data, so verify refuses to judge it
+/// (exit 1, naming the unreplayed journal and what to do) — never "consistent".
+#[test]
+fn a_copy_whose_journal_was_not_replayed_is_never_called_consistent() {
+    const TEST: &str = "a_copy_whose_journal_was_not_replayed_is_never_called_consistent";
+    if machine_cannot_loop_mount(TEST) {
+        return;
+    }
+    let mut rig = Rig::new(MARIADB, "lock-mode = ftwrl", Hook::Project);
+    let snapshot = rig.snapshot();
+    assert!(
+        matches!(snapshot, Snapshot::Taken { .. }),
+        "{}",
+        rig.diagnostics()
+    );
+    let image = rig.copy_while_running();
+    let copy = Copy::mount(rig, &image, Mount::Untouched);
+    let out = copy.verify_for_a_person();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let said = text(&out);
+    assert!(
+        said.contains("mounted without journal recovery (noload) and its journal holds changes not yet replayed")
+            && said.contains("Mount the copy so that its journal is replayed"),
+        "{said}"
+    );
+    assert!(!said.contains("CONSISTENT"), "{said}");
 }
 
 #[test]

@@ -794,8 +794,9 @@ fn verify_calls_the_exported_proxmox_copy_consistent_and_a_copy_taken_without_fr
         live.gtid_binlog_pos
     );
 
-    // Mounted as a restore mounts it: `ro,noload` of this copy can show the info file and the
-    // binlog's size as of the last freeze over data written since (seen: verify said consistent).
+    // Mounted as a restore mounts it: `ro,noload` of this copy could show the info file and the
+    // binlog's size as of the last freeze over data written since; verify refuses such a mount
+    // (verify::a_copy_whose_journal_was_not_replayed_is_never_called_consistent).
     let name = "without-freeze";
     let crash = verify_exported(&copies, &crash_copy, name, View::JournalReplayed);
     let report = &crash.report;
