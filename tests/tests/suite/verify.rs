@@ -9,9 +9,11 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use harness::faults::{wait_for_statement, Writer};
 use harness::guest_agent::{machine_cannot_loop_mount, Hook, Rig, Snapshot, MARIADB};
 use harness::loopfs::{install_datadir, install_flavour_datadir, LoopMount};
 use harness::{bin, signal, text, wait_until, write_private, TempDir};
+use mysql::prelude::Queryable;
 use serde_json::Value;
 
 /// What one run of verify said.
@@ -247,11 +249,18 @@ fn a_copy_taken_after_the_release_is_crash_consistent_only_and_says_the_info_fil
     if machine_cannot_loop_mount(TEST) {
         return;
     }
-    let mut rig = Rig::new(MARIADB, "lock-mode = ftwrl", Hook::Project);
+    let rig = Rig::new(MARIADB, "lock-mode = ftwrl", Hook::Project);
     let out = rig.sandbox.freeze();
     assert!(out.status.success(), "{}", text(&out));
     let out = rig.sandbox.thaw("thaw");
     assert!(out.status.success(), "{}", text(&out));
+    let verdict = crash_consistent_copy_of(rig, &["the info file says released", "thaw's request"]);
+    eprintln!("{TEST}: crash-consistent, verified in {:?}", verdict.took);
+}
+
+/// With no write in flight, the disk of `rig` copied (frozen, no lock) and verified: crash-consistent
+/// only (exit 3), its first reason saying each of `says`, no replica statements.
+fn crash_consistent_copy_of(mut rig: Rig, says: &[&str]) -> Verdict {
     // No write in flight when the disk is cut: the copy is sound, only no lock covered it.
     let _ = rig.load.stop();
     let image = rig.copy_without_hook();
@@ -261,13 +270,42 @@ fn a_copy_taken_after_the_release_is_crash_consistent_only_and_says_the_info_fil
     assert_eq!(report["verdict"], "crash-consistent", "{report:#}");
     let why = report["why"][0].as_str().unwrap_or_default();
     assert!(
-        why.contains("the info file says released") && why.contains("thaw's request"),
+        says.iter().all(|s| why.contains(s)),
         "the verdict gives the info file's reason: {report:#}"
     );
     assert!(
         report["seed_replica_sql"].is_null(),
         "no replica statements for a copy no lock covered: {report:#}"
     );
+    verdict
+}
+
+/// A copy taken after a refused freeze (FTWRL behind a 30 s MyISAM write, `snapshot-timeout = 3`)
+/// with no write in flight: it recovers and its tables check, but no lock covered it —
+/// crash-consistent only (exit 3), with the info file's reason.
+#[test]
+fn a_copy_taken_after_a_refused_freeze_is_crash_consistent_only_and_says_refused() {
+    const TEST: &str =
+        "a_copy_taken_after_a_refused_freeze_is_crash_consistent_only_and_says_refused";
+    if machine_cannot_loop_mount(TEST) {
+        return;
+    }
+    let rig = Rig::new(
+        MARIADB,
+        "lock-mode = ftwrl\nsnapshot-timeout = 3\nlong-query-threshold = 1",
+        Hook::Project,
+    );
+    const LONG: &str = "UPDATE snap.my SET v = v + 1 WHERE SLEEP(30) = 0";
+    let long = Writer::start(&rig.server, LONG);
+    wait_for_statement(&rig.server, "SLEEP(30)");
+    let out = rig.sandbox.freeze();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    for id in rig.server.statements_like("SLEEP(30)") {
+        let _ = rig.server.conn().query_drop(format!("KILL QUERY {id}"));
+    }
+    let _ = long.join_within(Duration::from_secs(10));
+    let verdict =
+        crash_consistent_copy_of(rig, &["the info file says refused", "snapshot-timeout"]);
     eprintln!("{TEST}: crash-consistent, verified in {:?}", verdict.took);
 }
 
