@@ -294,3 +294,68 @@ fn a_node_that_is_not_synced_is_refused_before_any_lock_and_check_says_so() {
         .expect("the write that waited on node 2 commits after the thaw");
     n2.assert_nothing_left(&sandbox, Duration::from_secs(10));
 }
+
+/// A copy of a Galera node's datadir made while freeze holds the lock verifies consistent, and
+/// its `grastate.dat` names the cluster the info file records; the same copy with another
+/// cluster's `grastate.dat` is never called consistent.
+#[test]
+fn a_copy_of_a_galera_node_made_under_the_lock_verifies_consistent_and_its_grastate_names_the_cluster(
+) {
+    let cluster = Cluster::start();
+    // Node 1: its datadir is owned alike throughout, as a real one is (node 2's directory belongs
+    // to rsync's account, its files to the server's).
+    let node = &cluster.node1;
+    let sandbox = Sandbox::new(node, "");
+    let out = sandbox.freeze();
+    assert!(out.status.success(), "freeze on node 1: {}", text(&out));
+    let uuid = node.cluster_uuid();
+    let work = harness::TempDir::new("galera-copy");
+    // The copy's server runs as the datadir's owner, who must reach it.
+    std::fs::set_permissions(
+        work.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let copy = work.path().join("data");
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(node.dir.path().join("data"))
+        .arg(&copy)
+        .output()
+        .unwrap();
+    assert!(copied.status.success(), "{}", text(&copied));
+    std::fs::copy(&sandbox.info_file, copy.join("snapshot-info.json")).unwrap();
+    assert_eq!(info(&sandbox)["galera"]["cluster_uuid"], uuid.as_str());
+    let out = sandbox.thaw("thaw");
+    assert!(out.status.success(), "{}", text(&out));
+    let scratch = crate::verify::work_dir();
+    let scratch = scratch.path();
+
+    let verdict = crate::verify::verify_with(sandbox.command("verify"), &copy, scratch);
+    let said = verdict.report.to_string();
+    assert_eq!(verdict.code, Some(0), "{}", verdict.output);
+    assert!(
+        said.contains(&format!("grastate.dat names the recorded cluster {uuid}")),
+        "{said}"
+    );
+
+    let grastate = copy.join("grastate.dat");
+    let other = std::fs::read_to_string(&grastate)
+        .unwrap()
+        .replace(&uuid, "00000000-0000-0000-0000-000000000001");
+    std::fs::write(&grastate, other).unwrap();
+    let verdict = crate::verify::verify_with(sandbox.command("verify"), &copy, scratch);
+    let (code, said) = (verdict.code, verdict.report.to_string());
+    assert_ne!(
+        code,
+        Some(0),
+        "another cluster's grastate.dat was called consistent: {said}"
+    );
+    assert!(
+        said.contains("grastate.dat names cluster 00000000-0000-0000-0000-000000000001"),
+        "{said}"
+    );
+    eprintln!(
+        "verified a node copy: consistent, then with another cluster's grastate.dat exit {code:?}"
+    );
+}
