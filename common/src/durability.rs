@@ -1,5 +1,6 @@
 //! Whether the server's settings make a snapshot safe to restore: the durability settings and
-//! non-transactional user tables, read before the lock and recorded in the info file.
+//! non-transactional user tables, read before the lock (the backup lock's tables under it) and
+//! recorded in the info file with when each was read.
 //!
 //! Owns the list of settings that matter, reading them (from rows the caller fetched, so the
 //! rules are testable on the exact result shapes), and one line per risky value saying what can
@@ -68,10 +69,34 @@ pub struct Durability {
     /// Why something could not be read.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// When the settings and the tables were read, against the lock (the replica's facts above
+    /// are always read under it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read: Option<WhenRead>,
     /// Every non-transactional user table whose rows live on disk (all but MEMORY and
     /// BLACKHOLE), for `lock-mode = backup-lock`'s precondition; not written anywhere.
     #[serde(skip)]
     pub crash_unsafe_tables: Vec<String>,
+}
+
+/// When a group of facts was read, against the lock the snapshot is taken under. A fact read
+/// before the lock can have been overtaken by a change made before the lock was taken (a table
+/// created or altered, a `SET GLOBAL`); one read under a lock that blocks DDL cannot (for tables).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReadAt {
+    BeforeTheLock,
+    UnderTheLock,
+}
+
+/// Where the info file's durability facts came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WhenRead {
+    /// The settings: always in the round trip before the lock.
+    pub settings: ReadAt,
+    /// The non-transactional tables; absent when they were not listed (see `notes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tables: Option<ReadAt>,
 }
 
 /// Engines whose rows never reach the disk: every restored copy has them empty, whatever the lock,
@@ -107,6 +132,10 @@ impl Durability {
             gtid_mode: get("gtid_mode"),
             relay_log_info_repository: get("relay_log_info_repository"),
             relay_log_recovery: get("relay_log_recovery"),
+            read: Some(WhenRead {
+                settings: ReadAt::BeforeTheLock,
+                tables: None,
+            }),
             ..Durability::default()
         }
     }
@@ -385,10 +414,24 @@ pub fn scan_tables(conn: &mut Conn, answers: &mut Answers, info: &ServerInfo) ->
 }
 
 impl Durability {
-    /// Records what [`scan_tables`] found.
-    pub fn apply(&mut self, scan: TablesScan) {
+    /// The tables were listed under a lock released since (the backup lock `auto` gave up):
+    /// for the lock taken next, before it.
+    pub fn listed_before_the_lock(&mut self) {
+        if let Some(WhenRead {
+            tables: Some(at), ..
+        }) = self.read.as_mut()
+        {
+            *at = ReadAt::BeforeTheLock;
+        }
+    }
+
+    /// Records what [`scan_tables`] found, and when (`at`) it listed the tables.
+    pub fn apply(&mut self, scan: TablesScan, at: ReadAt) {
         match scan {
             Ok(mut tables) => {
+                if let Some(read) = self.read.as_mut() {
+                    read.tables = Some(at);
+                }
                 if let Some(i) = tables
                     .iter()
                     .position(|t| t.starts_with("mysql.gtid_slave_pos "))
@@ -418,7 +461,10 @@ impl Durability {
 /// scans for non-transactional tables on the same connection.
 pub fn read(conn: &mut Conn, info: &ServerInfo, rows: &[(String, Option<String>)]) -> Durability {
     let mut durability = Durability::from_variables(rows);
-    durability.apply(scan_tables(conn, &mut Answers::default(), info));
+    durability.apply(
+        scan_tables(conn, &mut Answers::default(), info),
+        ReadAt::BeforeTheLock,
+    );
     durability
 }
 
@@ -512,7 +558,10 @@ mod tests {
             ("sync_binlog", "1"),
             ("innodb_doublewrite", "ON"),
         ]));
-        d.apply(Ok(tables.iter().map(|t| t.to_string()).collect()));
+        d.apply(
+            Ok(tables.iter().map(|t| t.to_string()).collect()),
+            ReadAt::UnderTheLock,
+        );
         d
     }
 
@@ -566,7 +615,10 @@ mod tests {
             ("innodb_flush_log_at_trx_commit", "1"),
             ("innodb_doublewrite", "ON"),
         ]));
-        unscanned.apply(Err("the query was stopped after 2 s".into()));
+        unscanned.apply(
+            Err("the query was stopped after 2 s".into()),
+            ReadAt::UnderTheLock,
+        );
         let refusals = unscanned.backup_lock_refusals();
         assert_eq!(refusals.len(), 1, "{refusals:?}");
         assert!(refusals[0].contains("could not be listed (the query was stopped after 2 s)"));

@@ -88,7 +88,8 @@ pub struct InfoFile {
     /// Where the server's files live, and (with `sync-filesystems`) what was synced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<StorageSection>,
-    /// The durability settings and non-transactional tables, read before the lock.
+    /// The durability settings and non-transactional tables, and when each was read
+    /// (`durability.read`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub durability: Option<crate::durability::Durability>,
     /// On a Galera node: the cluster, and the node's exact position while locked.

@@ -189,22 +189,53 @@ impl LockMode {
     /// lock statement that fails. A server-side timeout is `Ok(Attempt::TimedOut)`; the connection
     /// then holds nothing. Once acquired, `then`'s answers (a read that failed is not among them:
     /// asked for, it goes to the server again on its own).
+    ///
+    /// `before_blocking`, when given, runs after the statements that block no commit (the
+    /// pre-flush; `BACKUP STAGE` up to `BLOCK_DDL`) and before the one that does, which then
+    /// goes in a round trip of its own: what the caller still waits for overlaps the lock's own
+    /// preparation, and no writer waits for it.
     pub fn acquire(
         self,
         conn: &mut Conn,
         pre_flush: bool,
         then: &[String],
+        before_blocking: Option<&mut dyn FnMut(&mut Conn)>,
     ) -> Result<(Attempt, Answers)> {
         let statements = self.acquire_statements(pre_flush);
-        let batch: Vec<String> = statements
-            .iter()
-            .map(|s| s.to_string())
-            .chain(then.iter().cloned())
-            .collect();
-        let (answers, failed) = Answers::fetch(conn, &batch);
-        let Some(Failed { index, error }) = failed.filter(|f| f.index < statements.len()) else {
-            return Ok((Attempt::Acquired, answers));
+        let blocking = statements.len() - 1;
+        let (first, failed) = match before_blocking {
+            None => (0, None),
+            Some(wait) => {
+                let preparing: Vec<String> = statements[..blocking]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect();
+                let (_, failed) = Answers::fetch(conn, &preparing);
+                if failed.is_none() {
+                    wait(conn);
+                }
+                (blocking, failed)
+            }
         };
+        let failed = match failed {
+            Some(failed) => failed,
+            None => {
+                let batch: Vec<String> = statements[first..]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .chain(then.iter().cloned())
+                    .collect();
+                let (answers, failed) = Answers::fetch(conn, &batch);
+                match failed.filter(|f| first + f.index < statements.len()) {
+                    None => return Ok((Attempt::Acquired, answers)),
+                    Some(Failed { index, error }) => Failed {
+                        index: first + index,
+                        error,
+                    },
+                }
+            }
+        };
+        let Failed { index, error } = failed;
         let statement = statements[index];
         // Whatever happened, leave nothing behind on this connection.
         let _ = conn.query_drop(self.release_statement());

@@ -312,7 +312,7 @@ fn lock_rehearsal(config: &Config, mode: LockMode, session: &mut server::Session
     }
     let started = Instant::now();
     let attempt = mode
-        .acquire(&mut session.conn, config.pre_flush, &[])
+        .acquire(&mut session.conn, config.pre_flush, &[], None)
         .map(|(attempt, _)| attempt);
     let locked_ms = started.elapsed().as_secs_f64() * 1000.0;
     match attempt {

@@ -224,6 +224,26 @@ fn log_choice(choice: &Choice) {
     );
 }
 
+/// The tables scan on a connection of its own: `None` when that connection could not be had.
+type ScanAside = std::thread::JoinHandle<Option<durability::TablesScan>>;
+
+/// Waits for the scan aside and records what it found in `durability` (it began before the lock:
+/// DDL could still change the tables until the lock blocks it). Without its connection, the scan
+/// runs on `conn` now.
+fn join_scan(
+    scan: ScanAside,
+    conn: &mut mysql::Conn,
+    info: &server::ServerInfo,
+    durability: &mut durability::Durability,
+) {
+    let scan = scan
+        .join()
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| durability::scan_tables(conn, &mut Answers::default(), info));
+    durability.apply(scan, durability::ReadAt::BeforeTheLock);
+}
+
 /// Starts the scan for non-transactional tables (the slowest read before the lock: milliseconds
 /// on MySQL's data dictionary, tens of them under load) on a connection of its own, so that it
 /// overlaps the locker's checks and quiet-moment wait instead of adding to them. `None` from the
@@ -233,7 +253,7 @@ fn scan_tables_aside(
     client: &common::config::Client,
     info: &server::ServerInfo,
     read_timeout: Duration,
-) -> std::thread::JoinHandle<Option<durability::TablesScan>> {
+) -> ScanAside {
     let (client, info) = (client.clone(), info.clone());
     std::thread::spawn(move || {
         // The locker's connection has read who the server is: the handshake is enough here.
@@ -403,7 +423,7 @@ struct Prepared {
     around: Surroundings,
     to_sync: Option<Vec<storage::Filesystem>>,
     /// The tables scan running aside; `None` for the backup lock, which lists them under the lock.
-    tables: Option<std::thread::JoinHandle<Option<durability::TablesScan>>>,
+    tables: Option<ScanAside>,
 }
 
 /// What `get_ready` leaves for the lock: `Prepared`'s, with the info file's writer running and
@@ -416,6 +436,9 @@ struct Ready {
     writer: InfoWriter,
     /// When freeze claimed the run: the snapshot's id in the info file.
     started_at_ms: u64,
+    /// The tables scan still running aside (`Prepared`'s), joined by the lock at the last moment
+    /// before commits block.
+    tables: Option<ScanAside>,
 }
 
 /// A lock held: its connection, its mode, since when.
@@ -639,14 +662,13 @@ impl Locker {
     }
 
     /// After `go`, before the lock: opens the info file (an unwritable directory fails before any
-    /// lock), makes a replica safe, waits for a quiet moment, applies the tables scan (the backup
-    /// lock's runs under it) and records `waiting`. `None` when told to stop meanwhile
+    /// lock), makes a replica safe, waits for a quiet moment and records `waiting`. `None` when told to stop meanwhile
     /// (recorded).
     fn get_ready(&mut self, prepared: Prepared) -> Result<Option<Ready>> {
         let Prepared {
             mut session,
             choice,
-            mut around,
+            around,
             to_sync,
             tables,
         } = prepared;
@@ -669,16 +691,7 @@ impl Locker {
             );
             return Ok(None);
         }
-        let stopped = self.wait_for_quiet_moment(choice.mode, &mut session)?;
-        // The scan aside has had the privilege check, the surroundings and the quiet moment to
-        // run in; it is capped on the server side. Without it (no second connection, say), here.
-        if let Some(tables) = tables {
-            let scan = tables.join().ok().flatten().unwrap_or_else(|| {
-                durability::scan_tables(&mut session.conn, &mut Answers::default(), &session.info)
-            });
-            around.durability.apply(scan);
-        }
-        if let Some(stop) = stopped {
+        if let Some(stop) = self.wait_for_quiet_moment(choice.mode, &mut session)? {
             self.stopped(&stop, "while waiting for a quiet moment");
             return Ok(None);
         }
@@ -701,6 +714,7 @@ impl Locker {
             to_sync,
             writer,
             started_at_ms,
+            tables,
         }))
     }
 
@@ -742,6 +756,7 @@ impl Locker {
             to_sync,
             mut writer,
             started_at_ms,
+            mut tables,
         } = ready;
         // With rotate-binlog the coordinates' reads follow the rotation instead: it changes what
         // they read.
@@ -759,8 +774,33 @@ impl Locker {
             if mode == LockMode::BackupLock {
                 batched.push(durability::tables_statement(&session.info));
             }
-            let (attempt, mut answers) =
-                mode.acquire(&mut session.conn, self.config.pre_flush, &batched)?;
+            // The other modes' scan only informs the info file: it has had the checks, the
+            // surroundings and the quiet moment to run in, and what is left of it overlaps the
+            // lock's preparation (the pre-flush, BACKUP STAGE up to BLOCK_DDL). No writer waits
+            // for it; the info file lists the tables every time.
+            let running = tables.as_ref().is_some_and(|scan| !scan.is_finished());
+            let info = &session.info;
+            let durability = &mut around.durability;
+            let mut join = |conn: &mut mysql::Conn| {
+                if let Some(scan) = tables.take() {
+                    join_scan(scan, conn, info, durability);
+                }
+            };
+            let (attempt, mut answers) = mode.acquire(
+                &mut session.conn,
+                self.config.pre_flush,
+                &batched,
+                running.then_some(&mut join as &mut dyn FnMut(&mut mysql::Conn)),
+            )?;
+            // Finished before the lock was sent: no wait.
+            if let Some(scan) = tables.take() {
+                join_scan(
+                    scan,
+                    &mut session.conn,
+                    &session.info,
+                    &mut around.durability,
+                );
+            }
             if let Attempt::TimedOut { statement, message } = attempt {
                 let reason = self.timed_out(&mut session, statement, &message, attempt_started);
                 self.record_end(End::TimedOut, Reason::Other(reason));
@@ -772,7 +812,9 @@ impl Locker {
             }
             // DDL is blocked: no table can appear or change engine while this scan runs.
             let scan = durability::scan_tables(&mut session.conn, &mut answers, &session.info);
-            around.durability.apply(scan);
+            around
+                .durability
+                .apply(scan, durability::ReadAt::UnderTheLock);
             let refusals = around.durability.table_refusals();
             if refusals.is_empty() {
                 log_choice(&choice);
@@ -783,6 +825,7 @@ impl Locker {
                 );
             }
             mode.release(&mut session.conn)?;
+            around.durability.listed_before_the_lock();
             choice = choice.settle(refusals)?;
             log_choice(&choice);
             // The fallback waits for what holds it up, as any attempt does.

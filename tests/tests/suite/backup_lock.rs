@@ -151,6 +151,12 @@ fn auto_takes_the_backup_lock_on_a_durable_all_innodb_mysql_never_waits_for_a_lo
     assert_eq!(info["lock"]["requested"], "auto", "{info:#}");
     assert_eq!(info["binlog"]["exact"], false, "{info:#}");
     assert_eq!(info["gtid"]["exact"], false, "{info:#}");
+    // Its precondition on the tables is read where DDL cannot change it, and the file says so.
+    assert_eq!(
+        info["durability"]["read"],
+        serde_json::json!({"settings": "before-the-lock", "tables": "under-the-lock"}),
+        "{info:#}"
+    );
     assert!(info["binlog"]["position"].as_u64().is_some(), "{info:#}");
     assert!(
         info["gtid"]["executed"]
@@ -250,6 +256,15 @@ fn auto_falls_back_to_ftwrl_when_the_tables_listed_under_the_backup_lock_include
     );
     assert_eq!(info["binlog"]["exact"], true, "{info:#}");
     assert_eq!(info["gtid"]["exact"], true, "{info:#}");
+    // Listed under the backup lock, which was released before FTWRL: before this lock.
+    assert_eq!(
+        info["durability"]["read"]["tables"], "before-the-lock",
+        "{info:#}"
+    );
+    assert_eq!(
+        info["durability"]["non_transactional_tables"][0], "snap.legacy MyISAM",
+        "{info:#}"
+    );
     let log = thaw_cleanly(&server, &mut sandbox);
     assert!(
         log.contains("event=lock-mode mode=ftwrl requested=auto reason=\"the backup lock is ruled out: 1 non-transactional user table(s) (snap.legacy MyISAM)"),

@@ -66,3 +66,53 @@ fn a_batch_runs_in_order_and_nothing_after_the_first_failure() {
     answers.query_drop(&mut conn, &after).unwrap();
     assert_eq!(user_variable(&mut conn, "after"), Some(1));
 }
+
+/// What the locker still waits for before a lock (the tables scan, in the modes where it only
+/// informs the info file) runs after the lock's statements that block no commit and before the
+/// one that does: writers flow while it runs, and are blocked once `acquire` returns.
+#[test]
+fn what_the_lock_waits_for_runs_after_the_statements_that_block_no_commit_and_before_the_one_that_does(
+) {
+    use common::lock::{Attempt, LockMode};
+    let server = Server::start();
+    let mut probe = server.conn();
+    for (mode, pre_flush, before) in [
+        (LockMode::BackupStage, false, "BACKUP STAGE BLOCK_DDL"),
+        (LockMode::Ftwrl, true, "FLUSH NO_WRITE_TO_BINLOG TABLES"),
+        (LockMode::Ftwrl, false, "nothing"),
+    ] {
+        let mut conn = server.conn();
+        let mut ran = 0;
+        let mut wait = |lock: &mut mysql::Conn| {
+            ran += 1;
+            assert!(
+                !server.writes_blocked_on(&mut probe),
+                "{mode:?}: a commit waited while the lock's caller did, after {before}"
+            );
+            // The wait may use the lock's connection: it is between two statements.
+            let one: Option<u8> = lock.query_first("SELECT 1").unwrap();
+            assert_eq!(one, Some(1));
+        };
+        let (attempt, mut answers) = mode
+            .acquire(
+                &mut conn,
+                pre_flush,
+                &["SELECT 2".to_string()],
+                Some(&mut wait),
+            )
+            .unwrap();
+        assert!(
+            matches!(attempt, Attempt::Acquired),
+            "{mode:?}: {attempt:?}"
+        );
+        assert_eq!(ran, 1, "{mode:?}: the wait runs once");
+        let two: Option<u8> = answers.query_first(&mut conn, "SELECT 2").unwrap();
+        assert_eq!(two, Some(2), "the reads still travel with the lock");
+        assert!(
+            server.writes_blocked(),
+            "{mode:?}: writes must be blocked once acquire returns"
+        );
+        mode.release(&mut conn).unwrap();
+        assert!(!server.writes_blocked(), "{mode:?}: released");
+    }
+}

@@ -68,6 +68,42 @@ fn the_info_file_maps_every_server_path_to_its_filesystem_and_records_the_durabi
     assert_eq!(durability["non_transactional_count"], 1, "{durability:#}");
     assert_eq!(durability["non_transactional_tables"][0], "snap.my MyISAM");
     assert!(recorded.get("galera").is_none());
+    assert_eq!(recorded["lock"]["mode"], "backup-stage", "{recorded:#}");
+    assert_tables_listed_before_the_lock(durability);
+}
+
+/// The tables of a mode where they only inform the info file (BACKUP STAGE, FTWRL) are listed by a
+/// scan that runs beside the checks and is joined at the last moment before commits block: every
+/// info file still lists them, and says they were read before the lock.
+fn assert_tables_listed_before_the_lock(durability: &Value) {
+    assert_eq!(durability["non_transactional_count"], 1, "{durability:#}");
+    assert_eq!(
+        durability["read"],
+        serde_json::json!({"settings": "before-the-lock", "tables": "before-the-lock"}),
+        "{durability:#}"
+    );
+}
+
+#[test]
+fn ftwrl_with_and_without_the_pre_flush_lists_the_tables_in_every_info_file_and_says_they_were_read_before_the_lock(
+) {
+    let server = Server::start();
+    for pre_flush in ["on", "off"] {
+        let sandbox = Sandbox::new(
+            &server,
+            &format!("lock-mode = ftwrl\npre-flush = {pre_flush}\n"),
+        );
+        for _ in 0..3 {
+            freeze_and_thaw(&server, &sandbox);
+            let recorded = info(&sandbox);
+            assert_eq!(recorded["lock"]["mode"], "ftwrl", "{recorded:#}");
+            assert_eq!(
+                recorded["durability"]["non_transactional_tables"][0], "snap.my MyISAM",
+                "pre-flush = {pre_flush}: {recorded:#}"
+            );
+            assert_tables_listed_before_the_lock(&recorded["durability"]);
+        }
+    }
 }
 
 #[test]
