@@ -29,7 +29,7 @@ use crate::figures::Bench;
 use crate::flavour::Flavour;
 use crate::report::Report;
 
-const FIGURES: [&str; 13] = [
+const FIGURES: [&str; 14] = [
     "latency",
     "footprint",
     "release",
@@ -38,6 +38,7 @@ const FIGURES: [&str; 13] = [
     "scaling",
     "preflush",
     "profile",
+    "profile-load",
     "vm",
     "sync",
     "backup-lock",
@@ -55,7 +56,8 @@ struct Args {
     #[argh(option, default = "2")]
     warmup: usize,
     /// figures to run, comma-separated: latency (1), footprint (5), release (2), stall (3),
-    /// failed (4), scaling (6), preflush, profile, vm (stall and release in a TCG guest; once,
+    /// failed (4), scaling (6), preflush, profile, profile-load (the profile under sysbench),
+    /// vm (stall and release in a TCG guest; once,
     /// not per server), sync (freeze latency with sync-filesystems on), backup-lock (MySQL:
     /// backup-lock beside FTWRL with a long SELECT running), load (freeze and floor under
     /// sysbench oltp_read_write), many-tables (freeze and floor with 20,000 tables open)
@@ -232,6 +234,10 @@ fn run_flavour(
             Box::new(|b: &mut Bench| figures::backup_lock(b, t)),
         ),
         ("load", Box::new(|b: &mut Bench| oltp::under_load(b, t))),
+        (
+            "profile-load",
+            Box::new(|b: &mut Bench| oltp::profile_under_load(b, t)),
+        ),
         (
             "many-tables",
             Box::new(|b: &mut Bench| many_tables::many_tables(b, args.many_tables)),

@@ -283,22 +283,57 @@ pub(crate) fn under_load(b: &mut Bench, target: &dyn Target) -> Outcome {
     Ok(())
 }
 
+/// The profile (`crate::profile`) of every lock mode of the flavour while sysbench runs: where a
+/// freeze's milliseconds go under load, where the latency target is measured. On MySQL also the
+/// backup lock, on a server with MySQL's own durable defaults.
+pub(crate) fn profile_under_load(b: &mut Bench, target: &dyn Target) -> Outcome {
+    let label = ", under sysbench 16 threads";
+    let modes = b.flavour.modes();
+    traced_under_load(b, target, label, modes)?;
+    if b.flavour.is_mysql() {
+        let server = durable_mysql(b)?;
+        traced_under_load(b, server.as_ref(), label, &[Mode::BackupLock])?;
+    }
+    Ok(())
+}
+
+/// `modes`' profiles on `target`, each in a sysbench window of its own long enough for its runs.
+fn traced_under_load(b: &mut Bench, target: &dyn Target, label: &str, modes: &[Mode]) -> Outcome {
+    prepare(target)?;
+    for &mode in modes {
+        // A traced cycle takes well under a second; the window is cut short when it is done.
+        let seconds = 20 + 2 * (b.warmup + b.runs) as u64;
+        let load = Running::start(&target.socket(), seconds)?;
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        crate::profile::profile_modes(b, target, label, &[mode])?;
+        drop(load);
+    }
+    Ok(())
+}
+
+/// A server with MySQL's own durable defaults and no MyISAM user table (the harness's `snap.my`
+/// dropped): where `auto` takes the backup lock.
+fn durable_mysql(b: &Bench) -> Result<Box<dyn Target>, String> {
+    let defaults = [
+        "--innodb-flush-log-at-trx-commit=1".to_string(),
+        "--sync-binlog=1".to_string(),
+    ];
+    let server = b.flavour.start(&defaults)?;
+    server
+        .conn()
+        .query_drop("DROP TABLE snap.my")
+        .map_err(|e| format!("drop the harness's MyISAM table: {e}"))?;
+    Ok(server)
+}
+
 /// MySQL with its own defaults (`innodb_flush_log_at_trx_commit = 1`, `sync_binlog = 1`, no
 /// MyISAM user table: the harness's `snap.my` goes), where `lock-mode = auto` takes the backup
 /// lock: the product's default against the backup-lock floor, and FTWRL (the old default) for
 /// comparison; each window counts the snapshots over `SLOW` and what sysbench kept of its
 /// throughput.
 fn default_under_load(b: &mut Bench) -> Outcome {
-    let defaults = [
-        "--innodb-flush-log-at-trx-commit=1".to_string(),
-        "--sync-binlog=1".to_string(),
-    ];
-    let server = b.flavour.start(&defaults)?;
+    let server = durable_mysql(b)?;
     let target = server.as_ref();
-    target
-        .conn()
-        .query_drop("DROP TABLE snap.my")
-        .map_err(|e| format!("drop the harness's MyISAM table: {e}"))?;
     prepare(target)?;
     let control = window(b, target, Cycler::Nobody)?;
     let case = format!("{CASE}, MySQL's default settings");

@@ -190,7 +190,10 @@ fn milestones(
     let info = (0..freeze.events.len())
         .find(|&i| {
             let e = &freeze.events[i];
-            e.name == "write" && e.text.contains("taken_at") && e.at >= l_status
+            e.name == "write"
+                && e.text.contains("consistent")
+                && e.text.contains("held")
+                && e.at >= l_status
         })
         .ok_or_else(|| missing("info-file write"))?;
     let (l_info, writer) = (freeze.events[info].at, freeze.events[info].pid);
@@ -279,15 +282,26 @@ fn strace(trace: &Path, detached: bool, inner: &Command) -> Command {
     command
 }
 
-/// The profile: phase medians over traced runs, per lock mode.
+/// The profile: phase medians over traced runs, per lock mode of the flavour.
 pub(crate) fn profile(b: &mut Bench, target: &dyn Target, label: &str) -> Outcome {
+    let modes = b.flavour.modes();
+    profile_modes(b, target, label, modes)
+}
+
+/// The profile for each of `modes`.
+pub(crate) fn profile_modes(
+    b: &mut Bench,
+    target: &dyn Target,
+    label: &str,
+    modes: &[Mode],
+) -> Outcome {
     if !Path::new(STRACE).is_file() {
         b.report
             .note("profile skipped: strace is not installed (apt-get install -y strace)");
         return Ok(());
     }
     let socket = target.socket().to_string_lossy().into_owned();
-    for &mode in b.flavour.modes() {
+    for &mode in modes {
         let product = Product::new(&b.bin_dir, target, "");
         let mut phases: Vec<Samples> = vec![Samples::default(); FREEZE_PHASES.len()];
         let mut thaw_phases: Vec<Samples> = vec![Samples::default(); THAW_PHASES.len()];
