@@ -457,11 +457,13 @@ impl StoppedSql {
 impl Locker {
     /// The locker for `mode`: freeze's two pipes taken over, signals and freeze's orders
     /// listened to, the state file opened (read only until `go`).
-    fn new(config: Config, mode: LockMode, sync: bool) -> std::result::Result<Locker, String> {
+    fn new(config: Config, mode: LockMode, sync: bool) -> Result<Locker> {
         let orders = common::process::inherited_fd(protocol::FREEZE_ORDERS_FD);
-        let (events, signals) = listen_for_signals(orders)
-            .map_err(|err| format!("cannot install signal handlers: {err}"))?;
-        let state = StateFile::open(&config.run_dir, false).map_err(|err| err.to_string())?;
+        let (events, signals) = listen_for_signals(orders).map_err(|source| Error::Setup {
+            what: "install signal handlers",
+            source,
+        })?;
+        let state = StateFile::open(&config.run_dir, false)?;
         Ok(Locker {
             notify: common::process::inherited_fd(protocol::LOCKER_REPORTS_FD),
             state,
