@@ -14,3 +14,6 @@ echo "soak/fuzz.sh: ${seconds}s per target, seed $seed"
 cargo build --workspace --locked
 FUZZ_SECONDS="$seconds" FUZZ_SEED="$seed" \
     cargo test --locked -p mysql-snapshot-common --test fuzz_optfile --test fuzz_state -- --nocapture
+# The binaries' targets live in the suite, which checks that the binaries are built and fresh.
+FUZZ_SECONDS="$seconds" FUZZ_SEED="$seed" \
+    cargo test --locked -p mysql-snapshot-tests --test suite -- fuzz_state:: --nocapture

@@ -84,6 +84,12 @@ pub enum Error {
         path: PathBuf,
         source: io::Error,
     },
+    /// Something the process itself needs could not be set up (`what`: e.g. `install signal
+    /// handlers`); the locker then exits 1 before it touches the server or the state file.
+    Setup {
+        what: &'static str,
+        source: io::Error,
+    },
     /// The server could not be reached or refused the login.
     Connect { target: String, message: String },
     /// A statement failed on the server.
@@ -194,6 +200,7 @@ impl fmt::Display for Error {
             Error::Io { what, path, source } => {
                 write!(f, "cannot {what} {}: {source}", path.display())
             }
+            Error::Setup { what, source } => write!(f, "cannot {what}: {source}"),
             Error::Connect { target, message } => write!(
                 f,
                 "cannot connect to the server at {target}: {message}. Check that the server is running and the [client] settings (socket, host, user, password) in the config"
@@ -232,7 +239,16 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {}
+/// The underlying error, where a variant keeps one: `Io` and `Setup` hold the `io::Error` (the
+/// server's and the driver's errors are kept as the text `describe` makes of them).
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. } | Error::Setup { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
 
 /// Why no lock is held for a freeze: it was never taken, or it was released before freeze could
 /// report it.
@@ -432,5 +448,38 @@ pub fn error_code(err: &mysql::Error) -> Option<u16> {
     match err {
         mysql::Error::MySqlError(e) => Some(e.code),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn an_io_error_keeps_the_underlying_io_error_as_its_source_and_its_display() {
+        let err = Error::io(
+            "read",
+            "/run/x",
+            io::Error::new(ErrorKind::PermissionDenied, "denied here"),
+        );
+        let source = err.source().and_then(|s| s.downcast_ref::<io::Error>());
+        assert_eq!(
+            source.map(io::Error::kind),
+            Some(ErrorKind::PermissionDenied)
+        );
+        assert_eq!(
+            source.map(ToString::to_string).as_deref(),
+            Some("denied here")
+        );
+        assert_eq!(err.to_string(), "cannot read /run/x: denied here");
+    }
+
+    #[test]
+    fn an_error_that_holds_only_text_has_no_source() {
+        let err = Error::Unreachable {
+            message: "gone".into(),
+        };
+        assert!(err.source().is_none());
     }
 }

@@ -77,15 +77,30 @@ fn install(sink: Sink) {
     }
 }
 
-/// Stops writing the log file (lines are kept in memory) until `resume_file` is called.
-pub fn defer_file() {
+/// Stops writing the log file (lines are kept in memory) until the returned guard is dropped,
+/// which writes the kept lines and writes new lines directly again. One deferral at a time: the
+/// locker holds the guard from just after the lock is taken until just after its release.
+pub fn defer_file() -> DeferredFile {
     if let Some(sink) = SINK.get() {
         sink.file_enabled.store(false, Ordering::SeqCst);
+    }
+    DeferredFile { _private: () }
+}
+
+/// The log file is deferred while this lives (see `defer_file`); dropping it resumes the file.
+#[must_use = "dropping the guard resumes the log file at once"]
+pub struct DeferredFile {
+    _private: (),
+}
+
+impl Drop for DeferredFile {
+    fn drop(&mut self) {
+        resume_file();
     }
 }
 
 /// Writes the kept lines to the log file and writes new lines directly again.
-pub fn resume_file() {
+fn resume_file() {
     if let Some(sink) = SINK.get() {
         sink.file_enabled.store(true, Ordering::SeqCst);
         let lines = std::mem::take(&mut *sink.deferred.lock().unwrap_or_else(|p| p.into_inner()));

@@ -2,6 +2,10 @@
 //! what to fix if not — connection, lock mode, privileges, writable directories, hypervisor agents
 //! and our hooks — then takes and releases the lock once and times it.
 //!
+//! Each line has a level (`crate::level`): `ok` only when there is nothing for the DBA to act on,
+//! `warn` when a freeze would work but the line describes something to act on, `FAIL` when a real
+//! freeze would fail. Only a `FAIL` makes `--check` exit non-zero.
+//!
 //! It holds the lock only for the rehearsal, on its own connection, capped like a real attempt,
 //! and never touches the state file or the info file.
 use std::path::{Path, PathBuf};
@@ -19,10 +23,12 @@ use common::Config;
 use mysql::prelude::Queryable;
 use serde_json::{json, Value};
 
+use crate::level::Level;
+
 /// One line of the report.
 struct Item {
     name: &'static str,
-    ok: bool,
+    level: Level,
     text: String,
 }
 
@@ -30,27 +36,52 @@ struct Item {
 /// `caller_does_not_freeze` is `--sync-filesystems`.
 pub(crate) fn run(config: &Config, as_json: bool, caller_does_not_freeze: bool) -> bool {
     let items = rehearse(config, caller_does_not_freeze);
-    let ok = items.iter().all(|i| i.ok);
-    let mut text = String::new();
+    let (text, ok) = render(&items, as_json, &config.path);
+    common::cli::out(&text);
+    ok
+}
+
+/// The report as text or JSON, and whether a freeze would work (no line is a `FAIL`; a `warn`
+/// does not fail it). JSON keeps each check's `ok` (false only for a `FAIL`) and adds its
+/// `level`, and the count of `warnings` beside the overall `ok`.
+fn render(items: &[Item], as_json: bool, config_path: &Path) -> (String, bool) {
+    let ok = items.iter().all(|i| i.level != Level::Fail);
+    let warnings = items.iter().filter(|i| i.level == Level::Warn).count();
     if as_json {
         let checks: Vec<Value> = items
             .iter()
-            .map(|i| json!({"check": i.name, "ok": i.ok, "detail": i.text}))
+            .map(|i| {
+                json!({
+                    "check": i.name,
+                    "ok": i.level != Level::Fail,
+                    "level": i.level.name(),
+                    "detail": i.text,
+                })
+            })
             .collect();
-        let doc = json!({"ok": ok, "config": config.path, "checks": checks});
-        text = serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n";
-    } else {
-        for item in &items {
-            let mark = if item.ok { "ok  " } else { "FAIL" };
-            text.push_str(&format!("{mark} {:<11} {}\n", item.name, item.text));
-        }
-        text.push_str(match ok {
-            true => "\nA real freeze would work.\n",
-            false => "\nA real freeze would FAIL: fix the lines marked FAIL.\n",
-        });
+        let doc = json!({"ok": ok, "warnings": warnings, "config": config_path, "checks": checks});
+        return (
+            serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n",
+            ok,
+        );
     }
-    common::cli::out(&text);
-    ok
+    let mut text = String::new();
+    for item in items {
+        text.push_str(&format!(
+            "{} {:<11} {}\n",
+            item.level.mark(),
+            item.name,
+            item.text
+        ));
+    }
+    text.push_str(match (ok, warnings) {
+        (false, _) => "\nA real freeze would FAIL: fix the lines marked FAIL.\n",
+        (true, 0) => "\nA real freeze would work.\n",
+        (true, _) => {
+            "\nA real freeze would work. Read the lines marked warn: each says what to act on.\n"
+        }
+    });
+    (text, ok)
 }
 
 /// The `backup-lock` line, on MySQL 8.0 and later when another mode is taken: a recommendation
@@ -69,7 +100,7 @@ fn backup_lock_item(
     if !refusals.is_empty() {
         return Some(Item {
             name,
-            ok: true,
+            level: Level::Ok,
             text: format!("not possible here: {}", refusals.join("; ")),
         });
     }
@@ -82,9 +113,10 @@ fn backup_lock_item(
             .filter(|b| b.id != session.info.connection_id)
             .filter(|b| mode.held_up_by(b.kind(), session.info.flavor) != common::lock::HeldUp::No)
             .collect();
+    // A recommendation is something to act on; the other answers are for the record.
     Some(Item {
         name,
-        ok: true,
+        level: Level::warn_if(!holding.is_empty()),
         text: match holding.first() {
             Some(longest) => format!(
                 "recommended: {} statement(s) running past long-query-threshold ({threshold} s) would hold {} off (longest: {longest}), and every precondition of lock-mode = backup-lock holds; it never waits for them. Its coordinates are a lower bound (docs/consistency.md: seeding a replica)",
@@ -102,14 +134,14 @@ fn lock_mode_item(choice: &Result<Choice, String>) -> Item {
     match choice {
         Ok(choice) if choice.mode == LockMode::BackupLock => item(
             "lock mode",
-            true,
+            Level::Ok,
             format!(
                 "{}; commits flow until the filesystems freeze: the copy is consistent by crash recovery and the info file's coordinates are a lower bound (\"exact\": false; the restored copy holds the exact ones)",
                 choice.describe()
             ),
         ),
-        Ok(choice) => item("lock mode", true, choice.describe()),
-        Err(err) => item("lock mode", false, err.clone()),
+        Ok(choice) => item("lock mode", Level::Ok, choice.describe()),
+        Err(err) => item("lock mode", Level::Fail, err.clone()),
     }
 }
 
@@ -122,13 +154,13 @@ fn rehearse(config: &Config, caller_does_not_freeze: bool) -> Vec<Item> {
         Err(err) => {
             // Logged as well: callers that map outcomes (the AWS document's 206) read the event.
             log::error!("event={} {err}", err.event());
-            items.push(item("server", false, err.to_string()));
+            items.push(item("server", Level::Fail, err.to_string()));
             return items;
         }
     };
     items.push(item(
         "server",
-        true,
+        Level::Ok,
         format!(
             "{} {} at {}",
             session.info.flavor.name(),
@@ -139,7 +171,7 @@ fn rehearse(config: &Config, caller_does_not_freeze: bool) -> Vec<Item> {
     let requested = match config.lock_mode.resolve(&session.info) {
         Ok(choice) => choice,
         Err(err) => {
-            items.push(item("lock mode", false, err.to_string()));
+            items.push(item("lock mode", Level::Fail, err.to_string()));
             return items;
         }
     };
@@ -167,7 +199,8 @@ fn rehearse(config: &Config, caller_does_not_freeze: bool) -> Vec<Item> {
     items.push(lock_mode_item(&choice));
     items.push(privileges);
     if let Some(note) = system_user_note(config, &mut session) {
-        items.push(item("kill", true, note));
+        // Not a failure (such statements are waited for), but a GRANT would let freeze kill them.
+        items.push(item("kill", Level::Warn, note));
     }
     items.extend(server_lines);
     match &around {
@@ -189,15 +222,15 @@ fn rehearse(config: &Config, caller_does_not_freeze: bool) -> Vec<Item> {
 }
 
 /// One line of the report.
-fn item(name: &'static str, ok: bool, text: String) -> Item {
-    Item { name, ok, text }
+fn item(name: &'static str, level: Level, text: String) -> Item {
+    Item { name, level, text }
 }
 
 /// The lines that need no server: the config, the directories, the agents present.
 fn host_items(config: &Config) -> Vec<Item> {
     let mut items = vec![item(
         "config",
-        true,
+        Level::Ok,
         if config.path.exists() {
             format!("{}", config.path.display())
         } else {
@@ -208,11 +241,11 @@ fn host_items(config: &Config) -> Vec<Item> {
     let info_dir = config.info_file.parent().unwrap_or(Path::new("/"));
     items.push(writable_dir("info-file", info_dir, false));
     if let Some(metrics) = &config.metrics_file {
-        // A FAIL here never fails a freeze: the metrics are never in its way.
+        // Never a FAIL: the metrics are never in a freeze's way; a warn, as they are lost.
         let dir = metrics.parent().unwrap_or(Path::new("/"));
         let mut line = writable_dir("metrics-file", dir, false);
-        if !line.ok {
-            line.ok = true;
+        if line.level == Level::Fail {
+            line.level = Level::Warn;
             line.text = format!(
                 "WARNING: {} (freeze and thaw still work; only the metrics are lost)",
                 line.text
@@ -224,7 +257,7 @@ fn host_items(config: &Config) -> Vec<Item> {
     items.extend(
         crate::clouds::report(Path::new("/"))
             .into_iter()
-            .map(|(name, text)| item(name, true, text)),
+            .map(|(name, level, text)| item(name, level, text)),
     );
     items
 }
@@ -251,17 +284,18 @@ fn privileges_item(
         Ok(report) => match report.error() {
             None => item(
                 "privileges",
-                true,
+                Level::Ok,
                 format!("{} has every privilege needed", report.account),
             ),
+            // Whether a role covers it cannot be told from here: the DBA must look.
             Some(err) if report.has_roles => item(
                 "privileges",
-                true,
+                Level::Warn,
                 format!("{err} (roles are granted to the account; they may cover it)"),
             ),
-            Some(err) => item("privileges", false, err.to_string()),
+            Some(err) => item("privileges", Level::Fail, err.to_string()),
         },
-        Err(err) => item("privileges", false, err.to_string()),
+        Err(err) => item("privileges", Level::Fail, err.to_string()),
     };
     (line, choice)
 }
@@ -308,7 +342,7 @@ fn lock_rehearsal(config: &Config, mode: LockMode, session: &mut server::Session
         session.info.flavor,
     );
     if let Err(e) = session.conn.query_drop(&setup) {
-        return item("rehearsal", false, server::describe(&e));
+        return item("rehearsal", Level::Fail, server::describe(&e));
     }
     let started = Instant::now();
     let attempt = mode
@@ -324,22 +358,22 @@ fn lock_rehearsal(config: &Config, mode: LockMode, session: &mut server::Session
             match (coords, released) {
                 (Ok(c), Ok(())) => item(
                     "rehearsal",
-                    true,
+                    Level::Ok,
                     format!(
                         "took the lock in {locked_ms:.1} ms, read the coordinates (binlog {}:{}), released after {held_ms:.1} ms",
                         c.binlog.file.as_deref().unwrap_or("off"),
                         c.binlog.position.map_or("-".into(), |p| p.to_string()),
                     ),
                 ),
-                (Err(err), _) | (_, Err(err)) => item("rehearsal", false, err.to_string()),
+                (Err(err), _) | (_, Err(err)) => item("rehearsal", Level::Fail, err.to_string()),
             }
         }
         Ok(Attempt::TimedOut { statement, message }) => item(
             "rehearsal",
-            false,
+            Level::Fail,
             format!("`{statement}` timed out after {locked_ms:.0} ms ({message}); a long statement is in the way right now"),
         ),
-        Err(err) => item("rehearsal", false, err.to_string()),
+        Err(err) => item("rehearsal", Level::Fail, err.to_string()),
     }
 }
 
@@ -354,13 +388,7 @@ fn replica_item(
     let running = replica_safe::running(replicas);
     let open = match common::durability::replica_open_temp_tables(conn) {
         Ok(open) => open.unwrap_or(0),
-        Err(err) => {
-            return Item {
-                name: "replica",
-                ok: false,
-                text: err.to_string(),
-            }
-        }
+        Err(err) => return item("replica", Level::Fail, err.to_string()),
     };
     let threads = format!(
         "{} replication connection(s), SQL thread running on {}",
@@ -371,18 +399,14 @@ fn replica_item(
             replica_safe::list(&running)
         }
     );
-    let (ok, what) = match (config.replica_safe, replica_safe::moment(open, &running)) {
-        (true, Moment::Stuck { open }) => (false, replica_safe::stuck_error(open).to_string()),
-        (true, Moment::Wait { open }) => (true, format!("{open} temporary table(s) open now: replica-safe = on waits until none is, then stops the SQL thread(s) for the lock")),
-        (true, Moment::Clear) => (true, "no temporary table open; replica-safe = on stops the SQL thread(s) for the lock and starts them at release".to_string()),
-        (false, Moment::Clear) => (true, "no temporary table open now (replica-safe = off)".to_string()),
-        (false, Moment::Wait { open } | Moment::Stuck { open }) => (true, format!("WARNING: {open} temporary table(s) open now: a replica cloned from a snapshot taken now would lack them. Set replica-safe = on, or binlog_format = ROW on the source")),
+    let (level, what) = match (config.replica_safe, replica_safe::moment(open, &running)) {
+        (true, Moment::Stuck { open }) => (Level::Fail, replica_safe::stuck_error(open).to_string()),
+        (true, Moment::Wait { open }) => (Level::Ok, format!("{open} temporary table(s) open now: replica-safe = on waits until none is, then stops the SQL thread(s) for the lock")),
+        (true, Moment::Clear) => (Level::Ok, "no temporary table open; replica-safe = on stops the SQL thread(s) for the lock and starts them at release".to_string()),
+        (false, Moment::Clear) => (Level::Ok, "no temporary table open now (replica-safe = off)".to_string()),
+        (false, Moment::Wait { open } | Moment::Stuck { open }) => (Level::Warn, format!("WARNING: {open} temporary table(s) open now: a replica cloned from a snapshot taken now would lack them. Set replica-safe = on, or binlog_format = ROW on the source")),
     };
-    Item {
-        name: "replica",
-        ok,
-        text: format!("{threads}; {what}"),
-    }
+    item("replica", level, format!("{threads}; {what}"))
 }
 
 /// The storage map's flags, each risky durability setting with its fix, and the Galera node's
@@ -390,23 +414,29 @@ fn replica_item(
 fn surroundings_items(around: std::result::Result<Surroundings, String>) -> Vec<Item> {
     let around = match around {
         Ok(around) => around,
-        Err(err) => return vec![item("storage", false, err)],
+        Err(err) => return vec![item("storage", Level::Fail, err)],
     };
     let mut items = storage_items(&around);
     let risks = around.durability.risks();
     if risks.is_empty() {
         items.push(item(
             "durability",
-            true,
+            Level::Ok,
             "innodb_flush_log_at_trx_commit, sync_binlog, innodb_doublewrite and the tables' engines make a restored copy safe".into(),
         ));
     }
+    // Every risk names its fix, and a note says what could not be read: each is a warn (the
+    // text keeps telling a hard warning from a note).
     for risk in risks {
         let mark = if risk.hard { "WARNING" } else { "note" };
-        items.push(item("durability", true, format!("{mark}: {}", risk.text)));
+        items.push(item(
+            "durability",
+            Level::Warn,
+            format!("{mark}: {}", risk.text),
+        ));
     }
     for note in &around.durability.notes {
-        items.push(item("durability", true, format!("note: {note}")));
+        items.push(item("durability", Level::Warn, format!("note: {note}")));
     }
     items.extend(cluster_items(around));
     items
@@ -419,7 +449,7 @@ fn storage_items(around: &Surroundings) -> Vec<Item> {
             .storage
             .flags
             .iter()
-            .map(|flag| item("storage", true, format!("WARNING: {flag}")))
+            .map(|flag| item("storage", Level::Warn, format!("WARNING: {flag}")))
             .collect();
     }
     let mut mounts: Vec<String> = around
@@ -432,7 +462,7 @@ fn storage_items(around: &Surroundings) -> Vec<Item> {
     mounts.dedup();
     vec![item(
         "storage",
-        true,
+        Level::Ok,
         format!(
             "{} server paths, on {}; nothing flagged",
             around.storage.paths.len(),
@@ -448,7 +478,7 @@ fn cluster_items(around: Surroundings) -> Vec<Item> {
         items.push(match member.check_queue() {
             Ok(()) => item(
                 "group-repl",
-                true,
+                Level::Ok,
                 format!(
                     "{} member ({}) of group {}; {} transactions in its applier queue. Snapshot a secondary: FTWRL blocks the member's applier",
                     member.member_role.as_deref().unwrap_or("a"),
@@ -457,14 +487,14 @@ fn cluster_items(around: Surroundings) -> Vec<Item> {
                     member.transactions_in_queue.map_or("?".into(), |q| q.to_string())
                 ),
             ),
-            Err(err) => item("group-repl", false, err.to_string()),
+            Err(err) => item("group-repl", Level::Fail, err.to_string()),
         });
     }
     if let Some(node) = around.galera {
         items.push(match node.check_synced() {
             Ok(()) => item(
                 "galera",
-                true,
+                Level::Ok,
                 format!(
                     "node {} of cluster {} ({} nodes), Synced; lock-mode auto uses backup-stage on MariaDB, which stalls the other nodes least",
                     node.node_name.as_deref().unwrap_or("?"),
@@ -472,7 +502,7 @@ fn cluster_items(around: Surroundings) -> Vec<Item> {
                     node.cluster_size.map_or("?".into(), |n| n.to_string())
                 ),
             ),
-            Err(err) => item("galera", false, err.to_string()),
+            Err(err) => item("galera", Level::Fail, err.to_string()),
         });
     }
     items
@@ -492,11 +522,8 @@ fn sync_rehearsal(
             SyncFilesystems::Off => "off (sync-filesystems = off)".to_string(),
             _ => "off for hooks whose platform freezes the filesystems (sync-filesystems = auto; the Google, Azure-without-fsfreeze and AWS hooks pass --sync-filesystems; rehearse theirs with --check --sync-filesystems)".to_string(),
         };
-        return Item {
-            name: "sync",
-            ok: !(caller_does_not_freeze && setting == SyncFilesystems::Off),
-            text,
-        };
+        let unsynced = caller_does_not_freeze && setting == SyncFilesystems::Off;
+        return item("sync", if unsynced { Level::Fail } else { Level::Ok }, text);
     }
     let found = around.as_ref().map_err(String::clone).and_then(|around| {
         around
@@ -519,22 +546,18 @@ fn sync_rehearsal(
                     )
                 })
                 .collect();
-            Item {
-                name: "sync",
-                ok: true,
-                text: format!(
+            item(
+                "sync",
+                Level::Ok,
+                format!(
                     "on (sync-filesystems = {}): a freeze syncs {} filesystem(s); synced now: {}",
                     setting.name(),
                     synced.len(),
                     each.join("; ")
                 ),
-            }
+            )
         }
-        Err(text) => Item {
-            name: "sync",
-            ok: false,
-            text,
-        },
+        Err(text) => item("sync", Level::Fail, text),
     }
 }
 
@@ -578,21 +601,17 @@ fn writable_dir(name: &'static str, dir: &Path, may_create: bool) -> Item {
         .map(|_| ());
     let _ = std::fs::remove_file(&probe);
     match result {
-        Ok(()) if dir.exists() => Item {
+        Ok(()) if dir.exists() => item(name, Level::Ok, format!("{} is writable", dir.display())),
+        Ok(()) => item(
             name,
-            ok: true,
-            text: format!("{} is writable", dir.display()),
-        },
-        Ok(()) => Item {
+            Level::Ok,
+            format!("{} will be created", dir.display()),
+        ),
+        Err(e) => item(
             name,
-            ok: true,
-            text: format!("{} will be created", dir.display()),
-        },
-        Err(e) => Item {
-            name,
-            ok: false,
-            text: format!("{} is not writable: {e}", dir.display()),
-        },
+            Level::Fail,
+            format!("{} is not writable: {e}", dir.display()),
+        ),
     }
 }
 
@@ -638,27 +657,83 @@ fn agents() -> Vec<Item> {
         ),
     ];
     for (name, agent, hooks) in agents {
-        let text = match (present(agent), present(hooks)) {
+        let (level, text) = match (present(agent), present(hooks)) {
             // What matters for qemu-ga is the hook it is configured to run.
             (Some(a), _) if name == "qemu-ga" => {
                 let dispatched = present(&hooks[..2]).is_some();
-                format!(
-                    "{a} present; {}",
-                    crate::qemu_ga::describe(crate::qemu_ga::effective().as_ref(), dispatched)
-                )
+                let (level, runs) =
+                    crate::qemu_ga::describe(crate::qemu_ga::effective().as_ref(), dispatched);
+                (level, format!("{a} present; {runs}"))
             }
-            (Some(a), Some(h)) => format!("{a} present; hook {h} installed"),
-            (Some(a), None) => {
-                format!("{a} present but no hook of ours: run install.sh (see README)")
-            }
-            (None, Some(h)) => format!("agent not found; hook {h} installed"),
-            (None, None) => "agent not found".to_string(),
+            (Some(a), Some(h)) => (Level::Ok, format!("{a} present; hook {h} installed")),
+            (Some(a), None) => (
+                Level::Warn,
+                format!("{a} present but no hook of ours: run install.sh (see README)"),
+            ),
+            (None, Some(h)) => (Level::Ok, format!("agent not found; hook {h} installed")),
+            (None, None) => (Level::Ok, "agent not found".to_string()),
         };
-        items.push(Item {
-            name,
-            ok: true,
-            text,
-        });
+        items.push(item(name, level, text));
     }
     items
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn report() -> Vec<Item> {
+        vec![
+            item("config", Level::Ok, "/etc/mysql-snapshot.cnf".into()),
+            item(
+                "qemu-ga",
+                Level::Warn,
+                "/usr/sbin/qemu-ga present; qemu-ga runs NO freeze hook".into(),
+            ),
+        ]
+    }
+
+    #[test]
+    fn a_warning_is_printed_as_warn_and_does_not_fail_the_check() {
+        let (text, ok) = render(&report(), false, Path::new("/x.cnf"));
+        assert!(ok, "a warning must not fail --check:\n{text}");
+        assert!(text.contains("ok   config      /etc/"), "{text}");
+        assert!(
+            text.contains("warn qemu-ga     /usr/sbin/qemu-ga present; qemu-ga runs NO"),
+            "{text}"
+        );
+        assert!(text.contains("A real freeze would work. Read the lines marked warn"));
+    }
+
+    #[test]
+    fn json_keeps_ok_per_check_and_adds_its_level_and_the_count_of_warnings() {
+        let (text, ok) = render(&report(), true, Path::new("/x.cnf"));
+        assert!(ok);
+        let doc: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(doc["ok"], true);
+        assert_eq!(doc["warnings"], 1);
+        assert_eq!(doc["config"], "/x.cnf");
+        let qemu = &doc["checks"][1];
+        assert_eq!(qemu["check"], "qemu-ga");
+        assert_eq!(qemu["ok"], true);
+        assert_eq!(qemu["level"], "warn");
+        assert_eq!(doc["checks"][0]["level"], "ok");
+    }
+
+    #[test]
+    fn a_fail_fails_the_check_in_text_and_json() {
+        let mut items = report();
+        items.push(item("server", Level::Fail, "cannot connect".into()));
+        let (text, ok) = render(&items, false, Path::new("/x.cnf"));
+        assert!(!ok);
+        assert!(text.contains("FAIL server      cannot connect"), "{text}");
+        assert!(text.contains("A real freeze would FAIL"), "{text}");
+        let (text, ok) = render(&items, true, Path::new("/x.cnf"));
+        assert!(!ok);
+        let doc: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(doc["ok"], false);
+        assert_eq!(doc["checks"][2]["ok"], false);
+        assert_eq!(doc["checks"][2]["level"], "fail");
+    }
 }

@@ -9,6 +9,8 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use crate::level::Level;
+
 /// The marker line every hook written by install.sh carries.
 const MARKER: &str = "# installed by mysql-snapshot install.sh";
 
@@ -35,13 +37,15 @@ const SSM_AGENTS: [&str; 3] = [
     "snap/amazon-ssm-agent/current/amazon-ssm-agent",
 ];
 
-/// One line per cloud agent: (name, text). An absent agent with none of our files is one short
-/// line; nothing here fails the check (the hypervisor agents' lines do not either).
-pub(crate) fn report(root: &Path) -> Vec<(&'static str, String)> {
+/// One line per cloud agent: (name, level, text). An absent agent with none of our files is one
+/// short `ok` line; an agent that would run no hook of ours (or one it would skip) is a `warn`;
+/// nothing here fails the check (the hypervisor agents' lines do not either).
+pub(crate) fn report(root: &Path) -> Vec<(&'static str, Level, String)> {
+    let line = |name, (level, text)| (name, level, text);
     vec![
-        ("google", google(root)),
-        ("azure", azure(root)),
-        ("aws-ssm", aws(root)),
+        line("google", google(root)),
+        line("azure", azure(root)),
+        line("aws-ssm", aws(root)),
     ]
 }
 
@@ -53,31 +57,50 @@ fn is_ours(path: &Path) -> bool {
     std::fs::read_to_string(path).is_ok_and(|t| t.lines().any(|l| l == MARKER))
 }
 
-fn google(root: &Path) -> String {
+fn google(root: &Path) -> (Level, String) {
     let agent = first_present(root, &GOOGLE_AGENTS);
     let pre = root.join(GOOGLE_PRE);
     let post = root.join(GOOGLE_POST);
-    let hooks = match (is_ours(&pre), is_ours(&post)) {
-        (true, true) => "hooks /etc/google/snapshots/pre.sh and post.sh installed",
-        (false, false) if !pre.exists() && !post.exists() => "",
-        _ => "WARNING: /etc/google/snapshots/pre.sh and post.sh are not both ours: a missing post.sh fails every snapshot; run install.sh --gcp",
+    let (hooks_level, hooks) = match (is_ours(&pre), is_ours(&post)) {
+        (true, true) => (Level::Ok, "hooks /etc/google/snapshots/pre.sh and post.sh installed"),
+        (false, false) if !pre.exists() && !post.exists() => (Level::Ok, ""),
+        _ => (Level::Warn, "WARNING: /etc/google/snapshots/pre.sh and post.sh are not both ours: a missing post.sh fails every snapshot; run install.sh --gcp"),
     };
-    let enabled = google_snapshots_enabled(root);
-    match (agent, hooks) {
-        (None, "") => "agent not found".into(),
-        (None, hooks) => format!("agent not found; {hooks}"),
-        (Some(a), "") => format!(
-            "{} present but no hook of ours: run install.sh --gcp (see README)",
-            shown(root, &a)
+    // With the agent there, our hooks run only if the agent runs scripts at all.
+    let ours = match (&agent, hooks) {
+        (Some(_), hooks) if !hooks.is_empty() && google_snapshots_enabled(root) => {
+            (hooks_level, format!("{hooks}; [Snapshots] enabled = true"))
+        }
+        (Some(_), hooks) if !hooks.is_empty() => (
+            Level::Warn,
+            format!("{hooks}; WARNING: [Snapshots] enabled is not true in /etc/default/instance_configs.cfg, so the agent runs no script and every snapshot is crash-consistent: set it and restart google-guest-agent"),
         ),
-        (Some(a), hooks) if enabled => format!(
-            "{} present; {hooks}; [Snapshots] enabled = true",
-            shown(root, &a)
+        (_, hooks) => (hooks_level, hooks.to_string()),
+    };
+    agent_line(
+        root,
+        agent,
+        ours,
+        "no hook of ours: run install.sh --gcp (see README)",
+    )
+}
+
+/// A cloud agent's line: `agent` where it was found, `ours` the level and text of what of ours is
+/// set up for it ("" when nothing is), `missing` what a present agent without it lacks (a warn).
+fn agent_line(
+    root: &Path,
+    agent: Option<PathBuf>,
+    (level, ours): (Level, String),
+    missing: &str,
+) -> (Level, String) {
+    match (agent, ours.as_str()) {
+        (None, "") => (Level::Ok, "agent not found".into()),
+        (None, ours) => (level, format!("agent not found; {ours}")),
+        (Some(a), "") => (
+            Level::Warn,
+            format!("{} present but {missing}", shown(root, &a)),
         ),
-        (Some(a), hooks) => format!(
-            "{} present; {hooks}; WARNING: [Snapshots] enabled is not true in /etc/default/instance_configs.cfg, so the agent runs no script and every snapshot is crash-consistent: set it and restart google-guest-agent",
-            shown(root, &a)
-        ),
+        (Some(a), ours) => (level, format!("{} present; {ours}", shown(root, &a))),
     }
 }
 
@@ -102,32 +125,32 @@ fn google_snapshots_enabled(root: &Path) -> bool {
     enabled
 }
 
-fn azure(root: &Path) -> String {
+fn azure(root: &Path) -> (Level, String) {
     let agent = first_present(root, &AZURE_AGENTS);
     let config_path = root.join(AZURE_CONFIG);
     let config = std::fs::read_to_string(&config_path).ok();
     let setup = match &config {
-        None => String::new(),
+        None => (Level::Ok, String::new()),
         Some(text) => azure_setup(root, &config_path, text),
     };
-    match (agent, setup.as_str()) {
-        (None, "") => "agent not found".into(),
-        (None, setup) => format!("agent not found; {setup}"),
-        (Some(a), "") => format!(
-            "{} present but no {} : run install.sh --azure (see README)",
-            shown(root, &a),
-            AZURE_CONFIG_SHOWN
-        ),
-        (Some(a), setup) => format!("{} present; {setup}", shown(root, &a)),
-    }
+    agent_line(
+        root,
+        agent,
+        setup,
+        &format!("no {AZURE_CONFIG_SHOWN} : run install.sh --azure (see README)"),
+    )
 }
 
 const AZURE_CONFIG_SHOWN: &str = "/etc/azure/VMSnapshotScriptPluginConfig.json";
 
-/// What the ScriptRunner config says, and whether the plugin would skip it or our scripts.
-fn azure_setup(root: &Path, path: &Path, text: &str) -> String {
+/// What the ScriptRunner config says, and whether the plugin would skip it or our scripts: `ok`
+/// only when it runs our scripts, would skip none of them, and gives no backup after a refusal.
+fn azure_setup(root: &Path, path: &Path, text: &str) -> (Level, String) {
     let Ok(doc) = serde_json::from_str::<serde_json::Value>(text) else {
-        return format!("WARNING: {AZURE_CONFIG_SHOWN} is not valid JSON: the plugin ignores it");
+        return (
+            Level::Warn,
+            format!("WARNING: {AZURE_CONFIG_SHOWN} is not valid JSON: the plugin ignores it"),
+        );
     };
     let mut problems = Vec::new();
     if let Some(why) = wrong_owner_or_mode(path) {
@@ -155,7 +178,8 @@ fn azure_setup(root: &Path, path: &Path, text: &str) -> String {
         2 => format!("ScriptRunner runs our scripts; {freeze}"),
         _ => format!("WARNING: {AZURE_CONFIG_SHOWN} does not point preScriptLocation and postScriptLocation at /etc/azure/mysql-snapshot-pre.sh and -post.sh"),
     };
-    if doc["continueBackupOnFailure"].as_bool() == Some(true) {
+    let continues = doc["continueBackupOnFailure"].as_bool() == Some(true);
+    if continues {
         text.push_str("; note: continueBackupOnFailure is true, so a refused lock still gives a (crash-consistent) backup");
     }
     if !problems.is_empty() {
@@ -164,7 +188,8 @@ fn azure_setup(root: &Path, path: &Path, text: &str) -> String {
             problems.join(", ")
         ));
     }
-    text
+    let level = Level::warn_if(ours.len() != 2 || continues || !problems.is_empty());
+    (level, text)
 }
 
 /// Why the Azure plugin would skip `path`: not root-owned, or group/other bits set.
@@ -180,14 +205,17 @@ fn wrong_owner_or_mode(path: &Path) -> Option<String> {
     }
 }
 
-fn aws(root: &Path) -> String {
-    match first_present(root, &SSM_AGENTS) {
+/// Always `ok`: what the agent runs is the SSM document registered in AWS, which cannot be read
+/// from here; the line says where it comes from.
+fn aws(root: &Path) -> (Level, String) {
+    let text = match first_present(root, &SSM_AGENTS) {
         Some(a) => format!(
             "{} present; DLM pre/post scripts run only the SSM document you register (packaging/aws/mysql-snapshot-ssm-document.yaml, see README), which calls the binaries in /usr/local/sbin",
             shown(root, &a)
         ),
         None => "agent not found".into(),
-    }
+    };
+    (Level::Ok, text)
 }
 
 /// `path` as it is on the machine (without the test root).
@@ -228,19 +256,20 @@ mod tests {
         }
     }
 
-    fn line(root: &Root, name: &str) -> String {
+    /// The level and text of the line for `name`.
+    fn entry(root: &Root, name: &str) -> (Level, String) {
         report(&root.0)
             .into_iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, t)| t)
+            .find(|(n, _, _)| *n == name)
+            .map(|(_, level, text)| (level, text))
             .expect("a line per agent")
     }
 
     #[test]
-    fn no_agent_and_no_hook_says_agent_not_found() {
+    fn no_agent_and_no_hook_says_agent_not_found_and_is_ok() {
         let root = Root::new("none");
         for name in ["google", "azure", "aws-ssm"] {
-            assert_eq!(line(&root, name), "agent not found");
+            assert_eq!(entry(&root, name), (Level::Ok, "agent not found".into()));
         }
     }
 
@@ -248,10 +277,13 @@ mod tests {
     fn google_hooks_without_snapshots_enabled_warn_that_no_script_runs() {
         let root = Root::new("google");
         root.write("usr/bin/google_guest_agent", "", 0o755);
-        assert!(line(&root, "google").contains("no hook of ours: run install.sh --gcp"));
+        let (level, text) = entry(&root, "google");
+        assert!(text.contains("no hook of ours: run install.sh --gcp"));
+        assert_eq!(level, Level::Warn, "{text}");
         root.write(GOOGLE_PRE, &format!("#!/bin/sh\n{MARKER}\n"), 0o700);
         root.write(GOOGLE_POST, &format!("#!/bin/sh\n{MARKER}\n"), 0o700);
-        let text = line(&root, "google");
+        let (level, text) = entry(&root, "google");
+        assert_eq!(level, Level::Warn, "{text}");
         assert!(text.contains("hooks /etc/google/snapshots/pre.sh and post.sh installed"));
         assert!(
             text.contains("WARNING: [Snapshots] enabled is not true"),
@@ -262,8 +294,9 @@ mod tests {
             "[Accounts]\nenabled = false\n[Snapshots]\nenabled = true\ntimeout_in_seconds = 60\n",
             0o644,
         );
-        let text = line(&root, "google");
+        let (level, text) = entry(&root, "google");
         assert!(text.ends_with("[Snapshots] enabled = true"), "{text}");
+        assert_eq!(level, Level::Ok, "{text}");
     }
 
     #[test]
@@ -286,7 +319,8 @@ mod tests {
                 "postScriptLocation": "/etc/azure/mysql-snapshot-post.sh", "fsFreezeEnabled": false}"#,
             0o600,
         );
-        let text = line(&root, "azure");
+        let (level, text) = entry(&root, "azure");
+        assert_eq!(level, Level::Warn, "a script the plugin skips: {text}");
         assert!(text.contains("ScriptRunner runs our scripts"), "{text}");
         assert!(text.contains("fsFreezeEnabled false"), "{text}");
         assert!(
@@ -294,13 +328,17 @@ mod tests {
             "{text}"
         );
         root.write(AZURE_CONFIG, "{not json", 0o600);
-        assert!(line(&root, "azure").contains("not valid JSON"));
+        let (level, text) = entry(&root, "azure");
+        assert!(text.contains("not valid JSON"));
+        assert_eq!(level, Level::Warn, "{text}");
     }
 
     #[test]
-    fn the_ssm_agent_is_named_with_where_the_document_comes_from() {
+    fn the_ssm_agent_is_named_with_where_the_document_comes_from_and_is_ok() {
         let root = Root::new("aws");
         root.write("usr/bin/amazon-ssm-agent", "", 0o755);
-        assert!(line(&root, "aws-ssm").contains("mysql-snapshot-ssm-document.yaml"));
+        let (level, text) = entry(&root, "aws-ssm");
+        assert!(text.contains("mysql-snapshot-ssm-document.yaml"));
+        assert_eq!(level, Level::Ok, "{text}");
     }
 }

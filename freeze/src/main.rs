@@ -4,6 +4,7 @@
 mod check;
 mod clouds;
 mod freeze;
+mod level;
 mod login_session;
 mod qemu_ga;
 mod run;

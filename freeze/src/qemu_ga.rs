@@ -7,6 +7,8 @@
 //! It only reads /proc and the configuration; it never talks to the agent.
 use std::path::Path;
 
+use crate::level::Level;
+
 /// The agent's default configuration file and the hook `-F` names without a path (Debian and
 /// upstream builds: CONFDIR is /etc/qemu).
 const DEFAULT_CONF: &str = "/etc/qemu/qemu-ga.conf";
@@ -64,31 +66,43 @@ pub(crate) fn configured(
 }
 
 /// The `--check` line for an agent that is installed: which hook it runs, and what that means.
+/// Only our own hook run directly is `ok`: with no hook, the stock dispatcher (which ignores our
+/// exit status) or another hook, a snapshot can be taken without the lock.
 pub(crate) fn describe(
     configured: Option<&Configured>,
     dispatcher_script_installed: bool,
-) -> String {
+) -> (Level, String) {
     let Some(Configured { hook, from }) = configured else {
-        return format!(
-            "qemu-ga runs NO freeze hook (none on its command line, no fsfreeze-hook in \
+        return (
+            Level::Warn,
+            format!(
+                "qemu-ga runs NO freeze hook (none on its command line, no fsfreeze-hook in \
              {DEFAULT_CONF}): its snapshots take no lock and are only crash-consistent. Add \
              `[general]` / `fsfreeze-hook=/usr/sbin/mysql-snapshot-qemu-hook` to {DEFAULT_CONF} \
              and restart qemu-guest-agent (README: Proxmox quick start; docs/platforms.md)"
+            ),
         );
     };
     if hook.ends_with("/mysql-snapshot-qemu-hook") {
-        return format!(
-            "qemu-ga runs {hook} ({from}): a lock that cannot be taken fails the freeze"
+        return (
+            Level::Ok,
+            format!("qemu-ga runs {hook} ({from}): a lock that cannot be taken fails the freeze"),
         );
     }
     if hook == DEFAULT_HOOK && dispatcher_script_installed {
-        return format!(
-            "qemu-ga runs the stock dispatcher {hook} ({from}), which runs our fsfreeze-hook.d \
-             script but ignores its exit status: a lock that cannot be taken does not stop the \
-             snapshot. Point fsfreeze-hook at /usr/sbin/mysql-snapshot-qemu-hook instead"
+        return (
+            Level::Warn,
+            format!(
+                "qemu-ga runs the stock dispatcher {hook} ({from}), which runs our fsfreeze-hook.d \
+                 script but ignores its exit status: a lock that cannot be taken does not stop the \
+                 snapshot. Point fsfreeze-hook at /usr/sbin/mysql-snapshot-qemu-hook instead"
+            ),
         );
     }
-    format!("qemu-ga runs {hook} ({from}), which is not mysql-snapshot's hook")
+    (
+        Level::Warn,
+        format!("qemu-ga runs {hook} ({from}), which is not mysql-snapshot's hook"),
+    )
 }
 
 /// What the agent installed here will run: the first running qemu-ga's arguments (its `-c` names
@@ -172,18 +186,26 @@ mod tests {
     }
 
     #[test]
-    fn each_hook_gets_the_line_that_says_what_it_means() {
-        assert!(describe(None, true).contains("NO freeze hook"));
+    fn each_hook_gets_the_line_that_says_what_it_means_and_only_our_own_hook_is_ok() {
+        let (level, text) = describe(None, true);
+        assert_eq!(level, Level::Warn, "{text}");
+        assert!(text.contains("NO freeze hook"));
         let ours = Configured {
             hook: "/usr/sbin/mysql-snapshot-qemu-hook".into(),
             from: "x".into(),
         };
-        assert!(describe(Some(&ours), true).contains("fails the freeze"));
+        let (level, text) = describe(Some(&ours), true);
+        assert_eq!(level, Level::Ok, "{text}");
+        assert!(text.contains("fails the freeze"));
         let stock = Configured {
             hook: DEFAULT_HOOK.into(),
             from: "x".into(),
         };
-        assert!(describe(Some(&stock), true).contains("ignores its exit status"));
-        assert!(describe(Some(&stock), false).contains("not mysql-snapshot's hook"));
+        let (level, text) = describe(Some(&stock), true);
+        assert_eq!(level, Level::Warn, "{text}");
+        assert!(text.contains("ignores its exit status"));
+        let (level, text) = describe(Some(&stock), false);
+        assert_eq!(level, Level::Warn, "{text}");
+        assert!(text.contains("not mysql-snapshot's hook"));
     }
 }

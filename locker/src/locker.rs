@@ -441,11 +441,13 @@ struct Ready {
     tables: Option<ScanAside>,
 }
 
-/// A lock held: its connection, its mode, since when.
+/// A lock held: its connection, its mode, since when, and the log file's deferral.
 struct Held {
     session: server::Session,
     mode: LockMode,
     acquired: Instant,
+    /// The log file waits while the lock is held; `release` drops this once it has released.
+    log_file: logging::DeferredFile,
 }
 
 /// The lock just taken: its mode, when, and the answers of the reads sent with it.
@@ -478,11 +480,13 @@ impl StoppedSql {
 impl Locker {
     /// The locker for `mode`: freeze's two pipes taken over, signals and freeze's orders
     /// listened to, the state file opened (read only until `go`).
-    fn new(config: Config, mode: LockMode, sync: bool) -> std::result::Result<Locker, String> {
+    fn new(config: Config, mode: LockMode, sync: bool) -> Result<Locker> {
         let orders = common::process::inherited_fd(protocol::FREEZE_ORDERS_FD);
-        let (events, signals) = listen_for_signals(orders)
-            .map_err(|err| format!("cannot install signal handlers: {err}"))?;
-        let state = StateFile::open(&config.run_dir, false).map_err(|err| err.to_string())?;
+        let (events, signals) = listen_for_signals(orders).map_err(|source| Error::Setup {
+            what: "install signal handlers",
+            source,
+        })?;
+        let state = StateFile::open(&config.run_dir, false)?;
         Ok(Locker {
             notify: common::process::inherited_fd(protocol::LOCKER_REPORTS_FD),
             state,
@@ -530,11 +534,11 @@ impl Locker {
         let Some(ready) = self.get_ready(prepared)? else {
             return Ok(1);
         };
-        let Some(mut held) = self.take_lock(ready)? else {
+        let Some(held) = self.take_lock(ready)? else {
             return Ok(1);
         };
         let cause = self.hold(held.acquired);
-        self.release(&mut held, cause);
+        self.release(held, cause);
         Ok(0)
     }
 
@@ -842,7 +846,7 @@ impl Locker {
         let acquired_at_ms = time::now_unix_ms();
         // From here until release the log file waits: only the info file (before `acquired`, by
         // its writer thread) and the state file on tmpfs are written.
-        logging::defer_file();
+        let log_file = logging::defer_file();
         let binlog_rotated_ms = match rotate {
             true => rotate_binlog(&mut session.conn, &reads, &mut answers),
             false => None,
@@ -877,7 +881,7 @@ impl Locker {
                 &Reason::Other(format!("freeze could not report success: {err}")),
             ));
             let _ = mode.release(&mut session.conn);
-            logging::resume_file();
+            drop(log_file);
             return Err(err);
         }
         self.notify(Report::Acquired);
@@ -893,6 +897,7 @@ impl Locker {
             session,
             mode,
             acquired,
+            log_file,
         }))
     }
 
@@ -940,7 +945,7 @@ impl Locker {
 
     /// Releases first, then records why the lock ended (`cause`; `None`: max-lock-time), then
     /// logs: only thaw's request keeps the promise.
-    fn release(&mut self, held: &mut Held, cause: Option<Stop>) {
+    fn release(&mut self, mut held: Held, cause: Option<Stop>) {
         // One read of the record: whether thaw asked, and what the mark must say.
         let recorded = match self.state.peek() {
             Ok(Found::State(state)) => Some(state),
@@ -984,7 +989,7 @@ impl Locker {
             }
         }
         self.record_end(end, reason.clone());
-        logging::resume_file();
+        drop(held.log_file);
         match (end, &reason) {
             (End::Released, Reason::Thaw) => {
                 log::info!("event=released reason=thaw held_ms={held_ms}")

@@ -7,6 +7,8 @@
 //! copy it into the corpus once the bug is fixed. `soak/fuzz.sh` runs the targets for longer.
 #![allow(dead_code)]
 
+pub(crate) mod state;
+
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};

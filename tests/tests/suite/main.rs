@@ -35,6 +35,7 @@ mod core;
 mod every_copy;
 mod faults;
 mod faults_mysql;
+mod fuzz_state;
 mod galera;
 mod guest_agent;
 mod guest_agent_mysql;

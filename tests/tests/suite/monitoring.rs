@@ -1,8 +1,10 @@
 //! `freeze --check` (the rehearsal) and `thaw --status` (monitoring), against a private MariaDB.
 
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use harness::{alive, signal, text, wait_until, write_private, Sandbox, Server};
+use harness::{alive, bin, signal, text, wait_until, write_private, Sandbox, Server};
 use mysql::prelude::Queryable;
 
 fn check(sandbox: &Sandbox, json: bool) -> std::process::Output {
@@ -129,6 +131,92 @@ fn check_says_whether_a_freeze_syncs_and_rehearses_the_sync_for_a_caller_that_do
         text(&out)
     );
     assert!(!server.writes_blocked());
+}
+
+/// `freeze --check` (with `--json` when `json`) as this machine's qemu-ga would see it with the
+/// configuration directories `/etc/qemu` and `/etc/qemu-ga` empty but for a `qemu-ga.conf` holding
+/// `conf` (none when `None`), and no qemu-ga running. Both exist only in a private mount and PID
+/// namespace (tmpfs over the directories, a fresh /proc): the machine's /etc is never touched, and
+/// a qemu-ga another test runs is not seen.
+fn check_with_qemu_ga_configured(sandbox: &Sandbox, conf: Option<&str>, json: bool) -> Output {
+    let agent = ["/usr/sbin/qemu-ga", "/usr/bin/qemu-ga"];
+    assert!(
+        agent.iter().any(|a| Path::new(a).is_file()) && Path::new("/etc/qemu").is_dir(),
+        "qemu-ga (and its /etc/qemu) is not installed: run tests/prerequisites.sh"
+    );
+    let script = r#"set -e
+for dir in /etc/qemu /etc/qemu-ga; do
+    [ ! -d "$dir" ] || mount -t tmpfs -o mode=0755 mss-check "$dir"
+done
+[ -z "$QEMU_GA_CONF" ] || printf '%s' "$QEMU_GA_CONF" > /etc/qemu/qemu-ga.conf
+exec "$@""#;
+    let mut command = Command::new("unshare");
+    command
+        .args(["--mount", "--propagation", "private", "--pid", "--fork"])
+        .args(["--mount-proc", "sh", "-c", script, "sh"])
+        .arg(bin("freeze"))
+        .arg("--check")
+        .env("MYSQL_SNAPSHOT_CONFIG", &sandbox.config)
+        .env("QEMU_GA_CONF", conf.unwrap_or(""))
+        .stdin(Stdio::null());
+    if json {
+        command.arg("--json");
+    }
+    command.output().unwrap()
+}
+
+/// The level and text of the `--check` line for `name`.
+fn check_line(stdout: &str, name: &str) -> Option<(String, String)> {
+    stdout.lines().find_map(|l| {
+        let (level, rest) = l.split_once(' ')?;
+        let text = rest.trim_start().strip_prefix(name)?.strip_prefix(' ')?;
+        Some((level.to_string(), text.trim_start().to_string()))
+    })
+}
+
+#[test]
+fn check_warns_but_passes_when_qemu_ga_runs_no_freeze_hook_and_is_ok_when_it_runs_ours() {
+    let server = Server::start();
+    let sandbox = Sandbox::new(&server, "");
+    let out = check_with_qemu_ga_configured(&sandbox, None, false);
+    assert!(
+        out.status.success(),
+        "a warning must not fail --check: {}",
+        text(&out)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let (level, line) = check_line(&stdout, "qemu-ga").expect("a qemu-ga line");
+    assert!(line.contains("qemu-ga runs NO freeze hook"), "{stdout}");
+    assert_eq!(
+        level, "warn",
+        "a line that describes a problem must not say ok: {stdout}"
+    );
+    assert!(stdout.contains("A real freeze would work."), "{stdout}");
+
+    let out = check_with_qemu_ga_configured(&sandbox, None, true);
+    assert!(out.status.success(), "{}", text(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["ok"], true, "{doc:#}");
+    let qemu_ga = doc["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == "qemu-ga")
+        .expect("a qemu-ga check");
+    assert_eq!(qemu_ga["level"], "warn", "{qemu_ga:#}");
+    assert_eq!(qemu_ga["ok"], true, "{qemu_ga:#}");
+    assert!(doc["warnings"].as_u64().is_some_and(|n| n >= 1), "{doc:#}");
+
+    let ours = "[general]\nfsfreeze-hook=/usr/sbin/mysql-snapshot-qemu-hook\n";
+    let out = check_with_qemu_ga_configured(&sandbox, Some(ours), false);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let (level, line) = check_line(&stdout, "qemu-ga").expect("a qemu-ga line");
+    assert!(
+        line.contains("qemu-ga runs /usr/sbin/mysql-snapshot-qemu-hook (fsfreeze-hook in /etc/qemu/qemu-ga.conf)"),
+        "{stdout}"
+    );
+    assert_eq!(level, "ok", "{stdout}");
 }
 
 #[test]
