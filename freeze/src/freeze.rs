@@ -185,6 +185,8 @@ pub(crate) enum Event {
     Locker(u32, String),
     /// That locker closed its pipe (it holds the lock and is done talking, or it exited).
     LockerClosed(u32),
+    /// The info file is marked `freezing` (or could not be): the first `go` waits for it.
+    Marked(Result<()>),
 }
 
 pub(crate) struct Freeze {
@@ -199,6 +201,8 @@ pub(crate) struct Freeze {
     /// Our end of the pipe the locker watches: "committed" means freeze reports success; EOF
     /// without it (freeze failed or was killed) makes the locker release at once.
     commit: Option<std::io::PipeWriter>,
+    /// The `freezing` mark is being written: `go` waits for it.
+    marking: bool,
 }
 
 /// Whether freeze tells the locker, once it holds, that freeze reports success (`committed`).
@@ -272,6 +276,7 @@ impl Freeze {
             locker_exe,
             locker: Some(child),
             commit: Some(commit),
+            marking: false,
         })
     }
 
@@ -317,10 +322,13 @@ impl Freeze {
         // The locker (started in `new`) connects while freeze claims the run; it touches nothing
         // and takes the lock only on freeze's `go`.
         let locker_exe = self.locker_exe.clone();
-        if let Err(err) = self.claim() {
-            // The state belongs to someone else (or to nobody): only our idle locker goes.
-            self.discard_locker();
-            return Err(err);
+        match self.claim() {
+            Ok(claimed) => self.mark_freezing(&claimed),
+            Err(err) => {
+                // The state belongs to someone else (or to nobody): only our idle locker goes.
+                self.discard_locker();
+                return Err(err);
+            }
         }
         let result = self.lock_and_verify(&locker_exe, commit);
         if let Err(err) = &result {
@@ -329,8 +337,26 @@ impl Freeze {
         result
     }
 
-    /// Records this freeze in the state file, unless another snapshot is in progress.
-    fn claim(&self) -> Result<()> {
+    /// Marks the info file `freezing` on a thread of its own, while the locker starts and checks:
+    /// from now on no copy carries an earlier record (a held one left by a crash, say) as this
+    /// moment's. The outcome arrives as [`Event::Marked`]; the locker gets `go`, and may lock,
+    /// only once the mark is on disk.
+    fn mark_freezing(&mut self, claimed: &State) {
+        let Some(mark) = claimed.copy_mark() else {
+            return;
+        };
+        let (tx, path) = (self.sender.clone(), self.config.info_file.clone());
+        self.marking = true;
+        std::thread::spawn(move || {
+            let _ = tx.send(Event::Marked(
+                common::info_file::mark(&path, &mark).map(|_| ()),
+            ));
+        });
+    }
+
+    /// Records this freeze in the state file, unless another snapshot is in progress; the record
+    /// written.
+    fn claim(&self) -> Result<State> {
         let me = Identity::current().ok_or_else(|| Error::State {
             path: "/proc/self".into(),
             message: "cannot read our own process identity from /proc".into(),
@@ -370,7 +396,9 @@ impl Freeze {
                 restart_left(&self.config, names, "a previous snapshot's locker died");
             }
         }
-        guard.write(&State::claimed(me))
+        let claimed = State::claimed(me);
+        guard.write(&claimed)?;
+        Ok(claimed)
     }
 
     fn lock_and_verify(&mut self, locker_exe: &Path, commit: Commit) -> Result<Box<State>> {
@@ -501,11 +529,8 @@ impl Freeze {
     /// lock or its attempt ends. While the lock statement waits, statements that hold it up are
     /// killed after `kill-long-queries-timeout` if the config says so.
     fn attempt(&mut self, attempt: u32) -> Result<AttemptEnd> {
-        if let Some(pipe) = self.commit.as_mut() {
-            use std::io::Write;
-            // A locker that is gone already (it could not connect, say) has left its word on
-            // the other pipe: the loop below reads it.
-            let _ = pipe.write_all(format!("{}\n", Order::Go).as_bytes());
+        if !self.marking {
+            self.go();
         }
         let mut kill_at: Option<Instant> = None;
         let mut blocker: Option<String> = None;
@@ -530,6 +555,11 @@ impl Freeze {
                     self.kill_blockers()?;
                 }
                 Ok(Event::Signal(signal)) => return Err(interrupted(signal)),
+                Ok(Event::Marked(marked)) => {
+                    marked?;
+                    self.marking = false;
+                    self.go();
+                }
                 Ok(Event::Locker(n, _)) | Ok(Event::LockerClosed(n)) if n != attempt => {}
                 Ok(Event::Locker(_, line)) => {
                     if let Some(end) = self.heard(&line, &mut blocker, &mut kill_at) {
@@ -544,6 +574,15 @@ impl Freeze {
                     return Err(Error::NotLocked(NoLock::LostContact))
                 }
             }
+        }
+    }
+
+    /// Tells the started locker to lock at the next quiet moment. A locker that is gone already
+    /// (it could not connect, say) has left its word on the other pipe: `attempt` reads it.
+    fn go(&mut self) {
+        if let Some(pipe) = self.commit.as_mut() {
+            use std::io::Write;
+            let _ = pipe.write_all(format!("{}\n", Order::Go).as_bytes());
         }
     }
 

@@ -1,16 +1,15 @@
-//! The info file's writer: a thread of the locker that first marks the info file `freezing` (a
-//! copy taken from then on is not consistent: no lock yet), then writes, fsyncs and renames the
-//! held record once the locker hands it over (while the lock is held), and reports each result on
-//! the locker's event channel. The locker waits for the mark before its lock statement and for the
-//! record before `acquired`, alongside its signals, so a stop request releases the lock even while
-//! a write hangs on a frozen or stalled filesystem.
+//! The info file's writer: a thread of the locker that writes, fsyncs and renames the held record
+//! once the locker hands it over (while the lock is held), and reports the result on the locker's
+//! event channel. The locker waits for it before `acquired`, alongside its signals, so a stop
+//! request releases the lock even while a write hangs on a frozen or stalled filesystem. (freeze
+//! marks the info file `freezing` before the locker may lock.)
 //!
 //! It touches only the info file, never the server or the state file. A writer that was never
 //! handed an info file removes its temporary file before the locker exits.
 use std::sync::mpsc::{self, Sender};
 use std::thread::JoinHandle;
 
-use common::info_file::{self, InfoFile, Mark, PendingInfoFile};
+use common::info_file::{InfoFile, PendingInfoFile};
 use common::Result;
 
 pub(crate) struct InfoWriter {
@@ -20,23 +19,15 @@ pub(crate) struct InfoWriter {
 }
 
 impl InfoWriter {
-    /// Starts the writer of `pending`: it marks the info file with `first` at once (the outcome
-    /// goes to `done`, wrapped by `marked`), then waits for the held record (its outcome wrapped
-    /// by `wrap`).
+    /// Starts the writer of `pending`: it waits for the held record (its outcome goes to `done`,
+    /// wrapped by `wrap`).
     pub(crate) fn start<T: Send + 'static>(
         pending: PendingInfoFile,
-        first: Mark,
         done: Sender<T>,
-        marked: fn(Result<()>) -> T,
         wrap: fn(Result<()>) -> T,
     ) -> InfoWriter {
         let (to_writer, from_locker) = mpsc::channel::<InfoFile>();
         let thread = std::thread::spawn(move || {
-            let target = pending.target().to_path_buf();
-            let first = info_file::mark(&target, &first).map(|_| ());
-            if done.send(marked(first)).is_err() {
-                return;
-            }
             // Disconnected without an info file: `pending` is dropped, removing its temporary.
             if let Ok(info) = from_locker.recv() {
                 let _ = done.send(wrap(pending.commit(&info)));

@@ -51,7 +51,7 @@ fn describe(stop: &Stop) -> String {
         Stop::Signal(signal) => format!("stopped by signal {signal}"),
         Stop::FreezeGone => "freeze ended without reporting success".to_string(),
         Stop::Go | Stop::Committed => "freeze's word".to_string(),
-        Stop::InfoFile(_) | Stop::Marked(_) => "the info file's writer".to_string(),
+        Stop::InfoFile(_) => "the info file's writer".to_string(),
         Stop::Synced(_) => "the filesystem sync".to_string(),
     }
 }
@@ -352,8 +352,6 @@ enum Stop {
     FreezeGone,
     /// The info file's writer is done (or failed) with the held record.
     InfoFile(Result<()>),
-    /// The info file's writer is done (or failed) with the `freezing` mark.
-    Marked(Result<()>),
     /// The syncs of the server's filesystems are done (or failed).
     Synced(Result<Vec<storage::Synced>>),
 }
@@ -412,8 +410,6 @@ struct Locker {
     sync: bool,
     /// `replica-safe`: the SQL threads this locker stopped (started again in `record_end`).
     replica: Option<StoppedSql>,
-    /// The `freezing` mark's outcome, when it arrived while another step listened.
-    marked: std::cell::Cell<Option<Result<()>>>,
 }
 
 /// What `prepare` leaves for the steps after `go`.
@@ -497,7 +493,6 @@ impl Locker {
             ours: false,
             sync,
             replica: None,
-            marked: std::cell::Cell::new(None),
         })
     }
 
@@ -676,18 +671,11 @@ impl Locker {
             to_sync,
             tables,
         } = prepared;
-        // Its writer thread starts now, off the path from lock to `acquired`, and first marks the
-        // info file `freezing` (awaited before the lock statement): no copy from now on may carry
-        // an earlier record as this moment's.
-        let freezing = self.freezing_mark()?;
+        // Its writer thread starts now, off the path from lock to `acquired`. freeze marked the
+        // info file `freezing` before its `go`: no copy from now on carries an earlier record as
+        // this moment's.
         let pending = PendingInfoFile::create(&self.config.info_file)?;
-        let writer = InfoWriter::start(
-            pending,
-            freezing,
-            self.events.clone(),
-            Stop::Marked,
-            Stop::InfoFile,
-        );
+        let writer = InfoWriter::start(pending, self.events.clone(), Stop::InfoFile);
         if let Some(stop) = self.make_replica_safe(&mut session)? {
             self.stopped(
                 &stop,
@@ -700,13 +688,6 @@ impl Locker {
             return Ok(None);
         }
         let started_at_ms = self.record_waiting(&session, choice.mode)?;
-        match self.marked.take() {
-            Some(marked) => marked?,
-            None => match self.wait_for("the info file was being marked freezing")? {
-                Stop::Marked(marked) => marked?,
-                other => return Err(out_of_turn(&other)),
-            },
-        }
         if let Ok(stop @ (Stop::Signal(_) | Stop::FreezeGone)) = self.signals.try_recv() {
             self.stopped(&stop, "before locking");
             return Ok(None);
@@ -929,13 +910,7 @@ impl Locker {
         loop {
             let left = max.saturating_sub(acquired.elapsed());
             match self.signals.recv_timeout(left) {
-                Ok(
-                    Stop::Go
-                    | Stop::Committed
-                    | Stop::InfoFile(_)
-                    | Stop::Synced(_)
-                    | Stop::Marked(_),
-                ) => {}
+                Ok(Stop::Go | Stop::Committed | Stop::InfoFile(_) | Stop::Synced(_)) => {}
                 Ok(stop) => return Some(stop),
                 Err(RecvTimeoutError::Timeout) => return None,
                 Err(RecvTimeoutError::Disconnected) => std::thread::sleep(left),
@@ -1173,18 +1148,6 @@ impl Locker {
         end_mark(*state, end, reason)
     }
 
-    /// The `freezing` mark: this snapshot's record as freeze left it for `go`, projected.
-    fn freezing_mark(&self) -> Result<Mark> {
-        let lost = || Error::State {
-            path: self.state.path(),
-            message: "the state file vanished or was replaced while the locker ran".into(),
-        };
-        match self.state.peek()? {
-            Found::State(state) => state.copy_mark().ok_or_else(lost),
-            Found::Nothing | Found::Stale(_) => Err(lost()),
-        }
-    }
-
     /// What is left of max-lock-time for a lock taken at `acquired`.
     fn time_left(&self, acquired: Instant) -> Duration {
         Duration::from_secs(self.config.max_lock_time).saturating_sub(acquired.elapsed())
@@ -1195,9 +1158,7 @@ impl Locker {
     fn wait_for(&self, what: &str) -> Result<Stop> {
         loop {
             match self.signals.recv() {
-                Ok(done @ (Stop::InfoFile(_) | Stop::Synced(_) | Stop::Marked(_))) => {
-                    return Ok(done)
-                }
+                Ok(done @ (Stop::InfoFile(_) | Stop::Synced(_))) => return Ok(done),
                 Ok(Stop::Go | Stop::Committed) => {}
                 Ok(stop) => {
                     return Err(Error::NotLocked(NoLock::Stopped {
@@ -1249,7 +1210,6 @@ impl Locker {
             }
             match self.signals.recv_timeout(QUIET_POLL) {
                 Ok(Stop::Go | Stop::Committed) | Err(RecvTimeoutError::Timeout) => {}
-                Ok(Stop::Marked(marked)) => self.marked.set(Some(marked)),
                 Ok(stop) => return Ok(Some(stop)),
                 Err(RecvTimeoutError::Disconnected) => std::thread::sleep(QUIET_POLL),
             }
@@ -1337,7 +1297,6 @@ impl Locker {
             }
             match self.signals.recv_timeout(QUIET_POLL) {
                 Ok(Stop::Go | Stop::Committed) | Err(RecvTimeoutError::Timeout) => {}
-                Ok(Stop::Marked(marked)) => self.marked.set(Some(marked)),
                 Ok(stop) => return Ok(Some(stop)),
                 Err(RecvTimeoutError::Disconnected) => std::thread::sleep(QUIET_POLL),
             }

@@ -216,6 +216,48 @@ fn a_locker_killed_while_holding_is_marked_lost_by_the_thaw_that_finds_it() {
     );
 }
 
+/// A held record left behind by a locker that died while holding (no thaw came) is a lie on disk.
+/// The next freeze marks it `freezing` before its locker may lock: by the time the locker waits
+/// for a quiet moment, a copy says no lock, and no lock is held.
+#[test]
+fn the_next_freeze_marks_a_held_record_left_by_a_dead_locker_freezing_before_its_locker_may_lock() {
+    let server = Server::start();
+    let mut sandbox = Sandbox::new(&server, "long-query-threshold = 0\nsnapshot-timeout = 60");
+    let out = sandbox.freeze();
+    assert!(out.status.success(), "{}", text(&out));
+    signal(sandbox.locker_pid().unwrap(), "KILL");
+    assert_nothing_left(&server, &sandbox, Duration::from_secs(10));
+    assert_eq!(
+        sandbox.info()["state"],
+        "held",
+        "the lie this test starts from"
+    );
+    let write = long_myisam_write(&server);
+    let mut freeze = sandbox.command("freeze").arg("freeze").spawn().unwrap();
+    // The locker looks for a quiet moment only after `go`.
+    let mut log = String::new();
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            log.push_str(&sandbox.log());
+            log.contains("event=waiting not a quiet moment")
+        }),
+        "freeze's locker did not start waiting for a quiet moment: {log}"
+    );
+    let info = sandbox.info();
+    assert_eq!(info["state"], "freezing", "{info:#}");
+    assert_eq!(info["consistent"], false, "{info:#}");
+    assert!(
+        info.get("binlog").is_none(),
+        "no coordinates at the top: {info:#}"
+    );
+    assert!(!server.writes_blocked(), "no lock may be held yet");
+    signal(freeze.id(), "TERM");
+    freeze.wait().unwrap();
+    assert_nothing_left(&server, &sandbox, Duration::from_secs(10));
+    sandbox.assert_copy_says("refused", "");
+    end_long_write(&server, write);
+}
+
 /// freeze killed at its caller's deadline while it waits (AWS's 10 s, KubeVirt's 5 s, Google's
 /// SIGKILL): its locker stops, and the copy the caller then takes says a freeze was under way —
 /// never the last snapshot's coordinates.
