@@ -822,14 +822,16 @@ impl Locker {
         };
         let mode = choice.mode;
         let rotate = rotates(mode);
-        let reads = coordinates::statements(&session.info, mode);
         let acquired = Instant::now();
         let acquired_at_ms = time::now_unix_ms();
         // From here until release the log file waits: only the info file (before `acquired`, by
         // its writer thread) and the state file on tmpfs are written.
         let log_file = logging::defer_file();
         let binlog_rotated_ms = match rotate {
-            true => rotate_binlog(&mut session.conn, &reads, &mut answers),
+            true => {
+                let reads = coordinates::statements(&session.info, mode);
+                rotate_binlog(&mut session.conn, &reads, &mut answers)
+            }
             false => None,
         };
         let recorded = self.record_acquired(

@@ -118,6 +118,15 @@ fn run(args: Args) -> Result<ExitCode> {
                 err.event(),
                 cli::one_line(&path.display().to_string())
             );
+            if args.json {
+                // A script reading --json gets an answer on every outcome, never empty output.
+                let unverified = serde_json::json!({
+                    "verdict": "not-verified",
+                    "why": [err.to_string()],
+                    "path": path,
+                });
+                cli::out(&(serde_json::to_string_pretty(&unverified).unwrap_or_default() + "\n"));
+            }
             Err(err)
         }
     }

@@ -781,3 +781,40 @@ fn thorough_checks_every_table_where_the_default_checks_the_non_transactional_on
         "{default:#}"
     );
 }
+
+/// A script that asks for `--json` gets JSON on every verification's outcome: where there is nothing to verify,
+/// exit 1 with the verdict `not-verified` and why, never empty output.
+#[test]
+fn verify_json_answers_not_verified_with_the_reason_when_there_is_no_copy_to_verify() {
+    let empty = TempDir::new("verify-nothing");
+    let work = TempDir::new("verify-work");
+    let config = work.path().join("verify.cnf");
+    // No syslog here: its lines go to stderr.
+    std::fs::write(
+        &config,
+        format!(
+            "[mysql-snapshot]\nsyslog-socket = {}\n",
+            work.path().join("no-syslog").display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(bin("verify"))
+        .env("MYSQL_SNAPSHOT_CONFIG", &config)
+        .arg("--json")
+        .arg("--work-dir")
+        .arg(work.path())
+        .arg(empty.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("verify printed no JSON ({e}): {}", text(&out)));
+    assert_eq!(report["verdict"], "not-verified", "{report:#}");
+    let why = report["why"][0].as_str().unwrap_or_default();
+    assert!(!why.is_empty(), "{report:#}");
+    assert!(
+        text(&out).contains(why),
+        "the reason is the error verify prints: {}",
+        text(&out)
+    );
+}
