@@ -2,13 +2,12 @@
 //! the lock is taken, in as few round trips as the server allows (exact under a lock that blocks
 //! commits; one read of `performance_schema.log_status`, a lower bound, under MySQL's backup
 //! lock). Reading only: the info file that carries them is `info_file`'s.
-use mysql::Conn;
 use serde::{Deserialize, Serialize};
 
-use crate::batch::Answers;
 use crate::lock::LockMode;
 pub use crate::position::{strip_newlines, Binlog, Gtid};
 use crate::replication::{self, Replica};
+use crate::server::Session;
 use crate::server::{self, Flavor, ServerInfo};
 use crate::{Error, Result};
 
@@ -50,17 +49,12 @@ pub struct RelayLog {
 
 /// Reads the coordinates on the connection that holds the lock: exact under a lock that blocks
 /// commits; under `backup-lock` one read of `performance_schema.log_status`, a lower bound.
-/// `answers` may hold the reads of `statements` sent with the lock statement.
-pub fn read(
-    conn: &mut Conn,
-    answers: &mut Answers,
-    info: &ServerInfo,
-    mode: LockMode,
-) -> Result<Coordinates> {
+/// The session's answers may hold the reads of `statements` sent with the lock statement.
+pub fn read(session: &mut Session, mode: LockMode) -> Result<Coordinates> {
     if !mode.blocks_commits() {
-        return read_log_status(conn, answers, info);
+        return read_log_status(session);
     }
-    let mut coordinates = read_exact(conn, answers, info)?;
+    let mut coordinates = read_exact(session)?;
     coordinates.binlog.exact = Some(true);
     coordinates.gtid.exact = Some(true);
     Ok(coordinates)
@@ -94,11 +88,7 @@ const LOG_STATUS: &str = "SELECT SERVER_UUID, LOCAL, REPLICATION, STORAGE_ENGINE
 /// InnoDB's LSN from one read of `performance_schema.log_status` (it blocks commits for the
 /// instant of the read, so they agree with each other), then the replicas' rows when there are
 /// channels. Every position is a lower bound: commits go on until the filesystems freeze.
-fn read_log_status(
-    conn: &mut Conn,
-    answers: &mut Answers,
-    info: &ServerInfo,
-) -> Result<Coordinates> {
+fn read_log_status(session: &mut Session) -> Result<Coordinates> {
     type Row = (
         Option<String>,
         Option<String>,
@@ -107,8 +97,8 @@ fn read_log_status(
         Option<u64>,
         Option<u64>,
     );
-    let row: Option<Row> = answers
-        .query_first(conn, LOG_STATUS)
+    let row: Option<Row> = session
+        .query_first(LOG_STATUS)
         .map_err(|e| Error::server(LOG_STATUS, &e))?;
     let Some((uuid, local, replication, engines, server_id, port)) = row else {
         return Err(Error::Server {
@@ -133,7 +123,7 @@ fn read_log_status(
         .as_ref()
         .is_some_and(|l| !l.channels.is_empty());
     if has_channels {
-        coordinates.replicas = replication::read_replicas(conn, answers, info)?;
+        coordinates.replicas = replication::read_replicas(session)?;
         for replica in &mut coordinates.replicas {
             replica.executed.exact = Some(false);
         }
@@ -223,12 +213,12 @@ const MYSQL_GTID: &str =
     "SELECT @@GLOBAL.gtid_executed, @@GLOBAL.server_uuid, @@GLOBAL.server_id, @@GLOBAL.port";
 
 /// Reads the coordinates while commits are blocked.
-fn read_exact(conn: &mut Conn, answers: &mut Answers, info: &ServerInfo) -> Result<Coordinates> {
+fn read_exact(session: &mut Session) -> Result<Coordinates> {
     let mut coordinates = Coordinates {
-        binlog: read_binlog(conn, answers, info)?,
+        binlog: read_binlog(session)?,
         ..Coordinates::default()
     };
-    match info.flavor {
+    match session.info.flavor {
         Flavor::MariaDb => {
             let q = MARIADB_GTID;
             type MariaDbRow = (
@@ -238,9 +228,8 @@ fn read_exact(conn: &mut Conn, answers: &mut Answers, info: &ServerInfo) -> Resu
                 Option<u64>,
                 Option<u64>,
             );
-            let row: Option<MariaDbRow> = answers
-                .query_first(conn, q)
-                .map_err(|e| Error::server(q, &e))?;
+            let row: Option<MariaDbRow> =
+                session.query_first(q).map_err(|e| Error::server(q, &e))?;
             if let Some((binlog_pos, current_pos, slave_pos, server_id, port)) = row {
                 coordinates.port = port;
                 coordinates.gtid = Gtid {
@@ -255,9 +244,7 @@ fn read_exact(conn: &mut Conn, answers: &mut Answers, info: &ServerInfo) -> Resu
         Flavor::MySql => {
             let q = MYSQL_GTID;
             type MySqlRow = (Option<String>, Option<String>, Option<u64>, Option<u64>);
-            let row: Option<MySqlRow> = answers
-                .query_first(conn, q)
-                .map_err(|e| Error::server(q, &e))?;
+            let row: Option<MySqlRow> = session.query_first(q).map_err(|e| Error::server(q, &e))?;
             if let Some((executed, uuid, server_id, port)) = row {
                 coordinates.port = port;
                 coordinates.gtid.executed = executed.map(|s| strip_newlines(&s));
@@ -266,7 +253,7 @@ fn read_exact(conn: &mut Conn, answers: &mut Answers, info: &ServerInfo) -> Resu
             }
         }
     }
-    coordinates.replicas = replication::read_replicas(conn, answers, info)?;
+    coordinates.replicas = replication::read_replicas(session)?;
     Ok(coordinates)
 }
 
@@ -282,10 +269,10 @@ fn binlog_statements(info: &ServerInfo) -> &'static [&'static str] {
     }
 }
 
-fn read_binlog(conn: &mut Conn, answers: &mut Answers, info: &ServerInfo) -> Result<Binlog> {
-    let statements = binlog_statements(info);
+fn read_binlog(session: &mut Session) -> Result<Binlog> {
+    let statements = binlog_statements(&session.info);
     for (i, statement) in statements.iter().enumerate() {
-        match answers.query_first::<mysql::Row>(conn, statement) {
+        match session.query_first::<mysql::Row>(statement) {
             Ok(row) => return Ok(row.map(|r| binlog_from_row(&r)).unwrap_or_default()),
             // A syntax error means this server does not know the statement: try the older form.
             Err(e) if server::error_code(&e) == Some(1064) && i + 1 < statements.len() => {}

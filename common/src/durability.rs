@@ -8,10 +8,11 @@
 //! with the binary log on is a hard warning; the rest are notes. It never changes a setting.
 use std::time::Duration;
 
+use mysql::prelude::Queryable;
 use mysql::Conn;
 use serde::{Deserialize, Serialize};
 
-use crate::batch::Answers;
+use crate::server::Session;
 use crate::server::{Flavor, ServerInfo};
 
 /// The server variables this module reads (a missing one is simply absent from the result).
@@ -395,10 +396,21 @@ pub fn tables_statement(info: &ServerInfo) -> String {
 /// MariaDB `mysql.gtid_slave_pos` row among them), or why it was skipped.
 pub type TablesScan = std::result::Result<Vec<String>, String>;
 
-/// Runs the scan for non-transactional tables (`answers` may hold it, sent in a batch); a query
-/// that fails or runs past its cap becomes the note of an `Err`, never an error.
-pub fn scan_tables(conn: &mut Conn, answers: &mut Answers, info: &ServerInfo) -> TablesScan {
-    let rows = answers.query(conn, &tables_statement(info));
+/// Runs the scan for non-transactional tables (the session's answers may hold it, sent in a
+/// batch); a query that fails or runs past its cap becomes the note of an `Err`, never an error.
+pub fn scan_tables(session: &mut Session) -> TablesScan {
+    let statement = tables_statement(&session.info);
+    scanned(session.query(&statement))
+}
+
+/// [`scan_tables`] on a bare connection to the server `info` describes (between two statements
+/// of a lock, say), asking the server now.
+pub fn scan_tables_on(conn: &mut Conn, info: &ServerInfo) -> TablesScan {
+    scanned(conn.query(tables_statement(info)))
+}
+
+/// The scan's rows, or its note.
+fn scanned(rows: mysql::Result<Vec<mysql::Row>>) -> TablesScan {
     rows.map(|rows| {
         rows.into_iter()
             .filter_map(|row| mysql::from_row_opt::<String>(row).ok())
@@ -459,12 +471,9 @@ impl Durability {
 
 /// Reads the settings (`rows` are the caller's variable rows, which include [`VARIABLES`]) and
 /// scans for non-transactional tables on the same connection.
-pub fn read(conn: &mut Conn, info: &ServerInfo, rows: &[(String, Option<String>)]) -> Durability {
+pub fn read(session: &mut Session, rows: &[(String, Option<String>)]) -> Durability {
     let mut durability = Durability::from_variables(rows);
-    durability.apply(
-        scan_tables(conn, &mut Answers::default(), info),
-        ReadAt::BeforeTheLock,
-    );
+    durability.apply(scan_tables(session), ReadAt::BeforeTheLock);
     durability
 }
 

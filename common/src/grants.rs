@@ -3,11 +3,10 @@
 //!
 //! Privileges that reach the account only through a role cannot be seen this way; then the
 //! result says so instead of reporting them missing.
-use mysql::Conn;
 
-use crate::batch::Answers;
 use crate::config::{Config, KillLongQueries};
 use crate::lock::{Choice, LockMode};
+use crate::server::Session;
 use crate::server::{Flavor, ServerInfo};
 use crate::{Error, Result};
 
@@ -151,23 +150,21 @@ fn setting_privileges(info: &ServerInfo, config: &Config, mode: LockMode) -> Vec
     list
 }
 
-/// Reads `SHOW GRANTS` (`answers` may hold its rows) and reports which privileges `choice`'s
+/// Reads `SHOW GRANTS` (the session's answers may hold its rows) and reports which privileges `choice`'s
 /// mode needs that the account lacks; `auto`'s backup lock settles on its fallback when the
 /// account lacks one of the lock's privileges and has all the fallback needs.
 pub fn check(
-    conn: &mut Conn,
-    answers: &mut Answers,
-    info: &ServerInfo,
+    session: &mut Session,
     config: &Config,
     choice: Choice,
 ) -> Result<(Choice, GrantReport)> {
-    let rows: Vec<String> = answers
-        .query(conn, SHOW_GRANTS)
+    let rows: Vec<String> = session
+        .query(SHOW_GRANTS)
         .map_err(|e| Error::server(SHOW_GRANTS, &e))?
         .into_iter()
         .map(|row| mysql::from_row_opt::<String>(row).unwrap_or_default())
         .collect();
-    settle(&rows, info, config, choice)
+    settle(&rows, &session.info, config, choice)
 }
 
 /// [`check`] on the text of `SHOW GRANTS` rows.

@@ -8,11 +8,10 @@
 //! the parsing is unit-tested over the exact result shapes the server returns, and the detection
 //! query runs for real on every MySQL test server (which is no member).
 use mysql::prelude::Queryable;
-use mysql::Conn;
 use serde::{Deserialize, Serialize};
 
-use crate::batch::Answers;
 use crate::error::NoLock;
+use crate::server::Session;
 use crate::{Error, Result};
 
 /// The locker's session: its reads must not wait for the group's consistency guarantees. Fails
@@ -81,9 +80,9 @@ impl Member {
 }
 
 /// This server's membership, if any (MySQL only; the caller skips it on MariaDB).
-/// `answers` may hold `MEMBER_QUERY`'s rows.
-pub fn read(conn: &mut Conn, answers: &mut Answers) -> Result<Option<Member>> {
-    let member: Option<MemberRow> = match answers.query_first(conn, MEMBER_QUERY) {
+/// The session's answers may hold `MEMBER_QUERY`'s rows.
+pub fn read(session: &mut Session) -> Result<Option<Member>> {
+    let member: Option<MemberRow> = match session.query_first(MEMBER_QUERY) {
         Ok(row) => row,
         // No performance_schema (or no such table): no group either.
         Err(e) if matches!(crate::server::error_code(&e), Some(1146 | 1142)) => return Ok(None),
@@ -92,7 +91,7 @@ pub fn read(conn: &mut Conn, answers: &mut Answers) -> Result<Option<Member>> {
     if member.is_none() {
         return Ok(None);
     }
-    let group: Option<GroupRow> = conn.query_first(GROUP_QUERY).unwrap_or(None);
+    let group: Option<GroupRow> = session.conn.query_first(GROUP_QUERY).unwrap_or(None);
     Ok(Member::from_rows(member, group))
 }
 

@@ -7,11 +7,10 @@
 //! exact shapes the servers return. Statements never contain a password: it is a placeholder.
 use std::collections::BTreeMap;
 
-use mysql::Conn;
 use serde::{Deserialize, Serialize};
 
-use crate::batch::Answers;
 use crate::position::{Binlog, Gtid};
+use crate::server::Session;
 use crate::server::{self, Flavor, ServerInfo};
 use crate::{Error, Result};
 
@@ -93,15 +92,11 @@ pub fn status_statements(info: &ServerInfo) -> &'static [&'static str] {
 }
 
 /// This server's replica connections; empty when it replicates from nothing.
-/// `answers` may hold the first form's rows, read with the lock.
-pub fn read_replicas(
-    conn: &mut Conn,
-    answers: &mut Answers,
-    info: &ServerInfo,
-) -> Result<Vec<Replica>> {
-    let statements = status_statements(info);
+/// The session's answers may hold the first form's rows, read with the lock.
+pub fn read_replicas(session: &mut Session) -> Result<Vec<Replica>> {
+    let statements = status_statements(&session.info);
     for (i, statement) in statements.iter().enumerate() {
-        match answers.query(conn, statement) {
+        match session.query(statement) {
             Ok(rows) => {
                 return Ok(rows
                     .iter()

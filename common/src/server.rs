@@ -9,6 +9,7 @@ use std::time::Duration;
 use mysql::prelude::Queryable;
 use mysql::{Conn, OptsBuilder};
 
+use crate::batch::{Answers, Failed};
 use crate::{Error, Result};
 
 /// Driver-error text lives with the error type; callers keep asking for it here.
@@ -90,10 +91,49 @@ impl ServerInfo {
     }
 }
 
-/// An open session with what we learned about the server on connecting.
+/// An open session with what we learned about the server on connecting, and the answers of the
+/// last batch sent on it ([`Session::fetch`]), each handed out once to the reader that asks.
 pub struct Session {
     pub conn: Conn,
     pub info: ServerInfo,
+    pub answers: Answers,
+}
+
+impl Session {
+    /// A session on `conn` to the server `info` describes, with no answers waiting.
+    pub fn new(conn: Conn, info: ServerInfo) -> Session {
+        Session {
+            conn,
+            info,
+            answers: Answers::default(),
+        }
+    }
+
+    /// Sends `statements` in one round trip; their answers wait here for the readers (those of
+    /// an earlier batch not asked for are dropped). The first statement that failed, if any.
+    pub fn fetch(&mut self, statements: &[String]) -> Option<Failed> {
+        let (answers, failed) = Answers::fetch(&mut self.conn, statements);
+        self.answers = answers;
+        failed
+    }
+
+    /// `statement`'s rows: its waiting answer, else from the server now.
+    pub fn query(&mut self, statement: &str) -> mysql::Result<Vec<mysql::Row>> {
+        self.answers.query(&mut self.conn, statement)
+    }
+
+    /// `statement`'s first row, converted: its waiting answer, else from the server now.
+    pub fn query_first<T: mysql::prelude::FromRow>(
+        &mut self,
+        statement: &str,
+    ) -> mysql::Result<Option<T>> {
+        self.answers.query_first(&mut self.conn, statement)
+    }
+
+    /// Runs `statement` for its effect: its waiting answer if a batch ran it, else now.
+    pub fn query_drop(&mut self, statement: &str) -> mysql::Result<()> {
+        self.answers.query_drop(&mut self.conn, statement)
+    }
 }
 
 /// Opens a connection with bounded timeouts (the handshake only: for a second connection to a
@@ -132,10 +172,7 @@ pub fn connect(client: &Client, read_timeout: Duration) -> Result<Session> {
         statement: "SELECT VERSION(), CONNECTION_ID()".into(),
         message: "returned no row".into(),
     })?;
-    Ok(Session {
-        conn,
-        info: ServerInfo::new(version, id),
-    })
+    Ok(Session::new(conn, ServerInfo::new(version, id)))
 }
 
 /// A SQL string literal (single quotes, backslash and quote escaped).

@@ -8,12 +8,10 @@
 //! ([`crate::galera::Galera::check_synced`]).
 use std::path::Path;
 
-use mysql::Conn;
-
-use crate::batch::Answers;
 use crate::durability::{self, Durability};
 use crate::galera::{self, Galera};
 use crate::group_replication::{self, Member};
+use crate::server::Session;
 use crate::server::{Flavor, ServerInfo};
 use crate::storage::{self, StorageMap};
 use crate::Result;
@@ -71,34 +69,29 @@ pub enum Tables {
 
 /// Reads the surroundings of a freeze; `info_file` joins the storage map. Whether the server is a
 /// replica (`durability.replica`) is left to the caller, who knows it from the coordinates.
-/// `answers` may hold the reads of `statements`, sent with others in one round trip.
-pub fn read(
-    conn: &mut Conn,
-    answers: &mut Answers,
-    info: &ServerInfo,
-    info_file: &Path,
-    tables: Tables,
-) -> Result<Surroundings> {
-    let mut rows = read_variables(conn, answers, info, &variable_names(info))?;
-    if info.flavor == Flavor::MySql {
-        rows.extend(read_wsrep(conn, answers)?);
+/// The session's answers may hold the reads of `statements`, sent with others in one round trip.
+pub fn read(session: &mut Session, info_file: &Path, tables: Tables) -> Result<Surroundings> {
+    let names = variable_names(&session.info);
+    let mut rows = read_variables(session, &names)?;
+    if session.info.flavor == Flavor::MySql {
+        rows.extend(read_wsrep(session)?);
     }
     let galera = match galera::is_node(&rows) {
-        true => Some(galera::read_before_lock(conn, &rows)?),
+        true => Some(galera::read_before_lock(&mut session.conn, &rows)?),
         false => None,
     };
     let mut recovery = storage::paths_from_variables(&rows);
     if let Some(dir) = info_file.parent() {
         recovery.push(("info-file".into(), dir.to_path_buf()));
     }
-    let group_replication = match info.flavor {
-        Flavor::MySql => group_replication::read(conn, answers)?,
+    let group_replication = match session.info.flavor {
+        Flavor::MySql => group_replication::read(session)?,
         Flavor::MariaDb => None,
     };
     Ok(Surroundings {
         storage: storage::map_here(&recovery, &storage::informational_paths(&rows)),
         durability: match tables {
-            Tables::Here => durability::read(conn, info, &rows),
+            Tables::Here => durability::read(session, &rows),
             Tables::Elsewhere => Durability::from_variables(&rows),
         },
         galera,
@@ -171,8 +164,8 @@ const WSREP_VARIABLES: [&str; 2] = ["wsrep_on", "wsrep_node_name"];
 const WSREP_SELECT: &str = "SELECT @@GLOBAL.wsrep_on, @@GLOBAL.wsrep_node_name";
 
 /// MySQL's Galera settings (Percona XtraDB Cluster's), none where the server does not know them.
-fn read_wsrep(conn: &mut Conn, answers: &mut Answers) -> Result<Vec<(String, Option<String>)>> {
-    match answers.query_first::<mysql::Row>(conn, WSREP_SELECT) {
+fn read_wsrep(session: &mut Session) -> Result<Vec<(String, Option<String>)>> {
+    match session.query_first::<mysql::Row>(WSREP_SELECT) {
         Ok(Some(row)) => Ok(WSREP_VARIABLES
             .iter()
             .enumerate()
@@ -212,23 +205,18 @@ fn value(row: &mysql::Row, i: usize, name: &str) -> Option<String> {
 /// `names` with their values (absent ones are not in the result). A variable the server does
 /// not know is dropped and the `SELECT` asked again (a few round trips of a tenth of a
 /// millisecond at most: `wsrep_*` on MySQL, `relay_log_info_repository` before 8.3 where absent).
-fn read_variables(
-    conn: &mut Conn,
-    answers: &mut Answers,
-    info: &ServerInfo,
-    names: &[&str],
-) -> Result<Vec<(String, Option<String>)>> {
-    let mut asked = asked(info, names);
+fn read_variables(session: &mut Session, names: &[&str]) -> Result<Vec<(String, Option<String>)>> {
+    let mut asked = asked(&session.info, names);
     let row = loop {
         let select = select_of(&asked);
-        match answers.query_first::<mysql::Row>(conn, &select) {
+        match session.query_first::<mysql::Row>(&select) {
             Ok(row) => break row,
             Err(e) => match unknown_variable(&e) {
                 Some(missing) if asked.len() > 1 && asked.contains(&missing.as_str()) => {
                     asked = without(&asked, &missing);
                 }
                 // Not one of ours (an unusual build): ask for all of them the slow way.
-                Some(_) => return storage::show_variables(conn, names),
+                Some(_) => return storage::show_variables(&mut session.conn, names),
                 None => return Err(crate::Error::server(&select, &e)),
             },
         }

@@ -269,13 +269,7 @@ fn privileges_item(
     session: &mut server::Session,
     choice: Choice,
 ) -> (Item, Result<Choice, String>) {
-    let checked = grants::check(
-        &mut session.conn,
-        &mut Default::default(),
-        &session.info,
-        config,
-        choice,
-    );
+    let checked = grants::check(session, config, choice);
     let (choice, report) = match checked {
         Ok((choice, report)) => (Ok(choice), Ok(report)),
         Err(err) => (Err(err.to_string()), Err(err)),
@@ -308,28 +302,17 @@ fn server_items(
     session: &mut server::Session,
 ) -> (Vec<Item>, Result<Surroundings, String>) {
     let mut items = Vec::new();
-    let replicas = common::replication::read_replicas(
-        &mut session.conn,
-        &mut Default::default(),
-        &session.info,
-    )
-    .unwrap_or_default();
+    let replicas = common::replication::read_replicas(session).unwrap_or_default();
     let replica = !replicas.is_empty();
     if replica {
         items.push(replica_item(config, &mut session.conn, &replicas));
     }
-    let around = surroundings::read(
-        &mut session.conn,
-        &mut Default::default(),
-        &session.info,
-        &config.info_file,
-        surroundings::Tables::Here,
-    )
-    .map(|mut around| {
-        around.durability.replica = replica;
-        around
-    })
-    .map_err(|err| err.to_string());
+    let around = surroundings::read(session, &config.info_file, surroundings::Tables::Here)
+        .map(|mut around| {
+            around.durability.replica = replica;
+            around
+        })
+        .map_err(|err| err.to_string());
     items.push(sync_rehearsal(config, caller_does_not_freeze, &around));
     (items, around)
 }
@@ -347,12 +330,14 @@ fn lock_rehearsal(config: &Config, mode: LockMode, session: &mut server::Session
     let started = Instant::now();
     let attempt = mode
         .acquire(&mut session.conn, config.pre_flush, &[], None)
-        .map(|(attempt, _)| attempt);
+        .map(|(attempt, answers)| {
+            session.answers = answers;
+            attempt
+        });
     let locked_ms = started.elapsed().as_secs_f64() * 1000.0;
     match attempt {
         Ok(Attempt::Acquired) => {
-            let coords =
-                coordinates::read(&mut session.conn, &mut Default::default(), &session.info, mode);
+            let coords = coordinates::read(session, mode);
             let released = mode.release(&mut session.conn);
             let held_ms = started.elapsed().as_secs_f64() * 1000.0 - locked_ms;
             match (coords, released) {

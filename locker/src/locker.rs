@@ -26,7 +26,6 @@ use std::time::{Duration, Instant};
 
 use crate::info_writer::InfoWriter;
 use argh::FromArgs;
-use common::batch::Answers;
 use common::coordinates;
 use common::durability;
 use common::error::{Lost, NoLock};
@@ -80,11 +79,11 @@ const QUIET_POLL: Duration = Duration::from_millis(100);
 /// and sends the coordinates' `reads` after it, so that they name the next one. How long the
 /// rotation took, or `None` when the server refused it: the coordinates are exact either way,
 /// and the failure is logged with the lock (`event=locked rotate_ms=-`, then the warning).
-fn rotate_binlog(conn: &mut mysql::Conn, reads: &[String], answers: &mut Answers) -> Option<u64> {
+fn rotate_binlog(session: &mut server::Session, reads: &[String]) -> Option<u64> {
     let asked = Instant::now();
-    let rotated = conn.query_drop(ROTATE_BINLOG);
+    let rotated = session.conn.query_drop(ROTATE_BINLOG);
     let rotate_ms = asked.elapsed().as_millis() as u64;
-    *answers = Answers::fetch(conn, reads).0;
+    session.fetch(reads);
     match rotated {
         Ok(()) => Some(rotate_ms),
         Err(err) => {
@@ -240,7 +239,7 @@ fn join_scan(
         .join()
         .ok()
         .flatten()
-        .unwrap_or_else(|| durability::scan_tables(conn, &mut Answers::default(), info));
+        .unwrap_or_else(|| durability::scan_tables_on(conn, info));
     durability.apply(scan, durability::ReadAt::BeforeTheLock);
 }
 
@@ -262,11 +261,7 @@ fn scan_tables_aside(
             // Never wait on a Group Replication group.
             let _ = conn.query_drop(common::group_replication::EVENTUAL);
         }
-        Some(durability::scan_tables(
-            &mut conn,
-            &mut Answers::default(),
-            &info,
-        ))
+        Some(durability::scan_tables_on(&mut conn, &info))
     })
 }
 
@@ -446,12 +441,12 @@ struct Held {
     log_file: logging::DeferredFile,
 }
 
-/// The lock just taken: its mode, when, and the answers of the reads sent with it.
+/// The lock just taken: its mode and when (the answers of the reads sent with it wait in the
+/// session).
 struct Taken {
     mode: LockMode,
     acquired: Instant,
     acquired_at_ms: u64,
-    answers: Answers,
     /// The snapshot's id in the info file.
     snapshot_id: u64,
 }
@@ -568,15 +563,15 @@ impl Locker {
         // then taken from the answers (or, if it did not run, asked alone, as before).
         let mut batch = vec![grants::SHOW_GRANTS.to_string(), setup.clone()];
         batch.extend(surroundings::statements(&session.info));
-        let (mut answers, _) = Answers::fetch(&mut session.conn, &batch);
-        let choice = self.check_grants(&mut session, &mut answers, choice)?;
-        answers
-            .query_drop(&mut session.conn, &setup)
+        session.fetch(&batch);
+        let choice = self.check_grants(&mut session, choice)?;
+        session
+            .query_drop(&setup)
             .map_err(|e| Error::server(&setup, &e))?;
         // What the snapshot is taken in (storage map, durability, cluster) is read before the
         // lock; a Galera node that is not Synced is refused here, and so is a server path the
         // sync cannot resolve, while nothing is held.
-        let around = self.read_around(&mut session, &mut answers)?;
+        let around = self.read_around(&mut session)?;
         let to_sync = match self.sync {
             true => Some(around.filesystems_to_sync()?),
             false => None,
@@ -607,17 +602,12 @@ impl Locker {
         })
     }
 
-    /// The surroundings (from `answers` where the batch brought them; the tables scan runs aside),
-    /// and on a Group Replication member the session set not to wait for the group.
-    fn read_around(
-        &self,
-        session: &mut server::Session,
-        answers: &mut Answers,
-    ) -> Result<Surroundings> {
+    /// The surroundings (from the session's answers where the batch brought them; the tables
+    /// scan runs aside), and on a Group Replication member the session set not to wait for the
+    /// group.
+    fn read_around(&self, session: &mut server::Session) -> Result<Surroundings> {
         let around = surroundings::read(
-            &mut session.conn,
-            answers,
-            &session.info,
+            session,
             &self.config.info_file,
             surroundings::Tables::Elsewhere,
         )?;
@@ -638,19 +628,8 @@ impl Locker {
     /// backup lock settles on FTWRL when only its own privileges are missing); a missing one is
     /// an error unless the account has roles (which may grant it: they are not read), then a
     /// warning.
-    fn check_grants(
-        &self,
-        session: &mut server::Session,
-        answers: &mut Answers,
-        choice: Choice,
-    ) -> Result<Choice> {
-        let (choice, grants) = grants::check(
-            &mut session.conn,
-            answers,
-            &session.info,
-            &self.config,
-            choice,
-        )?;
+    fn check_grants(&self, session: &mut server::Session, choice: Choice) -> Result<Choice> {
+        let (choice, grants) = grants::check(session, &self.config, choice)?;
         if let Some(err) = grants.error() {
             if !grants.has_roles {
                 return Err(err);
@@ -746,7 +725,7 @@ impl Locker {
         // With rotate-binlog the coordinates' reads follow the rotation instead: it changes what
         // they read.
         let rotates = |mode: LockMode| self.config.rotate_binlog && mode.blocks_commits();
-        let (attempt_started, mut answers, preconditions) = loop {
+        let (attempt_started, preconditions) = loop {
             self.notify(Report::Locking);
             let mode = choice.mode;
             let attempt_started = Instant::now();
@@ -771,12 +750,13 @@ impl Locker {
                     join_scan(scan, conn, info, durability);
                 }
             };
-            let (attempt, mut answers) = mode.acquire(
+            let (attempt, answers) = mode.acquire(
                 &mut session.conn,
                 self.config.pre_flush,
                 &batched,
                 running.then_some(&mut join as &mut dyn FnMut(&mut mysql::Conn)),
             )?;
+            session.answers = answers;
             // Finished before the lock was sent: no wait.
             if let Some(scan) = tables.take() {
                 join_scan(
@@ -793,10 +773,10 @@ impl Locker {
                 return Ok(None);
             }
             if mode != LockMode::BackupLock {
-                break (attempt_started, answers, None);
+                break (attempt_started, None);
             }
             // DDL is blocked: no table can appear or change engine while this scan runs.
-            let scan = durability::scan_tables(&mut session.conn, &mut answers, &session.info);
+            let scan = durability::scan_tables(&mut session);
             around
                 .durability
                 .apply(scan, durability::ReadAt::UnderTheLock);
@@ -805,7 +785,6 @@ impl Locker {
                 log_choice(&choice);
                 break (
                     attempt_started,
-                    answers,
                     Some(around.durability.backup_lock_preconditions()),
                 );
             }
@@ -830,7 +809,7 @@ impl Locker {
         let binlog_rotated_ms = match rotate {
             true => {
                 let reads = coordinates::statements(&session.info, mode);
-                rotate_binlog(&mut session.conn, &reads, &mut answers)
+                rotate_binlog(&mut session, &reads)
             }
             false => None,
         };
@@ -853,7 +832,6 @@ impl Locker {
                 mode,
                 acquired,
                 acquired_at_ms,
-                answers,
                 snapshot_id: started_at_ms,
             },
         );
@@ -995,10 +973,9 @@ impl Locker {
             mode,
             acquired,
             acquired_at_ms,
-            mut answers,
             snapshot_id,
         } = taken;
-        let coordinates = coordinates::read(&mut session.conn, &mut answers, &session.info, mode)?;
+        let coordinates = coordinates::read(session, mode)?;
         let around = self.read_under_lock(session, &coordinates, around)?;
         let storage_flags = around.storage.flags.clone();
         let durability_warnings: Vec<String> = around
@@ -1188,11 +1165,7 @@ impl Locker {
         let read_timeout = Duration::from_secs(self.config.lock_wait_timeout + 10);
         let mut reported = None;
         loop {
-            let replicas = replication::read_replicas(
-                &mut session.conn,
-                &mut Default::default(),
-                &session.info,
-            )?;
+            let replicas = replication::read_replicas(session)?;
             if replicas.is_empty() {
                 return Ok(None);
             }
