@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod optfile;
 pub mod phase;
 pub mod position;
+pub mod preparation;
 pub mod process;
 pub mod processlist;
 pub mod protocol;

@@ -15,6 +15,7 @@ use common::config::SyncFilesystems;
 use common::coordinates;
 use common::grants;
 use common::lock::{Attempt, Choice, LockMode};
+use common::preparation;
 use common::processlist;
 use common::server;
 use common::storage;
@@ -168,41 +169,44 @@ fn rehearse(config: &Config, caller_does_not_freeze: bool) -> Vec<Item> {
             config.client.target()
         ),
     ));
-    let requested = match config.lock_mode.resolve(&session.info) {
-        Ok(choice) => choice,
+    // Read before the preparation, for the replica line and the durability notes.
+    let replicas = common::replication::read_replicas(&mut session).unwrap_or_default();
+    // The preparation a freeze makes, by the same function the locker calls: every refusal it
+    // can make before the lock is a line here.
+    let sync = config.sync_filesystems.resolve(caller_does_not_freeze);
+    let prepared = match preparation::prepare(
+        &mut session,
+        config,
+        sync,
+        surroundings::Tables::Here,
+        |_| {},
+    ) {
+        Ok(prepared) => prepared,
         Err(err) => {
             items.push(item("lock mode", Level::Fail, err.to_string()));
             return items;
         }
     };
-    // Settled in the locker's order: this run's settings, the privileges, the surroundings, the
-    // tables.
-    let mut refusals = common::lock::setting_refusals(
-        config.sync_filesystems.resolve(caller_does_not_freeze),
-        config.rotate_binlog,
-    );
-    let (privileges, choice) = match requested.clone().settle(refusals.clone()) {
-        Ok(choice) => privileges_item(config, &mut session, choice),
-        Err(err) => {
-            let (line, _) = privileges_item(config, &mut session, requested);
-            (line, Err(err.to_string()))
-        }
-    };
-    let (server_lines, around) = server_items(config, caller_does_not_freeze, &mut session);
-    let choice = choice.and_then(|choice| {
-        let around = around.as_ref().map_err(Clone::clone)?;
-        choice
-            .settle(around.backup_lock_refusals_before_tables())
-            .and_then(|c| c.settle(around.durability.table_refusals()))
-            .map_err(|e| e.to_string())
-    });
+    let choice = prepared.choice();
     items.push(lock_mode_item(&choice));
-    items.push(privileges);
+    items.push(privileges_item(&prepared.grants));
     if let Some(note) = system_user_note(config, &mut session) {
         // Not a failure (such statements are waited for), but a GRANT would let freeze kill them.
         items.push(item("kill", Level::Warn, note));
     }
-    items.extend(server_lines);
+    let replica = !replicas.is_empty();
+    if replica {
+        items.push(replica_item(config, &mut session.conn, &replicas));
+    }
+    let around = prepared
+        .around
+        .map(|mut around| {
+            around.durability.replica = replica;
+            around
+        })
+        .map_err(|err| err.to_string());
+    items.push(sync_rehearsal(config, caller_does_not_freeze, &around));
+    let mut refusals = common::lock::setting_refusals(sync, config.rotate_binlog);
     match &around {
         Ok(around) => refusals.extend(around.backup_lock_refusals()),
         Err(err) => refusals.push(format!("the surroundings could not be read: {err}")),
@@ -262,19 +266,10 @@ fn host_items(config: &Config) -> Vec<Item> {
     items
 }
 
-/// The account's privileges for `choice` (settled by them as the locker settles it); a missing one
-/// FAILs unless roles may grant it.
-fn privileges_item(
-    config: &Config,
-    session: &mut server::Session,
-    choice: Choice,
-) -> (Item, Result<Choice, String>) {
-    let checked = grants::check(session, config, choice);
-    let (choice, report) = match checked {
-        Ok((choice, report)) => (Ok(choice), Ok(report)),
-        Err(err) => (Err(err.to_string()), Err(err)),
-    };
-    let line = match report {
+/// The account's privileges for the mode a freeze would take, as the preparation read them; a
+/// missing one FAILs unless roles may grant it.
+fn privileges_item(grants: &common::Result<grants::GrantReport>) -> Item {
+    match grants {
         Ok(report) => match report.error() {
             None => item(
                 "privileges",
@@ -290,31 +285,7 @@ fn privileges_item(
             Some(err) => item("privileges", Level::Fail, err.to_string()),
         },
         Err(err) => item("privileges", Level::Fail, err.to_string()),
-    };
-    (line, choice)
-}
-
-/// The server's surroundings, read once as a freeze reads them, and the lines read from them
-/// first: the replica line and the sync rehearsal.
-fn server_items(
-    config: &Config,
-    caller_does_not_freeze: bool,
-    session: &mut server::Session,
-) -> (Vec<Item>, Result<Surroundings, String>) {
-    let mut items = Vec::new();
-    let replicas = common::replication::read_replicas(session).unwrap_or_default();
-    let replica = !replicas.is_empty();
-    if replica {
-        items.push(replica_item(config, &mut session.conn, &replicas));
     }
-    let around = surroundings::read(session, &config.info_file, surroundings::Tables::Here)
-        .map(|mut around| {
-            around.durability.replica = replica;
-            around
-        })
-        .map_err(|err| err.to_string());
-    items.push(sync_rehearsal(config, caller_does_not_freeze, &around));
-    (items, around)
 }
 
 /// The rehearsal: take and release the lock once, capped like a real attempt, and time it.

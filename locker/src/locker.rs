@@ -29,10 +29,10 @@ use argh::FromArgs;
 use common::coordinates;
 use common::durability;
 use common::error::{Lost, NoLock};
-use common::grants;
 use common::info_file::{self, InfoFile, LockSection, Mark, PendingInfoFile, StorageSection};
 use common::lifecycle::{Acquired, End};
 use common::lock::{Attempt, Choice, LockMode};
+use common::preparation;
 use common::process::Identity;
 use common::protocol::{self, Order, Report};
 use common::quiet::QuietWindow;
@@ -196,7 +196,7 @@ fn run(args: Args) -> Result<ExitCode> {
     // privileges it needs included.
     let mut config = config;
     config.lock_mode = mode;
-    let mut locker = match Locker::new(config, mode, args.sync_filesystems) {
+    let mut locker = match Locker::new(config, args.sync_filesystems) {
         Ok(locker) => locker,
         Err(err) => {
             log::error!("event=refused {err}");
@@ -392,8 +392,6 @@ fn listen_for_signals(
 
 struct Locker {
     config: Config,
-    /// The `lock-mode` freeze passed (resolved against the server in `prepare`).
-    mode: LockMode,
     state: StateFile,
     notify: Option<std::fs::File>,
     signals: Receiver<Stop>,
@@ -471,7 +469,7 @@ impl StoppedSql {
 impl Locker {
     /// The locker for `mode`: freeze's two pipes taken over, signals and freeze's orders
     /// listened to, the state file opened (read only until `go`).
-    fn new(config: Config, mode: LockMode, sync: bool) -> Result<Locker> {
+    fn new(config: Config, sync: bool) -> Result<Locker> {
         let orders = common::process::inherited_fd(protocol::FREEZE_ORDERS_FD);
         let (events, signals) = listen_for_signals(orders).map_err(|source| Error::Setup {
             what: "install signal handlers",
@@ -482,7 +480,6 @@ impl Locker {
             notify: common::process::inherited_fd(protocol::LOCKER_REPORTS_FD),
             state,
             config,
-            mode,
             signals,
             events,
             ours: false,
@@ -532,20 +529,14 @@ impl Locker {
         Ok(0)
     }
 
-    /// Before `go`: connects, resolves the lock mode for the server and settles it by the sync
-    /// setting, the privileges and the surroundings (the backup lock's last precondition, the
-    /// tables, is checked under it), starts the tables scan aside for the other modes, caps the
-    /// session. Everything that can refuse the freeze while nothing is held refuses it here.
+    /// Before `go`: connects and prepares as `--check` does (`common::preparation`: the mode
+    /// resolved for the server and settled by the sync setting, the privileges and the
+    /// surroundings, the session capped; the backup lock's last precondition, the tables, is
+    /// checked under it), with the tables scan started aside for the other modes as soon as the
+    /// mode is known. Everything that can refuse the freeze while nothing is held refuses it here.
     fn prepare(&mut self) -> Result<Prepared> {
         let read_timeout = Duration::from_secs(self.config.lock_wait_timeout + 10);
         let mut session = server::connect(&self.config.client, read_timeout)?;
-        let choice = self
-            .mode
-            .resolve(&session.info)?
-            .settle(common::lock::setting_refusals(
-                self.sync,
-                self.config.rotate_binlog,
-            ))?;
         // Only once the locker's own connection is had: the lock must never lose the last free
         // connection slot to the scan. The backup lock lists the tables under itself instead.
         let info = session.info.clone();
@@ -553,36 +544,27 @@ impl Locker {
             (choice.mode != LockMode::BackupLock)
                 .then(|| scan_tables_aside(&self.config.client, &info, read_timeout))
         };
-        let mut tables = scan_aside(&choice);
-        let setup = common::lock::session_caps(
-            self.config.lock_wait_timeout,
-            self.config.max_lock_time,
-            session.info.flavor,
-        );
-        // The privileges, the session caps and the surroundings' reads in one round trip; each is
-        // then taken from the answers (or, if it did not run, asked alone, as before).
-        let mut batch = vec![grants::SHOW_GRANTS.to_string(), setup.clone()];
-        batch.extend(surroundings::statements(&session.info));
-        session.fetch(&batch);
-        let choice = self.check_grants(&mut session, choice)?;
-        session
-            .query_drop(&setup)
-            .map_err(|e| Error::server(&setup, &e))?;
-        // What the snapshot is taken in (storage map, durability, cluster) is read before the
-        // lock; a Galera node that is not Synced is refused here, and so is a server path the
-        // sync cannot resolve, while nothing is held.
-        let around = self.read_around(&mut session)?;
-        let to_sync = match self.sync {
-            true => Some(around.filesystems_to_sync()?),
-            false => None,
-        };
-        if let Some(node) = &around.galera {
-            node.check_synced()?;
+        let mut tables = None;
+        let prepared = preparation::prepare(
+            &mut session,
+            &self.config,
+            self.sync,
+            surroundings::Tables::Elsewhere,
+            |choice| tables = scan_aside(choice),
+        )?;
+        if let Ok(grants) = &prepared.grants {
+            if let (Some(err), true) = (grants.error(), grants.has_roles) {
+                log::warn!(
+                    "event=privileges {err} (unless a role grants it: roles are not checked)"
+                );
+            }
         }
-        if let Some(member) = &around.group_replication {
-            member.check_queue()?;
-        }
-        let choice = choice.settle(around.backup_lock_refusals_before_tables())?;
+        let preparation::Prepared {
+            choice,
+            around,
+            to_sync,
+            ..
+        } = prepared.into_freeze()?;
         match choice.mode {
             // Final once the tables are listed under it.
             LockMode::BackupLock => {}
@@ -600,43 +582,6 @@ impl Locker {
             to_sync,
             tables,
         })
-    }
-
-    /// The surroundings (from the session's answers where the batch brought them; the tables
-    /// scan runs aside), and on a Group Replication member the session set not to wait for the
-    /// group.
-    fn read_around(&self, session: &mut server::Session) -> Result<Surroundings> {
-        let around = surroundings::read(
-            session,
-            &self.config.info_file,
-            surroundings::Tables::Elsewhere,
-        )?;
-        if around.group_replication.is_some() {
-            // From here on (the processlist, the lock, the coordinates) our statements must not
-            // wait for the group. What ran so far (SHOW, SET, reads of settings and
-            // performance_schema) never does.
-            if let Err(e) = session.conn.query_drop(common::group_replication::EVENTUAL) {
-                if server::error_code(&e) != Some(1193) {
-                    return Err(Error::server(common::group_replication::EVENTUAL, &e));
-                }
-            }
-        }
-        Ok(around)
-    }
-
-    /// The account's privileges for `choice` on this server with these settings (`auto`'s
-    /// backup lock settles on FTWRL when only its own privileges are missing); a missing one is
-    /// an error unless the account has roles (which may grant it: they are not read), then a
-    /// warning.
-    fn check_grants(&self, session: &mut server::Session, choice: Choice) -> Result<Choice> {
-        let (choice, grants) = grants::check(session, &self.config, choice)?;
-        if let Some(err) = grants.error() {
-            if !grants.has_roles {
-                return Err(err);
-            }
-            log::warn!("event=privileges {err} (unless a role grants it: roles are not checked)");
-        }
-        Ok(choice)
     }
 
     /// After `go`, before the lock: opens the info file (an unwritable directory fails before any

@@ -513,3 +513,50 @@ fn the_backup_lock_is_refused_on_mariadb() {
     );
     assert_nothing_left(&server, &sandbox, LIMIT);
 }
+
+/// freeze and `--check` prepare by one function (`common::preparation`): every refusal a MariaDB
+/// freeze makes before its lock is a `FAIL` line of `--check` naming the same cause. (The backup
+/// lock's refusals on MySQL are asserted alike by `assert_refused_naming`.)
+#[test]
+fn every_refusal_a_mariadb_freeze_makes_before_its_lock_is_a_fail_line_of_check_naming_the_same_cause(
+) {
+    let server = Server::start();
+    let cases: [(&str, String, &str); 3] = [
+        (
+            "backup-lock on MariaDB",
+            SETTINGS.to_string(),
+            "lock-mode=backup-lock needs MySQL or Percona Server 8.0 or later",
+        ),
+        (
+            "no RELOAD for BACKUP STAGE",
+            account_settings("lock-mode = backup-stage"),
+            "lacks RELOAD (to take the lock",
+        ),
+        (
+            "no RELOAD for FTWRL",
+            account_settings("lock-mode = ftwrl"),
+            "lacks RELOAD (to take the lock",
+        ),
+    ];
+    create_account(&server, "SELECT, PROCESS, REPLICATION CLIENT");
+    for (case, settings, cause) in cases {
+        let sandbox = Sandbox::new(&server, &settings);
+        let out = sandbox.freeze();
+        assert_eq!(out.status.code(), Some(1), "{case}: {}", text(&out));
+        assert!(
+            stderr_of(&out).contains(cause),
+            "{case}: freeze does not name `{cause}`: {}",
+            text(&out)
+        );
+        assert_nothing_left(&server, &sandbox, LIMIT);
+        let check = sandbox.command("freeze").arg("--check").output().unwrap();
+        assert_ne!(check.status.code(), Some(0), "{case}: {}", text(&check));
+        let stdout = String::from_utf8_lossy(&check.stdout);
+        assert!(
+            stdout
+                .lines()
+                .any(|line| line.starts_with("FAIL") && line.contains(cause)),
+            "{case}: no FAIL line of --check names `{cause}`: {stdout}"
+        );
+    }
+}
