@@ -238,6 +238,9 @@ impl Config {
             (None, Some(p)) => (PathBuf::from(p), true),
             (None, None) => (PathBuf::from(DEFAULT_PATH), false),
         };
+        // The helpers freeze starts (the info file's marker, the metrics writer, the fsfreeze
+        // watchdog) run in `/`: a relative path must name the same file for them.
+        let path = std::path::absolute(&path).unwrap_or(path);
         if !required && !path.exists() {
             return Ok(Config::defaults(path));
         }
@@ -251,15 +254,7 @@ impl Config {
             line: e.line,
             message: e.message,
         })?;
-        let mut config = Config::defaults(path.to_path_buf());
-        for entry in &entries {
-            if CLIENT_GROUPS.contains(&entry.group.as_str()) {
-                config.apply_client(entry)?;
-            }
-            if entry.group == TOOL_GROUP {
-                config.apply_tool(entry)?;
-            }
-        }
+        let config = Config::from_entries(path, &entries)?;
         let mut checked = vec![path.to_path_buf()];
         for entry in &entries {
             if !checked.contains(&entry.file) {
@@ -274,11 +269,34 @@ impl Config {
             });
             check_permissions(file, holds_password)?;
         }
+        config.consistent()
+    }
+
+    /// The settings `entries` give over the defaults, each value checked, as read from `path`
+    /// (the groups other than the client's and ours are not ours to read). The one place
+    /// option-file lines become settings: for a config file and for freeze's plan
+    /// (`common::plan`) alike; [`Config::consistent`] then checks them together.
+    pub(crate) fn from_entries(path: &Path, entries: &[Entry]) -> Result<Config> {
+        let mut config = Config::defaults(path.to_path_buf());
+        for entry in entries {
+            if CLIENT_GROUPS.contains(&entry.group.as_str()) {
+                config.apply_client(entry)?;
+            }
+            if entry.group == TOOL_GROUP {
+                config.apply_tool(entry)?;
+            }
+        }
+        Ok(config)
+    }
+
+    /// The settings, once each value is fine, checked against each other.
+    pub(crate) fn consistent(self) -> Result<Config> {
+        let config = self;
         if config.kill_long_queries != KillLongQueries::Off
             && config.kill_long_queries_timeout >= config.lock_wait_timeout
         {
             return Err(Error::Config {
-                file: path.to_path_buf(),
+                file: config.path.clone(),
                 line: None,
                 message: format!(
                     "kill-long-queries-timeout ({} s) must be below lock-wait-timeout ({} s), or the attempt ends before anything is killed",

@@ -9,7 +9,7 @@
 //! |---|---|
 //! | 0 | success: freeze holds a verified lock / thaw found the lock held until it was released, or nothing to release (no snapshot, already thawed, a freeze that never took the lock, `freezeFail`) |
 //! | `error-exit-code` (default 1) | any failure of freeze or thaw once the configuration is read: no lock taken, lock lost, server unreachable, bad state |
-//! | 1 | a failure before the configuration could be read (bad or unreadable config file) |
+//! | 1 | a failure before the configuration could be read (bad or unreadable config file; for the locker, no usable plan from freeze) |
 //! | 2 | bad command-line arguments |
 //!
 //! `freeze --run -- COMMAND` has its own statuses (its caller is a script or a snapshot tool's
@@ -126,6 +126,9 @@ pub enum Error {
     /// `replica-safe` could not make (or leave) the replica safe: open temporary tables that
     /// cannot clear, or SQL threads it stopped that it cannot start again.
     Replication { message: String },
+    /// The locker has no usable plan from freeze on its orders pipe (started by hand, freeze gone
+    /// before it wrote one, or a line that is no plan): it exits 1 and takes no lock.
+    Plan { problem: String },
     /// verify cannot check the copy: `problem` says what is missing or refused, `fix` what to do.
     Unverifiable { problem: String, fix: String },
 }
@@ -135,7 +138,9 @@ impl Error {
     pub fn exit_code(&self, error_exit_code: u8) -> u8 {
         match self {
             Error::Usage(_) => EXIT_USAGE,
-            Error::Config { .. } | Error::ConfigPermissions { .. } => EXIT_DEFAULT_ERROR,
+            Error::Config { .. } | Error::ConfigPermissions { .. } | Error::Plan { .. } => {
+                EXIT_DEFAULT_ERROR
+            }
             _ => error_exit_code,
         }
     }
@@ -143,9 +148,10 @@ impl Error {
     /// The stable `event=` key for the log line that reports this error.
     pub fn event(&self) -> &'static str {
         match self {
-            Error::Usage(_) | Error::Config { .. } | Error::ConfigPermissions { .. } => {
-                "config-error"
-            }
+            Error::Usage(_)
+            | Error::Config { .. }
+            | Error::ConfigPermissions { .. }
+            | Error::Plan { .. } => "config-error",
             Error::LockLost { .. } => "lost",
             Error::Connect { .. } | Error::Unreachable { .. } => "unreachable",
             Error::Busy { .. } => "busy",
@@ -229,6 +235,10 @@ impl fmt::Display for Error {
                 write!(f, "cannot verify the copy: {problem}. {fix}")
             }
             Error::Interrupted { signal } => write!(f, "stopped by {signal}"),
+            Error::Plan { problem } => write!(
+                f,
+                "no lock taken: no usable plan from freeze: {problem}. The locker is started by mysql-snapshot-freeze, not by hand"
+            ),
             Error::ModeRefused { mode, reasons } => write!(
                 f,
                 "no lock taken: lock-mode = {mode} cannot promise a consistent snapshot here: {}",

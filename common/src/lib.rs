@@ -23,6 +23,7 @@ pub mod logging;
 pub mod metrics;
 pub mod optfile;
 pub mod phase;
+pub mod plan;
 pub mod position;
 pub mod preparation;
 pub mod process;

@@ -414,6 +414,27 @@ fn unquote(value: &str) -> &str {
     value
 }
 
+/// `value` as an option-file value that reads back as itself: in double quotes, with the escapes
+/// the reader turns back (so that a `#`, a quote, a blank at either end or a line break in it
+/// survive). The one way a value is written for this reader.
+pub fn quote(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push('"');
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 /// Backslash escapes, quoted or not: `\n \t \r \b \s \" \' \\`. Any other escape, and a backslash
 /// at the end, stay as written.
 fn unescape(value: &str) -> String {

@@ -2,6 +2,10 @@
 //! reports to freeze on descriptor [`LOCKER_REPORTS_FD`] and freeze's orders to the locker on
 //! descriptor [`FREEZE_ORDERS_FD`] (freeze passes both when it starts the locker).
 //!
+//! freeze's first words on the orders pipe are its plan: a [`PLAN`] line, `plan N`, then N lines
+//! of option-file text with every setting of the run as freeze resolved it (`common::plan` spells
+//! them). The [`Order`]s follow; a locker without a plan takes no lock.
+//!
 //! Owns the vocabulary and its spelling, nothing else: it never reads a pipe or decides what a
 //! word means for the lock. A line that is no word of the protocol is an error for the reader to
 //! handle, never a word it guesses.
@@ -12,6 +16,9 @@ use std::str::FromStr;
 pub const LOCKER_REPORTS_FD: i32 = 3;
 /// Where the locker reads freeze's [`Order`]s (the second descriptor freeze passes).
 pub const FREEZE_ORDERS_FD: i32 = 4;
+
+/// The word that opens freeze's plan, before any [`Order`] (see `common::plan`).
+pub const PLAN: &str = "plan";
 
 /// What the locker tells freeze.
 #[derive(Debug, Clone, PartialEq, Eq)]

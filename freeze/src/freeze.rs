@@ -1,5 +1,5 @@
-//! The freeze sequence: start the locker, claim the run, tell the locker to go, learn that it
-//! holds the lock, check that, exit 0.
+//! The freeze sequence: start the locker and hand it the settings resolved once (its plan), claim
+//! the run, tell the locker to go, learn that it holds the lock, check that, exit 0.
 //!
 //! freeze supervises; the locker does the talking to the server (privileges, the quiet moment,
 //! the lock, the coordinates, the info file). freeze opens a connection of its own only to kill
@@ -10,7 +10,7 @@
 //! locker is alive and is the one freeze started. Every other way out (timeout, signal, bad input,
 //! an unwritable info file) stops the locker and leaves no lock behind. A timed-out attempt goes
 //! back to waiting for a quiet moment; nothing waits without a deadline.
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -29,7 +29,7 @@ use common::protocol::{self, Order, Report};
 use common::quiet::QuietWindow;
 use common::server::{self, Session};
 use common::state::{Found, State, StateFile, Status};
-use common::{cli, processlist, time, Config, Error, Result};
+use common::{cli, plan, processlist, time, Config, Error, Result};
 use mysql::prelude::Queryable;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
@@ -852,9 +852,10 @@ fn interrupted(signal: i32) -> Error {
     }
 }
 
-/// Starts the locker of attempt `attempt`: it connects, sets up its session and checks its
-/// privileges, then waits for `go` on the returned commit pipe, touching nothing before it. Its
-/// words arrive on `events`.
+/// Starts the locker of attempt `attempt` and hands it this run's plan (`config` as resolved:
+/// the locker reads no config file) on the returned commit pipe: it connects, sets up its
+/// session and checks its privileges, then waits for `go` on that pipe, touching nothing before
+/// it. Its words arrive on `events`.
 fn start_locker(
     config: &Config,
     attempt: u32,
@@ -866,17 +867,8 @@ fn start_locker(
     let (commit_reader, commit_writer) =
         std::io::pipe().map_err(|e| Error::io("create a pipe for", "the locker", e))?;
     let mut command = Command::new(locker_exe);
-    command
-        .arg("--lock-mode")
-        .arg(config.lock_mode.name())
-        .current_dir("/");
-    if config.sync_filesystems == SyncFilesystems::On {
-        command.arg("--sync-filesystems");
-    }
-    // An absent default config means built-in defaults, for the locker as for freeze.
-    if config.path.exists() {
-        command.arg("--config").arg(&config.path);
-    }
+    // The config's path only names whose locker this is in `ps`: the settings go in the plan.
+    command.arg("--plan-of").arg(&config.path).current_dir("/");
     use std::os::fd::AsRawFd;
     // `fds[i]` becomes the locker's descriptor 3 + i.
     const _: () = assert!(protocol::LOCKER_REPORTS_FD == 3 && protocol::FREEZE_ORDERS_FD == 4);
@@ -887,6 +879,10 @@ fn start_locker(
         .map_err(|e| Error::io("start the locker", locker_exe, e))?;
     drop(writer);
     drop(commit_reader);
+    // The plan, at once: the locker waits for it and nothing else. It fits the pipe's buffer, so
+    // this never waits; a locker gone already has left its word on the other pipe, read below.
+    let mut commit_writer = commit_writer;
+    let _ = commit_writer.write_all(plan::render(config).as_bytes());
     let tx = events.clone();
     std::thread::spawn(move || {
         for line in BufReader::new(reader).lines() {

@@ -2,7 +2,9 @@
 //! across the snapshot.
 //!
 //! freeze starts it in its own session with stdio on /dev/null, a pipe to freeze on descriptor 3
-//! and a pipe from freeze on descriptor 4. It connects, sets up its session and checks its
+//! and a pipe from freeze on descriptor 4, on which freeze first writes its plan: every setting
+//! of the run as freeze resolved it (`common::plan`). The locker never reads a config file for
+//! its lock, and without a plan it takes none. It connects, sets up its session and checks its
 //! privileges while freeze claims the run. On freeze's `go` it waits for a quiet moment, takes the
 //! lock with a server-side cap, reads the coordinates, writes the info file, checks that its
 //! connection (and with it the lock) survived, records `acquired` in the state file and tells
@@ -26,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use crate::info_writer::InfoWriter;
 use argh::FromArgs;
+use common::config::SyncFilesystems;
 use common::coordinates;
 use common::durability;
 use common::error::{Lost, NoLock};
@@ -106,18 +109,19 @@ fn hold_margin(max_lock_time: u64) -> Duration {
 }
 
 #[derive(FromArgs)]
-/// Holds the database lock for one snapshot (started by mysql-snapshot-freeze; not for direct use).
+/// Holds the database lock for one snapshot (started by mysql-snapshot-freeze, which hands it
+/// the run's resolved settings on descriptor 4; not for direct use).
 struct Args {
-    /// the config file freeze resolved (absent: the built-in defaults, as for freeze)
+    /// with --write-metrics, --mark-info-file or --fsfreeze-watchdog: the config file (absent:
+    /// the built-in defaults, as for freeze). The lock's own run reads no config file: freeze
+    /// writes it every setting, resolved, on descriptor 4
     #[argh(option)]
     config: Option<PathBuf>,
-    /// the lock mode freeze resolved for this server (required)
+    /// the config file freeze resolved the plan from, for `ps` (and the tests) to tell whose
+    /// locker this is; never read: the settings come from the plan on descriptor 4
     #[argh(option)]
-    lock_mode: Option<String>,
-    /// syncfs every filesystem holding server files once the lock is held (freeze resolved
-    /// `sync-filesystems` to on)
-    #[argh(switch)]
-    sync_filesystems: bool,
+    #[allow(dead_code)]
+    plan_of: Option<PathBuf>,
     /// write the metrics file from the update on stdin (started by freeze and thaw, detached,
     /// when `metrics-file` is set)
     #[argh(switch)]
@@ -178,25 +182,32 @@ fn run(args: Args) -> Result<ExitCode> {
     if args.fsfreeze_watchdog {
         return Ok(fsfreeze_watchdog(args.config.as_deref(), &args.mount));
     }
-    let Some(lock_mode) = args.lock_mode else {
+    if args.config.is_some() || !args.mount.is_empty() {
         return Err(Error::Usage(
-            "--lock-mode is required; the locker is started by mysql-snapshot-freeze, not by hand"
+            "the locker takes its settings from freeze's plan on descriptor 4, not from --config; it is started by mysql-snapshot-freeze, not by hand"
                 .into(),
         ));
-    };
-    let config = match cli::start("locker", args.config.as_deref(), false) {
+    }
+    // First the orders pipe: the plan freeze writes on it right after the start is all the
+    // locker waits for, and nothing before it needs a setting.
+    let notify = common::process::inherited_fd(protocol::LOCKER_REPORTS_FD);
+    let (events, signals) = mpsc::channel();
+    let plan = listen_for_orders(
+        common::process::inherited_fd(protocol::FREEZE_ORDERS_FD),
+        events.clone(),
+    );
+    let config = match plan
+        .recv_timeout(PLAN_WAIT)
+        .unwrap_or_else(|_| Err(no_plan_in_time()))
+    {
         Ok(config) => config,
-        Err(code) => return Ok(code),
+        Err(err) => return Ok(refuse_without_plan(notify, &err)),
     };
-    let Some(mode) = LockMode::parse(&lock_mode) else {
-        log::error!("event=refused unknown --lock-mode {lock_mode}");
-        return Ok(ExitCode::from(1));
-    };
-    // freeze resolved the mode (its --lock-mode over the file's): one mode from here on, the
-    // privileges it needs included.
-    let mut config = config;
-    config.lock_mode = mode;
-    let mut locker = match Locker::new(config, args.sync_filesystems) {
+    logging::init("locker", &config, false);
+    // The plan carries the mode freeze resolved (its --lock-mode over the file's): one mode from
+    // here on, the privileges it needs included.
+    let sync = config.sync_filesystems == SyncFilesystems::On;
+    let mut locker = match Locker::new(config, sync, notify, (events, signals)) {
         Ok(locker) => locker,
         Err(err) => {
             log::error!("event=refused {err}");
@@ -351,43 +362,82 @@ enum Stop {
     Synced(Result<Vec<storage::Synced>>),
 }
 
-/// SIGTERM and SIGINT arrive on the returned channel (SIGHUP is swallowed), and so do freeze's
-/// words on the commit pipe (descriptor 4): `go`, `committed`, or its end without `committed`.
-fn listen_for_signals(
-    commit: Option<std::fs::File>,
-) -> std::io::Result<(Sender<Stop>, Receiver<Stop>)> {
+/// The longest the locker waits for freeze's plan (freeze writes it as soon as the locker is
+/// started: a locker without one was started by hand, or its freeze stopped).
+const PLAN_WAIT: Duration = Duration::from_secs(10);
+
+fn no_plan_in_time() -> Error {
+    Error::Plan {
+        problem: format!(
+            "none arrived on descriptor {} within {} s",
+            protocol::FREEZE_ORDERS_FD,
+            PLAN_WAIT.as_secs()
+        ),
+    }
+}
+
+/// No plan, so no settings: says why on stderr and to freeze (`failed`), takes no lock, exits 1.
+fn refuse_without_plan(notify: Option<std::fs::File>, err: &Error) -> ExitCode {
+    logging::init_stderr("locker");
+    log::error!("event={} {err}", err.event());
+    if let Some(mut pipe) = notify {
+        let _ = writeln!(pipe, "{}", Report::Failed(err.to_string()));
+    }
+    ExitCode::from(err.exit_code(1))
+}
+
+/// Reads freeze's orders pipe (descriptor 4) on a thread of its own: first the plan, returned
+/// on the channel this gives back (an error when there is no pipe or no plan), then freeze's
+/// words, sent to `tx`: `go`, `committed`, or its end without `committed`.
+fn listen_for_orders(orders: Option<std::fs::File>, tx: Sender<Stop>) -> Receiver<Result<Config>> {
+    let (plan_tx, plan) = mpsc::sync_channel(1);
+    let Some(orders) = orders else {
+        let _ = plan_tx.send(Err(Error::Plan {
+            problem: format!(
+                "descriptor {} (freeze's orders pipe) is not open",
+                protocol::FREEZE_ORDERS_FD
+            ),
+        }));
+        return plan;
+    };
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut orders = std::io::BufReader::new(orders);
+        let read = common::plan::read(&mut orders);
+        let planned = read.is_ok();
+        if plan_tx.send(read).is_err() || !planned {
+            return;
+        }
+        for line in orders.lines() {
+            let message = match line.map(|l| l.parse::<Order>()) {
+                Ok(Ok(Order::Go)) => Stop::Go,
+                Ok(Ok(Order::Committed)) => {
+                    let _ = tx.send(Stop::Committed);
+                    return;
+                }
+                // An unknown word or a broken pipe: freeze is not following the protocol.
+                Ok(Err(_)) | Err(_) => break,
+            };
+            if tx.send(message).is_err() {
+                return;
+            }
+        }
+        let _ = tx.send(Stop::FreezeGone);
+    });
+    plan
+}
+
+/// SIGTERM and SIGINT arrive on `tx` (SIGHUP is swallowed).
+fn listen_for_signals(tx: Sender<Stop>) -> std::io::Result<()> {
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
-    let (tx, rx) = mpsc::channel();
-    let events = tx.clone();
-    let to_main = tx.clone();
     std::thread::spawn(move || {
         for signal in signals.forever() {
-            if signal != SIGHUP && to_main.send(Stop::Signal(signal)).is_err() {
+            if signal != SIGHUP && tx.send(Stop::Signal(signal)).is_err() {
                 break;
             }
         }
     });
-    if let Some(commit) = commit {
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(commit).lines() {
-                let message = match line.map(|l| l.parse::<Order>()) {
-                    Ok(Ok(Order::Go)) => Stop::Go,
-                    Ok(Ok(Order::Committed)) => {
-                        let _ = tx.send(Stop::Committed);
-                        return;
-                    }
-                    // An unknown word or a broken pipe: freeze is not following the protocol.
-                    Ok(Err(_)) | Err(_) => break,
-                };
-                if tx.send(message).is_err() {
-                    return;
-                }
-            }
-            let _ = tx.send(Stop::FreezeGone);
-        });
-    }
-    Ok((events, rx))
+    Ok(())
 }
 
 struct Locker {
@@ -467,17 +517,22 @@ impl StoppedSql {
 }
 
 impl Locker {
-    /// The locker for `mode`: freeze's two pipes taken over, signals and freeze's orders
-    /// listened to, the state file opened (read only until `go`).
-    fn new(config: Config, sync: bool) -> Result<Locker> {
-        let orders = common::process::inherited_fd(protocol::FREEZE_ORDERS_FD);
-        let (events, signals) = listen_for_signals(orders).map_err(|source| Error::Setup {
+    /// The locker: freeze's reports pipe taken over, signals listened to besides freeze's orders
+    /// (already on `channel`), the state file opened (read only until `go`).
+    fn new(
+        config: Config,
+        sync: bool,
+        notify: Option<std::fs::File>,
+        channel: (Sender<Stop>, Receiver<Stop>),
+    ) -> Result<Locker> {
+        let (events, signals) = channel;
+        listen_for_signals(events.clone()).map_err(|source| Error::Setup {
             what: "install signal handlers",
             source,
         })?;
         let state = StateFile::open(&config.run_dir, false)?;
         Ok(Locker {
-            notify: common::process::inherited_fd(protocol::LOCKER_REPORTS_FD),
+            notify,
             state,
             config,
             signals,

@@ -482,6 +482,61 @@ fn a_malformed_config_names_the_file_line_and_key() {
     assert!(text(&out).contains(":1"), "{}", text(&out));
 }
 
+/// freeze resolves the settings once and hands them to the locker, which reads no config file:
+/// a config path only freeze can resolve (relative to freeze's working directory, while the
+/// locker runs in `/`) still freezes, with freeze's `--lock-mode` over the file's; and a refusal
+/// under that path is still marked in the info file.
+#[test]
+fn the_locker_locks_with_the_settings_freeze_resolved_and_reads_no_config_file_of_its_own() {
+    let server = Server::start();
+    let sandbox = Sandbox::new(&server, "lock-mode = backup-stage");
+    let out = sandbox
+        .command("freeze")
+        .env_remove("MYSQL_SNAPSHOT_CONFIG")
+        .current_dir(sandbox.dir.path())
+        .args([
+            "--config",
+            "mysql-snapshot.cnf",
+            "--lock-mode",
+            "ftwrl",
+            "freeze",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(sandbox.status(), "acquired");
+    assert!(server.writes_blocked(), "freeze said yes without a lock");
+    let info = sandbox.info();
+    assert_eq!(info["lock"]["requested"], "ftwrl", "{info:#}");
+    assert_eq!(info["lock"]["mode"], "ftwrl", "{info:#}");
+    let out = sandbox.thaw("thaw");
+    assert!(out.status.success(), "{}", text(&out));
+    assert_nothing_left(&server, &sandbox, Duration::from_secs(5));
+    // The helpers freeze starts in `/` (here the one that marks the info file `refused`) get the
+    // config's absolute path.
+    let out = sandbox
+        .command("freeze")
+        .env_remove("MYSQL_SNAPSHOT_CONFIG")
+        .current_dir(sandbox.dir.path())
+        .args([
+            "--config",
+            "mysql-snapshot.cnf",
+            "--lock-mode",
+            "backup-lock",
+            "freeze",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        wait_until(Duration::from_secs(5), || sandbox.info()["state"]
+            == "refused"),
+        "the refused freeze's copy must say so: {:#}",
+        sandbox.info()
+    );
+    assert_nothing_left(&server, &sandbox, Duration::from_secs(5));
+}
+
 #[test]
 fn an_unreadable_config_is_refused_naming_the_file() {
     let server = Server::start();

@@ -402,7 +402,7 @@ fn bad_arguments_exit_2_naming_the_problem_and_touch_nothing() {
         ("freeze", &["--lock-mode", "nope"], "mysql-snapshot-freeze: --lock-mode nope: expected auto, ftwrl, backup-stage or backup-lock"),
         ("freeze", &["--nonsense"], "Unrecognized argument: --nonsense"),
         ("thaw", &["freeze"], "mysql-snapshot-thaw: this program does not handle `freeze`; mysql-snapshot-freeze does"),
-        ("locker", &[], "mysql-snapshot-locker: --lock-mode is required"),
+        ("locker", &["--lock-mode", "ftwrl"], "Unrecognized argument: --lock-mode"),
     ];
     for (program, args, says) in cases {
         let out = sandbox.command(program).args(args).output().unwrap();

@@ -384,6 +384,69 @@ fn each_missing_grant_is_named_with_the_grant_that_fixes_it(case: Case) {
 
 /// What thaw --status (which reads the config like every binary, but never connects) says of
 /// `config`.
+/// A locker started by hand has no plan from freeze: without descriptor 4, with a descriptor 4
+/// that ends at once, and with garbage on it (a password among it), it exits 1 naming the
+/// problem, echoes nothing it read, and takes no lock, writes no state and leaves no locker.
+#[test]
+fn a_locker_without_a_plan_from_freeze_refuses_clearly_and_takes_no_lock() {
+    let server = Server::start();
+    let sandbox = Sandbox::new(&server, "");
+    let empty = sandbox.dir.path().join("empty");
+    let garbage = sandbox.dir.path().join("garbage");
+    write_private(&empty, "");
+    write_private(
+        &garbage,
+        &format!("[client]\npassword = {PASSWORD}\ngo\n\u{0}\u{7f}{PASSWORD}\n"),
+    );
+    let cut = sandbox.dir.path().join("cut");
+    write_private(&cut, &format!("plan 5\n[client]\npassword = {PASSWORD}\n"));
+    // sh puts `file` on descriptor 4, then becomes the locker.
+    let with_fd_4 = |file: &Path| {
+        Command::new("sh")
+            .arg("-c")
+            .arg("exec \"$0\" 4<\"$1\"")
+            .arg(bin("locker"))
+            .arg(file)
+            .env("MYSQL_SNAPSHOT_CONFIG", &sandbox.config)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let locks_before = lock_statements_run(&server);
+    let cases = [
+        (
+            sandbox.command("locker").output().unwrap(),
+            "descriptor 4 (freeze's orders pipe) is not open",
+        ),
+        (
+            with_fd_4(&empty),
+            "the orders pipe ended before freeze's plan",
+        ),
+        (with_fd_4(&garbage), "does not start with `plan N`"),
+        (with_fd_4(&cut), "the plan ended at line 3 of 5"),
+    ];
+    for (out, says) in cases {
+        let all = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{all}");
+        assert!(all.contains("no usable plan from freeze"), "{all}");
+        assert!(all.contains(says), "{all}");
+        assert!(
+            !all.contains(PASSWORD),
+            "the plan's password was echoed: {all}"
+        );
+    }
+    assert_eq!(
+        lock_statements_run(&server),
+        locks_before,
+        "a lock statement ran"
+    );
+    assert!(
+        sandbox.state().is_none(),
+        "a locker without a plan wrote the state file"
+    );
+    assert_nothing_left(&server, &sandbox, Duration::from_secs(5));
+}
+
 fn config_verdict(config: &Path) -> Output {
     Command::new(bin("thaw"))
         .arg("--status")
