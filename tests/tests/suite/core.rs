@@ -490,19 +490,23 @@ fn a_malformed_config_names_the_file_line_and_key() {
 fn the_locker_locks_with_the_settings_freeze_resolved_and_reads_no_config_file_of_its_own() {
     let server = Server::start();
     let sandbox = Sandbox::new(&server, "lock-mode = backup-stage");
-    let out = sandbox
-        .command("freeze")
-        .env_remove("MYSQL_SNAPSHOT_CONFIG")
-        .current_dir(sandbox.dir.path())
-        .args([
-            "--config",
-            "mysql-snapshot.cnf",
-            "--lock-mode",
-            "ftwrl",
-            "freeze",
-        ])
-        .output()
-        .unwrap();
+    // freeze run in the sandbox's directory with a relative --config and `--lock-mode mode`.
+    let freeze = |mode: &str| {
+        sandbox
+            .command("freeze")
+            .env_remove("MYSQL_SNAPSHOT_CONFIG")
+            .current_dir(sandbox.dir.path())
+            .args([
+                "--config",
+                "mysql-snapshot.cnf",
+                "--lock-mode",
+                mode,
+                "freeze",
+            ])
+            .output()
+            .unwrap()
+    };
+    let out = freeze("ftwrl");
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(sandbox.status(), "acquired");
     assert!(server.writes_blocked(), "freeze said yes without a lock");
@@ -514,19 +518,7 @@ fn the_locker_locks_with_the_settings_freeze_resolved_and_reads_no_config_file_o
     assert_nothing_left(&server, &sandbox, Duration::from_secs(5));
     // The helpers freeze starts in `/` (here the one that marks the info file `refused`) get the
     // config's absolute path.
-    let out = sandbox
-        .command("freeze")
-        .env_remove("MYSQL_SNAPSHOT_CONFIG")
-        .current_dir(sandbox.dir.path())
-        .args([
-            "--config",
-            "mysql-snapshot.cnf",
-            "--lock-mode",
-            "backup-lock",
-            "freeze",
-        ])
-        .output()
-        .unwrap();
+    let out = freeze("backup-lock");
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
         wait_until(Duration::from_secs(5), || sandbox.info()["state"]
