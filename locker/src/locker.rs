@@ -739,9 +739,23 @@ impl Locker {
                 batched.push(durability::tables_statement(&session.info));
             }
             // The other modes' scan only informs the info file: it has had the checks, the
-            // surroundings and the quiet moment to run in, and what is left of it overlaps the
-            // lock's preparation (the pre-flush, BACKUP STAGE up to BLOCK_DDL). No writer waits
-            // for it; the info file lists the tables every time.
+            // surroundings and the quiet moment to run in. BACKUP STAGE waits for what is left of
+            // it after BLOCK_DDL, where commits still flow, so it overlaps the stages before. FTWRL
+            // waits for it before its statements: its pre-flush must come right before the lock
+            // (a wait between them lets the tables be opened again, by the writers and, on
+            // MariaDB, by the scan itself, and the lock then stalls the writers longer: measured,
+            // BENCHMARKS.md). No writer waits for the scan; the info file lists the tables every
+            // time.
+            if mode != LockMode::BackupStage {
+                if let Some(scan) = tables.take() {
+                    join_scan(
+                        scan,
+                        &mut session.conn,
+                        &session.info,
+                        &mut around.durability,
+                    );
+                }
+            }
             let running = tables.as_ref().is_some_and(|scan| !scan.is_finished());
             let info = &session.info;
             let durability = &mut around.durability;
