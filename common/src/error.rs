@@ -176,11 +176,44 @@ impl Error {
             message: describe(err),
         }
     }
+
+    /// The message without the heading [`NO_LOCK_TAKEN`] that the errors saying so open with
+    /// (the whole message for the others): what the locker tells freeze (`failed …`,
+    /// `unreachable …`), which puts the heading back once.
+    pub fn detail(&self) -> Detail<'_> {
+        Detail(self)
+    }
+
+    /// Whether the message opens with [`NO_LOCK_TAKEN`].
+    fn says_no_lock(&self) -> bool {
+        matches!(
+            self,
+            Error::NotLocked(_)
+                | Error::Unreachable { .. }
+                | Error::Plan { .. }
+                | Error::ModeRefused { .. }
+        )
+    }
 }
+
+/// What opens the message of every error that says no lock was taken.
+pub const NO_LOCK_TAKEN: &str = "no lock taken: ";
+
+/// An error's message without its heading (see [`Error::detail`]).
+pub struct Detail<'a>(&'a Error);
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
+        if self.says_no_lock() {
+            f.write_str(NO_LOCK_TAKEN)?;
+        }
+        write!(f, "{}", self.detail())
+    }
+}
+
+impl fmt::Display for Detail<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
             Error::Usage(m) => write!(f, "{m}"),
             Error::Config {
                 file,
@@ -227,8 +260,8 @@ impl fmt::Display for Error {
                 f,
                 "another snapshot is in progress ({holder}, status {status}, started {started_at}); run mysql-snapshot-thaw to end it first"
             ),
-            Error::NotLocked(why) => write!(f, "no lock taken: {why}"),
-            Error::Unreachable { message } => write!(f, "no lock taken: {message}"),
+            Error::NotLocked(why) => write!(f, "{why}"),
+            Error::Unreachable { message } => write!(f, "{message}"),
             Error::LockLost(how) => write!(f, "{how}"),
             Error::Replication { message } => write!(f, "{message}"),
             Error::Unverifiable { problem, fix } => {
@@ -237,11 +270,11 @@ impl fmt::Display for Error {
             Error::Interrupted { signal } => write!(f, "stopped by {signal}"),
             Error::Plan { problem } => write!(
                 f,
-                "no lock taken: no usable plan from freeze: {problem}. The locker is started by mysql-snapshot-freeze, not by hand"
+                "no usable plan from freeze: {problem}. The locker is started by mysql-snapshot-freeze, not by hand"
             ),
             Error::ModeRefused { mode, reasons } => write!(
                 f,
-                "no lock taken: lock-mode = {mode} cannot promise a consistent snapshot here: {}",
+                "lock-mode = {mode} cannot promise a consistent snapshot here: {}",
                 reasons.join("; ")
             ),
             Error::State { path, message } => write!(f, "{}: {message}", path.display()),
@@ -270,12 +303,11 @@ pub enum NoLock {
         seconds: u64,
         blocker: Option<String>,
     },
-    /// The locker failed and said why (its own error, in its words).
+    /// The locker failed and said why: its own error, in its words (the error's
+    /// [`Error::detail`]: the heading is freeze's).
     Locker(String),
     /// The locker ended without the lock; `reason` is what it recorded, if anything.
     LockerExited { reason: Option<String> },
-    /// freeze lost its pipe to the locker.
-    LostContact,
     /// A Galera node that is not Synced (`state`: `wsrep_local_state_comment`).
     GaleraNotSynced { state: String },
     /// A Group Replication member whose applier queue is past half the flow-control threshold.
@@ -296,10 +328,6 @@ pub enum NoLock {
     HoldSpent { took_ms: u128, max_lock_time: u64 },
     /// The locker was stopped (`by`) while `during`.
     Stopped { by: String, during: String },
-    /// A helper thread of the locker went away while `during`.
-    HelperLost { during: String },
-    /// A helper reported when another was awaited.
-    OutOfTurn { who: String },
     /// thaw found the freeze still without the lock (`what` happened to it): the snapshot was
     /// taken without the lock.
     TakenWithout { what: String },
@@ -321,7 +349,6 @@ impl fmt::Display for NoLock {
                 f,
                 "the locker exited without taking the lock (see syslog for its error)"
             ),
-            NoLock::LostContact => write!(f, "lost contact with the locker"),
             NoLock::GaleraNotSynced { state } => write!(
                 f,
                 "this Galera node is not Synced (wsrep_local_state_comment = {state}): a snapshot now would be of a node in the middle of a state transfer or desynced. Wait until it is Synced (SHOW GLOBAL STATUS LIKE 'wsrep_local_state_comment'), or snapshot another node"
@@ -355,8 +382,6 @@ impl fmt::Display for NoLock {
                 "the steps after the lock (coordinates, info file, syncs) took {took_ms} ms of max-lock-time ({max_lock_time} s); the lock was released. Raise max-lock-time"
             ),
             NoLock::Stopped { by, during } => write!(f, "{by} while {during}"),
-            NoLock::HelperLost { during } => write!(f, "lost the helper thread while {during}"),
-            NoLock::OutOfTurn { who } => write!(f, "{who} reported out of turn"),
             NoLock::TakenWithout { what } => write!(
                 f,
                 "{what}: the snapshot was taken without the lock and is NOT application-consistent"
@@ -483,6 +508,50 @@ mod tests {
             Some("denied here")
         );
         assert_eq!(err.to_string(), "cannot read /run/x: denied here");
+    }
+
+    #[test]
+    fn the_locker_s_words_read_back_as_freeze_s_error_with_one_heading() {
+        let errors = [
+            Error::NotLocked(NoLock::HoldSpent {
+                took_ms: 5,
+                max_lock_time: 1,
+            }),
+            Error::Plan {
+                problem: "none".into(),
+            },
+            Error::ModeRefused {
+                mode: "backup-lock",
+                reasons: vec!["a".into(), "b".into()],
+            },
+            Error::MissingPrivilege {
+                account: "'u'@'%'".into(),
+                missing: "RELOAD".into(),
+                fix: "GRANT".into(),
+            },
+            Error::State {
+                path: "/run/x".into(),
+                message: "gone".into(),
+            },
+        ];
+        for err in errors {
+            let told = err.detail().to_string();
+            assert!(!told.starts_with(NO_LOCK_TAKEN), "{told}");
+            let heard = Error::NotLocked(NoLock::Locker(told.clone())).to_string();
+            assert_eq!(heard, format!("{NO_LOCK_TAKEN}{told}"));
+            match err.says_no_lock() {
+                true => assert_eq!(heard, err.to_string()),
+                false => assert_eq!(told, err.to_string()),
+            }
+        }
+        let connect = Error::Connect {
+            target: "/run/mysqld.sock".into(),
+            message: "refused".into(),
+        };
+        let heard = Error::Unreachable {
+            message: connect.detail().to_string(),
+        };
+        assert_eq!(heard.to_string(), format!("{NO_LOCK_TAKEN}{connect}"));
     }
 
     #[test]

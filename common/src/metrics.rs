@@ -671,7 +671,7 @@ mod tests {
             signal: "SIGTERM".into(),
         };
         let lost = Error::LockLost(Lost::NotOurLocker);
-        let refused = Error::NotLocked(NoLock::LostContact);
+        let refused = Error::NotLocked(NoLock::LockerExited { reason: None });
         assert_eq!(Outcome::of_freeze_error(&busy), Outcome::Busy);
         assert_eq!(Outcome::of_freeze_error(&stopped), Outcome::Aborted);
         assert_eq!(Outcome::of_freeze_error(&lost), Outcome::Lost);

@@ -34,9 +34,10 @@ pub enum Report {
     Acquired,
     /// The server capped the lock attempt; nothing is held.
     TimedOut,
-    /// The locker failed; nothing is held. Why, on one line.
+    /// The locker failed; nothing is held. Why, on one line: its error's detail, without the
+    /// heading `no lock taken: ` (freeze's error puts it there once; `Error::detail`).
     Failed(String),
-    /// The locker could not reach the server. Why, on one line.
+    /// The locker could not reach the server. Why, on one line (as for `Failed`).
     Unreachable(String),
 }
 
@@ -133,8 +134,8 @@ mod tests {
             (Report::Acquired, "acquired"),
             (Report::TimedOut, "timed-out"),
             (
-                Report::Failed("no lock taken: x".into()),
-                "failed no lock taken: x",
+                Report::Failed("no usable plan from freeze: x".into()),
+                "failed no usable plan from freeze: x",
             ),
             (
                 Report::Unreachable("cannot connect".into()),

@@ -13,7 +13,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::{Duration, Instant};
 
 use argh::FromArgs;
@@ -194,6 +194,7 @@ pub(crate) struct Freeze {
     started: Instant,
     deadline: Instant,
     events: Receiver<Event>,
+    /// A sender of `events` for the helpers freeze starts; kept, it keeps the channel open.
     sender: Sender<Event>,
     state: StateFile,
     locker_exe: PathBuf,
@@ -220,6 +221,8 @@ pub(crate) struct Holding {
     pub(crate) config: Config,
     /// Signals to freeze (and the locker's last words, which say nothing now).
     pub(crate) events: Receiver<Event>,
+    /// A sender of `events`, kept so that the channel never disconnects.
+    _events_open: Sender<Event>,
     pub(crate) state_file: StateFile,
     /// The `acquired` record.
     pub(crate) acquired: Box<State>,
@@ -240,6 +243,22 @@ impl Holding {
             std::thread::sleep(Duration::from_millis(5));
         }
     }
+}
+
+/// What ends a wait of [`Freeze::attempt`]: an event, or one of its timers.
+enum Wakeup {
+    Event(Event),
+    Timer(Timer),
+}
+
+/// The deadlines of an attempt.
+enum Timer {
+    /// [`LOCKER_POLL`]: look whether the locker ended without a word seen.
+    LockerPoll,
+    /// `kill-long-queries-timeout` after `locking`: kill what holds up the lock statement.
+    KillLongQueries,
+    /// `snapshot-timeout`: no lock in time.
+    SnapshotTimeout,
 }
 
 /// How one locker run ended, as far as freeze is concerned.
@@ -308,6 +327,7 @@ impl Freeze {
             (Some(locker), Some(commit)) => Ok(Holding {
                 config: self.config.clone(),
                 events: std::mem::replace(&mut self.events, mpsc::channel().1),
+                _events_open: self.sender.clone(),
                 state_file: StateFile::open(&self.config.run_dir, false)?,
                 acquired: state,
                 locker,
@@ -502,10 +522,9 @@ impl Freeze {
             if left.is_zero() {
                 return Ok(());
             }
-            match self.events.recv_timeout(left) {
-                Ok(Event::Signal(signal)) => return Err(interrupted(signal)),
-                Ok(_) | Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => std::thread::sleep(left),
+            // The channel never disconnects (freeze holds a sender): an error is the pause's end.
+            if let Ok(Event::Signal(signal)) = self.events.recv_timeout(left) {
+                return Err(interrupted(signal));
             }
         }
     }
@@ -535,45 +554,59 @@ impl Freeze {
         let mut kill_at: Option<Instant> = None;
         let mut blocker: Option<String> = None;
         loop {
-            let wake = kill_at.map_or(self.deadline, |at| at.min(self.deadline));
-            let left = wake
-                .saturating_duration_since(Instant::now())
-                .min(LOCKER_POLL);
-            match self.events.recv_timeout(left) {
+            match self.next_wakeup(kill_at) {
                 // A locker that ended without a word we saw (its end was read while freeze was
                 // busy elsewhere) is judged by its record.
-                Err(RecvTimeoutError::Timeout)
-                    if left == LOCKER_POLL && self.locker_exited_within(Duration::ZERO) =>
-                {
-                    return self.attempt_outcome();
+                Wakeup::Timer(Timer::LockerPoll) => {
+                    if self.locker_exited_within(Duration::ZERO) {
+                        return self.attempt_outcome();
+                    }
                 }
-                Err(RecvTimeoutError::Timeout) if Instant::now() < wake => {}
-                Err(RecvTimeoutError::Timeout)
-                    if kill_at.is_some() && Instant::now() < self.deadline =>
-                {
+                Wakeup::Timer(Timer::KillLongQueries) => {
                     kill_at = None;
                     self.kill_blockers()?;
                 }
-                Ok(Event::Signal(signal)) => return Err(interrupted(signal)),
-                Ok(Event::Marked(marked)) => {
+                Wakeup::Timer(Timer::SnapshotTimeout) => {
+                    return Err(self.timeout_error(blocker.as_deref()))
+                }
+                Wakeup::Event(Event::Signal(signal)) => return Err(interrupted(signal)),
+                Wakeup::Event(Event::Marked(marked)) => {
                     marked?;
                     self.marking = false;
                     self.go();
                 }
-                Ok(Event::Locker(n, _)) | Ok(Event::LockerClosed(n)) if n != attempt => {}
-                Ok(Event::Locker(_, line)) => {
+                // An earlier attempt's locker, ended: its record was read then.
+                Wakeup::Event(Event::Locker(n, _) | Event::LockerClosed(n)) if n != attempt => {}
+                Wakeup::Event(Event::Locker(_, line)) => {
                     if let Some(end) = self.heard(&line, &mut blocker, &mut kill_at) {
                         return end;
                     }
                 }
-                Ok(Event::LockerClosed(_)) => return self.attempt_outcome(),
-                Err(RecvTimeoutError::Timeout) => {
-                    return Err(self.timeout_error(blocker.as_deref()))
-                }
-                Err(RecvTimeoutError::Disconnected) => {
-                    return Err(Error::NotLocked(NoLock::LostContact))
-                }
+                Wakeup::Event(Event::LockerClosed(_)) => return self.attempt_outcome(),
             }
+        }
+    }
+
+    /// The next event, or the first of `attempt`'s timers if it comes first: the locker poll,
+    /// the kill of what holds up the lock statement (`kill_at`, once set), the snapshot deadline
+    /// (which wins a tie). The channel never disconnects (freeze holds a sender): no event by
+    /// then means the timer fired.
+    fn next_wakeup(&self, kill_at: Option<Instant>) -> Wakeup {
+        let mut timer = (Timer::SnapshotTimeout, self.deadline);
+        if let Some(at) = kill_at.filter(|&at| at < timer.1) {
+            timer = (Timer::KillLongQueries, at);
+        }
+        let poll = Instant::now() + LOCKER_POLL;
+        if poll < timer.1 {
+            timer = (Timer::LockerPoll, poll);
+        }
+        let (timer, at) = timer;
+        match self
+            .events
+            .recv_timeout(at.saturating_duration_since(Instant::now()))
+        {
+            Ok(event) => Wakeup::Event(event),
+            Err(_) => Wakeup::Timer(timer),
         }
     }
 
@@ -611,11 +644,7 @@ impl Freeze {
             }
             Ok(Report::Failed(why)) => {
                 self.reap_locker();
-                Some(Err(Error::NotLocked(NoLock::Locker(
-                    why.strip_prefix("no lock taken: ")
-                        .unwrap_or(&why)
-                        .to_string(),
-                ))))
+                Some(Err(Error::NotLocked(NoLock::Locker(why))))
             }
             Ok(Report::Unreachable(why)) => {
                 self.reap_locker();

@@ -8,7 +8,6 @@
 //! is `common::thaw`'s, the same release and the same judgement as a hook's thaw.
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitCode, ExitStatus};
-use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
 
 use common::error::{EXIT_RUN_LOCK_ENDED, EXIT_RUN_NOT_RUN, EXIT_RUN_UNFINISHED};
@@ -197,15 +196,12 @@ fn watch(holding: &Holding, child: &mut Child) -> (ExitStatus, Option<i32>, Opti
                 return (status, forwarded, lock_ended);
             }
         }
-        match holding.events.recv_timeout(WATCH_POLL) {
-            Ok(Event::Signal(signal)) => {
-                log::warn!("event=aborted signal {signal} forwarded to the command (PID {pid}); the lock is released once it ends");
-                signal_child(pid, signal);
-                forwarded = Some(signal);
-                kill_at.get_or_insert(Instant::now() + COMMAND_GRACE);
-            }
-            Ok(_) | Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => std::thread::sleep(WATCH_POLL),
+        // The channel never disconnects (`holding` keeps a sender): an error is the poll's end.
+        if let Ok(Event::Signal(signal)) = holding.events.recv_timeout(WATCH_POLL) {
+            log::warn!("event=aborted signal {signal} forwarded to the command (PID {pid}); the lock is released once it ends");
+            signal_child(pid, signal);
+            forwarded = Some(signal);
+            kill_at.get_or_insert(Instant::now() + COMMAND_GRACE);
         }
         if lock_ended.is_none() {
             if let Some(why) = ended_under_the_command(holding) {

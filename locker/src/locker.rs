@@ -15,7 +15,8 @@
 //! belong to another snapshot, so it touches nothing: failures then reach freeze only through the
 //! pipe.
 //!
-//! What it says to freeze and hears from it are the words of `common::protocol`.
+//! What it says to freeze and hears from it are the words of `common::protocol`; what it listens
+//! to (freeze's words, signals, its helper threads) reaches it through `crate::inbox`.
 //!
 //! Exit status: 0 after a clean release, 1 when it ended without one (a capped attempt, a failure,
 //! a stop before the lock). freeze judges an attempt by the state file and the words, never by the
@@ -23,9 +24,10 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use crate::inbox::{Inbox, Stop};
 use crate::info_writer::InfoWriter;
 use argh::FromArgs;
 use common::config::SyncFilesystems;
@@ -37,7 +39,7 @@ use common::lifecycle::{Acquired, End};
 use common::lock::{Attempt, Choice, LockMode};
 use common::preparation;
 use common::process::Identity;
-use common::protocol::{self, Order, Report};
+use common::protocol::{self, Report};
 use common::quiet::QuietWindow;
 use common::replica_safe::{self, Moment};
 use common::replication;
@@ -46,22 +48,13 @@ use common::storage;
 use common::surroundings::{self, Surroundings};
 use common::{cli, logging, processlist, server, time, Config, Error, Result};
 use mysql::prelude::Queryable;
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
-fn describe(stop: &Stop) -> String {
-    match stop {
-        Stop::Signal(signal) => format!("stopped by signal {signal}"),
-        Stop::FreezeGone => "freeze ended without reporting success".to_string(),
-        Stop::Go | Stop::Committed => "freeze's word".to_string(),
-        Stop::InfoFile(_) => "the info file's writer".to_string(),
-        Stop::Synced(_) => "the filesystem sync".to_string(),
-    }
-}
-
-/// A helper's report that arrived when another was awaited (cannot happen: each reports once).
-fn out_of_turn(stop: &Stop) -> Error {
-    Error::NotLocked(NoLock::OutOfTurn {
-        who: describe(stop),
+/// `stop` came while the step `during` waited for a helper: no lock for freeze (the caller
+/// releases at once).
+fn stopped_while(stop: Stop, during: &str) -> Error {
+    Error::NotLocked(NoLock::Stopped {
+        by: stop.to_string(),
+        during: during.to_string(),
     })
 }
 
@@ -191,15 +184,8 @@ fn run(args: Args) -> Result<ExitCode> {
     // First the orders pipe: the plan freeze writes on it right after the start is all the
     // locker waits for, and nothing before it needs a setting.
     let notify = common::process::inherited_fd(protocol::LOCKER_REPORTS_FD);
-    let (events, signals) = mpsc::channel();
-    let plan = listen_for_orders(
-        common::process::inherited_fd(protocol::FREEZE_ORDERS_FD),
-        events.clone(),
-    );
-    let config = match plan
-        .recv_timeout(PLAN_WAIT)
-        .unwrap_or_else(|_| Err(no_plan_in_time()))
-    {
+    let (inbox, plan) = Inbox::open(common::process::inherited_fd(protocol::FREEZE_ORDERS_FD));
+    let config = match plan {
         Ok(config) => config,
         Err(err) => return Ok(refuse_without_plan(notify, &err)),
     };
@@ -207,7 +193,7 @@ fn run(args: Args) -> Result<ExitCode> {
     // The plan carries the mode freeze resolved (its --lock-mode over the file's): one mode from
     // here on, the privileges it needs included.
     let sync = config.sync_filesystems == SyncFilesystems::On;
-    let mut locker = match Locker::new(config, sync, notify, (events, signals)) {
+    let mut locker = match Locker::new(config, sync, notify, inbox) {
         Ok(locker) => locker,
         Err(err) => {
             log::error!("event=refused {err}");
@@ -347,106 +333,22 @@ fn write_metrics(config: Option<&std::path::Path>) -> ExitCode {
     }
 }
 
-/// What reaches the locker from outside: signals, and freeze's words on the commit pipe.
-enum Stop {
-    Signal(i32),
-    /// freeze says: now is a quiet moment, take the lock.
-    Go,
-    /// freeze reports success: from now on only thaw or max-lock-time ends the lock.
-    Committed,
-    /// freeze closed its end of the commit pipe without confirming success: it failed or died.
-    FreezeGone,
-    /// The info file's writer is done (or failed) with the held record.
-    InfoFile(Result<()>),
-    /// The syncs of the server's filesystems are done (or failed).
-    Synced(Result<Vec<storage::Synced>>),
-}
-
-/// The longest the locker waits for freeze's plan (freeze writes it as soon as the locker is
-/// started: a locker without one was started by hand, or its freeze stopped).
-const PLAN_WAIT: Duration = Duration::from_secs(10);
-
-fn no_plan_in_time() -> Error {
-    Error::Plan {
-        problem: format!(
-            "none arrived on descriptor {} within {} s",
-            protocol::FREEZE_ORDERS_FD,
-            PLAN_WAIT.as_secs()
-        ),
-    }
-}
-
 /// No plan, so no settings: says why on stderr and to freeze (`failed`), takes no lock, exits 1.
 fn refuse_without_plan(notify: Option<std::fs::File>, err: &Error) -> ExitCode {
     logging::init_stderr("locker");
     log::error!("event={} {err}", err.event());
     if let Some(mut pipe) = notify {
-        let _ = writeln!(pipe, "{}", Report::Failed(err.to_string()));
+        let _ = writeln!(pipe, "{}", Report::Failed(err.detail().to_string()));
     }
     ExitCode::from(err.exit_code(1))
-}
-
-/// Reads freeze's orders pipe (descriptor 4) on a thread of its own: first the plan, returned
-/// on the channel this gives back (an error when there is no pipe or no plan), then freeze's
-/// words, sent to `tx`: `go`, `committed`, or its end without `committed`.
-fn listen_for_orders(orders: Option<std::fs::File>, tx: Sender<Stop>) -> Receiver<Result<Config>> {
-    let (plan_tx, plan) = mpsc::sync_channel(1);
-    let Some(orders) = orders else {
-        let _ = plan_tx.send(Err(Error::Plan {
-            problem: format!(
-                "descriptor {} (freeze's orders pipe) is not open",
-                protocol::FREEZE_ORDERS_FD
-            ),
-        }));
-        return plan;
-    };
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        let mut orders = std::io::BufReader::new(orders);
-        let read = common::plan::read(&mut orders);
-        let planned = read.is_ok();
-        if plan_tx.send(read).is_err() || !planned {
-            return;
-        }
-        for line in orders.lines() {
-            let message = match line.map(|l| l.parse::<Order>()) {
-                Ok(Ok(Order::Go)) => Stop::Go,
-                Ok(Ok(Order::Committed)) => {
-                    let _ = tx.send(Stop::Committed);
-                    return;
-                }
-                // An unknown word or a broken pipe: freeze is not following the protocol.
-                Ok(Err(_)) | Err(_) => break,
-            };
-            if tx.send(message).is_err() {
-                return;
-            }
-        }
-        let _ = tx.send(Stop::FreezeGone);
-    });
-    plan
-}
-
-/// SIGTERM and SIGINT arrive on `tx` (SIGHUP is swallowed).
-fn listen_for_signals(tx: Sender<Stop>) -> std::io::Result<()> {
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
-    std::thread::spawn(move || {
-        for signal in signals.forever() {
-            if signal != SIGHUP && tx.send(Stop::Signal(signal)).is_err() {
-                break;
-            }
-        }
-    });
-    Ok(())
 }
 
 struct Locker {
     config: Config,
     state: StateFile,
     notify: Option<std::fs::File>,
-    signals: Receiver<Stop>,
-    /// The sending side of `signals`, for the info file's writer.
-    events: Sender<Stop>,
+    /// freeze's words, signals, helpers done.
+    inbox: Inbox,
     /// freeze said `go`: the state file is this snapshot's.
     ours: bool,
     /// `--sync-filesystems`: sync the server's filesystems before saying `acquired`.
@@ -518,15 +420,14 @@ impl StoppedSql {
 
 impl Locker {
     /// The locker: freeze's reports pipe taken over, signals listened to besides freeze's orders
-    /// (already on `channel`), the state file opened (read only until `go`).
+    /// (already in `inbox`), the state file opened (read only until `go`).
     fn new(
         config: Config,
         sync: bool,
         notify: Option<std::fs::File>,
-        channel: (Sender<Stop>, Receiver<Stop>),
+        inbox: Inbox,
     ) -> Result<Locker> {
-        let (events, signals) = channel;
-        listen_for_signals(events.clone()).map_err(|source| Error::Setup {
+        inbox.listen_for_signals().map_err(|source| Error::Setup {
             what: "install signal handlers",
             source,
         })?;
@@ -535,25 +436,25 @@ impl Locker {
             notify,
             state,
             config,
-            signals,
-            events,
+            inbox,
             ours: false,
             sync,
             replica: None,
         })
     }
 
-    /// The run failed with `err`: logs it, tells freeze (`unreachable` or `failed`), and records
-    /// it once the state file is this snapshot's (or SQL threads it stopped must start again).
+    /// The run failed with `err`: logs it, tells freeze (`unreachable` or `failed`, with the
+    /// error's detail: freeze says `no lock taken` itself), and records it once the state file is
+    /// this snapshot's (or SQL threads it stopped must start again).
     fn fail(&mut self, err: &Error) {
         log::error!("event={} {err}", err.event());
-        let why = err.to_string();
+        let detail = err.detail().to_string();
         self.notify(match err {
-            Error::Connect { .. } => Report::Unreachable(why.clone()),
-            _ => Report::Failed(why.clone()),
+            Error::Connect { .. } => Report::Unreachable(detail),
+            _ => Report::Failed(detail),
         });
         if self.ours || self.replica.is_some() {
-            self.record_end(End::Failed, Reason::Other(why));
+            self.record_end(End::Failed, Reason::Other(err.to_string()));
         }
     }
 
@@ -565,12 +466,8 @@ impl Locker {
         // Connected and ready: freeze decides when (it claims the run meanwhile). Until `go` the
         // state file may not be ours yet: touch nothing.
         self.notify(Report::Ready);
-        loop {
-            match self.signals.recv() {
-                Ok(Stop::Go) => break,
-                Ok(Stop::Committed) => {}
-                Ok(_) | Err(_) => return Ok(1),
-            }
+        if self.inbox.wait_for_go().is_err() {
+            return Ok(1);
         }
         self.ours = true;
         let Some(ready) = self.get_ready(prepared)? else {
@@ -654,7 +551,7 @@ impl Locker {
         // info file `freezing` before its `go`: no copy from now on carries an earlier record as
         // this moment's.
         let pending = PendingInfoFile::create(&self.config.info_file)?;
-        let writer = InfoWriter::start(pending, self.events.clone(), Stop::InfoFile);
+        let writer = InfoWriter::start(pending, &self.inbox);
         if let Some(stop) = self.make_replica_safe(&mut session)? {
             self.stopped(
                 &stop,
@@ -667,7 +564,7 @@ impl Locker {
             return Ok(None);
         }
         let started_at_ms = self.record_waiting(&session, choice.mode)?;
-        if let Ok(stop @ (Stop::Signal(_) | Stop::FreezeGone)) = self.signals.try_recv() {
+        if let Some(stop) = self.inbox.stop_before(Instant::now()) {
             self.stopped(&stop, "before locking");
             return Ok(None);
         }
@@ -699,7 +596,7 @@ impl Locker {
     /// Records that `stop` ended the run `when` (a step before the lock). With freeze gone, no
     /// one else is left to mark the info file: a copy taken now has no lock.
     fn stopped(&mut self, stop: &Stop, when: &str) {
-        let why = Reason::Other(format!("{} {when}; no lock was taken", describe(stop)));
+        let why = Reason::Other(format!("{stop} {when}; no lock was taken"));
         if matches!(stop, Stop::FreezeGone) {
             if let Some(mark) = self.mark_of_end(End::Failed, &why) {
                 info_file::mark_now(&self.config, &mark);
@@ -900,16 +797,8 @@ impl Locker {
     /// Holds the lock taken at `acquired` until thaw's SIGTERM (or another stop), or `None` at
     /// max-lock-time.
     fn hold(&self, acquired: Instant) -> Option<Stop> {
-        let max = Duration::from_secs(self.config.max_lock_time);
-        loop {
-            let left = max.saturating_sub(acquired.elapsed());
-            match self.signals.recv_timeout(left) {
-                Ok(Stop::Go | Stop::Committed | Stop::InfoFile(_) | Stop::Synced(_)) => {}
-                Ok(stop) => return Some(stop),
-                Err(RecvTimeoutError::Timeout) => return None,
-                Err(RecvTimeoutError::Disconnected) => std::thread::sleep(left),
-            }
-        }
+        self.inbox
+            .stop_before(acquired + Duration::from_secs(self.config.max_lock_time))
     }
 
     /// Releases first, then records why the lock ended (`cause`; `None`: max-lock-time), then
@@ -929,7 +818,7 @@ impl Locker {
                 self.config.max_lock_time
             )),
             Some(Stop::Signal(_)) if thaw_asked => Reason::Thaw,
-            Some(stop) => Reason::Other(describe(&stop)),
+            Some(stop) => Reason::Other(stop.to_string()),
         };
         // The info file is marked before the release, within a bound: a frozen filesystem must
         // not delay it. On thaw's request the filesystems are thawed (thaw runs after FITHAW), so
@@ -1011,10 +900,9 @@ impl Locker {
         writer.write(info);
         // Wait for the write, but never past a stop: the caller then releases at once, even if
         // the write hangs on a frozen filesystem.
-        match self.wait_for("the info file was being written")? {
-            Stop::InfoFile(written) => written?,
-            other => return Err(out_of_turn(&other)),
-        }
+        self.inbox
+            .wait_for(writer.written())
+            .map_err(|stop| stopped_while(stop, "the info file was being written"))??;
         // After the info file, so that it is synced too.
         let synced = match to_sync {
             Some(filesystems) => Some(self.sync_filesystems(filesystems, acquired)?),
@@ -1070,14 +958,11 @@ impl Locker {
                 .saturating_sub(hold_margin(self.config.max_lock_time)),
         );
         let filesystems = filesystems.to_vec();
-        let done = self.events.clone();
-        std::thread::spawn(move || {
-            let _ = done.send(Stop::Synced(storage::sync_all(&filesystems, limit)));
-        });
-        match self.wait_for("the filesystems were being synced")? {
-            Stop::Synced(synced) => synced,
-            other => Err(out_of_turn(&other)),
-        }
+        let (done, synced) = self.inbox.reply();
+        std::thread::spawn(move || done.send(storage::sync_all(&filesystems, limit)));
+        self.inbox
+            .wait_for(&synced)
+            .map_err(|stop| stopped_while(stop, "the filesystems were being synced"))?
     }
 
     /// The last checks before `acquired`: enough of max-lock-time left to be of use (else the
@@ -1146,28 +1031,6 @@ impl Locker {
         Duration::from_secs(self.config.max_lock_time).saturating_sub(acquired.elapsed())
     }
 
-    /// Waits for the info file's writer or the syncs to report, but never past a stop (a signal,
-    /// freeze gone): that is an error, and the caller releases at once. `what` names the step.
-    fn wait_for(&self, what: &str) -> Result<Stop> {
-        loop {
-            match self.signals.recv() {
-                Ok(done @ (Stop::InfoFile(_) | Stop::Synced(_))) => return Ok(done),
-                Ok(Stop::Go | Stop::Committed) => {}
-                Ok(stop) => {
-                    return Err(Error::NotLocked(NoLock::Stopped {
-                        by: describe(&stop),
-                        during: what.to_string(),
-                    }))
-                }
-                Err(_) => {
-                    return Err(Error::NotLocked(NoLock::HelperLost {
-                        during: what.to_string(),
-                    }))
-                }
-            }
-        }
-    }
-
     /// `replica-safe`: on a replica, waits for a moment when its SQL threads hold no temporary
     /// table open and stops them then (recorded in the state file before the STOP), telling
     /// freeze while it waits. `Some(stop)` when told to stop meanwhile. Off, or not a replica:
@@ -1197,10 +1060,8 @@ impl Locker {
                 Moment::Stuck { open } => return Err(replica_safe::stuck_error(open)),
                 Moment::Wait { open } => reported = self.tell_waiting(open, reported),
             }
-            match self.signals.recv_timeout(QUIET_POLL) {
-                Ok(Stop::Go | Stop::Committed) | Err(RecvTimeoutError::Timeout) => {}
-                Ok(stop) => return Ok(Some(stop)),
-                Err(RecvTimeoutError::Disconnected) => std::thread::sleep(QUIET_POLL),
+            if let Some(stop) = self.inbox.stop_within(QUIET_POLL) {
+                return Ok(Some(stop));
             }
         }
     }
@@ -1284,10 +1145,8 @@ impl Locker {
                 self.notify(Report::Busy(blocker.to_string()));
                 reported = Some(blocker.id);
             }
-            match self.signals.recv_timeout(QUIET_POLL) {
-                Ok(Stop::Go | Stop::Committed) | Err(RecvTimeoutError::Timeout) => {}
-                Ok(stop) => return Ok(Some(stop)),
-                Err(RecvTimeoutError::Disconnected) => std::thread::sleep(QUIET_POLL),
+            if let Some(stop) = self.inbox.stop_within(QUIET_POLL) {
+                return Ok(Some(stop));
             }
         }
     }

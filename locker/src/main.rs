@@ -1,6 +1,7 @@
 //! `mysql-snapshot-locker`: holds the lock for one snapshot. Started by freeze, stopped by thaw.
 #![forbid(unsafe_code)]
 
+mod inbox;
 mod info_writer;
 mod locker;
 
