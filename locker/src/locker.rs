@@ -643,7 +643,9 @@ impl Locker {
             // MariaDB, by the scan itself, and the lock then stalls the writers longer: measured,
             // BENCHMARKS.md). No writer waits for the scan; the info file lists the tables every
             // time.
-            if mode != LockMode::BackupStage {
+            let after_block_ddl = mode == LockMode::BackupStage
+                && tables.as_ref().is_some_and(|scan| !scan.is_finished());
+            if !after_block_ddl {
                 if let Some(scan) = tables.take() {
                     join_scan(
                         scan,
@@ -653,7 +655,6 @@ impl Locker {
                     );
                 }
             }
-            let running = tables.as_ref().is_some_and(|scan| !scan.is_finished());
             let info = &session.info;
             let durability = &mut around.durability;
             let mut join = |conn: &mut mysql::Conn| {
@@ -665,18 +666,9 @@ impl Locker {
                 &mut session.conn,
                 self.config.pre_flush,
                 &batched,
-                running.then_some(&mut join as &mut dyn FnMut(&mut mysql::Conn)),
+                after_block_ddl.then_some(&mut join as &mut dyn FnMut(&mut mysql::Conn)),
             )?;
             session.answers = answers;
-            // Finished before the lock was sent: no wait.
-            if let Some(scan) = tables.take() {
-                join_scan(
-                    scan,
-                    &mut session.conn,
-                    &session.info,
-                    &mut around.durability,
-                );
-            }
             if let Attempt::TimedOut { statement, message } = attempt {
                 let reason = self.timed_out(&mut session, statement, &message, attempt_started);
                 self.record_end(End::TimedOut, Reason::Other(reason));
