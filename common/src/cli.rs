@@ -1,5 +1,6 @@
 //! Command-line plumbing shared by the binaries: argument parsing with defined exit codes, the
-//! version line, and turning a run's result into an exit status with one logged line.
+//! version line, and the one way out of a run: `Ok` with the status that is its answer, or a
+//! [`Failure`] that knows its exit status and is told exactly once.
 //!
 //! Usage errors exit 2 before anything else happens; nothing here touches the server or a lock.
 use std::process::ExitCode;
@@ -55,20 +56,59 @@ fn args<T: Program>() -> Result<T, ExitCode> {
     Ok(args)
 }
 
+/// A failed run on its one way out of [`run`]: the exit status it leaves with, and its error until
+/// that is told. Made from an [`Error`] by `?` (told by `run` on stderr, exit status 1, or 2 for a
+/// usage error), logged where it happens ([`Failure::logged`]), or already told
+/// ([`Failure::told`]).
+#[derive(Debug)]
+pub struct Failure {
+    code: u8,
+    untold: Option<Error>,
+}
+
+impl From<Error> for Failure {
+    fn from(error: Error) -> Failure {
+        Failure {
+            code: error.exit_code(EXIT_DEFAULT_ERROR),
+            untold: Some(error),
+        }
+    }
+}
+
+impl Failure {
+    /// `error`, logged now as one `event=KEY message` line, leaving with its status given
+    /// `error_exit_code` (the configured one once the configuration is read).
+    pub fn logged(error: Error, error_exit_code: u8) -> Failure {
+        log::error!("event={} {error}", error.event());
+        Failure {
+            code: error.exit_code(error_exit_code),
+            untold: None,
+        }
+    }
+
+    /// A failure already told where it belongs (to freeze, in the log, in the state file),
+    /// leaving with `code`.
+    pub fn told(code: u8) -> Failure {
+        Failure { code, untold: None }
+    }
+}
+
 /// The one way out of a binary: parses `T`'s arguments (`--help` and `--version` print and exit
-/// 0, a bad argument exits 2), then runs `body` with them. `body`'s `Ok` is the exit status; its
-/// `Err` is printed as `mysql-snapshot-NAME: error` on stderr and exits with the error's status
-/// (2 for `Error::Usage`). Errors after the configuration is read are logged by `finish` instead.
-pub fn run<T: Program>(body: impl FnOnce(T) -> Result<ExitCode, Error>) -> ExitCode {
+/// 0, a bad argument exits 2), then runs `body` with them. `body`'s `Ok` is the exit status that
+/// answers (verify's verdict, `--status`'s level, `--run`'s statuses); its `Err` is a [`Failure`],
+/// whose error, if not yet told, is printed as `mysql-snapshot-NAME: error` on stderr.
+pub fn run<T: Program>(body: impl FnOnce(T) -> Result<ExitCode, Failure>) -> ExitCode {
     let args = match args::<T>() {
         Ok(args) => args,
         Err(code) => return code,
     };
     match body(args) {
         Ok(code) => code,
-        Err(err) => {
-            eprintln!("mysql-snapshot-{}: {err}", T::NAME);
-            ExitCode::from(err.exit_code(EXIT_DEFAULT_ERROR))
+        Err(Failure { code, untold }) => {
+            if let Some(err) = untold {
+                eprintln!("mysql-snapshot-{}: {err}", T::NAME);
+            }
+            ExitCode::from(code)
         }
     }
 }
@@ -92,13 +132,13 @@ pub fn out(text: &str) {
         .and_then(|()| stdout.flush());
 }
 
-/// Loads the configuration and starts logging for `program`. On failure the error is printed
-/// and the exit status to use is returned.
+/// Loads the configuration and starts logging for `program`. A configuration that cannot be used
+/// is logged on stderr and fails with its status (1).
 pub fn start(
     program: &'static str,
     config: Option<&std::path::Path>,
     to_stderr: bool,
-) -> Result<Config, ExitCode> {
+) -> Result<Config, Failure> {
     match Config::load(config) {
         Ok(config) => {
             logging::init(program, &config, to_stderr);
@@ -106,19 +146,7 @@ pub fn start(
         }
         Err(err) => {
             logging::init_stderr(program);
-            log::error!("event={} {err}", err.event());
-            Err(ExitCode::from(err.exit_code(EXIT_DEFAULT_ERROR)))
-        }
-    }
-}
-
-/// Logs a failed run once and returns its exit status.
-pub fn finish(result: Result<(), Error>, config: &Config) -> ExitCode {
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            log::error!("event={} {err}", err.event());
-            ExitCode::from(err.exit_code(config.error_exit_code))
+            Err(Failure::logged(err, EXIT_DEFAULT_ERROR))
         }
     }
 }
@@ -133,4 +161,33 @@ pub fn one_line(text: &str) -> String {
         })
         .take(200)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_leaves_with_the_status_its_error_documents() {
+        let usage = Failure::from(Error::Usage("bad".into()));
+        assert_eq!((usage.code, usage.untold.is_some()), (2, true));
+        let config = Failure::from(Error::Config {
+            file: "/x".into(),
+            line: None,
+            message: "bad".into(),
+        });
+        assert_eq!(config.code, 1);
+        // Once the configuration is read, its error-exit-code applies, except to usage and
+        // configuration errors; a logged failure is not told again.
+        let refused = Failure::logged(
+            Error::Unreachable {
+                message: "m".into(),
+            },
+            7,
+        );
+        assert_eq!((refused.code, refused.untold.is_some()), (7, false));
+        let usage = Failure::logged(Error::Usage("bad".into()), 7);
+        assert_eq!(usage.code, 2);
+        assert_eq!(Failure::told(125).code, 125);
+    }
 }

@@ -17,6 +17,7 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::{Duration, Instant};
 
 use argh::FromArgs;
+use common::cli::{self, Failure};
 use common::config::{KillLongQueries, SyncFilesystems};
 use common::coordinates::Coordinates;
 use common::error::{Lost, NoLock};
@@ -29,7 +30,7 @@ use common::protocol::{self, Order, Report};
 use common::quiet::QuietWindow;
 use common::server::{self, Session};
 use common::state::{Found, State, StateFile, Status};
-use common::{cli, plan, processlist, time, Config, Error, Result};
+use common::{plan, processlist, time, Config, Error, Result};
 use mysql::prelude::Queryable;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
@@ -92,17 +93,15 @@ pub(crate) fn main() -> ExitCode {
     cli::run(run)
 }
 
-/// freeze's (or `--check`'s) run with its arguments; `Err` only for a usage error.
-fn run(args: Args) -> Result<ExitCode> {
+/// freeze's (or `--check`'s, or `--run`'s) run with its arguments: `Ok` when the lock is held
+/// (or with the status that answers `--check` and `--run`), `Err` with the failure's status.
+fn run(args: Args) -> Result<ExitCode, Failure> {
     let command =
         crate::run::CommandLine::from_args(&args.phase, &args.fsfreeze, args.run, args.check)?;
     if command.is_none() {
         Phase::from_args(&args.phase, Phase::Freeze, &[Phase::Freeze])?;
     }
-    let mut config = match cli::start("freeze", args.config.as_deref(), true) {
-        Ok(config) => config,
-        Err(code) => return Ok(code),
-    };
+    let mut config = cli::start("freeze", args.config.as_deref(), true)?;
     apply_overrides(&args, &mut config)?;
     if let Some(caller) = &args.caller {
         log::info!("event=called by=\"{}\"", cli::one_line(caller));
@@ -121,12 +120,14 @@ fn run(args: Args) -> Result<ExitCode> {
     }
     let result = Freeze::new(config.clone()).and_then(|mut freeze| freeze.run());
     let outcome = result.as_ref().err().map(Outcome::of_freeze_error);
-    let code = cli::finish(result, &config);
+    let result = result
+        .map(|()| ExitCode::SUCCESS)
+        .map_err(|err| Failure::logged(err, config.error_exit_code));
     // After success is reported (or the failure logged), bounded: never on the path to the lock.
     if config.metrics_file.is_some() {
         publish_metrics(&config, outcome);
     }
-    Ok(code)
+    result
 }
 
 /// `--lock-mode` and `--snapshot-timeout` over the config (the timeout only ever shortens it);

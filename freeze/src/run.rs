@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitCode, ExitStatus};
 use std::time::{Duration, Instant};
 
+use common::cli::Failure;
 use common::error::{EXIT_RUN_LOCK_ENDED, EXIT_RUN_NOT_RUN, EXIT_RUN_UNFINISHED};
 use common::fsfreeze::{self, Watchdog};
 use common::lifecycle::Verdict;
@@ -90,7 +91,7 @@ enum Ran {
 }
 
 /// freeze `--run`: `Err` only for a usage error (refused before any lock).
-pub(crate) fn run(config: Config, command: CommandLine) -> Result<ExitCode> {
+pub(crate) fn run(config: Config, command: CommandLine) -> Result<ExitCode, Failure> {
     let mounts = fsfreeze::mounts_to_freeze(&command.mounts, &config)?;
     let held = Freeze::new(config.clone()).and_then(Freeze::hold);
     if config.metrics_file.is_some() {
@@ -101,7 +102,7 @@ pub(crate) fn run(config: Config, command: CommandLine) -> Result<ExitCode> {
         Ok(holding) => holding,
         Err(err) => {
             log::error!("event={} {err}; the command was not run", err.event());
-            return Ok(ExitCode::from(EXIT_RUN_NOT_RUN));
+            return Err(Failure::told(EXIT_RUN_NOT_RUN));
         }
     };
     let ran = under_the_lock(&mut holding, &command, &mounts);

@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 use crate::inbox::{Inbox, Stop};
 use crate::info_writer::InfoWriter;
 use argh::FromArgs;
+use common::cli::Failure;
 use common::config::SyncFilesystems;
 use common::coordinates;
 use common::durability;
@@ -148,65 +149,62 @@ pub(crate) fn main() -> ExitCode {
 
 /// The fsfreeze watchdog's run: thaws at the latest `max-lock-time` plus a margin after it froze.
 /// It writes nothing but its words to freeze (no log: it must not need the frozen filesystems).
-fn fsfreeze_watchdog(config: Option<&std::path::Path>, mounts: &[PathBuf]) -> ExitCode {
+fn fsfreeze_watchdog(
+    config: Option<&std::path::Path>,
+    mounts: &[PathBuf],
+) -> Result<ExitCode, Failure> {
     use common::fsfreeze;
-    let config = match Config::load(config) {
-        Ok(config) => config,
-        Err(err) => {
-            println!("failed the config: {}", cli::one_line(&err.to_string()));
-            return ExitCode::from(1);
-        }
-    };
+    let config = Config::load(config).map_err(|err| {
+        println!("failed the config: {}", cli::one_line(&err.to_string()));
+        Failure::told(1)
+    })?;
     let deadline = Duration::from_secs(config.max_lock_time) + fsfreeze::WATCHDOG_MARGIN;
     match fsfreeze::watch(mounts, deadline, std::io::stdin(), std::io::stdout()) {
-        true => ExitCode::SUCCESS,
-        false => ExitCode::from(1),
+        true => Ok(ExitCode::SUCCESS),
+        // It told freeze (`failed ...`).
+        false => Err(Failure::told(1)),
     }
 }
 
-/// The locker's run (or the metrics writer's) with its arguments; `Err` only for a usage error.
-fn run(args: Args) -> Result<ExitCode> {
+/// The locker's run (or its helpers') with its arguments: `Ok` after a clean release, `Err` (1)
+/// otherwise, told to freeze, in the log and, once the run is this snapshot's, in the state file.
+fn run(args: Args) -> Result<ExitCode, Failure> {
     if args.write_metrics {
-        return Ok(write_metrics(args.config.as_deref()));
+        return write_metrics(args.config.as_deref());
     }
     if args.mark_info_file {
-        return Ok(mark_info_file(args.config.as_deref()));
+        return mark_info_file(args.config.as_deref());
     }
     if args.fsfreeze_watchdog {
-        return Ok(fsfreeze_watchdog(args.config.as_deref(), &args.mount));
+        return fsfreeze_watchdog(args.config.as_deref(), &args.mount);
     }
     if args.config.is_some() || !args.mount.is_empty() {
         return Err(Error::Usage(
             "the locker takes its settings from freeze's plan on descriptor 4, not from --config; it is started by mysql-snapshot-freeze, not by hand"
                 .into(),
-        ));
+        )
+        .into());
     }
     // First the orders pipe: the plan freeze writes on it right after the start is all the
     // locker waits for, and nothing before it needs a setting.
     let notify = common::process::inherited_fd(protocol::LOCKER_REPORTS_FD);
     let (inbox, plan) = Inbox::open(common::process::inherited_fd(protocol::FREEZE_ORDERS_FD));
-    let config = match plan {
-        Ok(config) => config,
-        Err(err) => return Ok(refuse_without_plan(notify, &err)),
-    };
+    let config = plan.map_err(|err| refuse_without_plan(notify.as_ref(), err))?;
     logging::init("locker", &config, false);
     // The plan carries the mode freeze resolved (its --lock-mode over the file's): one mode from
     // here on, the privileges it needs included.
     let sync = config.sync_filesystems == SyncFilesystems::On;
-    let mut locker = match Locker::new(config, sync, notify, inbox) {
-        Ok(locker) => locker,
-        Err(err) => {
-            log::error!("event=refused {err}");
-            return Ok(ExitCode::from(1));
-        }
-    };
-    Ok(match locker.run() {
-        Ok(code) => ExitCode::from(code),
+    let mut locker =
+        Locker::new(config, sync, notify, inbox).map_err(|err| Failure::logged(err, 1))?;
+    match locker.run() {
+        Ok(Ended::Released) => Ok(ExitCode::SUCCESS),
+        // Why it stopped is logged and recorded.
+        Ok(Ended::Stopped) => Err(Failure::told(1)),
         Err(err) => {
             locker.fail(&err);
-            ExitCode::from(1)
+            Err(Failure::told(1))
         }
-    })
+    }
 }
 
 /// Logs the lock mode a freeze takes, once it is final, and why (stable keys: `event=lock-mode
@@ -218,6 +216,14 @@ fn log_choice(choice: &Choice) {
         choice.requested.name(),
         choice.why
     );
+}
+
+/// How a locker's run ended without an error.
+enum Ended {
+    /// The lock was held and released (how the hold ended is in the state file).
+    Released,
+    /// Told to stop (a signal, freeze gone) before the lock was held: logged and recorded.
+    Stopped,
 }
 
 /// The tables scan on a connection of its own: `None` when that connection could not be had.
@@ -264,44 +270,35 @@ fn scan_tables_aside(
 
 /// `--mark-info-file`: marks `info-file` with the mark freeze, thaw or a locker wrote on stdin.
 /// Run detached, so that a write stuck on a frozen filesystem holds up nobody.
-fn mark_info_file(config: Option<&std::path::Path>) -> ExitCode {
-    let config = match cli::start("locker", config, false) {
-        Ok(config) => config,
-        Err(code) => return code,
-    };
+fn mark_info_file(config: Option<&std::path::Path>) -> Result<ExitCode, Failure> {
+    let config = cli::start("locker", config, false)?;
     let mut input = String::new();
     let mark = std::io::Read::read_to_string(&mut std::io::stdin(), &mut input)
         .map_err(|e| e.to_string())
         .and_then(|_| serde_json::from_str::<Mark>(&input).map_err(|e| e.to_string()));
-    let mark = match mark {
-        Ok(mark) => mark,
-        Err(err) => {
-            log::error!("event=info-file unreadable mark on stdin: {err}");
-            return ExitCode::from(1);
-        }
-    };
+    let mark = mark.map_err(|err| {
+        log::error!("event=info-file unreadable mark on stdin: {err}");
+        Failure::told(1)
+    })?;
     match info_file::mark(&config.info_file, &mark) {
-        Ok(_) => ExitCode::SUCCESS,
+        Ok(_) => Ok(ExitCode::SUCCESS),
         Err(err) => {
             log::error!(
                 "event=info-file cannot mark {} {}: {err}. A copy taken now may carry the last snapshot's record: check the directory",
                 config.info_file.display(),
                 mark.state.name()
             );
-            ExitCode::from(1)
+            Err(Failure::told(1))
         }
     }
 }
 
 /// `--write-metrics`: applies the update freeze or thaw wrote on stdin to `metrics-file`. Run
 /// detached, so that a write stuck on a frozen filesystem holds up nobody.
-fn write_metrics(config: Option<&std::path::Path>) -> ExitCode {
-    let config = match cli::start("locker", config, false) {
-        Ok(config) => config,
-        Err(code) => return code,
-    };
+fn write_metrics(config: Option<&std::path::Path>) -> Result<ExitCode, Failure> {
+    let config = cli::start("locker", config, false)?;
     let Some(path) = config.metrics_file.clone() else {
-        return ExitCode::SUCCESS;
+        return Ok(ExitCode::SUCCESS);
     };
     let mut input = String::new();
     let update = std::io::Read::read_to_string(&mut std::io::stdin(), &mut input)
@@ -309,38 +306,36 @@ fn write_metrics(config: Option<&std::path::Path>) -> ExitCode {
         .and_then(|_| {
             serde_json::from_str::<common::metrics::Update>(&input).map_err(|e| e.to_string())
         });
-    let update = match update {
-        Ok(update) => update,
-        Err(err) => {
-            log::error!("event=metrics unreadable update on stdin: {err}");
-            return ExitCode::from(1);
-        }
-    };
+    let update = update.map_err(|err| {
+        log::error!("event=metrics unreadable update on stdin: {err}");
+        Failure::told(1)
+    })?;
     match common::metrics::write(&path, &config.run_dir, &update) {
         Ok(warning) => {
             if let Some(warning) = warning {
                 log::warn!("event=metrics {warning}");
             }
-            ExitCode::SUCCESS
+            Ok(ExitCode::SUCCESS)
         }
         Err(err) => {
             log::error!(
                 "event=metrics cannot write {}: {err}. Check that its directory exists and is writable (node_exporter's textfile directory)",
                 path.display()
             );
-            ExitCode::from(1)
+            Err(Failure::told(1))
         }
     }
 }
 
-/// No plan, so no settings: says why on stderr and to freeze (`failed`), takes no lock, exits 1.
-fn refuse_without_plan(notify: Option<std::fs::File>, err: &Error) -> ExitCode {
+/// No plan, so no settings: says why to freeze (`failed`) and on stderr, takes no lock, exits 1.
+fn refuse_without_plan(notify: Option<&std::fs::File>, err: Error) -> Failure {
+    let detail = err.detail().to_string();
     logging::init_stderr("locker");
-    log::error!("event={} {err}", err.event());
+    let failure = Failure::logged(err, 1);
     if let Some(mut pipe) = notify {
-        let _ = writeln!(pipe, "{}", Report::Failed(err.detail().to_string()));
+        let _ = writeln!(pipe, "{}", Report::Failed(detail));
     }
-    ExitCode::from(err.exit_code(1))
+    failure
 }
 
 struct Locker {
@@ -460,25 +455,25 @@ impl Locker {
 
     /// The locker's life in named steps: prepare (before freeze's `go`, touching nothing), wait
     /// for `go`, get ready (info file, replica-safe, quiet moment, preconditions), take the lock,
-    /// hold it, release it. A step that is told to stop records why and ends the run with 1.
-    fn run(&mut self) -> Result<u8> {
+    /// hold it, release it. A step that is told to stop records why and ends the run `Stopped`.
+    fn run(&mut self) -> Result<Ended> {
         let prepared = self.prepare()?;
         // Connected and ready: freeze decides when (it claims the run meanwhile). Until `go` the
         // state file may not be ours yet: touch nothing.
         self.notify(Report::Ready);
         if self.inbox.wait_for_go().is_err() {
-            return Ok(1);
+            return Ok(Ended::Stopped);
         }
         self.ours = true;
         let Some(ready) = self.get_ready(prepared)? else {
-            return Ok(1);
+            return Ok(Ended::Stopped);
         };
         let Some(held) = self.take_lock(ready)? else {
-            return Ok(1);
+            return Ok(Ended::Stopped);
         };
         let cause = self.hold(held.acquired);
         self.release(held, cause);
-        Ok(0)
+        Ok(Ended::Released)
     }
 
     /// Before `go`: connects and prepares as `--check` does (`common::preparation`: the mode

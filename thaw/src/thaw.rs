@@ -4,9 +4,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use argh::FromArgs;
+use common::cli::{self, Failure};
 use common::phase::Phase;
 use common::thaw::thaw;
-use common::{cli, Config, Error, Result};
+use common::{Config, Error, Result};
 
 #[derive(FromArgs)]
 /// Releases the database lock after a VM snapshot (phase argument: `thaw`, `freezeFail` or none).
@@ -47,8 +48,9 @@ pub(crate) fn main() -> ExitCode {
     cli::run(run)
 }
 
-/// thaw's (or `--status`'s) run with its arguments; `Err` only for a usage error.
-fn run(args: Args) -> Result<ExitCode> {
+/// thaw's (or `--status`'s) run with its arguments: `Ok` when released or nothing was held (or
+/// with `--status`'s level), `Err` with the failure's status.
+fn run(args: Args) -> Result<ExitCode, Failure> {
     let phase = Phase::from_args(&args.phase, Phase::Thaw, &[Phase::Thaw, Phase::FreezeFail])?;
     if args.status {
         // Monitoring must not fill syslog: no logger, and config errors are UNKNOWN (3).
@@ -60,10 +62,7 @@ fn run(args: Args) -> Result<ExitCode> {
             }
         });
     }
-    let config = match cli::start("thaw", args.config.as_deref(), true) {
-        Ok(config) => config,
-        Err(code) => return Ok(code),
-    };
+    let config = cli::start("thaw", args.config.as_deref(), true)?;
     if let Some(caller) = &args.caller {
         log::info!("event=called by=\"{}\"", cli::one_line(caller));
     }
@@ -75,5 +74,7 @@ fn run(args: Args) -> Result<ExitCode> {
         }
         (_, result) => result,
     };
-    Ok(cli::finish(result, &config))
+    result
+        .map(|()| ExitCode::SUCCESS)
+        .map_err(|err| Failure::logged(err, config.error_exit_code))
 }

@@ -9,8 +9,9 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use argh::FromArgs;
+use common::cli::{self, Failure};
 use common::metrics::{self, Verified};
-use common::{cli, info_file, Config, Error, Result};
+use common::{info_file, Config, Error, Result};
 
 use crate::boot::{self, Booted, Plan};
 use crate::checks::{self, Findings};
@@ -83,16 +84,13 @@ pub(crate) fn main() -> ExitCode {
     cli::run(run)
 }
 
-fn run(args: Args) -> Result<ExitCode> {
+/// verify's run with its arguments: `Ok` with the verdict's status, `Err` (1) when no verdict
+/// could be reached.
+fn run(args: Args) -> Result<ExitCode, Failure> {
     let Some(path) = args.path.clone() else {
-        return Err(Error::Usage(
-            "give the PATH of a mounted copy or of a datadir".into(),
-        ));
+        return Err(Error::Usage("give the PATH of a mounted copy or of a datadir".into()).into());
     };
-    let config = match cli::start("verify", args.config.as_deref(), false) {
-        Ok(config) => config,
-        Err(code) => return Ok(code),
-    };
+    let config = cli::start("verify", args.config.as_deref(), false)?;
     let started = Instant::now();
     boot::stop_on_signals()?;
     let result = verify(&args, &path, started);
@@ -127,7 +125,8 @@ fn run(args: Args) -> Result<ExitCode> {
                 });
                 cli::out(&(serde_json::to_string_pretty(&unverified).unwrap_or_default() + "\n"));
             }
-            Err(err)
+            // Logged with the copy's path; stderr gets the message too.
+            Err(err.into())
         }
     }
 }
