@@ -151,14 +151,27 @@ fn window(b: &Bench, target: &dyn Target, who: Cycler) -> Result<Window, String>
     let load = Running::start(&target.socket(), seconds)?;
     let started = Instant::now();
     std::thread::sleep(Duration::from_secs(2));
-    let product = Product::new(&b.bin_dir, target, "");
+    let mut product = Product::new(&b.bin_dir, target, "");
     let mut latency = Samples::default();
     let (mut done, mut slowest, mut slow) = (0, Duration::ZERO, 0);
     while started.elapsed() + PERIOD < end {
         let at = Instant::now();
         let took = match who {
             Cycler::Nobody => break,
-            Cycler::Product(mode) => cycle(&product, target, mode, false, HOLD)?.freeze.elapsed,
+            Cycler::Product(mode) => {
+                let took = cycle(&product, target, mode, false, HOLD)?.freeze.elapsed;
+                // What the product logged in a slow cycle says which step waited.
+                let log = product.take_log();
+                if took > SLOW {
+                    eprintln!(
+                        "  slow cycle, {}: freeze took {} ms; its log: {}",
+                        mode.name(),
+                        took.as_millis(),
+                        log.join(" | ")
+                    );
+                }
+                took
+            }
             Cycler::Floor { mode, pre_flush } => {
                 let floor = b.floor(target, mode, pre_flush)?;
                 let took = floor.locked_after;
