@@ -1,8 +1,9 @@
 //! Command-line plumbing shared by the binaries: argument parsing with defined exit codes, the
 //! version line, and the one way out of a run: `Ok` with the status that is its answer, or a
-//! [`Failure`] that knows its exit status and is told exactly once.
+//! [`Failure`] that knows its exit status and is told once where it belongs (verify's also on
+//! stderr).
 //!
-//! Usage errors exit 2 before anything else happens; nothing here touches the server or a lock.
+//! Usage errors exit 2 before the server or a lock is touched; nothing here touches either.
 use std::process::ExitCode;
 
 use argh::{EarlyExit, FromArgs};

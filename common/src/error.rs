@@ -23,6 +23,7 @@
 //! | 123 | COMMAND ran under the lock, but the release or the `--fsfreeze` thaw failed (see the log) |
 //! | 124 | the lock ended before COMMAND did (lost, or `max-lock-time`: COMMAND was then stopped): the snapshot is **not** consistent |
 //! | 125 | no lock was taken: COMMAND never ran (server unreachable, refused, busy, timed out, or COMMAND not executable) |
+//! | 1 | the config file could not be used, or the mount table could not be read (COMMAND never ran) |
 //! | 2 | bad command-line arguments (COMMAND never ran) |
 //!
 //! 124 and 125 win over COMMAND's own status; a COMMAND that itself exits 123-125 is told apart
@@ -38,8 +39,8 @@
 //! | 3 | crash-consistent only: the copy recovers and its tables check, but no lock covered it (the info file says why: refused, released, lost…, or there is none) or it is not at the moment its info file records |
 //! | 4 | damaged: the copy does not start, InnoDB reports corruption, or a table fails `CHECK TABLE` |
 //!
-//! The locker is internal; it exits 0 after a clean release and 1 otherwise, and reports the
-//! details through the state file. `thaw --status` uses the Nagios codes documented in docs/operations.md.
+//! The locker is internal; it exits 0 once the lock it held was released (a lost lock included)
+//! and 1 otherwise, and reports the details through the state file. `thaw --status` uses the Nagios codes documented in docs/operations.md.
 use std::fmt;
 use std::io::{self, ErrorKind};
 use std::path::PathBuf;

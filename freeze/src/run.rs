@@ -90,7 +90,9 @@ enum Ran {
     },
 }
 
-/// freeze `--run`: `Err` only for a usage error (refused before any lock).
+/// freeze `--run`: `Ok` with `--run`'s status, the answer its caller reads (the table in
+/// `common::error`: COMMAND's own, or 123–125 with the log line that says why); `Err` for what
+/// stops it before a lock is tried (a bad argument: 2; the mount table unreadable: 1).
 pub(crate) fn run(config: Config, command: CommandLine) -> Result<ExitCode, Failure> {
     let mounts = fsfreeze::mounts_to_freeze(&command.mounts, &config)?;
     let held = Freeze::new(config.clone()).and_then(Freeze::hold);
@@ -102,7 +104,7 @@ pub(crate) fn run(config: Config, command: CommandLine) -> Result<ExitCode, Fail
         Ok(holding) => holding,
         Err(err) => {
             log::error!("event={} {err}; the command was not run", err.event());
-            return Err(Failure::told(EXIT_RUN_NOT_RUN));
+            return Ok(ExitCode::from(EXIT_RUN_NOT_RUN));
         }
     };
     let ran = under_the_lock(&mut holding, &command, &mounts);

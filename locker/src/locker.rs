@@ -18,8 +18,9 @@
 //! What it says to freeze and hears from it are the words of `common::protocol`; what it listens
 //! to (freeze's words, signals, its helper threads) reaches it through `crate::inbox`.
 //!
-//! Exit status: 0 after a clean release, 1 when it ended without one (a capped attempt, a failure,
-//! a stop before the lock). freeze judges an attempt by the state file and the words, never by the
+//! Exit status: 0 once a held lock was released (how the hold ended, a lost lock included, is in
+//! the state file), 1 when it ended without holding one (a capped attempt, a failure, a stop
+//! before the lock), 2 for a bad argument. freeze judges an attempt by the state file and the words, never by the
 //! status; it is there for a person reading `ps` or a core dump.
 use std::io::Write;
 use std::path::PathBuf;
@@ -166,8 +167,10 @@ fn fsfreeze_watchdog(
     }
 }
 
-/// The locker's run (or its helpers') with its arguments: `Ok` after a clean release, `Err` (1)
-/// otherwise, told to freeze, in the log and, once the run is this snapshot's, in the state file.
+/// The locker's run (or its helpers') with its arguments: `Ok` once the held lock was released,
+/// `Err` otherwise: 2 for a bad argument (on stderr), else 1. The locking run's failures are told
+/// to freeze, in the log and, once the run is this snapshot's, in the state file; a helper's are
+/// logged.
 fn run(args: Args) -> Result<ExitCode, Failure> {
     if args.write_metrics {
         return write_metrics(args.config.as_deref());
@@ -198,8 +201,8 @@ fn run(args: Args) -> Result<ExitCode, Failure> {
         Locker::new(config, sync, notify, inbox).map_err(|err| Failure::logged(err, 1))?;
     match locker.run() {
         Ok(Ended::Released) => Ok(ExitCode::SUCCESS),
-        // Why it stopped is logged and recorded.
-        Ok(Ended::Stopped) => Err(Failure::told(1)),
+        // Why is told to freeze, and recorded once the run is ours.
+        Ok(Ended::NotHeld) => Err(Failure::told(1)),
         Err(err) => {
             locker.fail(&err);
             Err(Failure::told(1))
@@ -220,10 +223,11 @@ fn log_choice(choice: &Choice) {
 
 /// How a locker's run ended without an error.
 enum Ended {
-    /// The lock was held and released (how the hold ended is in the state file).
+    /// The lock was held and released (how the hold ended, lost included, is in the state file).
     Released,
-    /// Told to stop (a signal, freeze gone) before the lock was held: logged and recorded.
-    Stopped,
+    /// Ended before holding the lock: told to stop (a signal, freeze gone) or an attempt the
+    /// server capped. Told to freeze, and recorded once the run is ours.
+    NotHeld,
 }
 
 /// The tables scan on a connection of its own: `None` when that connection could not be had.
@@ -455,21 +459,21 @@ impl Locker {
 
     /// The locker's life in named steps: prepare (before freeze's `go`, touching nothing), wait
     /// for `go`, get ready (info file, replica-safe, quiet moment, preconditions), take the lock,
-    /// hold it, release it. A step that is told to stop records why and ends the run `Stopped`.
+    /// hold it, release it. A step that is told to stop records why and ends the run `NotHeld`.
     fn run(&mut self) -> Result<Ended> {
         let prepared = self.prepare()?;
         // Connected and ready: freeze decides when (it claims the run meanwhile). Until `go` the
         // state file may not be ours yet: touch nothing.
         self.notify(Report::Ready);
         if self.inbox.wait_for_go().is_err() {
-            return Ok(Ended::Stopped);
+            return Ok(Ended::NotHeld);
         }
         self.ours = true;
         let Some(ready) = self.get_ready(prepared)? else {
-            return Ok(Ended::Stopped);
+            return Ok(Ended::NotHeld);
         };
         let Some(held) = self.take_lock(ready)? else {
-            return Ok(Ended::Stopped);
+            return Ok(Ended::NotHeld);
         };
         let cause = self.hold(held.acquired);
         self.release(held, cause);

@@ -84,8 +84,8 @@ pub(crate) fn main() -> ExitCode {
     cli::run(run)
 }
 
-/// verify's run with its arguments: `Ok` with the verdict's status, `Err` (1) when no verdict
-/// could be reached.
+/// verify's run with its arguments: `Ok` with the verdict's status, `Err` when no verdict could be
+/// reached (1; 2 for a bad argument).
 fn run(args: Args) -> Result<ExitCode, Failure> {
     let Some(path) = args.path.clone() else {
         return Err(Error::Usage("give the PATH of a mounted copy or of a datadir".into()).into());
