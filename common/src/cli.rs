@@ -12,14 +12,30 @@ use crate::config::Config;
 use crate::error::{EXIT_DEFAULT_ERROR, EXIT_USAGE};
 use crate::{logging, Error};
 
-/// Parses the process arguments; `--help` prints and exits 0, a usage error exits 2.
+/// Parses the process arguments; `--help` prints and exits 0, a usage error (an argument that is
+/// not UTF-8 included) exits 2.
 fn parse<T: FromArgs>() -> Result<T, ExitCode> {
-    let args: Vec<String> = std::env::args().collect();
-    let name = args
+    let raw: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let name = raw
         .first()
         .and_then(|a| std::path::Path::new(a).file_name())
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "mysql-snapshot".into());
+    let mut args = Vec::with_capacity(raw.len());
+    for (i, arg) in raw.into_iter().enumerate() {
+        match arg.into_string() {
+            Ok(arg) => args.push(arg),
+            // Where the program lies is no argument.
+            Err(arg) if i == 0 => args.push(arg.to_string_lossy().into_owned()),
+            Err(arg) => {
+                eprintln!(
+                    "{name}: argument {i} (`{}`) is not valid UTF-8: give paths and values in UTF-8 (a symlink with a UTF-8 name will do)",
+                    arg.to_string_lossy()
+                );
+                return Err(ExitCode::from(EXIT_USAGE));
+            }
+        }
+    }
     let rest: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
     match T::from_args(&[&name], &rest) {
         Ok(parsed) => Ok(parsed),

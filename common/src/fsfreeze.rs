@@ -221,6 +221,19 @@ pub fn watch(
         // freeze's pipe, its `thaw` or the deadline thaws.
         unsafe { libc::signal(signal, libc::SIG_IGN) };
     }
+    // The listener starts before anything is frozen: a thread that cannot be had then (a tasks
+    // limit) fails the freeze instead of aborting with filesystems frozen.
+    let (tx, rx) = mpsc::channel();
+    let listener = std::thread::Builder::new().spawn(move || {
+        // Any line (`thaw`), or the end of the pipe: either way it is time.
+        let mut line = String::new();
+        let _ = BufReader::new(orders).read_line(&mut line);
+        let _ = tx.send(());
+    });
+    if let Err(err) = listener {
+        let _ = writeln!(words, "{FAILED} start the watchdog's listener: {err}");
+        return true;
+    }
     let mut frozen: Vec<(PathBuf, File)> = Vec::new();
     for mount in mounts {
         let opened = File::open(mount).and_then(|file| ioctl(&file, FIFREEZE).map(|()| file));
@@ -240,13 +253,6 @@ pub fn watch(
     }
     let _ = writeln!(words, "{FROZEN}");
     let _ = words.flush();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        // Any line (`thaw`), or the end of the pipe: either way it is time.
-        let mut line = String::new();
-        let _ = BufReader::new(orders).read_line(&mut line);
-        let _ = tx.send(());
-    });
     let _ = rx.recv_timeout(deadline);
     match thaw_all(&frozen) {
         Ok(()) => {

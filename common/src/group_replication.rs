@@ -7,7 +7,6 @@
 //! changes a group setting. Group Replication cannot run from the packages on the test machines:
 //! the parsing is unit-tested over the exact result shapes the server returns, and the detection
 //! query runs for real on every MySQL test server (which is no member).
-use mysql::prelude::Queryable;
 use serde::{Deserialize, Serialize};
 
 use crate::error::NoLock;
@@ -91,7 +90,7 @@ pub fn read(session: &mut Session) -> Result<Option<Member>> {
     if member.is_none() {
         return Ok(None);
     }
-    let group: Option<GroupRow> = session.conn.query_first(GROUP_QUERY).unwrap_or(None);
+    let group: Option<GroupRow> = session.query_first(GROUP_QUERY).unwrap_or(None);
     Ok(Member::from_rows(member, group))
 }
 

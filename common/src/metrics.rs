@@ -310,7 +310,8 @@ impl Metrics {
         }
         if let Some(outcome) = update.outcome {
             self.last_outcome = Some(outcome);
-            self.runs[outcome.index()] += 1;
+            let runs = &mut self.runs[outcome.index()];
+            *runs = runs.saturating_add(1);
             if outcome == Outcome::Thawed {
                 self.last_success = Some(update.at);
             }

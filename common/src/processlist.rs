@@ -216,10 +216,7 @@ pub fn non_transactional_tables_in_use(conn: &mut Conn) -> Result<bool> {
     let statement = "SHOW OPEN TABLES WHERE In_use > 0";
     let open: Vec<(String, String)> = conn
         .query_map(statement, |row: mysql::Row| {
-            (
-                row.get::<String, _>(0).unwrap_or_default(),
-                row.get::<String, _>(1).unwrap_or_default(),
-            )
+            (text_at(&row, 0), text_at(&row, 1))
         })
         .map_err(|e| Error::server(statement, &e))?;
     if open.is_empty() {
@@ -240,12 +237,28 @@ pub fn non_transactional_tables_in_use(conn: &mut Conn) -> Result<bool> {
     Ok(count.unwrap_or(0) > 0)
 }
 
+/// Column `i` of `row` as text: empty when NULL or not text (never a panic on a server's answer).
+fn text_at(row: &mysql::Row, i: usize) -> String {
+    row.get_opt::<String, _>(i)
+        .and_then(|value| value.ok())
+        .unwrap_or_default()
+}
+
 /// The account a connection id belongs to and how long its current command has run (seconds),
-/// if that connection exists.
+/// if that connection exists. A negative `TIME` (a session whose clock runs ahead: `SET
+/// TIMESTAMP`, a replica applying a source's events) counts as 0.
 pub fn connection(conn: &mut Conn, id: u64) -> Result<Option<(String, u64)>> {
     let statement = "SELECT USER, TIME FROM information_schema.PROCESSLIST WHERE ID = ?";
-    conn.exec_first(statement, (id,))
-        .map_err(|e| Error::server(statement, &e))
+    let row: Option<mysql::Row> = conn
+        .exec_first(statement, (id,))
+        .map_err(|e| Error::server(statement, &e))?;
+    Ok(row.map(|row| {
+        let seconds = row
+            .get_opt::<i64, _>(1)
+            .and_then(|value| value.ok())
+            .unwrap_or(0);
+        (text_at(&row, 0), u64::try_from(seconds).unwrap_or(0))
+    }))
 }
 
 #[cfg(test)]

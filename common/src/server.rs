@@ -175,6 +175,16 @@ pub fn connect(client: &Client, read_timeout: Duration) -> Result<Session> {
     Ok(Session::new(conn, ServerInfo::new(version, id)))
 }
 
+/// `statement`'s rows as `T`, asked on `conn` now. A row that does not convert (a NULL, a
+/// negative number or text that is not UTF-8 where `T` has none) is an error naming the row,
+/// never a panic: the driver's typed `query` panics on such a row.
+pub fn rows<T: mysql::prelude::FromRow>(conn: &mut Conn, statement: &str) -> mysql::Result<Vec<T>> {
+    conn.query::<mysql::Row, _>(statement)?
+        .into_iter()
+        .map(|row| mysql::from_row_opt(row).map_err(|e| mysql::Error::FromRowError(e.0)))
+        .collect()
+}
+
 /// A SQL string literal (single quotes, backslash and quote escaped).
 pub fn quote(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 2);

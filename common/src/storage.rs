@@ -17,7 +17,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use mysql::prelude::Queryable;
 use mysql::Conn;
 use serde::{Deserialize, Serialize};
 
@@ -296,8 +295,7 @@ pub fn show_global(
         "SHOW GLOBAL {what} WHERE Variable_name IN ({})",
         quoted.join(", ")
     );
-    conn.query(&statement)
-        .map_err(|e| Error::server(&statement, &e))
+    crate::server::rows(conn, &statement).map_err(|e| Error::server(&statement, &e))
 }
 
 /// The roles and absolute paths named by `SHOW GLOBAL VARIABLES` rows; unset ones are skipped.

@@ -679,7 +679,7 @@ impl Freeze {
         let seconds = self.config.kill_long_queries_timeout;
         let killed = quiet.kill_blockers(&mut session.conn, seconds, locker_connection)?;
         if killed > 0 {
-            self.update(|s| s.killed_queries += killed as u64)?;
+            self.update(|s| s.killed_queries = s.killed_queries.saturating_add(killed as u64))?;
         }
         Ok(())
     }

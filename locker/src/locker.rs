@@ -156,7 +156,11 @@ fn fsfreeze_watchdog(
 ) -> Result<ExitCode, Failure> {
     use common::fsfreeze;
     let config = Config::load(config).map_err(|err| {
-        println!("failed the config: {}", cli::one_line(&err.to_string()));
+        // Never a panic on a pipe freeze has closed.
+        cli::out(&format!(
+            "failed the config: {}\n",
+            cli::one_line(&err.to_string())
+        ));
         Failure::told(1)
     })?;
     let deadline = Duration::from_secs(config.max_lock_time) + fsfreeze::WATCHDOG_MARGIN;

@@ -90,6 +90,12 @@ fn run(args: Args) -> Result<ExitCode, Failure> {
     let Some(path) = args.path.clone() else {
         return Err(Error::Usage("give the PATH of a mounted copy or of a datadir".into()).into());
     };
+    if args.boot_timeout == 0 {
+        return Err(Error::Usage(
+            "--boot-timeout must be at least 1 second: crash recovery needs time to run".into(),
+        )
+        .into());
+    }
     let config = cli::start("verify", args.config.as_deref(), false)?;
     let started = Instant::now();
     boot::stop_on_signals()?;

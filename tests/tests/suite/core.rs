@@ -653,3 +653,24 @@ fn the_vmware_hook_installed_into_a_destdir_freezes_and_thaws() {
     assert!(out.status.success(), "{}", text(&out));
     assert_nothing_left(&server, &sandbox, Duration::from_secs(5));
 }
+
+/// An argument that is not UTF-8 (a path with a Latin-1 name, say) is a usage error that says so:
+/// exit 2 from every binary, never a crash.
+#[test]
+fn an_argument_that_is_not_utf8_is_a_usage_error_in_every_binary() {
+    use std::os::unix::ffi::OsStrExt;
+    let latin1 = std::ffi::OsStr::from_bytes(b"/tmp/caf\xe9.cnf");
+    for name in ["freeze", "thaw", "locker", "verify"] {
+        let out = std::process::Command::new(harness::bin(name))
+            .arg("--config")
+            .arg(latin1)
+            .output()
+            .unwrap();
+        let said = harness::text(&out);
+        assert_eq!(out.status.code(), Some(2), "{name}: {said}");
+        assert!(
+            said.contains("argument 2") && said.contains("is not valid UTF-8"),
+            "{name} names the argument: {said}"
+        );
+    }
+}

@@ -302,3 +302,36 @@ fn a_least_privilege_account_runs_the_whole_flow() {
     drop(stopped);
     assert_nothing_left(&server, &sandbox, Duration::from_secs(10));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Server answers of an unexpected shape.
+
+/// MySQL shows a session whose clock runs ahead (`SET TIMESTAMP`, a replica applying a source
+/// whose clock is ahead) with a negative `TIME`. The lookup thaw makes before it kills a wedged
+/// locker (and freeze before it stops one) reads it as 0: it never crashes on it, which would
+/// leave the wedged locker and its lock in place.
+#[test]
+fn a_connection_whose_clock_runs_ahead_is_looked_up_and_never_crashes_the_caller() {
+    let Some(server) = mysql(&[]) else { return };
+    let mut ahead = server.conn();
+    ahead
+        .query_drop("SET TIMESTAMP = UNIX_TIMESTAMP() + 100000")
+        .unwrap();
+    ahead.query_drop("DO 0").unwrap();
+    let id: u64 = ahead
+        .query_first("SELECT CONNECTION_ID()")
+        .unwrap()
+        .unwrap();
+    let mut conn = server.conn();
+    let raw: Option<i64> = conn
+        .query_first(format!(
+            "SELECT TIME FROM information_schema.PROCESSLIST WHERE ID = {id}"
+        ))
+        .unwrap();
+    assert!(
+        raw.is_some_and(|t| t < 0),
+        "the shape this test is about: a negative TIME (got {raw:?})"
+    );
+    let looked_up = common::processlist::connection(&mut conn, id).unwrap();
+    assert_eq!(looked_up, Some(("root".to_string(), 0)));
+}

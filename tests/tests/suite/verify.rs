@@ -782,6 +782,41 @@ fn thorough_checks_every_table_where_the_default_checks_the_non_transactional_on
     );
 }
 
+/// A table whose engine the booted copy has not loaded (a plugin the copy's server loaded from
+/// `mysql.plugin`, which verify's boot does not read) is named as not checked, with what to give
+/// verify: never a crash, and never taken for damage of the copy.
+#[test]
+fn thorough_names_a_table_whose_engine_the_booted_copy_lacks_and_still_gives_a_verdict() {
+    let dir = TempDir::new("verify-bare");
+    let (datadir, config) = bare_datadir(dir.path(), "copy");
+    {
+        let server = harness::Server::start_on(&datadir, &[]);
+        let mut conn = server.conn();
+        conn.query_drop("INSTALL SONAME 'ha_archive'").unwrap();
+        conn.query_drop("CREATE DATABASE app").unwrap();
+        conn.query_drop("CREATE TABLE app.journal (id INT) ENGINE = ARCHIVE")
+            .unwrap();
+        conn.query_drop("INSERT INTO app.journal VALUES (1)")
+            .unwrap();
+    }
+    let work = work_dir();
+    let mut command = Command::new(bin("verify"));
+    command.arg("--config").arg(&config).arg("--thorough");
+    let verdict = verify_with(command, &datadir, work.path());
+    let report = &verdict.report;
+    assert!(
+        matches!(verdict.code, Some(0 | 3)),
+        "a verdict on the copy, not damage or a crash: {}",
+        verdict.output
+    );
+    let warnings = report["warnings"].to_string();
+    assert!(
+        warnings.contains("`app`.`journal` was not checked")
+            && warnings.contains("--plugin-load-add"),
+        "the table is named with what to do: {report:#}"
+    );
+}
+
 /// A script that asks for `--json` gets JSON on every verification's outcome: where there is nothing to verify,
 /// exit 1 with the verdict `not-verified` and why, never empty output.
 #[test]
@@ -816,5 +851,23 @@ fn verify_json_answers_not_verified_with_the_reason_when_there_is_no_copy_to_ver
         text(&out).contains(why),
         "the reason is the error verify prints: {}",
         text(&out)
+    );
+}
+
+/// `--boot-timeout 0` would call every copy damaged before its server could start: refused as a
+/// usage error (exit 2) instead.
+#[test]
+fn a_boot_timeout_of_zero_is_a_usage_error_not_a_verdict() {
+    let empty = TempDir::new("verify-nothing");
+    let out = Command::new(bin("verify"))
+        .args(["--boot-timeout", "0"])
+        .arg(empty.path())
+        .output()
+        .unwrap();
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains("--boot-timeout must be at least 1 second"),
+        "{said}"
     );
 }
