@@ -8,7 +8,6 @@
 //! with the binary log on is a hard warning; the rest are notes. It never changes a setting.
 use std::time::Duration;
 
-use mysql::prelude::Queryable;
 use mysql::Conn;
 use serde::{Deserialize, Serialize};
 
@@ -406,7 +405,7 @@ pub fn scan_tables(session: &mut Session) -> TablesScan {
 /// [`scan_tables`] on a bare connection to the server `info` describes (between two statements
 /// of a lock, say), asking the server now.
 pub fn scan_tables_on(conn: &mut Conn, info: &ServerInfo) -> TablesScan {
-    scanned(conn.query(tables_statement(info)))
+    scanned(crate::server::rows(conn, &tables_statement(info)))
 }
 
 /// The scan's rows, or its note.

@@ -3,7 +3,6 @@
 //! non-transactional tables are in use, and whose a connection id is.
 //!
 //! Read-only: it never kills or changes anything (that is `quiet`'s, on its own terms).
-use mysql::prelude::Queryable;
 use mysql::Conn;
 
 use crate::server::quote;
@@ -94,9 +93,8 @@ pub fn long_statements(
 ) -> Result<Vec<Blocker>> {
     let statement = "SHOW FULL PROCESSLIST";
     let own = u64::from(conn.connection_id());
-    let rows: Vec<mysql::Row> = conn
-        .query(statement)
-        .map_err(|e| Error::server(statement, &e))?;
+    let rows: Vec<mysql::Row> =
+        crate::server::rows(conn, statement).map_err(|e| Error::server(statement, &e))?;
     let Some(first) = rows.first() else {
         return Ok(Vec::new());
     };
@@ -214,11 +212,11 @@ fn first_chars(text: &str, n: usize) -> String {
 /// `SHOW OPEN TABLES`): such writes hold up `BACKUP STAGE BLOCK_DDL`.
 pub fn non_transactional_tables_in_use(conn: &mut Conn) -> Result<bool> {
     let statement = "SHOW OPEN TABLES WHERE In_use > 0";
-    let open: Vec<(String, String)> = conn
-        .query_map(statement, |row: mysql::Row| {
-            (text_at(&row, 0), text_at(&row, 1))
-        })
-        .map_err(|e| Error::server(statement, &e))?;
+    let open: Vec<(String, String)> = crate::server::rows::<mysql::Row>(conn, statement)
+        .map_err(|e| Error::server(statement, &e))?
+        .iter()
+        .map(|row| (text_at(row, 0), text_at(row, 1)))
+        .collect();
     if open.is_empty() {
         return Ok(false);
     }
@@ -231,8 +229,7 @@ pub fn non_transactional_tables_in_use(conn: &mut Conn) -> Result<bool> {
          AND ENGINE IS NOT NULL AND ENGINE <> 'InnoDB'",
         pairs.join(", ")
     );
-    let count: Option<u64> = conn
-        .query_first(&statement)
+    let count: Option<u64> = crate::server::first(conn, &statement)
         .map_err(|e| Error::server("SELECT … FROM information_schema.TABLES", &e))?;
     Ok(count.unwrap_or(0) > 0)
 }
@@ -249,8 +246,7 @@ fn text_at(row: &mysql::Row, i: usize) -> String {
 /// TIMESTAMP`, a replica applying a source's events) counts as 0.
 pub fn connection(conn: &mut Conn, id: u64) -> Result<Option<(String, u64)>> {
     let statement = "SELECT USER, TIME FROM information_schema.PROCESSLIST WHERE ID = ?";
-    let row: Option<mysql::Row> = conn
-        .exec_first(statement, (id,))
+    let row: Option<mysql::Row> = crate::server::exec_first(conn, statement, (id,))
         .map_err(|e| Error::server(statement, &e))?;
     Ok(row.map(|row| {
         let seconds = row

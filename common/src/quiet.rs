@@ -92,12 +92,12 @@ impl QuietWindow<'_> {
                 continue;
             }
             let recheck = "SELECT ID FROM information_schema.PROCESSLIST WHERE ID = ? AND USER = ? AND LEFT(INFO, 200) = ?";
-            let still: Option<u64> = conn
-                .exec_first(
-                    recheck,
-                    (statement.id, &statement.user, &statement.statement),
-                )
-                .map_err(|e| Error::server(recheck, &e))?;
+            let still: Option<u64> = crate::server::exec_first(
+                conn,
+                recheck,
+                (statement.id, &statement.user, &statement.statement),
+            )
+            .map_err(|e| Error::server(recheck, &e))?;
             if still.is_none() {
                 continue;
             }

@@ -9,7 +9,6 @@ use std::collections::BTreeMap;
 use common::info_file::InfoFile;
 use common::replication::{self, Replica};
 use common::server::{self, Flavor, Session};
-use mysql::prelude::Queryable;
 
 use crate::copy::Copy;
 
@@ -274,7 +273,7 @@ pub(crate) fn gtid(session: &mut Session, held: &InfoFile, findings: &mut Findin
 pub(crate) fn replicas(session: &mut Session, held: &InfoFile, findings: &mut Findings) {
     let mut found: Vec<Replica> = Vec::new();
     for statement in replication::status_statements(&session.info) {
-        match session.conn.query::<mysql::Row, _>(*statement) {
+        match server::rows::<mysql::Row>(&mut session.conn, statement) {
             Ok(rows) => {
                 found = rows
                     .iter()
