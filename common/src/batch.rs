@@ -69,7 +69,7 @@ impl Answers {
     pub fn query(&mut self, conn: &mut Conn, statement: &str) -> mysql::Result<Vec<Row>> {
         match self.0.iter().position(|(s, _)| s == statement) {
             Some(i) => self.0.remove(i).1.map_err(mysql::Error::MySqlError),
-            None => crate::server::rows(conn, statement),
+            None => crate::rows::all(conn, statement),
         }
     }
 

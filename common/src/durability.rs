@@ -405,7 +405,7 @@ pub fn scan_tables(session: &mut Session) -> TablesScan {
 /// [`scan_tables`] on a bare connection to the server `info` describes (between two statements
 /// of a lock, say), asking the server now.
 pub fn scan_tables_on(conn: &mut Conn, info: &ServerInfo) -> TablesScan {
-    scanned(crate::server::rows(conn, &tables_statement(info)))
+    scanned(crate::rows::all(conn, &tables_statement(info)))
 }
 
 /// The scan's rows, or its note.

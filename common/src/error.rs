@@ -34,7 +34,7 @@
 //! | code | verdict |
 //! |---|---|
 //! | 0 | consistent: the copy's info file says the lock was held, the copy recovers, its tables check and its binlog and GTID state are what the info file records |
-//! | 1 | not verified: the copy, its datadir or a server binary could not be found or used (the message says which and what to do) |
+//! | 1 | not verified: the copy, its datadir, a server binary or a table's engine plugin could not be found or used (the message says which and what to do) |
 //! | 2 | bad command-line arguments |
 //! | 3 | crash-consistent only: the copy recovers and its tables check, but no lock covered it (the info file says why: refused, released, lost…, or there is none) or it is not at the moment its info file records |
 //! | 4 | damaged: the copy does not start, InnoDB reports corruption, or a table fails `CHECK TABLE` |

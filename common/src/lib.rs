@@ -32,6 +32,7 @@ pub mod protocol;
 pub mod quiet;
 pub mod replica_safe;
 pub mod replication;
+pub mod rows;
 pub mod server;
 pub mod state;
 pub mod storage;

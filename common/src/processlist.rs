@@ -94,7 +94,7 @@ pub fn long_statements(
     let statement = "SHOW FULL PROCESSLIST";
     let own = u64::from(conn.connection_id());
     let rows: Vec<mysql::Row> =
-        crate::server::rows(conn, statement).map_err(|e| Error::server(statement, &e))?;
+        crate::rows::all(conn, statement).map_err(|e| Error::server(statement, &e))?;
     let Some(first) = rows.first() else {
         return Ok(Vec::new());
     };
@@ -212,7 +212,7 @@ fn first_chars(text: &str, n: usize) -> String {
 /// `SHOW OPEN TABLES`): such writes hold up `BACKUP STAGE BLOCK_DDL`.
 pub fn non_transactional_tables_in_use(conn: &mut Conn) -> Result<bool> {
     let statement = "SHOW OPEN TABLES WHERE In_use > 0";
-    let open: Vec<(String, String)> = crate::server::rows::<mysql::Row>(conn, statement)
+    let open: Vec<(String, String)> = crate::rows::all::<mysql::Row>(conn, statement)
         .map_err(|e| Error::server(statement, &e))?
         .iter()
         .map(|row| (text_at(row, 0), text_at(row, 1)))
@@ -229,7 +229,7 @@ pub fn non_transactional_tables_in_use(conn: &mut Conn) -> Result<bool> {
          AND ENGINE IS NOT NULL AND ENGINE <> 'InnoDB'",
         pairs.join(", ")
     );
-    let count: Option<u64> = crate::server::first(conn, &statement)
+    let count: Option<u64> = crate::rows::first(conn, &statement)
         .map_err(|e| Error::server("SELECT … FROM information_schema.TABLES", &e))?;
     Ok(count.unwrap_or(0) > 0)
 }
@@ -246,7 +246,7 @@ fn text_at(row: &mysql::Row, i: usize) -> String {
 /// TIMESTAMP`, a replica applying a source's events) counts as 0.
 pub fn connection(conn: &mut Conn, id: u64) -> Result<Option<(String, u64)>> {
     let statement = "SELECT USER, TIME FROM information_schema.PROCESSLIST WHERE ID = ?";
-    let row: Option<mysql::Row> = crate::server::exec_first(conn, statement, (id,))
+    let row: Option<mysql::Row> = crate::rows::exec_first(conn, statement, (id,))
         .map_err(|e| Error::server(statement, &e))?;
     Ok(row.map(|row| {
         let seconds = row

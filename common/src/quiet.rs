@@ -92,7 +92,7 @@ impl QuietWindow<'_> {
                 continue;
             }
             let recheck = "SELECT ID FROM information_schema.PROCESSLIST WHERE ID = ? AND USER = ? AND LEFT(INFO, 200) = ?";
-            let still: Option<u64> = crate::server::exec_first(
+            let still: Option<u64> = crate::rows::exec_first(
                 conn,
                 recheck,
                 (statement.id, &statement.user, &statement.statement),

@@ -6,7 +6,6 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use mysql::prelude::Queryable;
 use mysql::{Conn, OptsBuilder};
 
 use crate::batch::{Answers, Failed};
@@ -165,52 +164,14 @@ fn connect_error(client: &Client, e: &mysql::Error) -> Error {
 /// Connects with bounded timeouts and reads the server's identity in the same breath.
 pub fn connect(client: &Client, read_timeout: Duration) -> Result<Session> {
     let mut conn = open(client, read_timeout)?;
-    let row: Option<(String, u64)> = first(&mut conn, "SELECT VERSION(), CONNECTION_ID()")
-        .map_err(|e| connect_error(client, &e))?;
+    let row: Option<(String, u64)> =
+        crate::rows::first(&mut conn, "SELECT VERSION(), CONNECTION_ID()")
+            .map_err(|e| connect_error(client, &e))?;
     let (version, id) = row.ok_or_else(|| Error::Server {
         statement: "SELECT VERSION(), CONNECTION_ID()".into(),
         message: "returned no row".into(),
     })?;
     Ok(Session::new(conn, ServerInfo::new(version, id)))
-}
-
-/// `statement`'s rows as `T`, asked on `conn` now. A row that does not convert (a NULL, a
-/// negative number or text that is not UTF-8 where `T` has none) is an error naming the row,
-/// never a panic: the driver's typed `query` panics on such a row.
-pub fn rows<T: mysql::prelude::FromRow>(conn: &mut Conn, statement: &str) -> mysql::Result<Vec<T>> {
-    // Rows as `mysql::Row`: nothing converted, nothing to panic on.
-    #[allow(clippy::disallowed_methods)]
-    let rows = conn.query::<mysql::Row, _>(statement)?;
-    rows.into_iter().map(converted).collect()
-}
-
-/// `statement`'s first row as `T`, asked on `conn` now (see [`rows`]).
-pub fn first<T: mysql::prelude::FromRow>(
-    conn: &mut Conn,
-    statement: &str,
-) -> mysql::Result<Option<T>> {
-    rows::<mysql::Row>(conn, statement)?
-        .into_iter()
-        .next()
-        .map(converted)
-        .transpose()
-}
-
-/// The prepared `statement`'s first row with `params`, as `T` (see [`rows`]).
-pub fn exec_first<T: mysql::prelude::FromRow>(
-    conn: &mut Conn,
-    statement: &str,
-    params: impl Into<mysql::Params>,
-) -> mysql::Result<Option<T>> {
-    // A `mysql::Row`: nothing converted, nothing to panic on.
-    #[allow(clippy::disallowed_methods)]
-    let row = conn.exec_first::<mysql::Row, _, _>(statement, params)?;
-    row.map(converted).transpose()
-}
-
-/// `row` as `T`, or an error naming it.
-fn converted<T: mysql::prelude::FromRow>(row: mysql::Row) -> mysql::Result<T> {
-    mysql::from_row_opt(row).map_err(|e| mysql::Error::FromRowError(e.0))
 }
 
 /// A SQL string literal (single quotes, backslash and quote escaped).

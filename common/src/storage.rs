@@ -295,7 +295,7 @@ pub fn show_global(
         "SHOW GLOBAL {what} WHERE Variable_name IN ({})",
         quoted.join(", ")
     );
-    crate::server::rows(conn, &statement).map_err(|e| Error::server(&statement, &e))
+    crate::rows::all(conn, &statement).map_err(|e| Error::server(&statement, &e))
 }
 
 /// The roles and absolute paths named by `SHOW GLOBAL VARIABLES` rows; unset ones are skipped.

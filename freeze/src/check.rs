@@ -527,7 +527,7 @@ fn system_user_note(config: &Config, session: &mut server::Session) -> Option<St
     {
         return None;
     }
-    let grants: Vec<String> = server::rows(&mut session.conn, "SHOW GRANTS").ok()?;
+    let grants: Vec<String> = common::rows::all(&mut session.conn, "SHOW GRANTS").ok()?;
     let has = grants
         .iter()
         .any(|g| g.to_ascii_uppercase().contains("SYSTEM_USER"));

@@ -21,6 +21,9 @@ pub(crate) struct Findings {
     pub(crate) passed: Vec<String>,
     pub(crate) warnings: Vec<String>,
     pub(crate) tables_checked: usize,
+    /// Tables `CHECK TABLE` could not open because the booted copy has not loaded their engine
+    /// (a plugin the copy's own server loads): `(table, plugin library)`. No verdict without them.
+    pub(crate) unchecked: Vec<(String, String)>,
     /// The GTID state the copy recovered (MariaDB `gtid_binlog_pos`, MySQL `gtid_executed`).
     pub(crate) recovered_gtid: Option<String>,
 }
@@ -63,13 +66,13 @@ pub(crate) fn error_log(text: &str, findings: &mut Findings) {
 
 /// `CHECK TABLE` of every non-transactional table (every table with `thorough`).
 pub(crate) fn tables(session: &mut Session, thorough: bool, findings: &mut Findings) {
+    // ENGINE is NULL for a table the booted server cannot open (its engine not loaded, or a
+    // damaged definition): listed too, and CHECK TABLE says which.
     let engines = match thorough {
         true => String::new(),
-        false => format!(" AND ENGINE IN ({NON_TRANSACTIONAL})"),
+        false => format!(" AND (ENGINE IN ({NON_TRANSACTIONAL}) OR ENGINE IS NULL)"),
     };
-    // ENGINE is NULL for a table the booted server cannot open (its engine not loaded, or a
-    // damaged definition): CHECK TABLE says which.
-    let listed: Result<Vec<(String, String, Option<String>)>, _> = server::rows(
+    let listed: Result<Vec<(String, String, Option<String>)>, _> = common::rows::all(
         &mut session.conn,
         &format!(
             "SELECT TABLE_SCHEMA, TABLE_NAME, ENGINE FROM information_schema.TABLES \
@@ -92,12 +95,12 @@ pub(crate) fn tables(session: &mut Session, thorough: bool, findings: &mut Findi
     for (schema, table, engine) in &listed {
         let name = format!("{}.{}", identifier(schema), identifier(table));
         let rows: Result<Vec<(String, String, String, String)>, _> =
-            server::rows(&mut session.conn, &format!("CHECK TABLE {name}"));
+            common::rows::all(&mut session.conn, &format!("CHECK TABLE {name}"));
         let engine = engine.as_deref().unwrap_or("engine unknown");
-        findings.tables_checked += 1;
         let rows = match rows {
             Ok(rows) => rows,
             Err(e) => {
+                findings.tables_checked += 1;
                 findings
                     .damage
                     .push(format!("CHECK TABLE {name} ({engine}) failed: {e}"));
@@ -117,13 +120,8 @@ pub(crate) fn tables(session: &mut Session, thorough: bool, findings: &mut Findi
                 .iter()
                 .map(|(_, _, kind, text)| format!("{kind}: {text}"))
                 .collect();
-            if errors.iter().any(|e| e.contains("Unknown storage engine")) {
-                // The copy's server loaded it from its my.cnf or mysql.plugin, which verify's boot
-                // does not read: not a fault of the copy.
-                findings.warnings.push(format!(
-                    "{name} was not checked: the booted copy has not loaded its engine ({}). verify starts the server without the copy's my.cnf and plugins: give them with --server-option=--plugin-load-add=PLUGIN",
-                    said.join("; ")
-                ));
+            if let Some(library) = errors.iter().find_map(|e| plugin_not_loaded(session, e)) {
+                findings.unchecked.push((name, library));
                 continue;
             }
             findings.damage.push(format!(
@@ -133,13 +131,14 @@ pub(crate) fn tables(session: &mut Session, thorough: bool, findings: &mut Findi
         } else if rows.iter().any(|(_, _, kind, _)| kind == "warning") {
             unclosed += 1;
         }
+        findings.tables_checked += 1;
     }
     let which = if thorough {
         "every"
     } else {
         "every non-transactional"
     };
-    if findings.damage.len() == damaged_before {
+    if findings.damage.len() == damaged_before && findings.unchecked.is_empty() {
         findings.passed.push(format!(
             "CHECK TABLE passed on {which} table ({})",
             listed.len()
@@ -150,6 +149,23 @@ pub(crate) fn tables(session: &mut Session, thorough: bool, findings: &mut Findi
             "{unclosed} tables passed CHECK TABLE with a warning (not closed properly: the copy was cut while they were open)"
         ));
     }
+}
+
+/// The plugin library of the engine an `Unknown storage engine 'NAME'` error names, when the
+/// booted server has that plugin but has not loaded it (MariaDB's `ALL_PLUGINS`). `None` for any
+/// other error, and for an engine no plugin provides: a damaged table definition is damage.
+fn plugin_not_loaded(session: &mut Session, error: &str) -> Option<String> {
+    let (_, rest) = error.split_once("Unknown storage engine '")?;
+    let engine = rest.split('\'').next()?;
+    let statement = format!(
+        "SELECT PLUGIN_LIBRARY FROM information_schema.ALL_PLUGINS \
+         WHERE PLUGIN_TYPE = 'STORAGE ENGINE' AND PLUGIN_NAME = {} AND PLUGIN_STATUS <> 'ACTIVE'",
+        server::quote(engine)
+    );
+    common::rows::first::<(Option<String>,)>(&mut session.conn, &statement)
+        .ok()
+        .flatten()
+        .and_then(|(library,)| library)
 }
 
 /// A quoted identifier.
@@ -273,7 +289,7 @@ pub(crate) fn gtid(session: &mut Session, held: &InfoFile, findings: &mut Findin
 pub(crate) fn replicas(session: &mut Session, held: &InfoFile, findings: &mut Findings) {
     let mut found: Vec<Replica> = Vec::new();
     for statement in replication::status_statements(&session.info) {
-        match server::rows::<mysql::Row>(&mut session.conn, statement) {
+        match common::rows::all::<mysql::Row>(&mut session.conn, statement) {
             Ok(rows) => {
                 found = rows
                     .iter()

@@ -194,6 +194,9 @@ fn verify(args: &Args, path: &Path, started: Instant) -> Result<(Report, Verdict
         Kind::Copied(why) => format!("a copy of the datadir (cp -a) in a private directory: {why}"),
     };
     drop(layer);
+    if findings.damage.is_empty() && !findings.unchecked.is_empty() {
+        return Err(unchecked(&findings.unchecked));
+    }
     let verdict = Verdict::of(&copy, &findings);
     let recovered_gtid = findings.recovered_gtid.clone();
     let mut report = Report {
@@ -221,6 +224,27 @@ fn verify(args: &Args, path: &Path, started: Instant) -> Result<(Report, Verdict
         report.seed_at_recovered(held, binlog.end.as_ref().ok(), recovered_gtid.as_deref());
     }
     Ok((report, verdict))
+}
+
+/// No verdict while tables went unchecked because the booted copy lacks their engine plugin:
+/// which, and the options that load them.
+fn unchecked(tables: &[(String, String)]) -> Error {
+    let names: Vec<&str> = tables.iter().map(|(table, _)| table.as_str()).collect();
+    let mut libraries: Vec<&str> = tables.iter().map(|(_, library)| library.as_str()).collect();
+    libraries.sort_unstable();
+    libraries.dedup();
+    let options: Vec<String> = libraries
+        .iter()
+        .map(|library| format!("--server-option --plugin-load-add={library}"))
+        .collect();
+    Error::Unverifiable {
+        problem: format!(
+            "{} could not be checked: the booted copy has not loaded the engine plugins {} (verify starts the copy's server without its my.cnf and without mysql.plugin)",
+            names.join(", "),
+            libraries.join(", ")
+        ),
+        fix: format!("Verify again with {}", options.join(" ")),
+    }
 }
 
 /// Every check on the booted copy.

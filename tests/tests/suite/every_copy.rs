@@ -238,7 +238,7 @@ fn the_next_freeze_marks_a_held_record_left_by_a_dead_locker_freezing_before_its
     let mut log = String::new();
     assert!(
         wait_until(Duration::from_secs(10), || {
-            log.push_str(&sandbox.log());
+            log = sandbox.log();
             log.contains("event=waiting not a quiet moment")
         }),
         "freeze's locker did not start waiting for a quiet moment: {log}"
@@ -274,7 +274,7 @@ fn a_freeze_killed_at_its_callers_deadline_leaves_a_copy_that_says_no_lock() {
     let mut log = String::new();
     assert!(
         wait_until(Duration::from_secs(10), || {
-            log.push_str(&sandbox.log());
+            log = sandbox.log();
             log.contains("event=waiting not a quiet moment")
         }),
         "freeze did not start waiting: {log}"

@@ -783,10 +783,12 @@ fn thorough_checks_every_table_where_the_default_checks_the_non_transactional_on
 }
 
 /// A table whose engine the booted copy has not loaded (a plugin the copy's server loaded from
-/// `mysql.plugin`, which verify's boot does not read) is named as not checked, with what to give
-/// verify: never a crash, and never taken for damage of the copy.
+/// `mysql.plugin`, which verify's boot does not read) gives no verdict, with or without
+/// `--thorough`: verify names the table and the option that loads its plugin, never crashes, never
+/// calls the copy damaged and never passes it unchecked. With that option, the copy gets a
+/// verdict and the table is checked.
 #[test]
-fn thorough_names_a_table_whose_engine_the_booted_copy_lacks_and_still_gives_a_verdict() {
+fn a_table_whose_engine_the_booted_copy_lacks_gives_no_verdict_until_its_plugin_is_loaded() {
     let dir = TempDir::new("verify-bare");
     let (datadir, config) = bare_datadir(dir.path(), "copy");
     {
@@ -800,20 +802,39 @@ fn thorough_names_a_table_whose_engine_the_booted_copy_lacks_and_still_gives_a_v
             .unwrap();
     }
     let work = work_dir();
-    let mut command = Command::new(bin("verify"));
-    command.arg("--config").arg(&config).arg("--thorough");
-    let verdict = verify_with(command, &datadir, work.path());
-    let report = &verdict.report;
+    let run = |extra: &[&str]| {
+        let mut command = Command::new(bin("verify"));
+        command.arg("--config").arg(&config).args(extra);
+        verify_with(command, &datadir, work.path())
+    };
+    for extra in [&[][..], &["--thorough"][..]] {
+        let verdict = run(extra);
+        let report = &verdict.report;
+        assert_eq!(verdict.code, Some(1), "{extra:?}: {}", verdict.output);
+        assert_eq!(report["verdict"], "not-verified", "{report:#}");
+        let why = report["why"].to_string();
+        assert!(
+            why.contains("`app`.`journal`")
+                && why.contains("--server-option --plugin-load-add=ha_archive"),
+            "{extra:?}: the table is named with the option that loads its engine: {report:#}"
+        );
+    }
+    let loaded = run(&[
+        "--thorough",
+        "--server-option",
+        "--plugin-load-add=ha_archive",
+    ]);
     assert!(
-        matches!(verdict.code, Some(0 | 3)),
-        "a verdict on the copy, not damage or a crash: {}",
-        verdict.output
+        matches!(loaded.code, Some(0 | 3)),
+        "with the plugin, a verdict: {}",
+        loaded.output
     );
-    let warnings = report["warnings"].to_string();
     assert!(
-        warnings.contains("`app`.`journal` was not checked")
-            && warnings.contains("--plugin-load-add"),
-        "the table is named with what to do: {report:#}"
+        loaded.report["checked"]
+            .to_string()
+            .contains("CHECK TABLE passed on every table"),
+        "{:#}",
+        loaded.report
     );
 }
 
