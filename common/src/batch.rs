@@ -80,12 +80,10 @@ impl Answers {
         statement: &str,
     ) -> mysql::Result<Option<T>> {
         let rows = self.query(conn, statement)?;
-        match rows.into_iter().next() {
-            Some(row) => mysql::from_row_opt(row)
-                .map(Some)
-                .map_err(|e| mysql::Error::FromRowError(e.0)),
-            None => Ok(None),
-        }
+        rows.into_iter()
+            .next()
+            .map(crate::rows::converted)
+            .transpose()
     }
 
     /// Runs `statement` for its effect: its answer if the batch ran it, else on the server now.

@@ -42,6 +42,6 @@ pub fn exec_first<T: mysql::prelude::FromRow>(
 }
 
 /// `row` as `T`, or an error naming it.
-fn converted<T: mysql::prelude::FromRow>(row: mysql::Row) -> mysql::Result<T> {
+pub fn converted<T: mysql::prelude::FromRow>(row: mysql::Row) -> mysql::Result<T> {
     mysql::from_row_opt(row).map_err(|e| mysql::Error::FromRowError(e.0))
 }
